@@ -1,0 +1,81 @@
+"""Shared fixtures: a real nats-server per test, real twins on free ports.
+
+Everything here starts real processes/servers and tears them down in ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import nats
+import pytest
+
+from twin.app import TwinApp
+from twin.ingest.embedded import EmbeddedNatsServer
+from support import twin_config
+
+
+
+@pytest.fixture
+async def nats_server() -> AsyncIterator[EmbeddedNatsServer]:
+    """A real nats-server (JetStream on) on a random loopback port."""
+    server = EmbeddedNatsServer(jetstream=True)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNatsServer) -> AsyncIterator[nats.NATS]:
+    client = await nats.connect(nats_server.url)
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.drain()
+
+
+TwinFactory = Callable[..., Awaitable[TwinApp]]
+
+
+@pytest.fixture
+async def make_twin() -> AsyncIterator[TwinFactory]:
+    """Starts TwinApps (real gRPC + NATS ingestion); all are stopped at teardown."""
+    apps: list[TwinApp] = []
+
+    async def factory(nats_url: str | None, model: str = "mock", **sections: dict[str, Any]) -> TwinApp:
+        sections.setdefault("world_model", {})["implementation"] = model
+        app = TwinApp(twin_config(nats_url, **sections))
+        apps.append(app)
+        await app.start()
+        return app
+
+    try:
+        yield factory
+    finally:
+        for app in reversed(apps):
+            await app.stop()
+
+
+@pytest.fixture
+async def channel_for() -> AsyncIterator[Callable[[TwinApp], grpc.aio.Channel]]:
+    channels: list[grpc.aio.Channel] = []
+
+    def open_channel(app: TwinApp) -> grpc.aio.Channel:
+        ch = grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}")
+        channels.append(ch)
+        return ch
+
+    try:
+        yield open_channel
+    finally:
+        for ch in channels:
+            await ch.close()

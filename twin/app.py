@@ -1,0 +1,125 @@
+"""Composition root: config → state → model → gRPC → ingestion, started in that
+order and stopped in reverse with a drain:
+
+    health NOT_SERVING → stop accepting RPCs (grace) → drain NATS (pending messages
+    applied) → model shutdown → embedded nats-server stopped
+
+Health turns SERVING only once the model is initialised *and* ingestion is
+connected, and back to NOT_SERVING whenever NATS disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+
+from twin.core.config import TwinConfig
+from twin.ingest.embedded import EmbeddedNatsServer
+from twin.ingest.nats_ingest import Ingestor
+from twin.runtime import TwinRuntime
+from twin.service.server import TwinServer
+from twin.service.servicer import DigitalTwinServicer
+
+log = logging.getLogger(__name__)
+
+
+class TwinApp:
+    def __init__(self, config: TwinConfig, model_name: str | None = None) -> None:
+        self.config = config
+        self.runtime = TwinRuntime(config, model_name)
+        self.embedded: EmbeddedNatsServer | None = None
+        self.ingestor = Ingestor(
+            config.nats,
+            self.runtime.state,
+            lambda: self.runtime.model,
+            self.runtime.ingest_stats,
+            twin_id=socket.gethostname(),
+            on_status=self._on_ingest_status,
+        )
+        self.servicer = DigitalTwinServicer(self.runtime, lambda: self.ingestor.queue.qsize())
+        self.server: TwinServer | None = None
+        self.nats_url: str | None = None
+        self._stop = asyncio.Event()
+        self._stopped = False
+        self._model_ready = False
+        self._pending_health: set[asyncio.Task[None]] = set()
+        self.interceptors: list[object] = []
+        self.on_started: list[Callable[[TwinApp], None]] = []
+        self.exit_code = 0
+
+    @property
+    def grpc_port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    def _on_ingest_status(self, connected: bool) -> None:
+        self.runtime.ingest_connected = connected
+        if self.server is not None:
+            task = asyncio.get_running_loop().create_task(self.server.set_ready(connected and self._model_ready and not self._stopped))
+            self._pending_health.add(task)
+            task.add_done_callback(self._pending_health.discard)
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)  # type: ignore[arg-type]
+        await self.server.start()
+        log.info("gRPC listening on %s:%d (health NOT_SERVING until ready)", cfg.grpc.host, self.server.port)
+        await self.runtime.initialize()
+        self._model_ready = True
+        url = cfg.nats.url
+        if not url:
+            self.embedded = EmbeddedNatsServer(jetstream=True)
+            url = await self.embedded.start()
+        self.nats_url = url
+        await self.ingestor.start(url)
+        await self.server.set_ready(self.ingestor.connected)
+        log.info("digital twin ready: model=%s grpc=:%d", self.runtime.model_name, self.server.port)
+        for cb in self.on_started:
+            cb(self)
+
+    def request_stop(self, exit_code: int = 0) -> None:
+        self.exit_code = exit_code or self.exit_code
+        self._stop.set()
+
+    async def wait(self) -> None:
+        """Until a stop is requested or NATS gives up for good."""
+        closed = asyncio.create_task(self.ingestor.closed_unexpectedly.wait())
+        stop = asyncio.create_task(self._stop.wait())
+        done, pending = await asyncio.wait({closed, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if closed in done:
+            self.exit_code = 1
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        log.info("shutting down: health NOT_SERVING, draining")
+        if self.server is not None:
+            await self.server.stop()
+        await self.ingestor.stop()
+        with contextlib.suppress(Exception):
+            await self.runtime.shutdown()
+        if self.embedded is not None:
+            await self.embedded.stop()
+        log.info("stopped (events applied: %d)", self.runtime.ingest_stats.events_applied)
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, drain and stop; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self.wait()
+        finally:
+            await self.stop()
+        return self.exit_code

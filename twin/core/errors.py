@@ -1,0 +1,63 @@
+"""One error tree for the whole twin.
+
+::
+
+    TwinError
+    ├── ConfigError          invalid or unreadable configuration (.errors: list of "path: message")
+    ├── DecodeError          a NATS payload that cannot be decoded or validated (.reason, .subject)
+    ├── InvalidRequest       a malformed gRPC request → INVALID_ARGUMENT
+    ├── IngestError          NATS connection / subscription failures
+    └── ModelError           a world model failed to answer
+        ├── ModelNotFound    no model registered under that name
+        └── ModelUnavailable the model is not initialised or a dependency is missing
+
+Domain failures (a question the model cannot answer) are *not* errors: they are
+returned in-band as ``success=False`` with an explanation, as existing clients expect.
+"""
+
+from __future__ import annotations
+
+
+class TwinError(Exception):
+    """Base of every error raised by the twin."""
+
+
+class ConfigError(TwinError):
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        self.errors = list(errors or [])
+        detail = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"{message}\n{detail}" if detail else message)
+
+
+class DecodeError(TwinError):
+    """Carries the reason that goes to the dead-letter subject."""
+
+    def __init__(self, reason: str, subject: str = "", index: int | None = None) -> None:
+        self.reason = reason
+        self.subject = subject
+        self.index = index
+        super().__init__(reason)
+
+
+class InvalidRequest(TwinError):
+    """Maps to gRPC ``INVALID_ARGUMENT``; ``field`` names the offending request field."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class IngestError(TwinError):
+    pass
+
+
+class ModelError(TwinError):
+    pass
+
+
+class ModelNotFound(ModelError):
+    pass
+
+
+class ModelUnavailable(ModelError):
+    pass

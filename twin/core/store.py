@@ -1,0 +1,307 @@
+"""Columnar, bounded store of every (source, metric) time series.
+
+Why chunks: a series is a list of fixed-size numpy chunks (float64 time, float64
+value) instead of one growing array, so an append is O(1) without reallocation
+spikes, retention drops whole chunks, and memory stays close to the 16 bytes a
+(timestamp, value) pair needs. The first chunk of a series starts small and
+doubles up to ``CHUNK`` so ten thousand tiny series do not each reserve a full
+chunk. Time is event time (seconds since the epoch, float); "now" for age-based
+retention is the newest event time of the series, never the wall clock, so a
+replay at any speed keeps the same data.
+
+Out-of-order points are accepted: the series marks itself unsorted and sorts
+once, lazily, on the next read (amortised; telemetry is nearly always ordered).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+CHUNK = 4096
+_FIRST_CHUNK = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Bounds of one series: at most ``max_points`` samples, none older than ``max_age_sec``."""
+
+    max_points: int = 100_000
+    max_age_sec: float = 0.0  # 0 = no age limit
+
+
+class Series:
+    """One time series; O(1) append, binary-searched reads."""
+
+    __slots__ = (
+        "source",
+        "name",
+        "unit",
+        "_t",
+        "_v",
+        "_fill",
+        "_head",
+        "_len",
+        "_sorted",
+        "last_t",
+        "last_v",
+        "last_text",
+        "appended",
+        "_retention",
+        "version",
+    )
+
+    def __init__(self, source: str, name: str, retention: Retention, unit: str = "unknown") -> None:
+        self.source = source
+        self.name = name
+        self.unit = unit
+        self._retention = retention
+        first = min(_FIRST_CHUNK, max(1, retention.max_points))
+        self._t: list[np.ndarray] = [np.empty(first, dtype=np.float64)]
+        self._v: list[np.ndarray] = [np.empty(first, dtype=np.float64)]
+        self._fill = 0  # used slots of the last chunk
+        self._head = 0  # dropped slots of the first chunk
+        self._len = 0
+        self._sorted = True
+        self.last_t = -math.inf
+        self.last_v = math.nan
+        self.last_text: str | None = None
+        self.appended = 0  # every sample ever appended (not reduced by retention)
+        self.version = 0  # bumps on every change; models use it to know what is new
+
+    def __len__(self) -> int:
+        return self._len
+
+    def append(self, t: float, v: float) -> None:
+        tc = self._t[-1]
+        fill = self._fill
+        if fill == tc.shape[0]:
+            self._grow()
+            tc = self._t[-1]
+            fill = self._fill
+        tc[fill] = t
+        self._v[-1][fill] = v
+        self._fill = fill + 1
+        self._len += 1
+        self.appended += 1
+        self.version += 1
+        if t >= self.last_t:
+            self.last_t = t
+            self.last_v = v
+        else:
+            self._sorted = False
+        if self._len > self._retention.max_points:
+            self._drop_front(self._len - self._retention.max_points)
+        elif self._retention.max_age_sec and self._t[0][self._head] < self.last_t - self._retention.max_age_sec:
+            self._trim_age()
+
+    def extend(self, ts: np.ndarray, vs: np.ndarray) -> None:
+        """Appends many samples; same result as calling ``append`` for each."""
+        for t, v in zip(ts.tolist(), vs.tolist()):
+            self.append(t, v)
+
+    def _grow(self) -> None:
+        size = self._t[-1].shape[0]
+        if len(self._t) == 1 and self._head == 0 and size < CHUNK:
+            # Still the small first chunk: double it in place.
+            new = min(CHUNK, size * 2)
+            t = np.empty(new, dtype=np.float64)
+            v = np.empty(new, dtype=np.float64)
+            t[:size] = self._t[0]
+            v[:size] = self._v[0]
+            self._t[0], self._v[0] = t, v
+            self._fill = size
+            return
+        self._t.append(np.empty(CHUNK, dtype=np.float64))
+        self._v.append(np.empty(CHUNK, dtype=np.float64))
+        self._fill = 0
+
+    def _drop_front(self, n: int) -> None:
+        self._len -= n
+        head = self._head + n
+        while len(self._t) > 1 and head >= self._t[0].shape[0]:
+            head -= self._t[0].shape[0]
+            del self._t[0]
+            del self._v[0]
+        self._head = head
+
+    def _trim_age(self) -> None:
+        self._ensure_sorted()
+        cutoff = self.last_t - self._retention.max_age_sec
+        t, _ = self.arrays()
+        n = int(np.searchsorted(t, cutoff, side="left"))
+        if n:
+            self._drop_front(n)
+
+    def _ensure_sorted(self) -> None:
+        if self._sorted:
+            return
+        t, v = self._concat()
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        self._rebuild(t, v)
+        self._sorted = True
+        self.last_t = float(t[-1])
+        self.last_v = float(v[-1])
+
+    def _rebuild(self, t: np.ndarray, v: np.ndarray) -> None:
+        n = t.shape[0]
+        self._t, self._v = [], []
+        for i in range(0, max(n, 1), CHUNK):
+            ct = np.empty(CHUNK, dtype=np.float64)
+            cv = np.empty(CHUNK, dtype=np.float64)
+            part = t[i : i + CHUNK]
+            ct[: part.shape[0]] = part
+            cv[: part.shape[0]] = v[i : i + CHUNK]
+            self._t.append(ct)
+            self._v.append(cv)
+        self._fill = n - (len(self._t) - 1) * CHUNK
+        self._head = 0
+        self._len = n
+
+    def _concat(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self._t) == 1:
+            return (
+                self._t[0][self._head : self._fill].copy(),
+                self._v[0][self._head : self._fill].copy(),
+            )
+        ts = [self._t[0][self._head :]] + self._t[1:-1] + [self._t[-1][: self._fill]]
+        vs = [self._v[0][self._head :]] + self._v[1:-1] + [self._v[-1][: self._fill]]
+        return np.concatenate(ts), np.concatenate(vs)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted (times, values) copies of the retained samples."""
+        self._ensure_sorted()
+        return self._concat()
+
+    def tail(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last ``n`` samples, cheaper than ``arrays()`` for long series."""
+        self._ensure_sorted()
+        if n >= self._len:
+            return self._concat()
+        parts_t: list[np.ndarray] = []
+        parts_v: list[np.ndarray] = []
+        need = n
+        last = len(self._t) - 1
+        for i in range(last, -1, -1):
+            lo = self._head if i == 0 else 0
+            hi = self._fill if i == last else self._t[i].shape[0]
+            take = min(need, hi - lo)
+            parts_t.append(self._t[i][hi - take : hi])
+            parts_v.append(self._v[i][hi - take : hi])
+            need -= take
+            if need == 0:
+                break
+        return np.concatenate(parts_t[::-1]), np.concatenate(parts_v[::-1])
+
+    def value_at(self, t: float) -> tuple[float, float] | None:
+        """The newest sample at or before ``t`` as (time, value), or None."""
+        times, values = self.arrays()
+        i = int(np.searchsorted(times, t, side="right")) - 1
+        if i < 0:
+            return None
+        return float(times[i]), float(values[i])
+
+    def window(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+        times, values = self.arrays()
+        lo = int(np.searchsorted(times, start, side="left"))
+        hi = int(np.searchsorted(times, end, side="right"))
+        return times[lo:hi], values[lo:hi]
+
+    @property
+    def first_t(self) -> float:
+        self._ensure_sorted()
+        return float(self._t[0][self._head]) if self._len else math.nan
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._t) + sum(a.nbytes for a in self._v)
+
+
+def downsample(times: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket means over equal-count buckets; keeps the shape of long ranges cheap to ship."""
+    n = times.shape[0]
+    if max_points <= 0 or n <= max_points:
+        return times, values
+    edges = np.linspace(0, n, max_points + 1).astype(np.int64)
+    counts = np.diff(edges)
+    t_sum = np.add.reduceat(times, edges[:-1])
+    v_sum = np.add.reduceat(values, edges[:-1])
+    return t_sum / counts, v_sum / counts
+
+
+class SeriesStore:
+    """Every series the twin knows, keyed by (source, metric name)."""
+
+    def __init__(self, retention: Retention | None = None) -> None:
+        self.retention = retention or Retention()
+        self._series: dict[tuple[str, str], Series] = {}
+        self.samples_appended = 0
+
+    def series(self, source: str, name: str, unit: str = "unknown") -> Series:
+        """The series for (source, name), created on first use."""
+        key = (source, name)
+        s = self._series.get(key)
+        if s is None:
+            s = self._series[key] = Series(source, name, self.retention, unit)
+        return s
+
+    def append(self, source: str, name: str, t: float, v: float, unit: str = "unknown") -> Series:
+        s = self._series.get((source, name))
+        if s is None:
+            s = self.series(source, name, unit)
+        s.append(t, v)
+        self.samples_appended += 1
+        return s
+
+    def get(self, source: str, name: str) -> Series | None:
+        return self._series.get((source, name))
+
+    def __iter__(self) -> Iterator[Series]:
+        return iter(list(self._series.values()))
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def keys(self) -> list[tuple[str, str]]:
+        return list(self._series)
+
+    def sources(self) -> list[str]:
+        return sorted({k[0] for k in self._series})
+
+    def metrics_of(self, source: str) -> list[str]:
+        return sorted(k[1] for k in self._series if k[0] == source)
+
+    def latest(self, source: str | None = None) -> dict[str, dict[str, dict[str, object]]]:
+        """{source: {metric: {"value", "timestamp", "unit"}}} of the newest samples."""
+        out: dict[str, dict[str, dict[str, object]]] = {}
+        for (src, name), s in self._series.items():
+            if source is not None and src != source:
+                continue
+            if not len(s) and s.last_text is None:
+                continue
+            entry: dict[str, object] = {"timestamp": s.last_t, "unit": s.unit}
+            entry["value"] = s.last_text if s.last_text is not None and not len(s) else s.last_v
+            out.setdefault(src, {})[name] = entry
+        return out
+
+    @property
+    def sample_count(self) -> int:
+        return sum(len(s) for s in self._series.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self._series.values())
+
+    @property
+    def newest_time(self) -> float:
+        return max((s.last_t for s in self._series.values()), default=-math.inf)
+
+    def reset(self) -> int:
+        """Forgets every series; returns how many samples were dropped."""
+        n = self.sample_count
+        self._series.clear()
+        return n

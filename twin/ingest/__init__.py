@@ -1,0 +1,1 @@
+"""NATS ingestion: subscriptions, decode, dead-letter, backpressure, batching."""

@@ -1,0 +1,379 @@
+"""NATS ingestion engine.
+
+Flow per message: size check → decode (msgspec, in the subscription callback) →
+bad events to the dead-letter subject → good ones into a bounded ``asyncio.Queue``.
+One applier task drains the queue in batches (``batch_size`` events or
+``batch_timeout_sec`` after the first, whichever comes first), applies them to the
+``TwinState`` and hands the batch to the world model.
+
+Backpressure: when the queue is full, ``put`` blocks the subscription callback, so
+messages wait in nats-py's per-subscription pending buffer, which is bounded too
+(``queue_maxsize`` × ``PENDING_FACTOR`` messages); past that core NATS drops
+them as a slow consumer, which is counted (JetStream mode redelivers instead).
+An item may carry ``ack`` (JetStream): it is called only after the batch holding
+it was applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from twin.core.config import NatsConfig
+from twin.core.errors import IngestError
+from twin.core.events import (
+    CalibrationEvent,
+    DecodeError,
+    ExecutionResult,
+    Point,
+    decode_batch,
+    decode_calibration,
+    decode_execution,
+    decode_stream,
+)
+from twin.core.state import TwinState
+from twin.ingest.dead_letter import build_record, reason_class
+from twin.ingest.stats import IngestStats
+from twin.models.base import EventBatch, WorldModel
+
+log = logging.getLogger(__name__)
+PENDING_FACTOR = 8
+
+
+@dataclass(slots=True)
+class Item:
+    """One decoded message waiting to be applied."""
+
+    points: list[Point] = field(default_factory=list)
+    execution: ExecutionResult | None = None
+    calibration: CalibrationEvent | None = None
+    ack: Callable[[], Awaitable[None]] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.points) + (self.execution is not None) + (self.calibration is not None)
+
+
+def redact_url(url: str) -> str:
+    """Drops credentials from a NATS URL before it is logged."""
+    parts = []
+    for u in url.split(","):
+        s = urlsplit(u.strip())
+        if s.username or s.password:
+            s = s._replace(netloc=f"***@{s.hostname}" + (f":{s.port}" if s.port else ""))
+        parts.append(urlunsplit(s))
+    return ",".join(parts)
+
+
+def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, Any]:
+    """nats-py connect() options from config and the credential environment variables."""
+    opts: dict[str, Any] = {
+        "max_reconnect_attempts": cfg.max_reconnect_attempts,
+        "reconnect_time_wait": cfg.reconnect_wait_sec,
+        "allow_reconnect": True,
+        "name": "polaris-digital-twin",
+    }
+    if environ.get("NATS_USER"):
+        opts["user"] = environ["NATS_USER"]
+        opts["password"] = environ.get("NATS_PASSWORD", "")
+    if environ.get("NATS_TOKEN"):
+        opts["token"] = environ["NATS_TOKEN"]
+    if cfg.creds_file:
+        opts["user_credentials"] = cfg.creds_file
+    if cfg.tls_ca_file or cfg.tls_cert_file:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg.tls_ca_file)
+        if cfg.tls_cert_file:
+            ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+        opts["tls"] = ctx
+    return opts
+
+
+class Ingestor:
+    """Owns the NATS connection, the subscriptions, the queue and the applier task."""
+
+    def __init__(
+        self,
+        cfg: NatsConfig,
+        state: TwinState,
+        model: Callable[[], WorldModel],
+        stats: IngestStats | None = None,
+        *,
+        twin_id: str = "",
+        on_status: Callable[[bool], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.state = state
+        self._model = model
+        self.stats = stats or IngestStats()
+        self.twin_id = twin_id
+        self._on_status = on_status
+        self._clock = clock
+        self.nc: NATS | None = None
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=cfg.queue_maxsize)
+        self._applier: asyncio.Task[None] | None = None
+        self._subs: list[Any] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.connected = False
+        self.closed_unexpectedly = asyncio.Event()
+        self._stopping = False
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self, url: str) -> None:
+        """Connects (retrying per config), subscribes, starts the applier."""
+        self._applier = asyncio.create_task(self._apply_loop(), name="ingest-applier")
+        self._applier.add_done_callback(self._task_ended)
+        opts = connect_options(self.cfg)
+        attempts = self.cfg.max_reconnect_attempts
+        tries = 0
+        while True:
+            try:
+                self.nc = await nats.connect(
+                    url.split(","),
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed,
+                    **opts,
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - nats raises many types here
+                tries += 1
+                if attempts >= 0 and tries > attempts:
+                    raise IngestError(f"cannot connect to NATS at {redact_url(url)}: {exc}") from exc
+                log.warning("NATS connect to %s failed (%s); retry %d in %.1fs", redact_url(url), exc, tries, self.cfg.reconnect_wait_sec)
+                await asyncio.sleep(self.cfg.reconnect_wait_sec)
+        await self.subscribe()
+        self._set_connected(True)
+        log.info("ingesting from %s (queue group %r)", redact_url(url), self.cfg.queue_group)
+
+    async def subscribe(self) -> None:
+        """Core-NATS subscriptions (JetStream mode replaces this)."""
+        assert self.nc is not None
+        c = self.cfg
+        limit = max(1024, c.queue_maxsize * PENDING_FACTOR)
+        handlers = {
+            c.telemetry_stream_subject: self._on_stream,
+            c.telemetry_batch_subject: self._on_batch,
+            c.execution_subject: self._on_execution,
+            c.calibrate_subject: self._on_calibration,
+        }
+        for subject, cb in handlers.items():
+            sub = await self.nc.subscribe(subject, queue=c.queue_group, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=limit * c.max_payload_bytes // 8)
+            self._subs.append(sub)
+        await self.nc.flush()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Drain: stop receiving, let pending messages through the callbacks, apply the
+        queue, then close. Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        nc = self.nc
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.drain(), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), timeout)
+        if self._applier is not None:
+            self._applier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._applier
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        self._set_connected(False)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ingest applier died", exc_info=task.exception())
+
+    def _set_connected(self, value: bool) -> None:
+        self.connected = value
+        if self._on_status is not None:
+            self._on_status(value)
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            self.stats.slow_consumer_drops += 1
+            return
+        log.warning("NATS error: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        if not self._stopping:
+            self.stats.disconnects += 1
+            log.warning("NATS disconnected; reconnecting")
+            self._set_connected(False)
+
+    async def _on_reconnected(self) -> None:
+        self.stats.reconnects += 1
+        log.info("NATS reconnected")
+        self._set_connected(True)
+
+    async def _on_closed(self) -> None:
+        if not self._stopping:
+            log.error("NATS connection closed (reconnect attempts exhausted)")
+            self._set_connected(False)
+            self.closed_unexpectedly.set()
+
+    # ------------------------------------------------------------- dead letters
+    async def dead_letter(self, reason: str, subject: str, payload: bytes, index: int | None = None, batch_id: str | None = None) -> None:
+        self.stats.dead_lettered += 1
+        self.stats.dead_letter_reasons[reason_class(reason)] += 1
+        record = build_record(reason, subject, payload, index=index, batch_id=batch_id, twin=self.twin_id)
+        log.debug("dead-letter from %s: %s", subject, reason)
+        if self.nc is None:
+            return
+        try:
+            await self.nc.publish(self.cfg.error_subject, record)
+        except Exception as exc:  # noqa: BLE001 - a failed DLQ publish is counted, never fatal
+            self.stats.dead_letter_publish_failures += 1
+            log.warning("dead-letter publish failed: %s", exc)
+
+    def _oversize(self, msg: Msg) -> bool:
+        return len(msg.data) > self.cfg.max_payload_bytes
+
+    # ---------------------------------------------------------------- handlers
+    async def _put(self, item: Item) -> None:
+        q = self.queue
+        if q.full():
+            self._idle.clear()
+        await q.put(item)
+        size = q.qsize()
+        if size > self.stats.queue_high_water:
+            self.stats.queue_high_water = size
+
+    async def handle(self, subject: str, data: bytes, ack: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Decodes one message from ``subject`` and queues it (the JetStream path calls this too)."""
+        c = self.cfg
+        stats = self.stats
+        stats.messages_received[subject] += 1
+        if len(data) > c.max_payload_bytes:
+            stats.events_received += 1
+            await self.dead_letter(f"oversize: {len(data)} bytes > max_payload_bytes {c.max_payload_bytes}", subject, data)
+            if ack:
+                await ack()
+            return
+        now = self._clock()
+        if subject == c.telemetry_batch_subject:
+            try:
+                points, errors = decode_batch(data, now)
+            except DecodeError as err:
+                stats.events_received += 1
+                await self.dead_letter(err.reason, subject, data)
+                if ack:
+                    await ack()
+                return
+            stats.events_received += len(points) + len(errors)
+            for err in errors:
+                await self.dead_letter(err.reason, subject, err.raw or b"", index=err.index)
+            if points:
+                await self._put(Item(points=points, ack=ack))
+            elif ack:
+                await ack()
+            return
+        stats.events_received += 1
+        try:
+            if subject == c.telemetry_stream_subject:
+                item = Item(points=[decode_stream(data, now)], ack=ack)
+            elif subject == c.execution_subject:
+                item = Item(execution=decode_execution(data), ack=ack)
+            elif subject == c.calibrate_subject:
+                item = Item(calibration=decode_calibration(data), ack=ack)
+            else:
+                raise DecodeError(f"no decoder for subject {subject!r}")
+        except DecodeError as err:
+            await self.dead_letter(err.reason, subject, data)
+            if ack:
+                await ack()
+            return
+        await self._put(item)
+
+    async def _on_stream(self, msg: Msg) -> None:
+        await self.handle(self.cfg.telemetry_stream_subject, msg.data)
+
+    async def _on_batch(self, msg: Msg) -> None:
+        await self.handle(self.cfg.telemetry_batch_subject, msg.data)
+
+    async def _on_execution(self, msg: Msg) -> None:
+        await self.handle(self.cfg.execution_subject, msg.data)
+
+    async def _on_calibration(self, msg: Msg) -> None:
+        await self.handle(self.cfg.calibrate_subject, msg.data)
+
+    # ----------------------------------------------------------------- applier
+    async def _apply_loop(self) -> None:
+        q = self.queue
+        loop = asyncio.get_running_loop()
+        batch_size = self.cfg.batch_size
+        timeout = self.cfg.batch_timeout_sec
+        while True:
+            item = await q.get()
+            items = [item]
+            n = item.size
+            deadline = loop.time() + timeout
+            while n < batch_size:
+                try:
+                    item = q.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(q.get(), remaining)
+                    except TimeoutError:
+                        break
+                items.append(item)
+                n += item.size
+            try:
+                await self.apply(items)
+            finally:
+                for _ in items:
+                    q.task_done()
+
+    async def apply(self, items: list[Item]) -> None:
+        """Applies a batch to the state, then the model; acks after both succeeded."""
+        state = self.state
+        now = self._clock()
+        points: list[Point] = []
+        actions = []
+        calibrations = []
+        for it in items:
+            if it.points:
+                points.extend(it.points)
+            if it.execution is not None:
+                actions.append(state.apply_execution(it.execution, now))
+            if it.calibration is not None:
+                calibrations.append(state.apply_calibration(it.calibration, now))
+        state.apply_points(points)
+        model = self._model()
+        t0 = time.perf_counter()
+        try:
+            model.update(EventBatch(points, actions, calibrations))
+            for rec in calibrations:
+                await model.calibrate(rec)
+        except Exception:  # noqa: BLE001 - the facts are stored; a model bug must not stop ingestion
+            self.stats.apply_errors += 1
+            log.exception("world model failed to take a batch")
+        self.stats.model_update_seconds += time.perf_counter() - t0
+        stats = self.stats
+        stats.events_applied += len(points) + len(actions) + len(calibrations)
+        stats.executions_applied += len(actions)
+        stats.calibrations_applied += len(calibrations)
+        stats.batches_applied += 1
+        for it in items:
+            if it.ack is not None:
+                await it.ack()

@@ -1,0 +1,168 @@
+"""``current_state`` and ``historical`` answered from the series store.
+
+Shared by every world model, so "what is X now / at 10:00" gives the same facts
+whichever model is loaded. Malformed parameters raise ``InvalidRequest`` (→
+INVALID_ARGUMENT); a well-formed question about something the twin does not know
+is answered in-band with ``success=False`` and an explanation.
+
+Parameters (all strings, as the proto map carries them):
+
+- ``system`` (alias ``source``): restrict to one system; ``metric``/``metrics``: one
+  name or a comma list (``cpu_usage`` and ``cpu.usage`` both match).
+- historical: ``at`` (ISO-8601 or epoch seconds; defaults to the request's
+  ``timestamp``) for the value at a time, or ``start``/``end`` (or
+  ``window_minutes`` back from the newest sample) for a range; ``max_points``
+  (default 500) downsamples a range by bucket means.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from twin.core.errors import InvalidRequest
+from twin.core.events import iso, normalise_name, parse_time
+from twin.core.state import TwinState
+from twin.core.store import Series, downsample
+from twin.models.base import QueryRequest, QueryResult
+
+MAX_SERIES_IN_ANSWER = 2000
+
+
+def param_time(params: dict[str, str], key: str) -> float | None:
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"not an ISO-8601 time or epoch seconds: {raw!r}", f"parameters.{key}") from exc
+
+
+def param_float(params: dict[str, str], key: str, default: float) -> float:
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"not a number: {raw!r}", f"parameters.{key}") from exc
+    if not math.isfinite(value):
+        raise InvalidRequest(f"not a finite number: {raw!r}", f"parameters.{key}")
+    return value
+
+
+def requested_metrics(params: dict[str, str]) -> list[str]:
+    raw = params.get("metrics") or params.get("metric") or ""
+    return [normalise_name(m.strip()) for m in raw.split(",") if m.strip()]
+
+
+def requested_system(params: dict[str, str]) -> str | None:
+    return params.get("system") or params.get("source") or None
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> QueryResult:
+    shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+    return QueryResult(False, None, 0.0, f"unknown {kind} {name!r}; known: {shown or 'none yet'}")
+
+
+def current_state(state: TwinState, params: dict[str, str]) -> QueryResult:
+    store = state.store
+    system = requested_system(params)
+    metrics = requested_metrics(params)
+    if system is not None and system not in store.sources():
+        return _unknown("system", system, store.sources())
+    latest = store.latest(system)
+    if metrics:
+        missing = [m for m in metrics if not any(m in ms for ms in latest.values())]
+        if missing:
+            known = sorted({m for ms in latest.values() for m in ms})
+            return _unknown("metric", missing[0], known)
+        latest = {src: {m: v for m, v in ms.items() if m in metrics} for src, ms in latest.items()}
+        latest = {src: ms for src, ms in latest.items() if ms}
+    count = sum(len(ms) for ms in latest.values())
+    if count > MAX_SERIES_IN_ANSWER:
+        return QueryResult(False, None, 0.0, f"{count} series match; narrow the query with 'system' or 'metric'")
+    systems = {
+        src: {m: {"value": e["value"], "timestamp": iso(e["timestamp"]) if math.isfinite(e["timestamp"]) else None, "unit": e["unit"]} for m, e in ms.items()}  # type: ignore[arg-type]
+        for src, ms in latest.items()
+    }
+    newest = max((e["timestamp"] for ms in latest.values() for e in ms.values()), default=math.nan)  # type: ignore[type-var]
+    result: dict[str, Any] = {"systems": systems, "series": count}
+    if math.isfinite(newest):  # type: ignore[arg-type]
+        result["as_of"] = iso(newest)  # type: ignore[arg-type]
+    explanation = f"latest values of {count} series" if count else "the twin has received no telemetry yet"
+    return QueryResult(True, result, 1.0 if count else 0.0, explanation, {"series": str(count)})
+
+
+def _series_for(state: TwinState, params: dict[str, str]) -> tuple[list[Series], QueryResult | None]:
+    system = requested_system(params)
+    metrics = requested_metrics(params)
+    if not metrics:
+        raise InvalidRequest("historical queries need parameters.metric", "parameters.metric")
+    store = state.store
+    if system is not None and system not in store.sources():
+        return [], _unknown("system", system, store.sources())
+    found: list[Series] = []
+    for m in metrics:
+        matches = [s for s in store if s.name == m and (system is None or s.source == system)]
+        if not matches:
+            known = sorted({s.name for s in store if system is None or s.source == system})
+            return [], _unknown("metric", m, known)
+        found.extend(matches)
+    return found, None
+
+
+def historical(state: TwinState, params: dict[str, str], request_time: float | None) -> QueryResult:
+    at = param_time(params, "at")
+    start = param_time(params, "start")
+    end = param_time(params, "end")
+    window = param_float(params, "window_minutes", 0.0)
+    max_points = int(param_float(params, "max_points", 500))
+    if max_points < 1:
+        raise InvalidRequest("must be >= 1", "parameters.max_points")
+    if window < 0:
+        raise InvalidRequest("must be >= 0", "parameters.window_minutes")
+    if start is not None and end is not None and end < start:
+        raise InvalidRequest("end is before start", "parameters.end")
+    series, failure = _series_for(state, params)
+    if failure is not None:
+        return failure
+    if at is None and start is None and end is None and not window:
+        at = request_time
+    if at is not None:
+        values: dict[str, dict[str, Any]] = {}
+        for s in series:
+            hit = s.value_at(at)
+            values.setdefault(s.source, {})[s.name] = (
+                {"value": hit[1], "timestamp": iso(hit[0]), "unit": s.unit} if hit else None
+            )
+        found = sum(1 for ms in values.values() for v in ms.values() if v is not None)
+        if not found:
+            return QueryResult(False, {"systems": values, "at": iso(at)}, 0.0, f"no samples at or before {iso(at)}")
+        return QueryResult(True, {"systems": values, "at": iso(at)}, 1.0, f"values at {iso(at)}", {"series": str(len(series))})
+    ranges: dict[str, dict[str, Any]] = {}
+    total = 0
+    for s in series:
+        hi = end if end is not None else s.last_t
+        lo = start if start is not None else (hi - window * 60.0 if window else -math.inf)
+        t, v = s.window(lo, hi)
+        n = int(t.shape[0])
+        t, v = downsample(t, v, max_points)
+        total += n
+        ranges.setdefault(s.source, {})[s.name] = {
+            "unit": s.unit,
+            "samples": n,
+            "points": [[iso(a), b] for a, b in zip(t.tolist(), v.tolist())],
+            "downsampled": bool(t.shape[0] < n),
+        }
+    return QueryResult(True, {"systems": ranges}, 1.0 if total else 0.0, f"{total} samples in range", {"series": str(len(series))})
+
+
+def answer(state: TwinState, request: QueryRequest) -> QueryResult:
+    """Answers the store-backed query types; other types are the model's business."""
+    if request.query_type == "current_state":
+        return current_state(state, request.parameters)
+    if request.query_type == "historical":
+        return historical(state, request.parameters, request.timestamp)
+    return QueryResult(False, None, 0.0, f"query type {request.query_type!r} is not supported by this model")

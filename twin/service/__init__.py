@@ -1,0 +1,1 @@
+"""gRPC edge: proto ⇄ domain mapping, validation, limits, health, reflection."""

@@ -1,0 +1,202 @@
+"""Proto ⇄ domain mapping and request validation.
+
+Validation raises ``InvalidRequest`` (→ INVALID_ARGUMENT with the message); a
+missing id is replaced by a fresh UUID so it can be echoed.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from twin._proto import digital_twin_pb2 as pb
+from twin.core.errors import InvalidRequest
+from twin.core.events import iso, new_id, parse_time
+from twin.models.base import (
+    Action,
+    DiagnosisRequest,
+    DiagnosisResult,
+    Health,
+    QueryRequest,
+    QueryResult,
+    SimulationRequest,
+    SimulationResult,
+)
+
+QUERY_TYPES = ("current_state", "historical", "natural_language")
+SIMULATION_TYPES = ("forecast", "what_if", "scenario")
+PRIORITIES = ("", "low", "normal", "medium", "high", "critical")
+MAX_HORIZON_MINUTES = 7 * 24 * 60
+MAX_ACTIONS = 100
+MAX_TEXT = 16_384
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _time(text: str, field: str) -> float | None:
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"not an ISO-8601 time or epoch seconds: {text!r}", field) from exc
+
+
+def _text(text: str, field: str) -> str:
+    if len(text) > MAX_TEXT:
+        raise InvalidRequest(f"longer than {MAX_TEXT} characters", field)
+    return text
+
+
+def to_query(req: pb.QueryRequest) -> QueryRequest:
+    if req.query_type not in QUERY_TYPES:
+        raise InvalidRequest(f"unknown query_type {req.query_type!r}; expected one of {', '.join(QUERY_TYPES)}", "query_type")
+    if req.query_type == "natural_language" and not req.query_content.strip():
+        raise InvalidRequest("natural_language queries need query_content", "query_content")
+    return QueryRequest(
+        req.query_id or new_id(),
+        req.query_type,
+        _text(req.query_content, "query_content"),
+        dict(req.parameters),
+        _time(req.timestamp, "timestamp"),
+    )
+
+
+def to_simulation(req: pb.SimulationRequest) -> SimulationRequest:
+    if req.simulation_type not in SIMULATION_TYPES:
+        raise InvalidRequest(
+            f"unknown simulation_type {req.simulation_type!r}; expected one of {', '.join(SIMULATION_TYPES)}", "simulation_type"
+        )
+    if req.horizon_minutes < 0:
+        raise InvalidRequest(f"must be >= 0, got {req.horizon_minutes}", "horizon_minutes")
+    if req.horizon_minutes > MAX_HORIZON_MINUTES:
+        raise InvalidRequest(f"must be <= {MAX_HORIZON_MINUTES} (7 days), got {req.horizon_minutes}", "horizon_minutes")
+    if len(req.actions) > MAX_ACTIONS:
+        raise InvalidRequest(f"at most {MAX_ACTIONS} actions", "actions")
+    if req.simulation_type == "what_if" and not req.actions:
+        raise InvalidRequest("what_if simulations need at least one action", "actions")
+    actions = []
+    for i, a in enumerate(req.actions):
+        if not a.action_type.strip():
+            raise InvalidRequest("action_type is required", f"actions[{i}].action_type")
+        if a.priority.lower() not in PRIORITIES:
+            raise InvalidRequest(f"unknown priority {a.priority!r}", f"actions[{i}].priority")
+        if not math.isfinite(a.timeout) or a.timeout < 0:
+            raise InvalidRequest("must be a finite number >= 0", f"actions[{i}].timeout")
+        actions.append(Action(a.action_type.strip().upper(), a.target, dict(a.params), a.action_id or new_id(), a.priority.lower() or "normal", a.timeout))
+    return SimulationRequest(
+        req.simulation_id or new_id(),
+        req.simulation_type,
+        actions,
+        req.horizon_minutes,
+        dict(req.parameters),
+        _time(req.timestamp, "timestamp"),
+    )
+
+
+def to_diagnosis(req: pb.DiagnosisRequest) -> DiagnosisRequest:
+    return DiagnosisRequest(
+        req.diagnosis_id or new_id(),
+        _text(req.anomaly_description, "anomaly_description"),
+        _time(req.timestamp, "timestamp"),
+        dict(req.context),
+    )
+
+
+def _json(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _finite(x: float, default: float = 0.0) -> float:
+    return float(x) if x is not None and math.isfinite(x) else default
+
+
+def from_query(query_id: str, res: QueryResult) -> pb.QueryResponse:
+    return pb.QueryResponse(
+        query_id=query_id,
+        success=res.success,
+        result=_json(res.result),
+        confidence=_finite(res.confidence),
+        explanation=res.explanation,
+        timestamp=now_iso(),
+        metadata={k: str(v) for k, v in res.metadata.items()},
+    )
+
+
+def from_simulation(sim_id: str, res: SimulationResult, elapsed: float) -> pb.SimulationResponse:
+    states = [
+        pb.PredictedState(
+            timestamp=iso(s.t),
+            metrics={k: float(v) for k, v in s.metrics.items() if v is not None and math.isfinite(v)},
+            confidence=_finite(s.confidence),
+            description=s.description,
+        )
+        for s in res.future_states
+    ]
+    avg = sum(s.confidence for s in res.future_states) / len(res.future_states) if res.future_states else 0.0
+    out = pb.SimulationResponse(
+        simulation_id=sim_id,
+        success=res.success,
+        future_states=states,
+        metrics=pb.SimulationMetrics(
+            execution_time_sec=elapsed,
+            scenarios_processed=res.scenarios_processed,
+            average_confidence=_finite(avg),
+            custom_metrics={k: float(v) for k, v in res.custom_metrics.items() if math.isfinite(v)},
+        ),
+        confidence=_finite(res.confidence),
+        uncertainty_lower=_finite(res.uncertainty_lower),
+        uncertainty_upper=_finite(res.uncertainty_upper),
+        explanation=res.explanation,
+        timestamp=now_iso(),
+        metadata={k: str(v) for k, v in res.metadata.items()},
+    )
+    if res.impact is not None:
+        i = res.impact
+        out.impact_estimates.CopyFrom(
+            pb.CostPerformanceReliability(
+                cost_impact=_finite(i.cost_impact),
+                performance_impact=_finite(i.performance_impact),
+                reliability_impact=_finite(i.reliability_impact),
+                cost_currency=i.cost_currency,
+                impact_description=i.impact_description,
+            )
+        )
+    return out
+
+
+def from_diagnosis(diag_id: str, res: DiagnosisResult) -> pb.DiagnosisResponse:
+    return pb.DiagnosisResponse(
+        diagnosis_id=diag_id,
+        success=res.success,
+        hypotheses=[
+            pb.CausalHypothesis(hypothesis=h.hypothesis, probability=_finite(h.probability), reasoning=h.reasoning, evidence=list(h.evidence), rank=h.rank or i + 1)
+            for i, h in enumerate(res.hypotheses)
+        ],
+        causal_chain=res.causal_chain,
+        confidence=_finite(res.confidence),
+        explanation=res.explanation,
+        supporting_evidence=list(res.supporting_evidence),
+        timestamp=now_iso(),
+        metadata={k: str(v) for k, v in res.metadata.items()},
+    )
+
+
+def from_health(h: Health) -> pb.HealthStatus:
+    return pb.HealthStatus(
+        status=h.status,
+        last_check=now_iso(),
+        performance_metrics={k: float(v) for k, v in h.performance_metrics.items() if math.isfinite(v)},
+        issues=list(h.issues),
+        model_type=h.model_type,
+        model_version=h.model_version,
+    )

@@ -1,0 +1,210 @@
+"""The ``polaris.digitaltwin.DigitalTwin`` servicer.
+
+Every RPC: validate (INVALID_ARGUMENT with a message) → admission (at most
+``max_concurrent_queries`` model calls run at once and as many wait; past that
+RESOURCE_EXHAUSTED instead of an unbounded pile-up) → the model call under the
+smaller of the configured per-RPC timeout and the client's deadline → map back.
+A model that fails or overruns the configured timeout is answered in-band
+(``success=false`` + explanation), as the original's clients expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import orjson
+
+from twin._proto import digital_twin_pb2 as pb
+from twin._proto import digital_twin_pb2_grpc as pb_grpc
+from twin.core.errors import InvalidRequest, ModelError
+from twin.core.events import new_id
+from twin.models.base import DiagnosisResult, QueryResult, SimulationResult
+from twin.runtime import TwinRuntime
+from twin.service import mapping
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MANAGE_OPERATIONS = ("health_check", "get_metrics", "reload_model", "reset_state", "list_models", "get_config")
+
+
+class Busy(Exception):
+    pass
+
+
+class Admission:
+    """A semaphore with a bounded waiting room."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sem = asyncio.Semaphore(limit)
+        self._waiting = 0
+
+    async def __aenter__(self) -> None:
+        if self._sem.locked() and self._waiting >= self.limit:
+            raise Busy()
+        self._waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self._waiting -= 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._sem.release()
+
+
+class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
+    def __init__(self, runtime: TwinRuntime, queue_size: Callable[[], int] = lambda: 0) -> None:
+        self.rt = runtime
+        self.perf = runtime.config.performance
+        self.admission = Admission(self.perf.max_concurrent_queries)
+        self._queue_size = queue_size
+
+    async def _run(self, method: str, op: str, timeout: float, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T | str:
+        """Runs a model call under admission and timeout; returns the result or a failure text."""
+        remaining = context.time_remaining()
+        budget = timeout if remaining is None else min(timeout, remaining)
+        try:
+            async with self.admission:
+                t0 = time.perf_counter()
+                try:
+                    return await asyncio.wait_for(call(), budget)
+                finally:
+                    self.rt.rpc_metrics.observe_model(op, time.perf_counter() - t0)
+        except Busy:
+            self.rt.rpc_metrics.rejected_busy += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {self.perf.max_concurrent_queries} {method} requests in flight and as many waiting; retry later")
+            raise  # unreachable: abort raises
+        except TimeoutError:
+            if remaining is not None and remaining <= timeout:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} did not finish within the client's deadline ({remaining:.2f}s)")
+            return f"{method} timed out after {budget:.1f}s (performance timeout)"
+        except InvalidRequest:
+            raise
+        except ModelError as exc:
+            return f"world model error: {exc}"
+        except Exception as exc:  # noqa: BLE001 - in-band failure, logged with traceback
+            log.exception("%s failed", method)
+            return f"internal error in world model: {exc.__class__.__name__}: {exc}"
+
+    async def _observe(self, method: str, context: grpc.aio.ServicerContext, handler: Callable[[], Awaitable[T]]) -> T:
+        t0 = time.perf_counter()
+        code = "OK"
+        try:
+            return await handler()
+        except InvalidRequest as exc:
+            code = "INVALID_ARGUMENT"
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception:
+            code = context.code().name if context.code() is not None else "UNKNOWN"
+            raise
+        finally:
+            self.rt.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, code)
+
+    # ------------------------------------------------------------------ RPCs
+    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:  # noqa: N802
+        async def handle() -> pb.QueryResponse:
+            req = mapping.to_query(request)
+            out = await self._run("Query", "query", self.perf.query_timeout_sec, context, lambda: self.rt.model.query(req))
+            res = out if isinstance(out, QueryResult) else QueryResult(False, None, 0.0, out)
+            return mapping.from_query(req.query_id, res)
+
+        return await self._observe("Query", context, handle)
+
+    async def Simulate(self, request: pb.SimulationRequest, context: grpc.aio.ServicerContext) -> pb.SimulationResponse:  # noqa: N802
+        async def handle() -> pb.SimulationResponse:
+            req = mapping.to_simulation(request)
+            t0 = time.perf_counter()
+            out = await self._run("Simulate", "simulate", self.perf.simulation_timeout_sec, context, lambda: self.rt.model.simulate(req))
+            res = out if isinstance(out, SimulationResult) else SimulationResult(False, explanation=out)
+            return mapping.from_simulation(req.simulation_id, res, time.perf_counter() - t0)
+
+        return await self._observe("Simulate", context, handle)
+
+    async def Diagnose(self, request: pb.DiagnosisRequest, context: grpc.aio.ServicerContext) -> pb.DiagnosisResponse:  # noqa: N802
+        async def handle() -> pb.DiagnosisResponse:
+            req = mapping.to_diagnosis(request)
+            out = await self._run("Diagnose", "diagnose", self.perf.diagnosis_timeout_sec, context, lambda: self.rt.model.diagnose(req))
+            res = out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
+            return mapping.from_diagnosis(req.diagnosis_id, res)
+
+        return await self._observe("Diagnose", context, handle)
+
+    async def Manage(self, request: pb.ManagementRequest, context: grpc.aio.ServicerContext) -> pb.ManagementResponse:  # noqa: N802
+        async def handle() -> pb.ManagementResponse:
+            op = request.operation
+            if op not in MANAGE_OPERATIONS:
+                raise InvalidRequest(f"unknown operation {op!r}; expected one of {', '.join(MANAGE_OPERATIONS)}", "operation")
+            rid = request.request_id or new_id()
+            params = dict(request.parameters)
+            try:
+                success, result, metrics = await asyncio.wait_for(self._manage(op, params), self.perf.management_timeout_sec)
+            except TimeoutError:
+                success, result, metrics = False, f"{op} timed out after {self.perf.management_timeout_sec}s", {}
+            except InvalidRequest:
+                raise
+            except Exception as exc:  # noqa: BLE001 - in-band failure
+                log.exception("Manage %s failed", op)
+                success, result, metrics = False, f"{op} failed: {exc}", {}
+            health = await self.rt.health()
+            return pb.ManagementResponse(
+                request_id=rid,
+                success=success,
+                result=result,
+                metrics=metrics,
+                health_status=mapping.from_health(health),
+                timestamp=mapping.now_iso(),
+            )
+
+        return await self._observe("Manage", context, handle)
+
+    async def _manage(self, op: str, params: dict[str, str]) -> tuple[bool, str, dict[str, str]]:
+        rt = self.rt
+        if op == "health_check":
+            h = await rt.health()
+            return h.status in ("healthy", "degraded"), h.status, {}
+        if op == "get_metrics":
+            snap = rt.metrics_snapshot(self._queue_size())
+            return True, orjson.dumps(snap).decode(), {k: _fmt(v) for k, v in snap.items()}
+        if op == "reload_model":
+            settings: dict[str, Any] | None = None
+            if "settings" in params:
+                try:
+                    settings = orjson.loads(params["settings"])
+                except orjson.JSONDecodeError as exc:
+                    raise InvalidRequest(f"not JSON: {exc}", "parameters.settings") from exc
+                if not isinstance(settings, dict):
+                    raise InvalidRequest("must be a JSON object", "parameters.settings")
+            impl = params.get("implementation")
+            if impl:
+                from twin.models.registry import available_models
+
+                if impl not in available_models():
+                    raise InvalidRequest(f"unknown world model {impl!r}; available: {', '.join(available_models())}", "parameters.implementation")
+            msg = await rt.reload(impl, settings)
+            return True, msg, {"model": rt.model_name}
+        if op == "reset_state":
+            dropped = rt.reset()
+            return True, f"state reset: dropped {dropped['samples']} samples, {dropped['actions']} actions, {dropped['calibrations']} calibrations", {k: str(v) for k, v in dropped.items()}
+        if op == "list_models":
+            from twin.models.registry import available_models
+
+            return True, orjson.dumps(available_models()).decode(), {"current": rt.model_name}
+        if op == "get_config":
+            from twin.core.config import redact_config
+
+            return True, orjson.dumps(redact_config(rt.config.raw)).decode(), {}
+        raise InvalidRequest(f"unknown operation {op!r}", "operation")  # pragma: no cover - guarded above
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:.6g}"

@@ -1,0 +1,1 @@
+"""Operator tools: load generator, health check, live monitor."""
