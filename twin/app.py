@@ -15,10 +15,10 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from twin.core.config import TwinConfig
-from twin.ingest.embedded import EmbeddedNatsServer
+from twin.ingest.embedded import DEFAULT_PORT, EmbeddedNatsServer, port_is_free
 from twin.ingest.nats_ingest import Ingestor
 from twin.runtime import TwinRuntime
 from twin.service.server import TwinServer
@@ -49,6 +49,7 @@ class TwinApp:
         self._pending_health: set[asyncio.Task[None]] = set()
         self.interceptors: list[object] = []
         self.on_started: list[Callable[[TwinApp], None]] = []
+        self.on_stopping: list[Callable[[], Awaitable[None]]] = []
         self.exit_code = 0
 
     @property
@@ -72,7 +73,8 @@ class TwinApp:
         self._model_ready = True
         url = cfg.nats.url
         if not url:
-            self.embedded = EmbeddedNatsServer(jetstream=True)
+            # The standard port when free, so `polaris-twin load` finds it without flags.
+            self.embedded = EmbeddedNatsServer(port=DEFAULT_PORT if port_is_free(DEFAULT_PORT) else -1, jetstream=True)
             url = await self.embedded.start()
         self.nats_url = url
         await self.ingestor.start(url)
@@ -102,6 +104,9 @@ class TwinApp:
             return
         self._stopped = True
         log.info("shutting down: health NOT_SERVING, draining")
+        for hook in self.on_stopping:
+            with contextlib.suppress(Exception):
+                await hook()
         if self.server is not None:
             await self.server.stop()
         await self.ingestor.stop()

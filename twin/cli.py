@@ -5,6 +5,7 @@
     polaris-twin --health-check [--target HOST:PORT]                        ask a running twin
     polaris-twin load --telemetry-rate 100 --duration 300                   load generator
     polaris-twin top                                                        live monitor
+    polaris-twin verify [--world-model M | --target HOST:PORT]               end-to-end check
     polaris-twin eval nab|rca ...                                           evaluations
 
 Flags mirror the seed's ``start_digital_twin.py``. Heavy libraries load lazily so
@@ -28,7 +29,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="polaris-twin",
         description="POLARIS Digital Twin: NATS telemetry in, world-model answers over gRPC out.",
-        epilog="Subcommands: load (load generator), top (live monitor), eval nab|rca (evaluations). "
+        epilog="Subcommands: load (load generator), top (live monitor), verify (end-to-end check), eval nab|rca (evaluations). "
         "Run 'polaris-twin SUBCOMMAND --help' for theirs.",
     )
     p.add_argument("--config", metavar="FILE", help="YAML config (the seed's digital_twin: section); default: built-in defaults")
@@ -147,16 +148,19 @@ def run_twin(args: argparse.Namespace) -> int:
                 largs = lp.parse_args(["--nats-url", a.nats_url or "", "--telemetry-rate", str(args.demo_load), "--duration", "1e9", "--quiet"])
                 demo = asyncio.create_task(run_load(largs), name="demo-load")
 
+            async def stop_demo() -> None:
+                if demo is not None:
+                    demo.cancel()
+                    await asyncio.gather(demo, return_exceptions=True)
+
             app.on_started.append(start_demo)
+            app.on_stopping.append(stop_demo)
         try:
             return await app.run()
         except TwinError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         finally:
-            if demo is not None:
-                demo.cancel()
-                await asyncio.gather(demo, return_exceptions=True)
             shutdown_otel()
 
     return asyncio.run(main())
@@ -172,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         from twin.tools.monitor import main as top_main
 
         return top_main(argv[1:])
+    if argv and argv[0] == "verify":
+        from twin.tools.verify import main as verify_main
+
+        return verify_main(argv[1:])
     if argv and argv[0] == "eval":
         return _eval(argv[1:])
     args = _run_parser().parse_args(argv)

@@ -4,7 +4,7 @@
 
     TwinError
     ├── ConfigError          invalid or unreadable configuration (.errors: list of "path: message")
-    ├── DecodeError          a NATS payload that cannot be decoded or validated (.reason, .subject)
+    ├── DecodeError          a NATS payload that cannot be decoded or validated (.reason, .index, .raw)
     ├── InvalidRequest       a malformed gRPC request → INVALID_ARGUMENT
     ├── IngestError          NATS connection / subscription failures
     └── ModelError           a world model failed to answer
@@ -32,10 +32,11 @@ class ConfigError(TwinError):
 class DecodeError(TwinError):
     """Carries the reason that goes to the dead-letter subject."""
 
-    def __init__(self, reason: str, subject: str = "", index: int | None = None) -> None:
+    def __init__(self, reason: str, index: int | None = None, raw: bytes | None = None, subject: str = "") -> None:
         self.reason = reason
+        self.index = index  # position inside a batch message
+        self.raw = raw  # the offending event's bytes, for the dead-letter record
         self.subject = subject
-        self.index = index
         super().__init__(reason)
 
 

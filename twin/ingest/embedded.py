@@ -25,6 +25,20 @@ log = logging.getLogger(__name__)
 _LISTEN = re.compile(rb"Listening for client connections on [^\s]*?:(\d+)")
 
 
+DEFAULT_PORT = 4222
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def find_nats_server() -> str:
     """Path of the nats-server binary, or raise ``IngestError`` saying how to get one."""
     candidates = [

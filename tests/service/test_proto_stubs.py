@@ -1,0 +1,55 @@
+"""The committed stubs match proto/digital_twin.proto, and the proto matches the original wire contract."""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import FieldDescriptor as F
+
+from twin._proto import digital_twin_pb2 as pb
+from twin._proto.generate import GENERATED, OUT, render
+
+S, B, D, I, M = F.TYPE_STRING, F.TYPE_BOOL, F.TYPE_DOUBLE, F.TYPE_INT32, F.TYPE_MESSAGE
+
+CONTRACT = {
+    "QueryRequest": [(1, "query_id", S), (2, "query_type", S), (3, "query_content", S), (4, "parameters", M), (5, "timestamp", S)],
+    "QueryResponse": [(1, "query_id", S), (2, "success", B), (3, "result", S), (4, "confidence", D), (5, "explanation", S), (6, "timestamp", S), (7, "metadata", M)],
+    "SimulationRequest": [(1, "simulation_id", S), (2, "simulation_type", S), (3, "actions", M), (4, "horizon_minutes", I), (5, "parameters", M), (6, "timestamp", S)],
+    "ControlAction": [(1, "action_id", S), (2, "action_type", S), (3, "target", S), (4, "params", M), (5, "priority", S), (6, "timeout", D)],
+    "SimulationResponse": [(1, "simulation_id", S), (2, "success", B), (3, "future_states", M), (4, "metrics", M), (5, "confidence", D), (6, "uncertainty_lower", D), (7, "uncertainty_upper", D), (8, "explanation", S), (9, "impact_estimates", M), (10, "timestamp", S), (11, "metadata", M)],
+    "PredictedState": [(1, "timestamp", S), (2, "metrics", M), (3, "confidence", D), (4, "description", S)],
+    "SimulationMetrics": [(1, "execution_time_sec", D), (2, "scenarios_processed", I), (3, "average_confidence", D), (4, "custom_metrics", M)],
+    "CostPerformanceReliability": [(1, "cost_impact", D), (2, "performance_impact", D), (3, "reliability_impact", D), (4, "cost_currency", S), (5, "impact_description", S)],
+    "DiagnosisRequest": [(1, "diagnosis_id", S), (2, "anomaly_description", S), (3, "timestamp", S), (4, "context", M)],
+    "DiagnosisResponse": [(1, "diagnosis_id", S), (2, "success", B), (3, "hypotheses", M), (4, "causal_chain", S), (5, "confidence", D), (6, "explanation", S), (7, "supporting_evidence", S), (8, "timestamp", S), (9, "metadata", M)],
+    "CausalHypothesis": [(1, "hypothesis", S), (2, "probability", D), (3, "reasoning", S), (4, "evidence", S), (5, "rank", I)],
+    "ManagementRequest": [(1, "request_id", S), (2, "operation", S), (3, "parameters", M), (4, "timestamp", S)],
+    "ManagementResponse": [(1, "request_id", S), (2, "success", B), (3, "result", S), (4, "metrics", M), (5, "health_status", M), (6, "timestamp", S)],
+    "HealthStatus": [(1, "status", S), (2, "last_check", S), (3, "performance_metrics", M), (4, "issues", S), (5, "model_type", S), (6, "model_version", S)],
+}
+REPEATED = {("SimulationRequest", "actions"), ("SimulationResponse", "future_states"), ("DiagnosisResponse", "hypotheses"), ("DiagnosisResponse", "supporting_evidence"), ("CausalHypothesis", "evidence"), ("HealthStatus", "issues")}
+
+
+def test_committed_stubs_are_not_stale() -> None:
+    fresh = render()
+    for name in GENERATED:
+        assert (OUT / name).read_text() == fresh[name], f"{name} is stale: run python twin/_proto/generate.py"
+
+
+def test_package_service_and_rpcs_match_the_original() -> None:
+    assert pb.DESCRIPTOR.package == "polaris.digitaltwin"
+    svc = pb.DESCRIPTOR.services_by_name["DigitalTwin"]
+    assert {(m.name, m.input_type.name, m.output_type.name) for m in svc.methods} == {
+        ("Query", "QueryRequest", "QueryResponse"),
+        ("Simulate", "SimulationRequest", "SimulationResponse"),
+        ("Diagnose", "DiagnosisRequest", "DiagnosisResponse"),
+        ("Manage", "ManagementRequest", "ManagementResponse"),
+    }
+
+
+def test_every_field_keeps_its_number_name_and_type() -> None:
+    for msg, fields in CONTRACT.items():
+        desc = pb.DESCRIPTOR.message_types_by_name[msg]
+        for number, name, ftype in fields:
+            f = desc.fields_by_number[number]
+            assert (f.name, f.type) == (name, ftype), f"{msg}.{name}"
+            is_repeated = f.is_repeated and not (f.message_type and f.message_type.GetOptions().map_entry)
+            assert is_repeated == ((msg, name) in REPEATED), f"{msg}.{name} repeated"

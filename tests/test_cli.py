@@ -1,0 +1,97 @@
+"""The `polaris-twin` command as a person runs it: real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+CLI = [sys.executable, "-m", "twin.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_validate_only_accepts_defaults() -> None:
+    r = run("--validate-only")
+    assert r.returncode == 0, r.stderr
+    assert "configuration valid" in r.stdout
+
+
+def test_validate_only_prints_every_error_with_its_path(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(
+        "digital_twin:\n  grpc:\n    port: 99999\n    max_workers: 0\n  nats:\n    batch_timeout_sec: -1\n    surprise: 1\n"
+        "  world_model:\n    implementation: mock\n  debugging:\n    log_level: LOUD\n"
+    )
+    r = run("--validate-only", "--config", str(f))
+    assert r.returncode == 2
+    for path in ("digital_twin.grpc.port", "digital_twin.grpc.max_workers", "digital_twin.nats.batch_timeout_sec", "digital_twin.nats:", "digital_twin.debugging.log_level"):
+        assert path in r.stderr, r.stderr
+    assert "5 error(s)" in r.stderr
+
+
+def test_validate_only_reports_missing_file_and_unknown_model(tmp_path: Path) -> None:
+    r = run("--validate-only", "--config", str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2 and "not found" in r.stderr
+    r = run("--validate-only", "--world-model", "crystal_ball")
+    assert r.returncode == 2 and "unknown world model 'crystal_ball'" in r.stderr
+    r = run("--validate-only", env={"POLARIS_DT__GRPC__PORT": "not-a-port"})
+    assert r.returncode == 2 and "digital_twin.grpc.port" in r.stderr
+
+
+def test_health_check_of_nothing_running_fails() -> None:
+    r = run("--health-check", "--target", f"127.0.0.1:{free_port()}", "--timeout", "1")
+    assert r.returncode == 1
+    assert "UNHEALTHY" in r.stdout
+
+
+def _health(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+
+
+def test_one_command_runs_a_twin_with_embedded_nats_then_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "twin.log"
+    proc = subprocess.Popen([*CLI, "--grpc-port", str(port), "--grpc-host", "127.0.0.1", "--demo-load", "500"], stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        deadline = time.time() + 30
+        status = None
+        while time.time() < deadline:
+            try:
+                status = _health(port)
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+        assert status == health_pb2.HealthCheckResponse.SERVING, log.read_text()
+        r = run("--health-check", "--target", f"127.0.0.1:{port}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "status: healthy" in r.stdout
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "shutting down" in text and "stopped (events applied:" in text
+    applied = int(text.rsplit("stopped (events applied: ", 1)[1].split(")")[0])
+    assert applied > 0
