@@ -95,3 +95,25 @@ def test_one_command_runs_a_twin_with_embedded_nats_then_sigterm_drains_and_exit
     assert "shutting down" in text and "stopped (events applied:" in text
     applied = int(text.rsplit("stopped (events applied: ", 1)[1].split(")")[0])
     assert applied > 0
+
+
+def test_logs_go_to_the_configured_file_as_json_lines(tmp_path: Path) -> None:
+    import json
+
+    log_file = tmp_path / "logs" / "twin.log"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"digital_twin:\n  grpc:\n    host: 127.0.0.1\n    port: {free_port()}\n  debugging:\n    log_file: {log_file}\n    log_to_console: false\n    log_format: json\n")
+    proc = subprocess.Popen([*CLI, "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not (log_file.exists() and "digital twin ready" in log_file.read_text()):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert any(rec["msg"].startswith("digital twin ready") for rec in lines)
+    assert {"ts", "level", "logger", "msg"} <= set(lines[0])
+    assert proc.stderr is not None and "digital twin ready" not in proc.stderr.read()
