@@ -15,4 +15,4 @@ if [ -f .ci/install-helm.sh ]; then
   bash .ci/install-helm.sh
 fi
 export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/pytest -q -p no:cacheprovider "$@"

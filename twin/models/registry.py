@@ -23,6 +23,7 @@ _BUILTIN: dict[str, str] = {
     "gemini": "twin.models.llm.gemini:GeminiWorldModel",
     "hybrid": "twin.models.hybrid:HybridWorldModel",
 }
+_EXTRA = {"statistical": "statistical", "gemini": "llm", "hybrid": "statistical,llm"}
 _registered: dict[str, type[WorldModel]] = {}
 
 
@@ -56,7 +57,7 @@ def model_class(name: str) -> type[WorldModel]:
     except ImportError as exc:
         raise ModelUnavailable(
             f"world model {name!r} needs optional dependencies that are not installed ({exc}); "
-            f"install polaris-digital-twin[{'llm' if name in ('gemini', 'hybrid') else 'statistical'}]"
+            f"install polaris-digital-twin[{_EXTRA.get(name, 'all')}]"
         ) from exc
     return cls
 

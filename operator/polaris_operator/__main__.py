@@ -1,0 +1,5 @@
+"""``python -m polaris_operator``."""
+
+from .main import main
+
+main()

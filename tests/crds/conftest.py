@@ -1,0 +1,8 @@
+"""Make crd_tools importable whatever pytest's import mode (prepend or importlib)."""
+
+import sys
+from pathlib import Path
+
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
