@@ -18,6 +18,8 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from twin.core.config import TwinConfig
+from twin.durability.jetstream import JetStreamIngestor
+from twin.durability.manager import Durability
 from twin.ingest.embedded import DEFAULT_PORT, EmbeddedNatsServer, port_is_free
 from twin.ingest.nats_ingest import Ingestor
 from twin.runtime import TwinRuntime
@@ -32,7 +34,8 @@ class TwinApp:
         self.config = config
         self.runtime = TwinRuntime(config, model_name)
         self.embedded: EmbeddedNatsServer | None = None
-        self.ingestor = Ingestor(
+        ingestor_cls = JetStreamIngestor if config.nats.jetstream.get("enabled") else Ingestor
+        self.ingestor = ingestor_cls(
             config.nats,
             self.runtime.state,
             lambda: self.runtime.model,
@@ -40,6 +43,14 @@ class TwinApp:
             twin_id=socket.gethostname(),
             on_status=self._on_ingest_status,
         )
+        # Snapshots + JetStream position + replay; restored before ingestion starts.
+        self.durability: Durability | None = None
+        if config.state.snapshot_dir or isinstance(self.ingestor, JetStreamIngestor):
+            self.durability = Durability(config, self.runtime, self.ingestor)
+            self.runtime.durability = self.durability
+            if isinstance(self.ingestor, JetStreamIngestor):
+                # Readiness waits for the replay at start (nats.jetstream.ready_after_replay).
+                self.ingestor.on_caught_up = lambda: self._on_ingest_status(self.ingestor.connected)
         self.servicer = DigitalTwinServicer(self.runtime, lambda: self.ingestor.queue.qsize())
         self.server: TwinServer | None = None
         self.nats_url: str | None = None
@@ -60,7 +71,8 @@ class TwinApp:
     def _on_ingest_status(self, connected: bool) -> None:
         self.runtime.ingest_connected = connected
         if self.server is not None:
-            task = asyncio.get_running_loop().create_task(self.server.set_ready(connected and self._model_ready and not self._stopped))
+            ready = connected and self._model_ready and not self._stopped and (self.durability is None or self.durability.ready())
+            task = asyncio.get_running_loop().create_task(self.server.set_ready(ready))
             self._pending_health.add(task)
             task.add_done_callback(self._pending_health.discard)
 
@@ -77,8 +89,12 @@ class TwinApp:
             self.embedded = EmbeddedNatsServer(port=DEFAULT_PORT if port_is_free(DEFAULT_PORT) else -1, jetstream=True)
             url = await self.embedded.start()
         self.nats_url = url
+        if self.durability is not None:
+            await self.durability.restore()
         await self.ingestor.start(url)
-        await self.server.set_ready(self.ingestor.connected)
+        if self.durability is not None:
+            self.durability.start()
+        await self.server.set_ready(self.ingestor.connected and (self.durability is None or self.durability.ready()))
         log.info("digital twin ready: model=%s grpc=:%d", self.runtime.model_name, self.server.port)
         for cb in self.on_started:
             cb(self)
@@ -110,6 +126,11 @@ class TwinApp:
         if self.server is not None:
             await self.server.stop()
         await self.ingestor.stop()
+        if self.durability is not None:
+            try:
+                await self.durability.stop()
+            except Exception:  # a failed last snapshot must not block shutdown
+                log.exception("final snapshot failed")
         with contextlib.suppress(Exception):
             await self.runtime.shutdown()
         if self.embedded is not None:

@@ -39,6 +39,9 @@ class TwinRuntime:
         self.started_at = time.time()
         self._model_lock = asyncio.Lock()
         self.extra_metrics: dict[str, Any] = {}
+        # twin.durability.manager.Durability when snapshots or JetStream are on (set by the app):
+        # its applied stream sequence, issues and figures show in health and get_metrics.
+        self.durability: Any = None
 
     async def initialize(self) -> None:
         await self.model.initialize()
@@ -78,6 +81,11 @@ class TwinRuntime:
             issues.append("ingestion is not connected to NATS")
             if status == "healthy":
                 status = "degraded"
+        if self.durability is not None:
+            extra = self.durability.health_issues()
+            issues.extend(extra)
+            if extra and status == "healthy":
+                status = "degraded"
         perf = dict(h.performance_metrics)
         perf.update(
             {
@@ -87,6 +95,8 @@ class TwinRuntime:
                 "series": float(len(self.state.store)),
             }
         )
+        if self.durability is not None and self.durability.applied_sequence is not None:
+            perf["applied_sequence"] = float(self.durability.applied_sequence)
         return Health(status, issues, perf, h.model_type or self.model_name, h.model_version)
 
     def metrics_snapshot(self, queue_size: int = 0) -> dict[str, float]:
@@ -134,4 +144,8 @@ class TwinRuntime:
             m[f"model.{k}"] = v
         for k, v in self.extra_metrics.items():
             m[k] = v() if callable(v) else v
+        if self.durability is not None:
+            m.update(self.durability.metrics())
+            if self.durability.applied_sequence is not None:
+                m["applied_sequence"] = self.durability.applied_sequence
         return {k: float(v) for k, v in m.items()}

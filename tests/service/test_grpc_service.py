@@ -162,7 +162,7 @@ async def test_health_turns_not_serving_when_nats_goes_away(make_twin, channel_f
         health = health_pb2_grpc.HealthStub(channel_for(app))
         assert (await health.Check(health_pb2.HealthCheckRequest())).status == SERVING
         await server.stop()
-        await wait_for(lambda: not app.ingestor.connected, timeout=10)
+        await wait_for(lambda: not app.ingestor.connected, timeout=30)
         await asyncio.sleep(0.1)
         assert (await health.Check(health_pb2.HealthCheckRequest())).status == NOT_SERVING
         m = await pb_grpc.DigitalTwinStub(channel_for(app)).Manage(pb.ManagementRequest(operation="health_check"))

@@ -28,7 +28,7 @@ async def test_configured_timeout_is_answered_in_band(nats_server, make_twin, ch
     register_model("sleepy_test", SleepyModel)
     app = await make_twin(nats_server.url, model="sleepy_test", performance={"query_timeout_sec": 0.2})
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
-    r = await stub.Query(pb.QueryRequest(query_type="current_state", parameters={"sleep": "2"}), timeout=10)
+    r = await stub.Query(pb.QueryRequest(query_type="current_state", parameters={"sleep": "2"}), timeout=30)
     assert not r.success and "timed out after 0.2s" in r.explanation
 
 
@@ -45,7 +45,7 @@ async def test_more_concurrent_requests_than_the_limit_are_resource_exhausted(na
     register_model("sleepy_test", SleepyModel)
     app = await make_twin(nats_server.url, model="sleepy_test", performance={"max_concurrent_queries": 2}, grpc={"max_workers": 50})
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
-    calls = [stub.Query(pb.QueryRequest(query_type="current_state", parameters={"sleep": "0.5"}), timeout=10) for _ in range(8)]
+    calls = [stub.Query(pb.QueryRequest(query_type="current_state", parameters={"sleep": "0.5"}), timeout=30) for _ in range(8)]
     results = await asyncio.gather(*calls, return_exceptions=True)
     ok = [r for r in results if isinstance(r, pb.QueryResponse)]
     busy = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]

@@ -188,6 +188,7 @@ class StateConfig:
     snapshot_dir: str | None
     snapshot_interval_sec: float
     snapshot_every_events: int
+    snapshot_keep: int = 3
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from twin.service import mapping
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MANAGE_OPERATIONS = ("health_check", "get_metrics", "reload_model", "reset_state", "list_models", "get_config")
+MANAGE_OPERATIONS = ("health_check", "get_metrics", "reload_model", "reset_state", "list_models", "get_config", "replay", "replay_status", "snapshot", "series_stats")
 
 
 class Busy(Exception):
@@ -98,7 +98,10 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
         try:
             return await handler()
         except InvalidRequest as exc:
-            code = "INVALID_ARGUMENT"
+            # Recorded before abort: the client has the status as soon as abort sends
+            # it, so a get_metrics right after must already count it (was a flaky race).
+            code = ""
+            self.rt.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, "INVALID_ARGUMENT")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
         except asyncio.CancelledError:
@@ -108,7 +111,8 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             code = context.code().name if context.code() is not None else "UNKNOWN"
             raise
         finally:
-            self.rt.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, code)
+            if code:
+                self.rt.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, code)
 
     # ------------------------------------------------------------------ RPCs
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:  # noqa: N802
@@ -116,7 +120,11 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             req = mapping.to_query(request)
             out = await self._run("Query", "query", self.perf.query_timeout_sec, context, lambda: self.rt.model.query(req))
             res = out if isinstance(out, QueryResult) else QueryResult(False, None, 0.0, out)
-            return mapping.from_query(req.query_id, res)
+            resp = mapping.from_query(req.query_id, res)
+            dur = self.rt.durability
+            if dur is not None and dur.applied_sequence is not None:
+                resp.metadata["applied_sequence"] = str(dur.applied_sequence)
+            return resp
 
         return await self._observe("Query", context, handle)
 
@@ -199,11 +207,43 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             from twin.models.registry import available_models
 
             return True, orjson.dumps(available_models()).decode(), {"current": rt.model_name}
+        if op in ("replay", "replay_status", "snapshot", "series_stats"):
+            return await self._manage_durability(op, params)
         if op == "get_config":
             from twin.core.config import redact_config
 
             return True, orjson.dumps(redact_config(rt.config.raw)).decode(), {}
         raise InvalidRequest(f"unknown operation {op!r}", "operation")  # pragma: no cover - guarded above
+
+
+    async def _manage_durability(self, op: str, params: dict[str, str]) -> tuple[bool, str, dict[str, str]]:
+        from twin.durability.manager import parse_replay_params, series_stats
+
+        dur = self.rt.durability
+        if op == "series_stats":
+            stats = series_stats(self.rt.state, params.get("system") or params.get("source"), params.get("metric"))
+            totals = {"series": str(len(stats["series"])), "samples": str(stats["samples"]), "sum": repr(stats["sum"])}
+            if dur is not None and dur.applied_sequence is not None:
+                totals["applied_sequence"] = str(dur.applied_sequence)
+            return True, orjson.dumps(stats).decode(), totals
+        if dur is None:
+            return False, f"{op} needs snapshots (state.snapshot_dir) or JetStream ingestion (nats.jetstream.enabled)", {}
+        if op == "replay":
+            try:
+                from_sequence, from_time = parse_replay_params(params)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc), "parameters") from exc
+            if dur.jetstream is None:
+                return False, "replay needs JetStream ingestion (nats.jetstream.enabled: true)", {}
+            status = await dur.replay(from_sequence, from_time)
+            return True, orjson.dumps(status).decode(), {k: str(v) for k, v in status.items()}
+        if op == "replay_status":
+            status = dur.replay_status()
+            return True, orjson.dumps(status).decode(), {k: str(v) for k, v in status.items()}
+        path = await dur.snapshot_now()
+        if path is None:
+            return False, "no snapshot written (state.snapshot_dir is not set, or the write failed; see health)", {}
+        return True, path.name, {"applied_sequence": str(dur.applied_sequence or 0), "file": path.name}
 
 
 def _fmt(v: float) -> str:
