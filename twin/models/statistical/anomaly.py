@@ -142,6 +142,7 @@ class _TailModel:
         "b_lo",
         "beta_floor",
         "buf",
+        "cap",
         "every",
         "frac",
         "k_over_n",
@@ -168,7 +169,10 @@ class _TailModel:
         rel_floor: float,
         recur: float,
     ) -> None:
-        self.buf = np.zeros(window)
+        # Grown by doubling up to ``window`` while it fills, so a short series does not pay
+        # for a full history (same values at the same positions: scores are unchanged).
+        self.cap = window
+        self.buf = np.zeros(min(window, 64))
         self.n = 0
         self.pos = 0
         self.since = 0
@@ -215,7 +219,7 @@ class _TailModel:
     @property
     def oldest(self) -> float | None:
         """The value the next :meth:`add` will evict, if the window is full."""
-        return float(self.buf[self.pos]) if self.n == len(self.buf) else None
+        return float(self.buf[self.pos]) if self.n == self.cap else None
 
     def pvalue(self, s: float) -> float:
         """Tail probability of ``s`` (1.0 inside the body of the distribution)."""
@@ -236,11 +240,15 @@ class _TailModel:
     def add(self, s: float) -> None:
         """Append ``s`` (evicting the oldest value) and refit periodically."""
         buf = self.buf
+        if self.pos == len(buf) and len(buf) < self.cap:
+            grown = np.zeros(min(self.cap, 2 * len(buf)))
+            grown[: len(buf)] = buf
+            self.buf = buf = grown
         buf[self.pos] = s
         self.pos += 1
-        if self.pos == len(buf):
+        if self.pos == self.cap:
             self.pos = 0
-        if self.n < len(buf):
+        if self.n < self.cap:
             self.n += 1
         self.since += 1
         if self.since >= self.every and self.n >= 4 * self.min_tail:
