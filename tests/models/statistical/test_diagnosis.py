@@ -180,6 +180,10 @@ def test_callers_wait_points_at_a_silent_callee_by_request_rate_co_movement() ->
     order = [s.service for s in ranked]
     assert set(order[:2]) == {"checkout", "pay"}
     assert order.index("pay") < order.index("cat") and order.index("pay") < order.index("web")
+    pay = next(s for s in ranked if s.service == "pay")
+    assert pay.contributions.get("callee of waiting checkout", 0.0) > 0  # the reason is reported
+    res = diagnose(st, DiagnosisRequest("d", "", T0, {}), None)
+    assert any("callee of waiting checkout" in h.reasoning for h in res.hypotheses if h.hypothesis.startswith("pay "))
 
 
 def test_unexplained_symptom_errors_point_at_the_entry_tier() -> None:
@@ -195,3 +199,4 @@ def test_unexplained_symptom_errors_point_at_the_entry_tier() -> None:
     st.apply_points(pts)
     ranked, _ = rank_services(st, T0)
     assert ranked[0].service == "web"
+    assert "entry tier of _sli errors" in ranked[0].contributions

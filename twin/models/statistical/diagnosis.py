@@ -19,8 +19,9 @@ Method, per (source, metric) series around the incident time ``t0``:
    ``recent_sec`` before ``t0``, over the scale (monotonic counters are scored as rates), i.e. a change *at* ``t0`` against both
    the long-run and the immediately preceding level (a series still elevated by, or
    recovering from, an earlier incident is not a new change). The series score is the
-   *k*-th largest value (``persistence``), so one isolated spike in a bursty series
-   does not outweigh a shift that lasts.
+   *k*-th largest value, *k* at least ``persistence`` and a third of the horizon's
+   samples (``persistence_share``), so spikes that a quantised or bursty series makes now
+   and then do not outweigh a shift that lasts.
 3. **Onset**: the first post-incident sample whose z crosses ``onset_z``; services
    whose anomalies start first get a bonus that decays with the delay (in samples of
    the series' own step, so any sampling rate works).
@@ -36,8 +37,10 @@ Method, per (source, metric) series around the incident time ``t0``:
    Propagation (no call graph is needed): a service whose server-side latency rose by
    about what its client-side latency (time waiting on its callees) rose is a victim
    and its latency counts less; a caller's client-side latency counts less when some
-   other service's server-side latency rose as much (the callee is slow), and fully
-   otherwise (the wait is on the caller's side, e.g. its network). Exogenous demand (an
+   other service's server-side latency rose as much (the callee is slow). Even when
+   nothing explains it, a caller's wait is mostly a symptom (of a callee, or of the
+   network to it) rather than the caller's own fault: it counts ``own_wait_weight`` for
+   the caller, and is passed on to the likely callees (below). Exogenous demand (an
    ``arrival``/``ingress`` rate) rising is a cause: it gets a bonus, and services whose
    request rates rose in proportion are load victims.
    **Likely callees** (a call graph inferred from the data): a caller's client-side
@@ -200,6 +203,7 @@ class ServiceScore:
     probability: float = 0.0
     onset: float | None = None
     families: dict[str, float] = field(default_factory=dict)
+    contributions: dict[str, float] = field(default_factory=dict)  # what the score counted, by reason
     top: list[SeriesEvidence] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
 
@@ -406,22 +410,25 @@ def rank_services(
         for f, vals in by_fam.items():
             vals = vals + [0.0] * (n_svc - len(vals))
             peer[f] = float(np.quantile(vals, cfg.peer_q))
-    callee = _callee_evidence(pending, peer, load_base, cfg)
-    ingress = _ingress_evidence(pending, symptoms, lat_base, cfg, evidence)
-    for k, v in ingress.items():
-        callee[k] = callee.get(k, 0.0) + v
+    # Inferred evidence for services that may show nothing themselves, with its reason.
+    inferred: dict[str, dict[str, float]] = {}
+    for svc, (val, caller) in _callee_evidence(pending, peer, load_base, cfg).items():
+        inferred.setdefault(svc, {})[f"callee of waiting {caller}"] = val
+    for svc, (val, sym) in _ingress_evidence(pending, symptoms, lat_base, cfg, evidence).items():
+        inferred.setdefault(svc, {})[f"entry tier of {sym} errors"] = val
     for svc, fams, load_victim, onset_steps, onset, evs in pending:
         # A caller's wait on its calls is mostly a symptom (of its callees or the network to
         # them): it counts ``own_wait_weight`` for the caller and is passed to likely callees.
-        total = sum(max(0.0, v - peer.get(f, 0.0)) * (cfg.own_wait_weight if f == "client_latency" else 1.0) for f, v in fams.items())
-        total += callee.get(svc, 0.0)
-        total += cfg.weak_weight * sum(fams.values())
+        counted = {f: max(0.0, v - peer.get(f, 0.0)) * (cfg.own_wait_weight if f == "client_latency" else 1.0) for f, v in fams.items()}
+        counted.update(inferred.get(svc, {}))
+        total = sum(counted.values()) + cfg.weak_weight * sum(fams.values())
         if load_victim:
             total *= cfg.victim_weight
         if math.isfinite(onset_steps):
             total += cfg.onset_weight * math.exp(-onset_steps / cfg.onset_decay_steps)
         top = sorted(evs, key=lambda e: -e.score)[:3]
-        scores[svc] = ServiceScore(svc, total, onset=onset, families=fams, top=top)
+        counted = {k: v for k, v in counted.items() if v > 0}
+        scores[svc] = ServiceScore(svc, total, onset=onset, families=fams, top=top, contributions=counted)
 
     # Recent execution results: a change on a target shortly before the incident.
     for rec in state.actions:
@@ -487,12 +494,12 @@ def _callee_evidence(
     peer: dict[str, float],
     load_base: dict[str, tuple[np.ndarray, np.ndarray]],
     cfg: DiagnosisConfig,
-) -> dict[str, float]:
+) -> dict[str, tuple[float, str]]:
     """A caller waiting longer on its calls (client-side latency up) points at its callees,
     which may show nothing themselves (a delay on a callee's network). Without a call graph,
     the callees are the services whose request rates moved together with the caller's in the
     baseline (every call of the caller is a request to them): each service gets the largest
-    caller wait times the (positive) co-movement of their request rates."""
+    caller wait times the (positive) co-movement of their request rates (and that caller)."""
     if cfg.callee_weight <= 0 or not load_base:
         return {}
     waits = {}
@@ -500,14 +507,15 @@ def _callee_evidence(
         w = max(0.0, fams.get("client_latency", 0.0) - peer.get("client_latency", 0.0))
         if w > 0 and svc in load_base:
             waits[svc] = w
-    out: dict[str, float] = {}
-    for caller, w in waits.items():
+    out: dict[str, tuple[float, str]] = {}
+    for caller, w in sorted(waits.items()):
         for svc, *_rest in pending:
             if svc == caller or svc not in load_base:
                 continue
             rho = _co_movement(load_base[caller], load_base[svc])
-            if rho > cfg.callee_min_corr:
-                out[svc] = max(out.get(svc, 0.0), cfg.callee_weight * w * rho)
+            val = cfg.callee_weight * w * rho
+            if rho > cfg.callee_min_corr and val > out.get(svc, (0.0, ""))[0]:
+                out[svc] = (val, caller)
     return out
 
 
@@ -517,11 +525,11 @@ def _ingress_evidence(
     lat_base: dict[str, list[tuple[np.ndarray, np.ndarray]]],
     cfg: DiagnosisConfig,
     evidence: Callable[[float], float],
-) -> dict[str, float]:
+) -> dict[str, tuple[float, str]]:
     """Errors at a user-facing symptom (a ``_`` source) that no service reports itself were
     produced where the users' requests are served: the services whose server-side latency
     moved together with the symptom's latency in the baseline (the entry tier) get the
-    unexplained part of the symptom's error evidence, times that co-movement."""
+    unexplained part of the symptom's error evidence, times that co-movement (and the symptom)."""
     if cfg.ingress_weight <= 0:
         return {}
     sym_err: dict[str, float] = {}
@@ -531,15 +539,16 @@ def _ingress_evidence(
     if not sym_err:
         return {}
     svc_err = max((fams.get("errors", 0.0) for _, fams, *_r in pending), default=0.0)
-    out: dict[str, float] = {}
-    for src, err in sym_err.items():
+    out: dict[str, tuple[float, str]] = {}
+    for src, err in sorted(sym_err.items()):
         unexplained = max(0.0, err - svc_err)
         if unexplained <= 0 or src not in lat_base:
             continue
         for svc, *_r in pending:
             rho = max((_co_movement(a, b) for a in lat_base[src] for b in lat_base.get(svc, [])), default=0.0)
-            if rho > 0:
-                out[svc] = max(out.get(svc, 0.0), cfg.ingress_weight * unexplained * rho)
+            val = cfg.ingress_weight * unexplained * rho
+            if rho > 0 and val > out.get(svc, (0.0, ""))[0]:
+                out[svc] = (val, src)
     return out
 
 
@@ -599,7 +608,11 @@ def diagnose(
     hyps: list[Hypothesis] = []
     for i, s in enumerate(ranked[: cfg.max_hypotheses]):
         ev = s.top[0] if s.top else None
-        if ev is not None:
+        lead = max(s.contributions.items(), key=lambda kv: kv[1])[0] if s.contributions else ""
+        if lead and lead not in s.families:  # mostly inferred: say why
+            what = s.service
+            head = f"{s.service} is the root cause ({lead})"
+        elif ev is not None:
             what = f"{s.service}/{ev.metric}"
             verb = "rose" if ev.direction > 0 else "fell"
             head = f"{s.service} is the root cause ({ev.metric} {verb} from {_fmt(ev.baseline)} to {_fmt(ev.value)})"
@@ -611,9 +624,9 @@ def diagnose(
             + (f", onset +{e.onset:.0f}s" if e.onset is not None else "")
             for e in s.top
         ] + s.actions
-        fams = ", ".join(f"{k} {v:.2f}" for k, v in sorted(s.families.items(), key=lambda kv: -kv[1])[:4])
+        fams = ", ".join(f"{k} {v:.2f}" for k, v in sorted((s.contributions or s.families).items(), key=lambda kv: -kv[1])[:4])
         reasoning = (
-            f"score {s.score:.2f} from anomaly families [{fams}]"
+            f"score {s.score:.2f} from [{fams}]"
             + (f"; first anomaly {s.onset:.0f}s after the incident time" if s.onset is not None else "")
             + (f"; {len(s.actions)} recent action(s) on it" if s.actions else "")
         )

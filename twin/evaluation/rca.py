@@ -1,0 +1,310 @@
+"""Root-cause diagnosis accuracy on labelled incidents: ``polaris-twin eval rca``.
+
+Each case directory holds ``metrics.csv`` (``timestamp,<service>/<metric>,...``, unix
+seconds, empty cells = missing) and ``case.json`` (``system``, ``fault_start`` and the
+labels). For every case a *fresh* twin is built in process, the metrics are ingested
+as telemetry through ``TwinRuntime.ingest_points`` (the NATS ingestion path), and the
+incident is diagnosed through the same mapping as the ``Diagnose`` RPC: a proto
+``DiagnosisRequest`` → ``mapping.to_diagnosis`` → ``model.diagnose`` →
+``mapping.from_diagnosis``; the ranking is read from the response's hypotheses.
+
+Ranking reads only ``metrics.csv`` and the ``system``/``fault_start`` of ``case.json``
+(:func:`load_case_input`). Labels are read afterwards by :func:`load_labels` for
+scoring alone. Services whose names start with ``_`` are never ranked nor scored.
+
+Scores (service level): AC@k = share of cases whose root cause is in the top k,
+Avg@5 = mean of AC@1..AC@5; overall, per ``fault_type`` and per ``fault_class``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CaseInput",
+    "configure_parser",
+    "default_rca_dir",
+    "diagnose_case",
+    "list_cases",
+    "load_case_input",
+    "load_labels",
+    "main",
+    "rank_cases",
+    "ranking_of",
+    "run",
+    "score",
+]
+
+
+def default_rca_dir() -> Path:
+    """``$POLARIS_RCA_DIR`` or ``<repo>/../shared/rca/nezha-ob``."""
+    env = os.environ.get("POLARIS_RCA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "rca" / "nezha-ob"
+
+
+@dataclass(slots=True)
+class CaseInput:
+    """Everything the ranking may see of a case."""
+
+    case_id: str
+    system: str
+    fault_start: float
+    points: list[Any] = field(default_factory=list)  # twin.core.events.Point
+
+
+def list_cases(cases_dir: Path, limit: int | None = None) -> list[Path]:
+    dirs = sorted(p for p in Path(cases_dir).iterdir() if p.is_dir() and (p / "metrics.csv").is_file() and (p / "case.json").is_file())
+    return dirs[:limit] if limit else dirs
+
+
+def _metric_name(raw: str) -> str:
+    from twin.core.events import normalise_name
+
+    return normalise_name(raw)
+
+
+def load_case_input(case_dir: Path) -> CaseInput:
+    """Reads ``metrics.csv`` and only ``system`` + ``fault_start`` from ``case.json``."""
+    from twin.core.events import Point
+
+    meta = json.loads((case_dir / "case.json").read_text())
+    system = str(meta.get("system") or "")
+    fault_start = float(meta["fault_start"])
+    del meta  # nothing else of case.json is used for ranking
+    points: list[Point] = []
+    with open(case_dir / "metrics.csv", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        cols: list[tuple[int, str, str]] = []
+        for j, h in enumerate(header[1:], 1):
+            src, sep, metric = h.partition("/")
+            if not sep or not src or not metric:
+                continue
+            cols.append((j, src, _metric_name(metric)))
+        for row in reader:
+            if not row or not row[0]:
+                continue
+            t = float(row[0])
+            for j, src, metric in cols:
+                cell = row[j] if j < len(row) else ""
+                if cell == "":
+                    continue
+                try:
+                    v = float(cell)
+                except ValueError:
+                    continue
+                if math.isfinite(v):
+                    points.append(Point(src, metric, t, v, "unknown", None))
+    return CaseInput(case_dir.name, system, fault_start, points)
+
+
+def load_labels(case_dir: Path) -> dict[str, Any]:
+    """The labels, for scoring only (never passed to the ranking)."""
+    meta = json.loads((case_dir / "case.json").read_text())
+    rc = meta.get("root_cause") or {}
+    return {
+        "root_cause": rc.get("service") if isinstance(rc, dict) else rc,
+        "fault_type": meta.get("fault_type") or "unknown",
+        "fault_class": meta.get("fault_class") or "unknown",
+    }
+
+
+# --------------------------------------------------------------------------- the twin
+
+
+_FALLBACK = "rca-diagnosis"
+
+
+def _fallback_model_class() -> type:
+    """A minimal model whose diagnose is the statistical diagnosis, until the statistical model lands."""
+    from twin.models.base import DiagnosisRequest, DiagnosisResult, SimulationRequest, SimulationResult, WorldModel
+    from twin.models.statistical.diagnosis import diagnose
+
+    class DiagnosisOnlyModel(WorldModel):
+        name = _FALLBACK
+        version = "1"
+
+        async def simulate(self, request: SimulationRequest) -> SimulationResult:
+            return SimulationResult(False, explanation="simulation is not supported by the diagnosis-only model")
+
+        async def diagnose(self, request: DiagnosisRequest) -> DiagnosisResult:
+            return diagnose(self.state, request, None)
+
+    return DiagnosisOnlyModel
+
+
+def make_runtime() -> Any:
+    """A fresh in-process twin with the statistical world model (or the diagnosis fallback)."""
+    from twin.core.config import load_config
+    from twin.core.errors import ModelNotFound, ModelUnavailable
+    from twin.models.registry import register_model
+    from twin.runtime import TwinRuntime
+
+    cfg = load_config(overrides={"digital_twin": {"world_model": {"implementation": "statistical"}}}, environ={})
+    try:
+        return TwinRuntime(cfg)
+    except (ModelUnavailable, ModelNotFound, ImportError, AttributeError):
+        register_model(_FALLBACK, _fallback_model_class())
+        return TwinRuntime(cfg, model_name=_FALLBACK)
+
+
+def _service_of(h: Any) -> str:
+    text = h.hypothesis
+    for marker in (" is the root cause", " is the likely root cause"):
+        if marker in text:
+            return text.split(marker, 1)[0].strip()
+    for ev in h.evidence:
+        if "/" in ev:
+            return ev.split("/", 1)[0].strip()
+    return text.split()[0] if text.split() else ""
+
+
+async def diagnose_case(case: CaseInput, description: str = "") -> tuple[list[str], Any]:
+    """Fresh twin → ingest → Diagnose (RPC mapping) → (ranking, proto response)."""
+    from twin._proto import digital_twin_pb2 as pb
+    from twin.core.events import iso
+    from twin.service import mapping
+
+    rt = make_runtime()
+    await rt.initialize()
+    try:
+        batch = 5000
+        for i in range(0, len(case.points), batch):
+            rt.ingest_points(case.points[i : i + batch])
+        req = pb.DiagnosisRequest(
+            diagnosis_id=f"rca-{case.case_id}",
+            anomaly_description=description or f"incident on {case.system or 'the system'} at {iso(case.fault_start)}",
+            timestamp=iso(case.fault_start),
+            context={"system": case.system} if case.system else {},
+        )
+        dreq = mapping.to_diagnosis(req)
+        res = await rt.model.diagnose(dreq)
+        resp = mapping.from_diagnosis(dreq.diagnosis_id, res)
+    finally:
+        await rt.shutdown()
+    return ranking_of(resp), resp
+
+
+def ranking_of(resp: Any) -> list[str]:
+    """Services named by a proto ``DiagnosisResponse``'s hypotheses, best first (no ``_`` ones)."""
+    ranking: list[str] = []
+    for h in sorted(resp.hypotheses, key=lambda h: h.rank):
+        svc = _service_of(h)
+        if svc and not svc.startswith("_") and svc not in ranking:
+            ranking.append(svc)
+    return ranking
+
+
+async def rank_cases(case_dirs: Iterable[Path]) -> list[dict[str, Any]]:
+    out = []
+    for d in case_dirs:
+        case = load_case_input(d)
+        ranking, _ = await diagnose_case(case)
+        out.append({"case_id": case.case_id, "ranking": ranking})
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _acc(ranks: Sequence[int]) -> dict[str, float]:
+    n = len(ranks)
+    if not n:
+        return {"n": 0, "AC@1": math.nan, "AC@3": math.nan, "Avg@5": math.nan}
+    ac = {k: sum(1 for r in ranks if 0 < r <= k) / n for k in range(1, 6)}
+    return {"n": n, "AC@1": ac[1], "AC@3": ac[3], "Avg@5": sum(ac.values()) / 5.0}
+
+
+def score(rankings: Sequence[dict[str, Any]], labels: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """AC@1/AC@3/Avg@5 overall, per fault_type and per fault_class."""
+    ranks: list[int] = []
+    by_type: dict[str, list[int]] = {}
+    by_class: dict[str, list[int]] = {}
+    per_case = []
+    for r in rankings:
+        lab = labels[r["case_id"]]
+        ranking = [s for s in r["ranking"] if not s.startswith("_")]
+        rc = lab["root_cause"]
+        rank = ranking.index(rc) + 1 if rc in ranking else 0
+        ranks.append(rank)
+        by_type.setdefault(lab["fault_type"], []).append(rank)
+        by_class.setdefault(lab["fault_class"], []).append(rank)
+        per_case.append({"case_id": r["case_id"], "rank": rank, "root_cause": rc, "fault_type": lab["fault_type"]})
+    return {
+        "overall": _acc(ranks),
+        "fault_type": {k: _acc(v) for k, v in sorted(by_type.items())},
+        "fault_class": {k: _acc(v) for k, v in sorted(by_class.items())},
+        "cases": per_case,
+    }
+
+
+def format_report(rep: dict[str, Any], elapsed: float) -> str:
+    def row(name: str, a: dict[str, float]) -> str:
+        return f"{name:<22} {a['n']:>4} {a['AC@1']:6.2f} {a['AC@3']:6.2f} {a['Avg@5']:6.2f}"
+
+    lines = [f"{'':<22} {'n':>4} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6}", row("overall", rep["overall"]), ""]
+    lines += ["per fault_type"] + [row(k, v) for k, v in rep["fault_type"].items()] + [""]
+    lines += ["per fault_class"] + [row(k, v) for k, v in rep["fault_class"].items()] + [""]
+    lines.append(f"{rep['overall']['n']} cases in {elapsed:.1f}s")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``polaris-twin eval rca``."""
+    p.add_argument("--cases", type=Path, default=default_rca_dir(), help="directory of <case_id>/{metrics.csv,case.json}")
+    p.add_argument("--results", type=Path, default=None, help="write one JSON line per case {case_id, ranking}")
+    p.add_argument("--limit", type=int, default=None, help="only the first N cases (sorted by id)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+
+
+def run(args: argparse.Namespace) -> int:
+    cases_dir = Path(args.cases)
+    if not cases_dir.is_dir():
+        print(f"RCA cases not found: {cases_dir}", file=sys.stderr)
+        return 2
+    dirs = list_cases(cases_dir, args.limit)
+    if not dirs:
+        print(f"no cases in {cases_dir}", file=sys.stderr)
+        return 2
+    t_start = time.perf_counter()
+    rankings = asyncio.run(rank_cases(dirs))
+    elapsed = time.perf_counter() - t_start
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.results, "w") as f:
+            for r in rankings:
+                f.write(json.dumps({"case_id": r["case_id"], "ranking": r["ranking"]}) + "\n")
+    # Labels are read only now, for scoring.
+    labels = {d.name: load_labels(d) for d in dirs}
+    rep = score(rankings, labels)
+    if getattr(args, "json", False):
+        print(json.dumps({**rep, "elapsed_sec": elapsed}, indent=2, default=float))
+    else:
+        print(format_report(rep, elapsed))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m twin.evaluation.rca", description=__doc__.splitlines()[0])
+    configure_parser(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
