@@ -52,15 +52,25 @@ class TwinState:
 
     def apply_points(self, points: Iterable[Point]) -> int:
         """Appends decoded points; string values become the series' latest text."""
+        # The ingestion hot path: SeriesStore.append inlined (one dict lookup and
+        # one Series.append per point, tuple unpacking instead of attribute access).
         store = self.store
-        n = 0
-        for p in points:
-            if p.text is None:
-                store.append(p.source, p.name, p.t, p.value, p.unit)
-            else:
-                store.series(p.source, p.name, p.unit).last_text = p.text
-                self.text_values += 1
-            n += 1
+        get = store._series.get
+        n = appended = 0
+        try:
+            for source, name, t, value, unit, text in points:
+                if text is None:
+                    s = get((source, name))
+                    if s is None:
+                        s = store.series(source, name, unit)
+                    s.append(t, value)
+                    appended += 1
+                else:
+                    store.series(source, name, unit).last_text = text
+                    self.text_values += 1
+                n += 1
+        finally:
+            store.samples_appended += appended  # counted per append, as SeriesStore.append does
         self.points_applied += n
         return n
 

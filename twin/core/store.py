@@ -76,16 +76,18 @@ class Series:
         return self._len
 
     def append(self, t: float, v: float) -> None:
+        # The per-sample hot path: locals instead of repeated attribute loads,
+        # len() instead of .shape[0] (half the cost on a 1-d array).
         tc = self._t[-1]
         fill = self._fill
-        if fill == tc.shape[0]:
+        if fill == len(tc):
             self._grow()
             tc = self._t[-1]
             fill = self._fill
         tc[fill] = t
         self._v[-1][fill] = v
         self._fill = fill + 1
-        self._len += 1
+        n = self._len = self._len + 1
         self.appended += 1
         self.version += 1
         if t >= self.last_t:
@@ -93,9 +95,10 @@ class Series:
             self.last_v = v
         else:
             self._sorted = False
-        if self._len > self._retention.max_points:
-            self._drop_front(self._len - self._retention.max_points)
-        elif self._retention.max_age_sec and self._t[0][self._head] < self.last_t - self._retention.max_age_sec:
+        r = self._retention
+        if n > r.max_points:
+            self._drop_front(n - r.max_points)
+        elif r.max_age_sec and self._t[0][self._head] < self.last_t - r.max_age_sec:
             self._trim_age()
 
     def extend(self, ts: np.ndarray, vs: np.ndarray) -> None:
@@ -211,6 +214,39 @@ class Series:
         hi = int(np.searchsorted(times, end, side="right"))
         return times[lo:hi], values[lo:hi]
 
+    def load_arrays(self, t: np.ndarray, v: np.ndarray) -> None:
+        """Replaces the samples with (t, v) (snapshot restore); sized like appends would be."""
+        order = np.argsort(t, kind="stable")
+        t = np.asarray(t, dtype=np.float64)[order]
+        v = np.asarray(v, dtype=np.float64)[order]
+        n = int(t.shape[0])
+        if n <= CHUNK:
+            size = _FIRST_CHUNK
+            while size < n:
+                size *= 2
+            size = min(CHUNK, max(1, min(size, max(n, self._retention.max_points))))
+            ct = np.empty(size, dtype=np.float64)
+            cv = np.empty(size, dtype=np.float64)
+            ct[:n], cv[:n] = t, v
+            self._t, self._v, self._fill = [ct], [cv], n
+        else:
+            self._t, self._v = [], []
+            for i in range(0, n, CHUNK):
+                ct = np.empty(CHUNK, dtype=np.float64)
+                cv = np.empty(CHUNK, dtype=np.float64)
+                part = t[i : i + CHUNK]
+                ct[: part.shape[0]] = part
+                cv[: part.shape[0]] = v[i : i + CHUNK]
+                self._t.append(ct)
+                self._v.append(cv)
+            self._fill = n - (len(self._t) - 1) * CHUNK
+        self._head = 0
+        self._len = n
+        self._sorted = True
+        self.last_t = float(t[-1]) if n else -math.inf
+        self.last_v = float(v[-1]) if n else math.nan
+        self.version += 1
+
     @property
     def first_t(self) -> float:
         self._ensure_sorted()
@@ -281,11 +317,14 @@ class SeriesStore:
         for (src, name), s in self._series.items():
             if source is not None and src != source:
                 continue
-            if not len(s) and s.last_text is None:
+            n = s._len
+            text = s.last_text
+            if not n and text is None:
                 continue
-            entry: dict[str, object] = {"timestamp": s.last_t, "unit": s.unit}
-            entry["value"] = s.last_text if s.last_text is not None and not len(s) else s.last_v
-            out.setdefault(src, {})[name] = entry
+            by_name = out.get(src)
+            if by_name is None:
+                by_name = out[src] = {}
+            by_name[name] = {"timestamp": s.last_t, "unit": s.unit, "value": text if text is not None and not n else s.last_v}
         return out
 
     @property
@@ -299,6 +338,25 @@ class SeriesStore:
     @property
     def newest_time(self) -> float:
         return max((s.last_t for s in self._series.values()), default=-math.inf)
+
+    def export_series(self) -> list[dict[str, object]]:
+        """Copies of every series (snapshots): source, name, unit, t, v, last_text, appended."""
+        return [
+            {"source": s.source, "name": s.name, "unit": s.unit, "t": t, "v": v, "last_text": s.last_text, "appended": s.appended}
+            for s in self._series.values()
+            for t, v in (s.arrays(),)
+        ]
+
+    def import_series(self, source: str, name: str, unit: str, t: np.ndarray, v: np.ndarray, last_text: str | None = None, appended: int = 0) -> Series:
+        """Recreates one exported series (snapshot restore); replaces an existing one."""
+        s = self._series[(source, name)] = Series(source, name, self.retention, unit)
+        s.load_arrays(t, v)
+        if len(s) > self.retention.max_points:
+            s._drop_front(len(s) - self.retention.max_points)
+        s.last_text = last_text
+        s.appended = max(appended, len(s))
+        self.samples_appended += len(s)
+        return s
 
     def reset(self) -> int:
         """Forgets every series; returns how many samples were dropped."""

@@ -12,6 +12,13 @@ messages wait in nats-py's per-subscription pending buffer, which is bounded too
 them as a slow consumer, which is counted (JetStream mode redelivers instead).
 An item may carry ``ack`` (JetStream): it is called only after the batch holding
 it was applied.
+
+Tracing (when a tracer provider is installed): the W3C context producers put in
+message headers is extracted per message and kept on the queued item; each applied
+batch is one ``ingest.apply`` span *linked* to the producers' spans (a batch mixes
+many producers, so links, not parenthood); a dead-letter publish is a PRODUCER
+span, child of the offending message's producer, whose context travels on in the
+error message's headers. With tracing off none of this runs.
 """
 
 from __future__ import annotations
@@ -47,9 +54,16 @@ from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
 from twin.ingest.stats import IngestStats
 from twin.models.base import EventBatch, WorldModel
+from twin.observability.propagation import inject_headers, remote_span_context, tracing_active
+
+try:
+    from opentelemetry import trace
+except ImportError:  # pragma: no cover - otel is an optional extra; tracing_active() is then False
+    trace = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 PENDING_FACTOR = 8
+MAX_LINKS = 128  # the SDK's default span link limit
 
 
 @dataclass(slots=True)
@@ -60,6 +74,7 @@ class Item:
     execution: ExecutionResult | None = None
     calibration: CalibrationEvent | None = None
     ack: Callable[[], Awaitable[None]] | None = None
+    link: Any = None  # the producer's SpanContext (tracing on and headers present)
 
     @property
     def size(self) -> int:
@@ -230,15 +245,30 @@ class Ingestor:
             self.closed_unexpectedly.set()
 
     # ------------------------------------------------------------- dead letters
-    async def dead_letter(self, reason: str, subject: str, payload: bytes, index: int | None = None, batch_id: str | None = None) -> None:
+    async def dead_letter(self, reason: str, subject: str, payload: bytes, index: int | None = None, batch_id: str | None = None, *, parent: Any = None) -> None:
+        """Counts and publishes one dead-letter record; ``parent`` is the producer's SpanContext."""
         self.stats.dead_lettered += 1
         self.stats.dead_letter_reasons[reason_class(reason)] += 1
         record = build_record(reason, subject, payload, index=index, batch_id=batch_id, twin=self.twin_id)
         log.debug("dead-letter from %s: %s", subject, reason)
         if self.nc is None:
             return
+        if tracing_active():
+            await self._traced_dead_letter(reason, subject, record, parent)
+            return
+        await self._publish_dead_letter(record, None)
+
+    async def _traced_dead_letter(self, reason: str, subject: str, record: bytes, parent: Any) -> None:
+        assert trace is not None
+        ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
+        attrs = {"messaging.system": "nats", "messaging.destination.name": self.cfg.error_subject, "polaris.source_subject": subject, "polaris.reason": reason_class(reason)}
+        with trace.get_tracer(__name__).start_as_current_span("ingest.dead_letter", context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attrs):
+            await self._publish_dead_letter(record, inject_headers())
+
+    async def _publish_dead_letter(self, record: bytes, headers: dict[str, str] | None) -> None:
+        assert self.nc is not None
         try:
-            await self.nc.publish(self.cfg.error_subject, record)
+            await self.nc.publish(self.cfg.error_subject, record, headers=headers)
         except Exception as exc:  # noqa: BLE001 - a failed DLQ publish is counted, never fatal
             self.stats.dead_letter_publish_failures += 1
             log.warning("dead-letter publish failed: %s", exc)
@@ -249,21 +279,28 @@ class Ingestor:
     # ---------------------------------------------------------------- handlers
     async def _put(self, item: Item) -> None:
         q = self.queue
-        if q.full():
+        try:
+            q.put_nowait(item)  # the common path: no coroutine frame, one fullness check
+        except asyncio.QueueFull:
             self._idle.clear()
-        await q.put(item)
+            await q.put(item)  # backpressure: this callback waits, NATS buffers behind it
         size = q.qsize()
         if size > self.stats.queue_high_water:
             self.stats.queue_high_water = size
 
-    async def handle(self, subject: str, data: bytes, ack: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Decodes one message from ``subject`` and queues it (the JetStream path calls this too)."""
+    async def handle(self, subject: str, data: bytes, ack: Callable[[], Awaitable[None]] | None = None, headers: dict[str, str] | None = None) -> None:
+        """Decodes one message from ``subject`` and queues it (the JetStream path calls this too).
+
+        ``headers`` are the message's NATS headers; only the W3C trace context in
+        them is used, and only while tracing is on.
+        """
         c = self.cfg
         stats = self.stats
         stats.messages_received[subject] += 1
+        link = remote_span_context(headers) if headers and tracing_active() else None
         if len(data) > c.max_payload_bytes:
             stats.events_received += 1
-            await self.dead_letter(f"oversize: {len(data)} bytes > max_payload_bytes {c.max_payload_bytes}", subject, data)
+            await self.dead_letter(f"oversize: {len(data)} bytes > max_payload_bytes {c.max_payload_bytes}", subject, data, parent=link)
             if ack:
                 await ack()
             return
@@ -273,46 +310,46 @@ class Ingestor:
                 points, errors = decode_batch(data, now)
             except DecodeError as err:
                 stats.events_received += 1
-                await self.dead_letter(err.reason, subject, data)
+                await self.dead_letter(err.reason, subject, data, parent=link)
                 if ack:
                     await ack()
                 return
             stats.events_received += len(points) + len(errors)
             for err in errors:
-                await self.dead_letter(err.reason, subject, err.raw or b"", index=err.index)
+                await self.dead_letter(err.reason, subject, err.raw or b"", index=err.index, parent=link)
             if points:
-                await self._put(Item(points=points, ack=ack))
+                await self._put(Item(points=points, ack=ack, link=link))
             elif ack:
                 await ack()
             return
         stats.events_received += 1
         try:
             if subject == c.telemetry_stream_subject:
-                item = Item(points=[decode_stream(data, now)], ack=ack)
+                item = Item([decode_stream(data, now)], None, None, ack, link)  # positional: hot path
             elif subject == c.execution_subject:
-                item = Item(execution=decode_execution(data), ack=ack)
+                item = Item(execution=decode_execution(data), ack=ack, link=link)
             elif subject == c.calibrate_subject:
-                item = Item(calibration=decode_calibration(data), ack=ack)
+                item = Item(calibration=decode_calibration(data), ack=ack, link=link)
             else:
                 raise DecodeError(f"no decoder for subject {subject!r}")
         except DecodeError as err:
-            await self.dead_letter(err.reason, subject, data)
+            await self.dead_letter(err.reason, subject, data, parent=link)
             if ack:
                 await ack()
             return
         await self._put(item)
 
     async def _on_stream(self, msg: Msg) -> None:
-        await self.handle(self.cfg.telemetry_stream_subject, msg.data)
+        await self.handle(self.cfg.telemetry_stream_subject, msg.data, headers=msg.headers)
 
     async def _on_batch(self, msg: Msg) -> None:
-        await self.handle(self.cfg.telemetry_batch_subject, msg.data)
+        await self.handle(self.cfg.telemetry_batch_subject, msg.data, headers=msg.headers)
 
     async def _on_execution(self, msg: Msg) -> None:
-        await self.handle(self.cfg.execution_subject, msg.data)
+        await self.handle(self.cfg.execution_subject, msg.data, headers=msg.headers)
 
     async def _on_calibration(self, msg: Msg) -> None:
-        await self.handle(self.cfg.calibrate_subject, msg.data)
+        await self.handle(self.cfg.calibrate_subject, msg.data, headers=msg.headers)
 
     # ----------------------------------------------------------------- applier
     async def _apply_loop(self) -> None:
@@ -333,6 +370,8 @@ class Ingestor:
                     if remaining <= 0:
                         break
                     try:
+                        # wait_for, not asyncio.timeout: on 3.11 a timeout that fires as
+                        # get() completes leaves a stray cancel that kills this task.
                         item = await asyncio.wait_for(q.get(), remaining)
                     except TimeoutError:
                         break
@@ -343,9 +382,36 @@ class Ingestor:
             finally:
                 for _ in items:
                     q.task_done()
+            # Queue.get() returns without yielding while items wait, so a backlog
+            # would starve RPCs and NATS reads for as long as it lasts; one yield
+            # per applied batch bounds their wait to one batch.
+            await asyncio.sleep(0)
 
     async def apply(self, items: list[Item]) -> None:
         """Applies a batch to the state, then the model; acks after both succeeded."""
+        if tracing_active():
+            await self._traced_apply(items)
+        else:
+            await self._apply(items)
+
+    async def _traced_apply(self, items: list[Item]) -> None:
+        assert trace is not None
+        links = [trace.Link(it.link) for it in items if it.link is not None][:MAX_LINKS]
+        attrs = {
+            "messaging.system": "nats",
+            "polaris.messages": len(items),
+            "polaris.events": sum(len(it.points) for it in items),
+            "polaris.executions": sum(it.execution is not None for it in items),
+            "polaris.calibrations": sum(it.calibration is not None for it in items),
+            "polaris.linked_producers": len(links),
+        }
+        with trace.get_tracer(__name__).start_as_current_span("ingest.apply", links=links, attributes=attrs) as span:
+            errors = self.stats.apply_errors
+            await self._apply(items)
+            if span.is_recording():
+                span.set_attribute("polaris.model_ok", self.stats.apply_errors == errors)
+
+    async def _apply(self, items: list[Item]) -> None:
         state = self.state
         now = self._clock()
         points: list[Point] = []
