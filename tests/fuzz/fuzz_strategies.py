@@ -76,8 +76,8 @@ STREAM_PAYLOADS = st.one_of(
     near_valid_event().map(_dump),
     JSON.map(_dump),
     with_number_token(),
-    # Nesting stays under msgspec's depth limit (~1000) here: deeper input makes the
-    # decoders raise RecursionError (see test_extremely_deep_json_*).
+    # Nesting stays under msgspec's depth limit (~1000) here; deeper input is covered by
+    # test_extremely_deep_json_is_a_decode_error_not_a_recursion_error.
     st.integers(1, MAX_DEPTH).map(lambda d: deep(d)),
     st.integers(1, MAX_DEPTH).map(lambda d: b'{"a":' * d + b"1" + b"}" * d),
     st.integers(1, MAX_DEPTH).map(lambda d: b'{"name": "x", "value": 1, "metadata": {"m": ' + deep(d) + b"}}"),

@@ -104,16 +104,11 @@ DECODERS = {
 @pytest.mark.parametrize("name", sorted(DECODERS))
 def test_extremely_deep_json_is_a_decode_error_not_a_recursion_error(name: str) -> None:
     """Found by this fuzzing: nesting deeper than msgspec's limit (about 1 000 levels, a
-    2 KB payload) makes every decoder raise RecursionError, which is not a DecodeError.
-    The JetStream ingestor contains it (dead-letters the message); the core-NATS path
-    loses the message without a dead-letter record. Reported xfail until
-    ``twin/core/events.py`` maps RecursionError to DecodeError; then it passes as is."""
-    try:
+    2 KB payload) made every decoder raise RecursionError, which the core-NATS path lost
+    without a dead-letter record. The decoders now turn it into a DecodeError."""
+    with pytest.raises(DecodeError) as info:
         DECODERS[name](DEEP)
-    except DecodeError as err:
-        _rejected(err)
-    except RecursionError:
-        pytest.xfail("twin/core/events.py lets RecursionError escape on very deep JSON")
+    _rejected(info.value)
 
 
 def test_oversized_event_name_and_source_are_rejected_with_a_reason() -> None:

@@ -154,3 +154,15 @@ async def test_batches_flush_on_size_and_on_timeout(nats_server, nc, make_twin, 
     await wait_for(lambda: app.runtime.ingest_stats.events_applied == 5, timeout=30)
     batches = app.runtime.ingest_stats.batches_applied
     assert batches == (5 if batch_size == 1 else 1) or (batch_size == 50 and batches <= 2)
+
+
+async def test_zero_reconnect_attempts_fails_fast_instead_of_retrying_forever(make_twin) -> None:
+    import socket
+
+    from twin.core.errors import IngestError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(IngestError, match="cannot connect to NATS"):
+        await asyncio.wait_for(make_twin(f"nats://127.0.0.1:{port}", nats={"max_reconnect_attempts": 0}), 10)

@@ -42,7 +42,8 @@ import math
 import re
 import uuid
 from datetime import datetime, timezone
-from typing import Annotated, Any, NamedTuple
+from collections.abc import Callable
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -279,6 +280,23 @@ def _reason(exc: Exception) -> str:
     return str(exc) or exc.__class__.__name__
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _bounded_nesting(fn: _F) -> _F:
+    """msgspec raises RecursionError (not a DecodeError) on absurdly deep JSON: make it one."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RecursionError as exc:
+            raise DecodeError("invalid JSON: nested too deeply") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_bounded_nesting
 def decode_event(raw: bytes, now: float) -> Point:
     """One telemetry event (bare, or wrapped in a KnowledgeEvent)."""
     try:
@@ -334,6 +352,7 @@ def decode_stream(payload: bytes, now: float) -> Point:
     return decode_event(payload, now)
 
 
+@_bounded_nesting
 def decode_batch(payload: bytes, now: float) -> tuple[list[Point], list[DecodeError]]:
     """All good points of a batch plus one error per bad event (never all-or-nothing)."""
     try:
@@ -392,6 +411,7 @@ def _decode_batch_slowly(payload: bytes, now: float) -> tuple[list[Point], list[
     return points, errors
 
 
+@_bounded_nesting
 def decode_execution(payload: bytes) -> ExecutionResult:
     try:
         res = _execution_decoder.decode(payload)
@@ -404,6 +424,7 @@ def decode_execution(payload: bytes) -> ExecutionResult:
     return res
 
 
+@_bounded_nesting
 def decode_calibration(payload: bytes) -> CalibrationEvent:
     try:
         return _calibration_decoder.decode(payload)

@@ -211,6 +211,10 @@ class JetStreamIngestor(Ingestor):
         return self.progress.finished_at is None
 
     # --------------------------------------------------------- subscription
+    @property
+    def mode(self) -> str:
+        return f"JetStream stream {self.stream_name!r}, durable consumer {self.durable!r}"
+
     async def subscribe(self) -> None:
         assert self.nc is not None
         self.js = self.nc.jetstream()

@@ -97,7 +97,8 @@ def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] 
     opts: dict[str, Any] = {
         "max_reconnect_attempts": cfg.max_reconnect_attempts,
         "reconnect_time_wait": cfg.reconnect_wait_sec,
-        "allow_reconnect": True,
+        # nats-py reads max_reconnect_attempts=0 as "retry forever"; we mean "never retry".
+        "allow_reconnect": cfg.max_reconnect_attempts != 0,
         "name": "polaris-digital-twin",
     }
     if environ.get("NATS_USER"):
@@ -173,7 +174,12 @@ class Ingestor:
                 await asyncio.sleep(self.cfg.reconnect_wait_sec)
         await self.subscribe()
         self._set_connected(True)
-        log.info("ingesting from %s (queue group %r)", redact_url(url), self.cfg.queue_group)
+        log.info("ingesting from %s (%s)", redact_url(url), self.mode)
+
+    @property
+    def mode(self) -> str:
+        """How this ingestor consumes, for logs."""
+        return f"core NATS, queue group {self.cfg.queue_group!r}"
 
     async def subscribe(self) -> None:
         """Core-NATS subscriptions (JetStream mode replaces this)."""
@@ -420,10 +426,14 @@ class Ingestor:
         for it in items:
             if it.points:
                 points.extend(it.points)
-            if it.execution is not None:
-                actions.append(state.apply_execution(it.execution, now))
-            if it.calibration is not None:
-                calibrations.append(state.apply_calibration(it.calibration, now))
+            try:
+                if it.execution is not None:
+                    actions.append(state.apply_execution(it.execution, now))
+                if it.calibration is not None:
+                    calibrations.append(state.apply_calibration(it.calibration, now))
+            except Exception:  # noqa: BLE001 - one odd record must never stop the applier
+                self.stats.apply_errors += 1
+                log.exception("could not apply an execution/calibration record")
         state.apply_points(points)
         model = self._model()
         t0 = time.perf_counter()
