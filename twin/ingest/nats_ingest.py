@@ -95,9 +95,10 @@ def redact_url(url: str) -> str:
 def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, Any]:
     """nats-py connect() options from config and the credential environment variables."""
     opts: dict[str, Any] = {
-        "max_reconnect_attempts": cfg.max_reconnect_attempts,
+        # nats-py reads max_reconnect_attempts=0 as "retry forever" (it only gives up when
+        # the count is > 0); we mean "never retry": smallest finite count, no reconnects.
+        "max_reconnect_attempts": cfg.max_reconnect_attempts or 1,
         "reconnect_time_wait": cfg.reconnect_wait_sec,
-        # nats-py reads max_reconnect_attempts=0 as "retry forever"; we mean "never retry".
         "allow_reconnect": cfg.max_reconnect_attempts != 0,
         "name": "polaris-digital-twin",
     }
