@@ -120,6 +120,11 @@ async def serve(args: argparse.Namespace) -> None:
         points = [decode_stream(orjson.dumps(e), 0.0) for e in evs]
         for i in range(0, len(points), 10_000):
             app.runtime.ingest_points(points[i : i + 10_000])
+        # "Models cached": let the background fitter finish the initial fits before the
+        # clock starts, as in a twin that has been running for a while.
+        fit_all = getattr(app.runtime.model, "fit_all", None)
+        if fit_all is not None:
+            await fit_all()
     emit(
         {
             "ready": True,
