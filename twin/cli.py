@@ -145,7 +145,7 @@ def run_twin(args: argparse.Namespace) -> int:
 
                 lp = argparse.ArgumentParser()
                 configure_parser(lp)
-                largs = lp.parse_args(["--nats-url", a.nats_url or "", "--telemetry-rate", str(args.demo_load), "--duration", "1e9", "--quiet"])
+                largs = lp.parse_args(["--nats-url", a.nats_url or "", "--telemetry-rate", str(args.demo_load), "--duration", "1e9", "--quiet", "--realtime-clock"])
                 demo = asyncio.create_task(run_load(largs), name="demo-load")
 
             async def stop_demo() -> None:

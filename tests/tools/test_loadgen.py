@@ -45,3 +45,15 @@ async def test_load_generator_against_a_running_twin(nats_server, make_twin, mod
     assert app.runtime.ingest_stats.dead_lettered == 0
     assert app.runtime.ingest_stats.executions_applied >= 3
     assert app.runtime.state.store.get("swim", "arrival.rate") is not None
+
+
+def test_wall_clock_mode_stamps_events_with_the_publish_time() -> None:
+    import time
+    from datetime import datetime
+
+    gen = telemetry(seed=1, step=3600.0, wall_clock=True)
+    stamps = [datetime.fromisoformat(next(gen)["timestamp"]).timestamp() for _ in range(100)]
+    assert max(stamps) - min(stamps) < 5 and abs(stamps[-1] - time.time()) < 5
+    sim = telemetry(seed=1, start=0.0, step=3600.0)
+    sim_stamps = {next(sim)["timestamp"] for _ in range(100)}
+    assert len(sim_stamps) > 1

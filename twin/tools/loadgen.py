@@ -78,12 +78,15 @@ def web_cluster(rng: random.Random, t: float) -> list[dict[str, Any]]:
     ]
 
 
-def telemetry(seed: int = 1, start: float | None = None, step: float = 1.0) -> Iterator[dict[str, Any]]:
-    """An endless stream of telemetry events; simulated time advances ``step`` s per round."""
+def telemetry(seed: int = 1, start: float | None = None, step: float = 1.0, wall_clock: bool = False) -> Iterator[dict[str, Any]]:
+    """An endless stream of telemetry events; simulated time advances ``step`` s per round,
+    or follows the wall clock (``wall_clock``: event time = publish time, for live demos)."""
     swim = SwimLike(seed)
     rng = random.Random(seed + 1)
     t = time.time() if start is None else start
     while True:
+        if wall_clock:
+            t = time.time()
         yield from swim.sample(t)
         yield from web_cluster(rng, t)
         t += step
@@ -122,7 +125,7 @@ async def run(args: argparse.Namespace) -> int:
     nc = await nats.connect(args.nats_url, max_reconnect_attempts=5)
     rate = max(1.0, float(args.telemetry_rate))
     total = int(rate * args.duration)
-    gen = telemetry(args.seed, step=1.0 if args.realtime_clock else args.sim_step)
+    gen = telemetry(args.seed, step=args.sim_step, wall_clock=args.realtime_clock)
     bar = None
     if not args.quiet:
         try:
@@ -174,7 +177,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sim-step", type=float, default=1.0, help="simulated seconds between rounds of samples")
-    p.add_argument("--realtime-clock", action="store_true", help="advance simulated time 1 s per round")
+    p.add_argument("--realtime-clock", action="store_true", help="event time = publish time (default: simulated time advances --sim-step per round)")
     p.add_argument("--actions-every", type=int, default=0, help="publish an execution result every N events (0 = never)")
     p.add_argument("--stream-subject", default="polaris.telemetry.events.stream")
     p.add_argument("--batch-subject", default="polaris.telemetry.events.batch")
