@@ -19,7 +19,7 @@ from twin.core.store import Retention
 from twin.ingest.stats import IngestStats
 from twin.models.base import EventBatch, Health, WorldModel
 from twin.models.registry import create_model
-from twin.service.rpc_metrics import RpcMetrics
+from twin.core.rpc_metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
 

@@ -113,7 +113,7 @@ async def test_scrape_reports_ingestion_dead_letters_and_rpc_histograms(
 
 def test_every_snapshot_key_is_exposed() -> None:
     """Checked offline against a hand-made snapshot with every kind of key."""
-    from twin.service.rpc_metrics import RpcMetrics
+    from twin.core.rpc_metrics import RpcMetrics
 
     rpc = RpcMetrics()
     rpc.observe_rpc("Simulate", 0.02, "OK")

@@ -30,7 +30,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from twin.service.rpc_metrics import BUCKETS, LatencyRecorder
+from twin.core.rpc_metrics import BUCKETS, LatencyRecorder
 
 PREFIX = "polaris_twin_"
 _RPC = re.compile(r"^rpc_(?P<m>[a-z0-9_]+?)_(?P<what>requests_total|p50_ms|p99_ms)$")
