@@ -153,26 +153,20 @@ class Ingestor:
         """Connects (retrying per config), subscribes, starts the applier."""
         self._applier = asyncio.create_task(self._apply_loop(), name="ingest-applier")
         self._applier.add_done_callback(self._task_ended)
-        opts = connect_options(self.cfg)
-        attempts = self.cfg.max_reconnect_attempts
-        tries = 0
-        while True:
-            try:
-                self.nc = await nats.connect(
-                    url.split(","),
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    closed_cb=self._on_closed,
-                    **opts,
-                )
-                break
-            except Exception as exc:  # noqa: BLE001 - nats raises many types here
-                tries += 1
-                if attempts >= 0 and tries > attempts:
-                    raise IngestError(f"cannot connect to NATS at {redact_url(url)}: {exc}") from exc
-                log.warning("NATS connect to %s failed (%s); retry %d in %.1fs", redact_url(url), exc, tries, self.cfg.reconnect_wait_sec)
-                await asyncio.sleep(self.cfg.reconnect_wait_sec)
+        # nats-py itself retries the first connect too: max_reconnect_attempts times,
+        # reconnect_wait_sec apart, forever with -1 (health stays NOT_SERVING meanwhile).
+        try:
+            self.nc = await nats.connect(
+                url.split(","),
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=self._on_closed,
+                **connect_options(self.cfg),
+            )
+        except Exception as exc:  # noqa: BLE001 - nats raises many types here
+            log.error("cannot connect to NATS at %s: %s", redact_url(url), exc)
+            raise IngestError(f"cannot connect to NATS at {redact_url(url)}: {exc}") from exc
         await self.subscribe()
         self._set_connected(True)
         log.info("ingesting from %s (%s)", redact_url(url), self.mode)
