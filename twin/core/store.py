@@ -230,16 +230,7 @@ class Series:
             ct[:n], cv[:n] = t, v
             self._t, self._v, self._fill = [ct], [cv], n
         else:
-            self._t, self._v = [], []
-            for i in range(0, n, CHUNK):
-                ct = np.empty(CHUNK, dtype=np.float64)
-                cv = np.empty(CHUNK, dtype=np.float64)
-                part = t[i : i + CHUNK]
-                ct[: part.shape[0]] = part
-                cv[: part.shape[0]] = v[i : i + CHUNK]
-                self._t.append(ct)
-                self._v.append(cv)
-            self._fill = n - (len(self._t) - 1) * CHUNK
+            self._rebuild(t, v)
         self._head = 0
         self._len = n
         self._sorted = True
