@@ -141,9 +141,6 @@ class Ingestor:
         self.nc: NATS | None = None
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=cfg.queue_maxsize)
         self._applier: asyncio.Task[None] | None = None
-        self._subs: list[Any] = []
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.connected = False
         self.closed_unexpectedly = asyncio.Event()
         self._stopping = False
@@ -188,8 +185,7 @@ class Ingestor:
             c.calibrate_subject: self._on_calibration,
         }
         for subject, cb in handlers.items():
-            sub = await self.nc.subscribe(subject, queue=c.queue_group, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=limit * c.max_payload_bytes // 8)
-            self._subs.append(sub)
+            await self.nc.subscribe(subject, queue=c.queue_group, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=limit * c.max_payload_bytes // 8)
         await self.nc.flush()
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -283,7 +279,6 @@ class Ingestor:
         try:
             q.put_nowait(item)  # the common path: no coroutine frame, one fullness check
         except asyncio.QueueFull:
-            self._idle.clear()
             await q.put(item)  # backpressure: this callback waits, NATS buffers behind it
         size = q.qsize()
         if size > self.stats.queue_high_water:

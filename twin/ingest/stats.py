@@ -27,10 +27,6 @@ class IngestStats:
     started_at: float = field(default_factory=time.monotonic)
     _rate_window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
-    def sample_rate(self) -> None:
-        """Records (now, events received) so ``events_per_second`` can difference it."""
-        self._rate_window.append((time.monotonic(), self.events_received))
-
     def events_per_second(self, horizon: float = 10.0) -> float:
         """Events received per second over roughly the last ``horizon`` seconds."""
         now = time.monotonic()
