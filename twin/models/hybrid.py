@@ -52,7 +52,8 @@ from typing import Any
 from twin.core.errors import InvalidRequest
 from twin.core.events import new_id
 from twin.core.state import CalibrationRecord, TwinState
-from twin.models.base import (
+from twin.models.base import WorldModel
+from twin.models.domain import (
     DiagnosisRequest,
     DiagnosisResult,
     EventBatch,
@@ -64,7 +65,6 @@ from twin.models.base import (
     QueryResult,
     SimulationRequest,
     SimulationResult,
-    WorldModel,
 )
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ from typing import Any
 
 from twin.core.events import iso, new_id, parse_time
 from twin.core.state import CalibrationRecord, TwinState
-from twin.models.base import (
+from twin.models.base import WorldModel
+from twin.models.domain import (
     DiagnosisRequest,
     DiagnosisResult,
     EventBatch,
@@ -45,7 +46,6 @@ from twin.models.base import (
     QueryResult,
     SimulationRequest,
     SimulationResult,
-    WorldModel,
 )
 from twin.models.llm import chat_factory, grounding
 from twin.models.llm.budget import UsageStats

@@ -25,7 +25,7 @@ import numpy as np
 
 from twin.core.events import iso
 from twin.core.state import TwinState
-from twin.models.base import PredictedState, SimulationResult
+from twin.models.domain import PredictedState, SimulationResult
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = {"the", "and", "for", "what", "why", "how", "is", "are", "was", "of", "to", "in", "on", "at", "a", "an", "it", "if", "we", "do", "be", "now", "will", "with", "this", "that", "from", "by", "or"}
