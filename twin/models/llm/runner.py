@@ -32,6 +32,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel
 
 from twin.core.errors import ModelError
+from twin.models.settings import parse_settings
 from twin.models.llm import prompts
 from twin.models.llm.budget import BudgetExceeded, RateBudget, UsageStats, estimate_tokens
 from twin.models.llm.schemas import AnswerError, message_text, parse_answer, schema_text
@@ -82,11 +83,7 @@ class RunnerConfig:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> RunnerConfig:
-        kwargs = {}
-        for k, f in cls.__dataclass_fields__.items():
-            if k in settings and settings[k] is not None:
-                kwargs[k] = type(f.default)(settings[k])  # type: ignore[operator]
-        return cls(**kwargs)
+        return parse_settings(cls, settings)
 
     def problems(self) -> list[str]:
         out = []
