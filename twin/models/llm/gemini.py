@@ -135,7 +135,6 @@ class GeminiWorldModel(WorldModel):
         self._helper_issue: str | None = None
         self.forecasts_total = 0
         self.forecast_failures_total = 0
-        self.calibrations_seen = 0
 
     # ------------------------------------------------------------ lifecycle
     def set_forecaster(self, forecaster: Forecaster | None, anomaly_source: AnomalySource | None = None) -> None:
@@ -214,7 +213,6 @@ class GeminiWorldModel(WorldModel):
 
     async def calibrate(self, record: CalibrationRecord) -> dict[str, float]:
         # Calibrations reach the prompt through the grounding (recent calibrations).
-        self.calibrations_seen += 1
         if self._helper is not None:
             return await self._helper.calibrate(record)
         return {}
@@ -255,10 +253,6 @@ class GeminiWorldModel(WorldModel):
         return {k: float(v) for k, v in m.items()}
 
     # ------------------------------------------------------------ helpers
-    @property
-    def available(self) -> bool:
-        return self.runner is not None
-
     def _unavailable_text(self) -> str:
         return f"gemini world model unavailable: {self.config_error or 'not initialised'}"
 
