@@ -4,7 +4,8 @@
 
     TwinError
     ├── ConfigError          invalid or unreadable configuration (.errors: list of "path: message")
-    │   └── ChatModelConfigError   the LLM chat model cannot be built (models.llm.chat_factory)
+    │   ├── ChatModelConfigError   the LLM chat model cannot be built (models.llm.chat_factory)
+    │   └── PortInUse        a configured port cannot be bound (.setting, .address) → exit 2
     ├── DecodeError          a NATS payload that cannot be decoded or validated (.reason, .index, .raw)
     ├── InvalidRequest       a malformed gRPC request → INVALID_ARGUMENT
     ├── Busy                 admission refused: too many requests in flight → RESOURCE_EXHAUSTED
@@ -36,6 +37,19 @@ class ConfigError(TwinError):
         self.errors = list(errors or [])
         detail = "\n".join(f"  - {e}" for e in self.errors)
         super().__init__(f"{message}\n{detail}" if detail else message)
+
+
+class PortInUse(ConfigError):
+    """A configured listen address cannot be bound; ``setting`` names the config key."""
+
+    def __init__(self, setting: str, address: str, flag: str = "") -> None:
+        self.setting = setting
+        self.address = address
+        how = f"digital_twin.{setting}" + (f" or {flag}" if flag else "")
+        super().__init__(
+            f"{setting}: cannot listen on {address}: the address is in use (or not this host's); "
+            f"choose another port with {how} (0 picks a free one)"
+        )
 
 
 class DecodeError(TwinError):
