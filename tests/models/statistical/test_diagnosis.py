@@ -10,7 +10,7 @@ import pytest
 from twin.core.events import ExecutionResult, Point
 from twin.core.state import TwinState
 from twin.models.base import DiagnosisRequest
-from twin.models.statistical.diagnosis import diagnose, metric_family, rank_services, robust_baseline
+from twin.models.statistical.diagnosis import diagnose, gather, metric_family, rank_services, robust_baseline
 
 T0 = 1_700_000_000.0
 STEP = 60.0
@@ -143,7 +143,7 @@ def test_monotonic_counters_are_scored_as_rates() -> None:
     st.apply_points(pts)
     res = diagnose(st, DiagnosisRequest("d", "", T0, {}), None)
     assert res.hypotheses[0].hypothesis.startswith("app ")
-    ranked, _ = rank_services(st, T0)
+    ranked, _ = rank_services(gather(st, T0))
     web = next(s for s in ranked if s.service == "web")
     assert web.families.get("load", 0.0) < 0.3  # a steady rate is no anomaly; the raw counter would score
 
@@ -176,7 +176,7 @@ def test_callers_wait_points_at_a_silent_callee_by_request_rate_co_movement() ->
         pts.append(Point("web", "client.latency.p90", T0 + i * STEP, 0.01 + rng.normal(0, 0.001), "s", None))
     st = TwinState()
     st.apply_points(pts)
-    ranked, _ = rank_services(st, T0)
+    ranked, _ = rank_services(gather(st, T0))
     order = [s.service for s in ranked]
     assert set(order[:2]) == {"checkout", "pay"}
     assert order.index("pay") < order.index("cat") and order.index("pay") < order.index("web")
@@ -197,6 +197,6 @@ def test_unexplained_symptom_errors_point_at_the_entry_tier() -> None:
         pts.append(Point("_sli", "success.rate", t, 100.0 if t < T0 else 60.0, "percent", None))
     st = TwinState()
     st.apply_points(pts)
-    ranked, _ = rank_services(st, T0)
+    ranked, _ = rank_services(gather(st, T0))
     assert ranked[0].service == "web"
     assert "entry tier of _sli errors" in ranked[0].contributions

@@ -83,7 +83,18 @@ from twin.models.base import DiagnosisRequest, DiagnosisResult, Hypothesis
 
 AnomalyScores = Callable[[str, str], tuple[np.ndarray, np.ndarray]]
 
-__all__ = ["DiagnosisConfig", "ServiceScore", "diagnose", "metric_family", "rank_services", "robust_baseline"]
+__all__ = [
+    "ActionEvent",
+    "DiagnosisConfig",
+    "DiagnosisInput",
+    "SeriesWindow",
+    "ServiceScore",
+    "diagnose",
+    "gather",
+    "metric_family",
+    "rank_services",
+    "robust_baseline",
+]
 
 METHOD = "robust-onset-v2"
 
@@ -311,44 +322,103 @@ def _filter_sources(sources: list[str], system: str) -> list[str]:
     return scoped or sources
 
 
-def rank_services(
+@dataclass(frozen=True, slots=True)
+class SeriesWindow:
+    """One series around the incident: samples in ``[t0 - baseline, t0 + horizon]``."""
+
+    source: str
+    metric: str
+    t: np.ndarray
+    v: np.ndarray
+    detector: float = 0.0  # the streaming detector's largest score after t0 (0..1)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionEvent:
+    """An execution result near the incident, as the ranking sees it."""
+
+    t: float
+    target: str
+    action_type: str
+    action_id: str
+    status: str
+    success: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosisInput:
+    """Everything the ranking reads: plain arrays and tuples, no store, no clock.
+
+    ``gather`` builds it from the twin's state; ``rank`` is a pure function of it (so it
+    can run in another process, and an evaluation can rank one input under many configs).
+    """
+
+    t0: float
+    sources: tuple[str, ...]
+    series: tuple[SeriesWindow, ...]
+    actions: tuple[ActionEvent, ...] = ()
+
+
+def gather(
     state: TwinState,
     t0: float,
     cfg: DiagnosisConfig = DEFAULT_CONFIG,
     anomaly_scores: AnomalyScores | None = None,
     system: str = "",
-) -> tuple[list[ServiceScore], list[SeriesEvidence]]:
-    """All rankable services, best first, with their evidence; plus symptom series (``_``-sources)."""
+) -> DiagnosisInput:
+    """The windows, detector scores and actions around ``t0`` (the only read of the state)."""
     store = state.store
     sources = _filter_sources(store.sources(), system)
-    per_service: dict[str, list[SeriesEvidence]] = {}
-    symptoms: list[SeriesEvidence] = []
-    detector: dict[tuple[str, str], float] = {}
-    load_base: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    lat_base: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    out: list[SeriesWindow] = []
     for src in sources:
         for metric in store.metrics_of(src):
             s = store.get(src, metric)
             if s is None or len(s) == 0:
                 continue
             t, v = _window(s, t0 - cfg.baseline_sec, t0 + cfg.horizon_sec)
-            ev = _series_evidence(src, metric, t, v, t0, cfg)
-            if ev is None:
+            if t.size == 0:
                 continue
-            if ev.family == "latency" and cfg.ingress_weight > 0:
-                pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
-                lat_base.setdefault(src, []).append((t[pre], v[pre]))
-            if src.startswith("_"):
-                symptoms.append(ev)
-                continue
-            per_service.setdefault(src, []).append(ev)
-            if ev.family == "load" and cfg.callee_weight > 0:
-                pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
-                if int(pre.sum()) > int(load_base.get(src, (np.empty(0), np.empty(0)))[0].size):
-                    load_base[src] = (t[pre], v[pre])
-            b = _detector_bonus(anomaly_scores, src, metric, t0, cfg.horizon_sec)
-            if b:
-                detector[(src, metric)] = b
+            det = 0.0 if src.startswith("_") else _detector_bonus(anomaly_scores, src, metric, t0, cfg.horizon_sec)
+            out.append(SeriesWindow(src, metric, t, v, det))
+    acts = tuple(
+        ActionEvent(rec.t, rec.target, rec.action_type, rec.action_id, rec.status, rec.success)
+        for rec in state.actions
+        if rec.target and not rec.target.startswith("_") and -cfg.horizon_sec <= t0 - rec.t <= cfg.action_lookback_sec
+    )
+    return DiagnosisInput(t0, tuple(sources), tuple(out), acts)
+
+
+def rank_services(
+    inp: DiagnosisInput, cfg: DiagnosisConfig = DEFAULT_CONFIG
+) -> tuple[list[ServiceScore], list[SeriesEvidence]]:
+    """All rankable services, best first, with their evidence; plus symptom series (``_``-sources).
+
+    Pure: a function of ``inp`` and ``cfg`` only."""
+    t0 = inp.t0
+    sources = list(inp.sources)
+    per_service: dict[str, list[SeriesEvidence]] = {}
+    symptoms: list[SeriesEvidence] = []
+    detector: dict[tuple[str, str], float] = {}
+    load_base: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    lat_base: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for w in inp.series:
+        src, metric, t, v = w.source, w.metric, w.t, w.v
+        ev = _series_evidence(src, metric, t, v, t0, cfg)
+        if ev is None:
+            continue
+        if ev.family == "latency" and cfg.ingress_weight > 0:
+            pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
+            lat_base.setdefault(src, []).append((t[pre], v[pre]))
+        if src.startswith("_"):
+            symptoms.append(ev)
+            continue
+        per_service.setdefault(src, []).append(ev)
+        if ev.family == "load" and cfg.callee_weight > 0:
+            pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
+            if int(pre.sum()) > int(load_base.get(src, (np.empty(0), np.empty(0)))[0].size):
+                load_base[src] = (t[pre], v[pre])
+        if w.detector:
+            detector[(src, metric)] = w.detector
 
     # Server-side latency per service: a caller's client-side latency is "explained" when
     # some other service's server-side latency rose about as much (the caller is a victim);
@@ -431,10 +501,8 @@ def rank_services(
         scores[svc] = ServiceScore(svc, total, onset=onset, families=fams, top=top, contributions=counted)
 
     # Recent execution results: a change on a target shortly before the incident.
-    for rec in state.actions:
+    for rec in inp.actions:
         target = rec.target
-        if not target or target.startswith("_"):
-            continue
         dt = t0 - rec.t
         if not (-cfg.horizon_sec <= dt <= cfg.action_lookback_sec):
             continue
@@ -595,7 +663,7 @@ def diagnose(
         t0 = newest - cfg.horizon_sec / 2.0
         t0_note = "no incident time given: the newest telemetry was treated as the incident"
     system = ctx.get("system", "")
-    ranked, symptoms = rank_services(state, t0, cfg, anomaly_scores, system)
+    ranked, symptoms = rank_services(gather(state, t0, cfg, anomaly_scores, system), cfg)
     if not ranked:
         return DiagnosisResult(
             False,
