@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twin.evaluation.replay import ranking_of, replay_and_diagnose
+
 __all__ = [
     "CaseInput",
     "configure_parser",
@@ -125,87 +127,26 @@ def load_labels(case_dir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the twin
 
 
-_FALLBACK = "rca-diagnosis"
+def _request(case: CaseInput, description: str = "") -> Any:
+    from twin._proto import digital_twin_pb2 as pb
+    from twin.core.events import iso
+
+    return pb.DiagnosisRequest(
+        diagnosis_id=f"rca-{case.case_id}",
+        anomaly_description=description or f"incident on {case.system or 'the system'} at {iso(case.fault_start)}",
+        timestamp=iso(case.fault_start),
+        context={"system": case.system} if case.system else {},
+    )
 
 
-def _fallback_model_class() -> type:
-    """A minimal model whose diagnose is the statistical diagnosis, until the statistical model lands."""
-    from twin.models.base import DiagnosisRequest, DiagnosisResult, SimulationRequest, SimulationResult, WorldModel
-    from twin.models.statistical.diagnosis import diagnose
-
-    class DiagnosisOnlyModel(WorldModel):
-        name = _FALLBACK
-        version = "1"
-
-        async def simulate(self, request: SimulationRequest) -> SimulationResult:
-            return SimulationResult(False, explanation="simulation is not supported by the diagnosis-only model")
-
-        async def diagnose(self, request: DiagnosisRequest) -> DiagnosisResult:
-            return diagnose(self.state, request, None)
-
-    return DiagnosisOnlyModel
-
-
-def make_runtime() -> Any:
-    """A fresh in-process twin with the statistical world model (or the diagnosis fallback)."""
-    from twin.core.config import load_config
-    from twin.core.errors import ModelNotFound, ModelUnavailable
-    from twin.models.registry import register_model
-    from twin.runtime import TwinRuntime
-
-    cfg = load_config(overrides={"digital_twin": {"world_model": {"implementation": "statistical"}}}, environ={})
-    try:
-        return TwinRuntime(cfg)
-    except (ModelUnavailable, ModelNotFound, ImportError, AttributeError):
-        register_model(_FALLBACK, _fallback_model_class())
-        return TwinRuntime(cfg, model_name=_FALLBACK)
-
-
-def _service_of(h: Any) -> str:
-    text = h.hypothesis
-    for marker in (" is the root cause", " is the likely root cause"):
-        if marker in text:
-            return text.split(marker, 1)[0].strip()
-    for ev in h.evidence:
-        if "/" in ev:
-            return ev.split("/", 1)[0].strip()
-    return text.split()[0] if text.split() else ""
+def _chunks(points: list[Any], size: int = 5000) -> list[list[Any]]:
+    return [points[i : i + size] for i in range(0, len(points), size)]
 
 
 async def diagnose_case(case: CaseInput, description: str = "") -> tuple[list[str], Any]:
     """Fresh twin → ingest → Diagnose (RPC mapping) → (ranking, proto response)."""
-    from twin._proto import digital_twin_pb2 as pb
-    from twin.core.events import iso
-    from twin.service import mapping
-
-    rt = make_runtime()
-    await rt.initialize()
-    try:
-        batch = 5000
-        for i in range(0, len(case.points), batch):
-            rt.ingest_points(case.points[i : i + batch])
-        req = pb.DiagnosisRequest(
-            diagnosis_id=f"rca-{case.case_id}",
-            anomaly_description=description or f"incident on {case.system or 'the system'} at {iso(case.fault_start)}",
-            timestamp=iso(case.fault_start),
-            context={"system": case.system} if case.system else {},
-        )
-        dreq = mapping.to_diagnosis(req)
-        res = await rt.model.diagnose(dreq)
-        resp = mapping.from_diagnosis(dreq.diagnosis_id, res)
-    finally:
-        await rt.shutdown()
-    return ranking_of(resp), resp
-
-
-def ranking_of(resp: Any) -> list[str]:
-    """Services named by a proto ``DiagnosisResponse``'s hypotheses, best first (no ``_`` ones)."""
-    ranking: list[str] = []
-    for h in sorted(resp.hypotheses, key=lambda h: h.rank):
-        svc = _service_of(h)
-        if svc and not svc.startswith("_") and svc not in ranking:
-            ranking.append(svc)
-    return ranking
+    out = await replay_and_diagnose(_chunks(case.points), _request(case, description))
+    return out.ranking, out.response
 
 
 async def rank_cases(case_dirs: Iterable[Path]) -> list[dict[str, Any]]:

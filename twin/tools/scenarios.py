@@ -36,7 +36,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAULT_KINDS", "SERVICES", "Scenario", "configure_parser", "diagnose_scenario", "generate", "main", "publish"]
+__all__ = [
+    "FAULT_KINDS",
+    "SERVICES",
+    "Scenario",
+    "configure_parser",
+    "diagnose_scenario",
+    "diagnosis_request",
+    "feed_of",
+    "generate",
+    "main",
+    "publish",
+]
 
 FAULT_KINDS = ("cpu_saturation", "memory_leak", "slow_dependency", "bad_deployment", "traffic_surge")
 
@@ -225,6 +236,59 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     return Scenario(seed, kind, root, fault_t, alert_t, step, events, executions, desc)
 
 
+# --------------------------------------------------------------------------- in-process run
+
+
+def feed_of(sc: Scenario, chunk: int = 2000) -> list[list[Any] | Any]:
+    """The scenario as decoded telemetry chunks and execution results in event-time order,
+    through the wire decoders (a malformed generated event is a bug: it raises)."""
+    import orjson
+
+    from twin.core.events import decode_batch, decode_execution
+
+    feed: list[list[Any] | Any] = []
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if pending:
+            points, errors = decode_batch(orjson.dumps({"events": pending}), sc.alert_t)
+            if errors:
+                raise ValueError(f"scenario produced undecodable events: {errors[0].reason}")
+            feed.append(points)
+            pending.clear()
+
+    for _t, what, obj in sc.timeline():
+        if what == "execution":
+            flush()
+            feed.append(decode_execution(orjson.dumps(obj)))
+        else:
+            pending.append(obj)
+            if len(pending) >= chunk:
+                flush()
+    flush()
+    return feed
+
+
+def diagnosis_request(sc: Scenario) -> Any:
+    from twin._proto import digital_twin_pb2 as pb
+
+    return pb.DiagnosisRequest(
+        diagnosis_id=f"scenario-{sc.seed}",
+        anomaly_description=sc.description,
+        timestamp=_iso(sc.alert_t),
+        context={"system": "scenario-shop"},
+    )
+
+
+async def diagnose_scenario(sc: Scenario) -> tuple[list[str], Any]:
+    """A fresh in-process twin fed the scenario through the wire decoders, then Diagnose
+    through the RPC mapping (the ``eval rca`` path); returns (ranking, proto response)."""
+    from twin.evaluation.replay import replay_and_diagnose
+
+    out = await replay_and_diagnose(feed_of(sc), diagnosis_request(sc))
+    return out.ranking, out.response
+
+
 # --------------------------------------------------------------------------- publisher
 
 
@@ -284,54 +348,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-# --------------------------------------------------------------------------- in-process run
-
-
-async def diagnose_scenario(sc: Scenario) -> tuple[list[str], Any]:
-    """A fresh in-process twin fed the scenario through the wire decoders, then Diagnose
-    through the RPC mapping (as ``eval rca`` does); returns (ranking, proto response)."""
-    import orjson
-
-    from twin._proto import digital_twin_pb2 as pb
-    from twin.core.events import decode_batch, decode_execution
-    from twin.evaluation.rca import make_runtime, ranking_of
-    from twin.models.base import EventBatch
-    from twin.service import mapping
-
-    rt = make_runtime()
-    await rt.initialize()
-    try:
-        pending: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            if pending:
-                points, errors = decode_batch(orjson.dumps({"events": pending}), sc.alert_t)
-                if errors:
-                    raise ValueError(f"scenario produced undecodable events: {errors[0].reason}")
-                rt.ingest_points(points)
-                pending.clear()
-
-        for t, what, obj in sc.timeline():
-            if what == "execution":
-                flush()
-                rec = rt.state.apply_execution(decode_execution(orjson.dumps(obj)), t)
-                rt.model.update(EventBatch((), (rec,), ()))
-            else:
-                pending.append(obj)
-                if len(pending) >= 2000:
-                    flush()
-        flush()
-        req = pb.DiagnosisRequest(
-            diagnosis_id=f"scenario-{sc.seed}",
-            anomaly_description=sc.description,
-            timestamp=_iso(sc.alert_t),
-            context={"system": "scenario-shop"},
-        )
-        dreq = mapping.to_diagnosis(req)
-        res = await rt.model.diagnose(dreq)
-        resp = mapping.from_diagnosis(dreq.diagnosis_id, res)
-    finally:
-        await rt.shutdown()
-    return ranking_of(resp), resp
