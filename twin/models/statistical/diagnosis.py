@@ -85,10 +85,12 @@ AnomalyScores = Callable[[str, str], tuple[np.ndarray, np.ndarray]]
 
 __all__ = [
     "ActionEvent",
+    "DEFAULT_CONFIG",
     "DiagnosisConfig",
     "DiagnosisInput",
     "SeriesWindow",
     "ServiceScore",
+    "TUNABLE",
     "diagnose",
     "gather",
     "metric_family",
@@ -135,6 +137,20 @@ class DiagnosisConfig:
 
 
 DEFAULT_CONFIG = DiagnosisConfig()
+
+#: Knobs whose values were chosen by looking at labelled incidents, with the alternatives
+#: cross-validation chooses among (``eval rca --cv``, ``twin.evaluation.rca_cv``).
+TUNABLE: dict[str, tuple[float, ...]] = {
+    "horizon_sec": (240.0, 360.0, 480.0),
+    "persistence_share": (0.0, 0.34, 0.5),
+    "peer_q": (0.0, 0.5, 0.7, 0.9),
+    "onset_weight": (0.0, 1.0, 2.0),
+    "victim_weight": (0.25, 0.5, 1.0),
+    "own_wait_weight": (0.25, 0.5, 1.0),
+    "callee_weight": (0.0, 0.5, 1.0),
+    "ingress_weight": (0.0, 0.5, 1.0),
+    "client_latency_weight": (0.25, 0.5, 1.0),
+}
 
 
 # --------------------------------------------------------------------------- families
@@ -282,21 +298,33 @@ def _counter_to_rate(t: np.ndarray, v: np.ndarray, t0: float) -> tuple[np.ndarra
     return t[1:][keep], dv[keep] / dt[keep]
 
 
-def _detector_bonus(anomaly_scores: AnomalyScores | None, source: str, metric: str, t0: float, horizon: float) -> float:
+_EMPTY = np.empty(0)
+
+
+def _detector_window(
+    anomaly_scores: AnomalyScores | None, source: str, metric: str, start: float, end: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The streaming detector's scores of one series in ``[start, end)`` (empty if none)."""
     if anomaly_scores is None:
-        return 0.0
+        return _EMPTY, _EMPTY
     try:
         ts, ss = anomaly_scores(source, metric)
     except Exception:  # noqa: BLE001 - the detector is optional evidence
-        return 0.0
+        return _EMPTY, _EMPTY
     ts = np.asarray(ts, dtype=float)
     ss = np.asarray(ss, dtype=float)
     if ts.size == 0 or ss.size != ts.size:
+        return _EMPTY, _EMPTY
+    sel = (ts >= start) & (ts < end) & np.isfinite(ss)
+    return ts[sel], ss[sel]
+
+
+def _detector_bonus(ts: np.ndarray, ss: np.ndarray, t0: float, horizon: float) -> float:
+    """The detector's largest score in ``[t0, t0 + horizon)``, clipped to 0..1."""
+    if ts.size == 0:
         return 0.0
-    sel = (ts >= t0) & (ts < t0 + horizon) & np.isfinite(ss)
-    if not sel.any():
-        return 0.0
-    return float(np.clip(np.max(ss[sel]), 0.0, 1.0))
+    sel = (ts >= t0) & (ts < t0 + horizon)
+    return float(np.clip(np.max(ss[sel]), 0.0, 1.0)) if sel.any() else 0.0
 
 
 # --------------------------------------------------------------------------- ranking
@@ -322,7 +350,7 @@ def _filter_sources(sources: list[str], system: str) -> list[str]:
     return scoped or sources
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class SeriesWindow:
     """One series around the incident: samples in ``[t0 - baseline, t0 + horizon]``."""
 
@@ -330,7 +358,8 @@ class SeriesWindow:
     metric: str
     t: np.ndarray
     v: np.ndarray
-    detector: float = 0.0  # the streaming detector's largest score after t0 (0..1)
+    det_t: np.ndarray = field(default_factory=lambda: _EMPTY)  # the streaming detector's scores
+    det_s: np.ndarray = field(default_factory=lambda: _EMPTY)  # after t0 (times, 0..1 scores)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +374,7 @@ class ActionEvent:
     success: bool | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class DiagnosisInput:
     """Everything the ranking reads: plain arrays and tuples, no store, no clock.
 
@@ -378,8 +407,11 @@ def gather(
             t, v = _window(s, t0 - cfg.baseline_sec, t0 + cfg.horizon_sec)
             if t.size == 0:
                 continue
-            det = 0.0 if src.startswith("_") else _detector_bonus(anomaly_scores, src, metric, t0, cfg.horizon_sec)
-            out.append(SeriesWindow(src, metric, t, v, det))
+            if src.startswith("_"):
+                out.append(SeriesWindow(src, metric, t, v))
+            else:
+                dt, ds = _detector_window(anomaly_scores, src, metric, t0, t0 + cfg.horizon_sec)
+                out.append(SeriesWindow(src, metric, t, v, dt, ds))
     acts = tuple(
         ActionEvent(rec.t, rec.target, rec.action_type, rec.action_id, rec.status, rec.success)
         for rec in state.actions
@@ -417,8 +449,9 @@ def rank_services(
             pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
             if int(pre.sum()) > int(load_base.get(src, (np.empty(0), np.empty(0)))[0].size):
                 load_base[src] = (t[pre], v[pre])
-        if w.detector:
-            detector[(src, metric)] = w.detector
+        b = _detector_bonus(w.det_t, w.det_s, t0, cfg.horizon_sec)
+        if b:
+            detector[(src, metric)] = b
 
     # Server-side latency per service: a caller's client-side latency is "explained" when
     # some other service's server-side latency rose about as much (the caller is a victim);
