@@ -16,6 +16,10 @@ Faults (``FAULT_KINDS``), injected at ``fault_t`` on one service:
 * ``traffic_surge``: the external arrival rate jumps; the root cause is the load, i.e.
   the ingress tier (``web``) whose ``arrival_rate`` is the demand.
 
+``NO_FAULT`` (``"none"``) generates the same system with no fault at all (the earlier
+unrelated incident, routine action and blip still happen by chance): ``root_cause`` is
+empty and a good diagnosis says that nothing is wrong.
+
 Every scenario is reproducible from its seed. The output uses the wire formats:
 telemetry event dicts ``{name, value, unit, timestamp, source, tags}`` and execution
 result dicts. ``python -m twin.tools.scenarios --nats-url ... --seed N`` publishes one.
@@ -38,6 +42,7 @@ import numpy as np
 
 __all__ = [
     "FAULT_KINDS",
+    "NO_FAULT",
     "SERVICES",
     "Scenario",
     "configure_parser",
@@ -50,6 +55,7 @@ __all__ = [
 ]
 
 FAULT_KINDS = ("cpu_saturation", "memory_leak", "slow_dependency", "bad_deployment", "traffic_surge")
+NO_FAULT = "none"
 
 # name: (fan-out per external request, capacity req/s, own service time ms, memory MB, callees)
 SERVICES: dict[str, tuple[float, float, float, float, tuple[str, ...]]] = {
@@ -119,8 +125,8 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     kind = kind or FAULT_KINDS[seed % len(FAULT_KINDS)]
-    if kind not in FAULT_KINDS:
-        raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+    if kind not in FAULT_KINDS and kind != NO_FAULT:
+        raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)} or {NO_FAULT}")
     step = rng.choice(STEPS)
     history = rng.uniform(25.0, 60.0) * 60.0
     after = rng.uniform(8.0, 12.0) * 60.0
@@ -178,13 +184,16 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
         error_pct[root] += ramp * rng.uniform(1.0, 25.0)
         extra_lat[root] += ramp * SERVICES[root][2] * rng.uniform(0.5, 2.0)
         desc = "error rate above SLO"
+    elif kind == NO_FAULT:
+        root = ""
+        desc = "is anything wrong?"
     else:  # traffic_surge
         root = INGRESS
         arrival = arrival * (1.0 + ramp * rng.uniform(0.3, 1.3))
         desc = "traffic spike, latency rising"
 
     if distractor:
-        other = rng.choice([s for s in names if s != root])
+        other = rng.choice([s for s in names if s != root])  # (with no fault: any service)
         t1 = fault_t + rng.uniform(0.0, 4.0) * 60.0
         w = (t >= t1) & (t < t1 + rng.uniform(1.0, 3.0) * 60.0)
         extra_cpu[other][w] += rng.uniform(0.1, 0.25)
@@ -295,7 +304,7 @@ async def diagnose_scenario(sc: Scenario) -> tuple[list[str], Any]:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--kind", choices=FAULT_KINDS, default=None, help="fault kind (default: by seed)")
+    p.add_argument("--kind", choices=(*FAULT_KINDS, NO_FAULT), default=None, help="fault kind (default: by seed)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--batch-subject", default="polaris.telemetry.events.batch")
     p.add_argument("--execution-subject", default="polaris.execution.results")

@@ -88,17 +88,20 @@ __all__ = [
     "DEFAULT_CONFIG",
     "DiagnosisConfig",
     "DiagnosisInput",
+    "IncidentOdds",
     "SeriesWindow",
     "ServiceScore",
     "TUNABLE",
     "diagnose",
     "gather",
+    "incident_odds",
     "metric_family",
     "rank_services",
     "robust_baseline",
 ]
 
-METHOD = "robust-onset-v2"
+METHOD = "robust-onset-v3"
+NO_INCIDENT = "no incident"  # the text every "nothing is wrong" hypothesis starts with
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,10 @@ class DiagnosisConfig:
     callee_weight: float = 0.5  # ... and this share of it (times the co-movement) goes to its likely callees
     ingress_weight: float = 0.5  # share of a symptom's unexplained errors given to the entry tier
     callee_min_corr: float = 0.3  # co-movement of request rates needed to count as a likely callee
+    placebos: int = 4  # "no incident": the same ranking at this many earlier times (t0 - k * horizon) ...
+    null_offset: float = 2.0  # ... an incident is a top score this many null spreads above their median
+    null_floor: float = 0.5  # ... the null spread is at least this (score units)
+    min_placebos: int = 2  # fewer usable earlier times: no "no incident" answer
 
 
 DEFAULT_CONFIG = DiagnosisConfig()
@@ -188,17 +195,30 @@ def metric_family(name: str) -> str:
 # --------------------------------------------------------------------------- series math
 
 
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of a small 1-d float array, without its per-call overhead (same value)."""
+    n = x.size
+    if n == 0:
+        return math.nan
+    s = np.sort(x)
+    h = n // 2
+    return float(s[h]) if n % 2 else float((s[h - 1] + s[h]) / 2.0)
+
+
 def robust_baseline(values: np.ndarray, rel_floor: float = 0.01, abs_floor: float = 1e-6, tail_q: float = 0.0) -> tuple[float, float]:
     """(median, scale) of a baseline that survives near-constant, quantised and bursty data."""
     v = values[np.isfinite(values)]
     if v.size == 0:
         return math.nan, math.nan
-    med = float(np.median(v))
-    mad = 1.4826 * float(np.median(np.abs(v - med)))
+    sv = np.sort(v)
+    h = sv.size // 2
+    med = float(sv[h]) if sv.size % 2 else float((sv[h - 1] + sv[h]) / 2.0)
+    mad = 1.4826 * _median(np.abs(v - med))
     diffs = np.abs(np.diff(v))
-    dspread = 1.4826 * float(np.median(diffs)) / math.sqrt(2.0) if diffs.size else 0.0
-    u = np.unique(v)
-    quantum = float(np.min(np.diff(u))) if u.size > 1 else 0.0
+    dspread = 1.4826 * _median(diffs) / math.sqrt(2.0) if diffs.size else 0.0
+    gaps = np.diff(sv)
+    gaps = gaps[gaps > 0]
+    quantum = float(gaps.min()) if gaps.size else 0.0
     tail = 0.0
     if tail_q > 0 and v.size >= 2 / tail_q:
         lo, hi = np.quantile(v, [tail_q, 1.0 - tail_q])
@@ -255,7 +275,7 @@ def _series_evidence(
     # (geometric mean): a series still elevated by an earlier incident, or recovering
     # from one, is not a new change; a level that was already drifting is discounted.
     recent = base[t[pre] >= t0 - cfg.recent_sec]
-    rec = float(np.median(recent)) if recent.size else med
+    rec = _median(recent) if recent.size else med
     dz = (v[post] - med) / scale
     z = np.sqrt(np.abs(v[post] - med) * np.abs(v[post] - rec)) / scale
     order = np.sort(z)
@@ -265,7 +285,8 @@ def _series_evidence(
     tp = t[post]
     on = np.nonzero(z >= cfg.onset_z)[0]
     steps = np.diff(t[pre]) if pre.sum() > 1 else np.diff(t)
-    step = float(np.median(steps)) if steps.size else cfg.horizon_sec
+    post_med = _median(v[post])
+    step = _median(steps) if steps.size else cfg.horizon_sec
     return SeriesEvidence(
         source,
         metric,
@@ -277,8 +298,8 @@ def _series_evidence(
         max(step, 1e-9),
         med,
         float(v[post][ipk]),
-        float(np.median(v[post]) - med),
-        float((np.median(v[post]) - med) / abs(med)) if med else (math.inf if np.median(v[post]) != med else 0.0),
+        post_med - med,
+        (post_med - med) / abs(med) if med else (math.inf if post_med != med else 0.0),
     )
 
 
@@ -394,8 +415,10 @@ def gather(
     cfg: DiagnosisConfig = DEFAULT_CONFIG,
     anomaly_scores: AnomalyScores | None = None,
     system: str = "",
+    history_sec: float = 0.0,
 ) -> DiagnosisInput:
-    """The windows, detector scores and actions around ``t0`` (the only read of the state)."""
+    """The windows, detector scores and actions around ``t0`` (the only read of the state);
+    ``history_sec`` more history before the baseline (for the placebo diagnoses)."""
     store = state.store
     sources = _filter_sources(store.sources(), system)
     out: list[SeriesWindow] = []
@@ -404,7 +427,7 @@ def gather(
             s = store.get(src, metric)
             if s is None or len(s) == 0:
                 continue
-            t, v = _window(s, t0 - cfg.baseline_sec, t0 + cfg.horizon_sec)
+            t, v = _window(s, t0 - cfg.baseline_sec - history_sec, t0 + cfg.horizon_sec)
             if t.size == 0:
                 continue
             if src.startswith("_"):
@@ -415,7 +438,9 @@ def gather(
     acts = tuple(
         ActionEvent(rec.t, rec.target, rec.action_type, rec.action_id, rec.status, rec.success)
         for rec in state.actions
-        if rec.target and not rec.target.startswith("_") and -cfg.horizon_sec <= t0 - rec.t <= cfg.action_lookback_sec
+        if rec.target
+        and not rec.target.startswith("_")
+        and -cfg.horizon_sec <= t0 - rec.t <= cfg.action_lookback_sec + history_sec
     )
     return DiagnosisInput(t0, tuple(sources), tuple(out), acts)
 
@@ -435,6 +460,10 @@ def rank_services(
     lat_base: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for w in inp.series:
         src, metric, t, v = w.source, w.metric, w.t, w.v
+        lo = int(np.searchsorted(t, t0 - cfg.baseline_sec, side="left"))
+        hi = int(np.searchsorted(t, t0 + cfg.horizon_sec, side="right"))
+        if lo > 0 or hi < t.size:
+            t, v = t[lo:hi], v[lo:hi]
         ev = _series_evidence(src, metric, t, v, t0, cfg)
         if ev is None:
             continue
@@ -560,6 +589,45 @@ def rank_services(
         for s, pi in zip(ranked, p.tolist()):
             s.probability = float(pi)
     return ranked, symptoms
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentOdds:
+    """How the top score at ``t0`` compares with the same diagnosis at earlier times."""
+
+    probability: float  # P(an incident at t0); P(no incident) = 1 - probability
+    top: float  # the top service's score at t0
+    null_median: float  # median top score of the placebo diagnoses
+    null_spread: float  # their robust spread (floored)
+    placebo_tops: tuple[float, ...]
+
+
+def incident_odds(inp: DiagnosisInput, top: float, cfg: DiagnosisConfig = DEFAULT_CONFIG) -> IncidentOdds | None:
+    """Is anything wrong at ``t0`` at all? Pure, like ``rank_services``.
+
+    The null is the system's own recent past: the same ranking run at ``placebos`` earlier
+    times ``t0 - k * horizon`` (each against its own baseline) gives the top scores that
+    ordinary operation, noise and earlier blips produce *on this system* (no threshold
+    fitted to one data set). An incident is a top score well above them: P(incident) is a
+    logistic in ``(top - median) / spread - null_offset`` (spread = 1.4826 * MAD of the
+    placebo tops, at least ``null_floor``; the offset of 2 spreads is about the null's
+    95th percentile, so an ordinary top score gives P(no incident) ≈ 0.88). None when
+    fewer than ``min_placebos`` earlier times have a baseline.
+    """
+    tops: list[float] = []
+    for k in range(1, cfg.placebos + 1):
+        shifted = dataclasses.replace(inp, t0=inp.t0 - k * cfg.horizon_sec)
+        ranked, _ = rank_services(shifted, cfg)
+        if ranked and any(s.families or s.actions for s in ranked):
+            tops.append(ranked[0].score)
+    if len(tops) < cfg.min_placebos:
+        return None
+    arr = np.asarray(tops)
+    med = float(np.median(arr))
+    spread = max(1.4826 * float(np.median(np.abs(arr - med))), cfg.null_floor)
+    x = (top - med) / spread - cfg.null_offset
+    prob = 1.0 / (1.0 + math.exp(-x)) if x > -700 else 0.0
+    return IncidentOdds(prob, top, med, spread, tuple(tops))
 
 
 def _co_movement(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
@@ -696,13 +764,22 @@ def diagnose(
         t0 = newest - cfg.horizon_sec / 2.0
         t0_note = "no incident time given: the newest telemetry was treated as the incident"
     system = ctx.get("system", "")
-    ranked, symptoms = rank_services(gather(state, t0, cfg, anomaly_scores, system), cfg)
+    history = cfg.placebos * cfg.horizon_sec
+    inp = gather(state, t0, cfg, anomaly_scores, system, history_sec=history)
+    ranked, symptoms = rank_services(inp, cfg)
     if not ranked:
         return DiagnosisResult(
             False,
             explanation=f"not enough telemetry around the incident time ({t0_note}) to rank services",
             metadata={"method": METHOD, "incident_time": _fmt(t0)},
         )
+
+    # Is anything wrong at all? The services share P(incident); "no incident" gets the rest.
+    odds = incident_odds(inp, ranked[0].score, cfg) if cfg.placebos > 0 else None
+    p_inc = odds.probability if odds is not None else 1.0
+    for s in ranked:
+        s.probability *= p_inc
+    p_none = (1.0 - cfg.reserve) * (1.0 - p_inc) if odds is not None else None
 
     hint_metric = (ctx.get("metric") or "").lower().replace("_", ".")
     hint_service = ctx.get("service") or ""
@@ -732,6 +809,12 @@ def diagnose(
             + (f"; {len(s.actions)} recent action(s) on it" if s.actions else "")
         )
         hyps.append(Hypothesis(head, round(s.probability, 6), reasoning, evidence or [what], i + 1))
+    if odds is not None and p_none is not None:
+        hyps.append(_no_incident_hypothesis(odds, p_none, t0, cfg))
+        hyps.sort(key=lambda h: -h.probability)  # stable: ties keep the service order
+        for i, h in enumerate(hyps):
+            h.rank = i + 1
+    quiet = p_none is not None and hyps[0].hypothesis.startswith(NO_INCIDENT)
 
     # Causal chain: root → the next services whose anomalies started no earlier → the symptom.
     root = ranked[0]
@@ -753,8 +836,16 @@ def diagnose(
     explanation = (
         f"{len(ranked)} services ranked by robust deviation after {_fmt(t0)} ({t0_note}); "
         f"baseline {cfg.baseline_sec / 60:.0f} min median/MAD, horizon {cfg.horizon_sec / 60:.0f} min. "
-        f"Most likely: {root.service} (p={root.probability:.2f})."
     )
+    if quiet and p_none is not None:
+        explanation += (
+            f"No incident: nothing stands out from the system's own recent past (p={p_none:.2f}); "
+            f"the most anomalous service is {root.service} (p={root.probability:.2f})."
+        )
+    else:
+        explanation += f"Most likely: {root.service} (p={root.probability:.2f})."
+        if p_none is not None:
+            explanation += f" No incident: p={p_none:.2f}."
     if request.anomaly_description:
         explanation += f" Symptom reported: {request.anomaly_description[:200]}"
     metadata = {
@@ -764,5 +855,24 @@ def diagnose(
         "services_ranked": str(len(ranked)),
         "root_cause": root.service,
         "root_metric": root.top[0].metric if root.top else "",
+        "answer": "no_incident" if quiet else "incident",
     }
-    return DiagnosisResult(True, hyps, causal_chain, round(root.probability, 6), explanation, supporting, metadata)
+    if odds is not None and p_none is not None:
+        metadata["incident_probability"] = f"{p_inc:.6f}"
+        metadata["no_incident_probability"] = f"{p_none:.6f}"
+        metadata["null_top_scores"] = ",".join(f"{x:.3f}" for x in odds.placebo_tops)
+    return DiagnosisResult(True, hyps, causal_chain, round(hyps[0].probability, 6), explanation, supporting, metadata)
+
+
+def _no_incident_hypothesis(odds: IncidentOdds, p_none: float, t0: float, cfg: DiagnosisConfig) -> Hypothesis:
+    return Hypothesis(
+        f"{NO_INCIDENT}: nothing at {_fmt(t0)} stands out from the system's own recent past",
+        round(p_none, 6),
+        (
+            f"top service score {odds.top:.2f} vs {odds.null_median:.2f} ± {odds.null_spread:.2f} for the same "
+            f"diagnosis at {len(odds.placebo_tops)} earlier times (every {cfg.horizon_sec / 60:.0f} min before); "
+            f"an incident needs about {cfg.null_offset:g} spreads more"
+        ),
+        [f"placebo top scores: {', '.join(f'{x:.2f}' for x in odds.placebo_tops)}"],
+        0,
+    )
