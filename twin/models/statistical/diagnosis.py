@@ -77,6 +77,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from twin.core.events import iso
 from twin.core.state import TwinState
 from twin.core.store import Series
 from twin.models.base import DiagnosisRequest, DiagnosisResult, Hypothesis
@@ -89,6 +90,7 @@ __all__ = [
     "DiagnosisConfig",
     "DiagnosisInput",
     "IncidentOdds",
+    "NO_INCIDENT",
     "SeriesWindow",
     "ServiceScore",
     "TUNABLE",
@@ -866,7 +868,7 @@ def diagnose(
 
 def _no_incident_hypothesis(odds: IncidentOdds, p_none: float, t0: float, cfg: DiagnosisConfig) -> Hypothesis:
     return Hypothesis(
-        f"{NO_INCIDENT}: nothing at {_fmt(t0)} stands out from the system's own recent past",
+        f"{NO_INCIDENT}: nothing at {iso(t0)} stands out from the system's own recent past",
         round(p_none, 6),
         (
             f"top service score {odds.top:.2f} vs {odds.null_median:.2f} ± {odds.null_spread:.2f} for the same "
