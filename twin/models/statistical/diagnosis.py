@@ -34,9 +34,11 @@ Method, per (source, metric) series around the incident time ``t0``:
    quantile across services is subtracted), so the system-wide noise of a family does
    not lift a service with many metrics above a quiet one; the uncentred sum breaks
    ties (``weak_weight``).
-   Propagation (no call graph is needed): a service whose server-side latency rose by
-   about what its client-side latency (time waiting on its callees) rose is a victim
-   and its latency counts less; a caller's client-side latency counts less when some
+   Propagation (no call graph is needed): a service whose server-side latency rose while
+   it waits longer on its callees (its client-side latency rose by about as much, or
+   significantly: sustained z >= ``onset_z``; percentiles of single calls need not add
+   up to the percentile of the request that makes them) is a victim and its latency
+   counts less; a caller's client-side latency counts less when some
    other service's server-side latency rose as much (the callee is slow). Even when
    nothing explains it, a caller's wait is mostly a symptom (of a callee, or of the
    network to it) rather than the caller's own fault: it counts ``own_wait_weight`` for
@@ -503,10 +505,13 @@ def rank_services(
     pending: list[tuple[str, dict[str, float], bool, float, float | None, list[SeriesEvidence]]] = []
     for svc, evs in per_service.items():
         fams: dict[str, float] = {}
-        # Victim of its callees: its own server latency rose by about what it waits on them.
+        # Victim of its callees: its server latency rose while it waits longer on its calls
+        # (by about as much, or significantly: a request's percentile is not the sum of its
+        # calls' percentiles, so the shifts alone miss callers that make many calls).
         d_server = max((e.shift for e in evs if e.family == "latency"), default=0.0)
         d_client = max((e.shift for e in evs if e.family == "client_latency"), default=0.0)
-        waits_on_callees = d_server > 0 and d_client >= cfg.victim_share * d_server
+        z_client = max((e.score for e in evs if e.family == "client_latency" and e.direction > 0), default=0.0)
+        waits_on_callees = d_server > 0 and (d_client >= cfg.victim_share * d_server or z_client >= cfg.onset_z)
         load_victim = demand_rise > 0 and not any(e.family == "demand" for e in evs) and any(
             e.family == "load" and e.shift > 0 and e.rel_shift >= cfg.victim_share * demand_rise for e in evs
         )
