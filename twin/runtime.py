@@ -14,6 +14,7 @@ from typing import Any
 
 from twin.core.config import TwinConfig
 from twin.core.events import Point
+from twin.core.memory import release_memory
 from twin.core.state import TwinState
 from twin.core.store import Retention
 from twin.ingest.stats import IngestStats
@@ -30,6 +31,10 @@ class TwinRuntime:
         self.state = TwinState(
             Retention(config.state.max_points_per_series, config.state.max_age_sec),
             config.state.action_log_size,
+            max_series=config.state.max_series,
+            max_series_per_system=config.state.max_series_per_system,
+            action_log_max_bytes=config.state.action_log_max_bytes,
+            limits=config.limits,
         )
         self.model_name = model_name or config.world_model.implementation
         self.model: WorldModel = create_model(self.model_name, self.state, config.world_model.settings)
@@ -51,7 +56,12 @@ class TwinRuntime:
 
     def ingest_points(self, points: list[Point]) -> None:
         """In-process ingestion (evaluations, tests): same store + model path as NATS."""
-        self.state.apply_points(points)
+        _, refused = self.state.apply(points)
+        if refused:
+            skip = {id(p) for p, _ in refused}
+            points = [p for p in points if id(p) not in skip]
+            self.ingest_stats.dead_lettered += len(refused)
+            self.ingest_stats.dead_letter_reasons["series_limit"] += len(refused)
         self.model.update(EventBatch(points, (), ()))
         self.ingest_stats.events_received += len(points)
         self.ingest_stats.events_applied += len(points)
@@ -71,6 +81,7 @@ class TwinRuntime:
     def reset(self) -> dict[str, int]:
         dropped = self.state.reset()
         self.model.reset()
+        release_memory()  # without it RSS stays at its high-water mark
         return dropped
 
     async def health(self) -> Health:
@@ -79,6 +90,11 @@ class TwinRuntime:
         status = h.status
         if not self.ingest_connected:
             issues.append("ingestion is not connected to NATS")
+            if status == "healthy":
+                status = "degraded"
+        caps = self.state.store.cap_issues()
+        if caps:
+            issues.extend(caps)
             if status == "healthy":
                 status = "degraded"
         if self.durability is not None:
@@ -122,6 +138,10 @@ class TwinRuntime:
             "series": len(self.state.store),
             "samples_retained": self.state.store.sample_count,
             "store_bytes": self.state.store.nbytes,
+            "series_rejected_total": self.state.store.rejected_series,
+            "series_rejected_events_total": self.state.store.rejected_events,
+            "action_log_bytes": self.state.actions.nbytes,
+            "calibration_log_bytes": self.state.calibrations.nbytes,
             "rpc_errors_total": self.rpc_metrics.errors(),
             "rpc_rejected_busy_total": self.rpc_metrics.rejected_busy,
             "uptime_seconds": time.time() - self.started_at,

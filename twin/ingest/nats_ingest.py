@@ -40,15 +40,14 @@ from nats.aio.msg import Msg
 
 from twin.core.config import NatsConfig
 from twin.core.errors import IngestError
+import orjson
+
 from twin.core.events import (
     CalibrationEvent,
     DecodeError,
     ExecutionResult,
     Point,
-    decode_batch,
-    decode_calibration,
-    decode_execution,
-    decode_stream,
+    decoder_for,
 )
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
@@ -75,6 +74,7 @@ class Item:
     calibration: CalibrationEvent | None = None
     ack: Callable[[], Awaitable[None]] | None = None
     link: Any = None  # the producer's SpanContext (tracing on and headers present)
+    subject: str = ""  # where it came from (for dead letters raised at apply time)
 
     @property
     def size(self) -> int:
@@ -117,6 +117,13 @@ def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] 
     return opts
 
 
+def _point_json(p: Point) -> bytes:
+    """A refused point as JSON for its dead-letter record (its original bytes are gone)."""
+    return orjson.dumps(
+        {"source": p.source, "name": p.name, "timestamp": p.t, "unit": p.unit, "value": p.text if p.text is not None else p.value}
+    )
+
+
 class Ingestor:
     """Owns the NATS connection, the subscriptions, the queue and the applier task."""
 
@@ -139,6 +146,8 @@ class Ingestor:
         self._on_status = on_status
         self._clock = clock
         self.nc: NATS | None = None
+        # Every limit is checked here, once, by the decoders (twin.core.limits).
+        self.decoder = decoder_for(state.limits)
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=cfg.queue_maxsize)
         self._applier: asyncio.Task[None] | None = None
         self.connected = False
@@ -303,7 +312,7 @@ class Ingestor:
         now = self._clock()
         if subject == c.telemetry_batch_subject:
             try:
-                points, errors = decode_batch(data, now)
+                points, errors = self.decoder.batch(data, now)
             except DecodeError as err:
                 stats.events_received += 1
                 await self.dead_letter(err.reason, subject, data, parent=link)
@@ -314,18 +323,18 @@ class Ingestor:
             for err in errors:
                 await self.dead_letter(err.reason, subject, err.raw or b"", index=err.index, parent=link)
             if points:
-                await self._put(Item(points=points, ack=ack, link=link))
+                await self._put(Item(points=points, ack=ack, link=link, subject=subject))
             elif ack:
                 await ack()
             return
         stats.events_received += 1
         try:
             if subject == c.telemetry_stream_subject:
-                item = Item([decode_stream(data, now)], None, None, ack, link)  # positional: hot path
+                item = Item([self.decoder.stream(data, now)], None, None, ack, link, subject)  # positional: hot path
             elif subject == c.execution_subject:
-                item = Item(execution=decode_execution(data), ack=ack, link=link)
+                item = Item(execution=self.decoder.execution(data, now), ack=ack, link=link)
             elif subject == c.calibrate_subject:
-                item = Item(calibration=decode_calibration(data), ack=ack, link=link)
+                item = Item(calibration=self.decoder.calibration(data, now), ack=ack, link=link)
             else:
                 raise DecodeError(f"no decoder for subject {subject!r}")
         except DecodeError as err:
@@ -424,7 +433,13 @@ class Ingestor:
             except Exception:  # noqa: BLE001 - one odd record must never stop the applier
                 self.stats.apply_errors += 1
                 log.exception("could not apply an execution/calibration record")
-        state.apply_points(points)
+        _, refused = state.apply(points)
+        if refused:  # new series over a cap: dead-lettered, and kept from the model
+            skip = {id(p) for p, _ in refused}
+            points = [p for p in points if id(p) not in skip]
+            origin = {id(p): it.subject for it in items for p in it.points if id(p) in skip}
+            for p, reason in refused:
+                await self.dead_letter(reason, origin.get(id(p), ""), _point_json(p))
         model = self._model()
         t0 = time.perf_counter()
         try:
