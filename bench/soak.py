@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -33,12 +34,33 @@ from _common import child_env, free_port  # noqa: E402
 BATCH_SUBJECT = "polaris.telemetry.events.batch"
 
 
-def rss_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+def _rss1(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # gone meanwhile
+        pass
     return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def rss_of(pid: int) -> int:
+    """RSS of a process plus all its descendants (the twin's worker processes count)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += _rss1(p)
+        todo.extend(_children(p))
+    return total
 
 
 # ---------------------------------------------------------------- publisher
@@ -146,9 +168,10 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         cfg_path = Path(tmp) / "soak.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
         log = (Path(tmp) / "twin.log").open("wb")
-        twin = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "twin.cli", "--config", str(cfg_path), stdout=log, stderr=log, env=child_env(), cwd=tmp
-        )
+        cmd = [sys.executable, "-m", "twin.cli", "--config", str(cfg_path)]
+        if getattr(args, "profile", ""):  # py-spy record around the twin (pip install py-spy)
+            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-s", "-r", "100", "-f", "raw", "-o", args.profile, "--", *cmd]
+        twin = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log, env=child_env(), cwd=tmp)
         pub = None
         try:
             await wait_serving(port, twin)
@@ -164,7 +187,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(min(args.every, args.duration - (time.monotonic() - t0)))
                 m = await metrics(port)
                 samples.append({"t": round(time.monotonic() - t0, 1), "rss": rss_of(twin.pid), **_pick(m)})
-                print(_line(samples[-1]), file=sys.stderr, flush=True)
+                if getattr(args, "verbose", True):
+                    print(_line(samples[-1]), file=sys.stderr, flush=True)
             out, _ = await pub.communicate()
             published = json.loads(out.decode().strip().splitlines()[-1])["published"]
             await asyncio.sleep(2.0)
@@ -176,7 +200,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             if pub is not None and pub.returncode is None:
                 pub.kill()
                 await pub.wait()
-            twin.terminate()
+            if getattr(args, "profile", ""):  # stop the profiled twin; py-spy then writes and exits
+                for child in _children(twin.pid):
+                    os.kill(child, signal.SIGTERM)
+            else:
+                twin.terminate()
             await twin.wait()
             log.close()
             await nats_server.stop()
@@ -246,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=float, default=10.0, help="RSS sampling interval, seconds")
     p.add_argument("--max-points", type=int, default=300, help="state.max_points_per_series")
     p.add_argument("--model", default="statistical")
+    p.add_argument("--profile", default="", help="py-spy raw (collapsed) profile of the twin to this file")
     p.add_argument("--role", default="soak", choices=("soak", "publisher"), help=argparse.SUPPRESS)
     p.add_argument("--url", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

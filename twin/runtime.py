@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from twin.core import workers
 from twin.core.config import TwinConfig
 from twin.core.events import Point
 from twin.core.memory import release_memory
@@ -47,12 +48,21 @@ class TwinRuntime:
         # twin.durability.manager.Durability when snapshots or JetStream are on (set by the app):
         # its applied stream sequence, issues and figures show in health and get_metrics.
         self.durability: Any = None
+        self.workers = workers.pool()
 
     async def initialize(self) -> None:
+        # Worker processes for heavy computation (fits): started in the background, so
+        # start-up never waits for them; until they are up, calls wait or use a thread.
+        self.workers = workers.configure(self.config.performance.compute_workers)
+        self._workers_start = asyncio.get_running_loop().create_task(self.workers.start(), name="compute-workers")
         await self.model.initialize()
 
     async def shutdown(self) -> None:
         await self.model.shutdown()
+        task = getattr(self, "_workers_start", None)
+        if task is not None and not task.done():
+            task.cancel()
+        await asyncio.to_thread(self.workers.close)
 
     def ingest_points(self, points: list[Point]) -> None:
         """In-process ingestion (evaluations, tests): same store + model path as NATS."""
@@ -162,6 +172,7 @@ class TwinRuntime:
             m[f"model_{op}_p99_ms"] = rec.quantile(0.99) * 1000
         for k, v in self.model.metrics().items():
             m[f"model.{k}"] = v
+        m.update(self.workers.metrics())
         for k, v in self.extra_metrics.items():
             m[k] = v() if callable(v) else v
         if self.durability is not None:

@@ -170,6 +170,7 @@ class PerformanceConfig:
     simulation_timeout_sec: float
     diagnosis_timeout_sec: float
     management_timeout_sec: float
+    compute_workers: int = -1
 
 
 @dataclass(frozen=True)

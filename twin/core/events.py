@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple, TypeVar
 
 import msgspec
+import numpy as np
 
 from twin.core.errors import DecodeError
 from twin.core.limits import DEFAULT_LIMITS, MAX_REPRESENTABLE, EventLimits, payload_depth_exceeds
@@ -385,6 +386,74 @@ class EventDecoder:
                 append(new(P, (ev.source, name, t, _NAN, ev.unit, v)))
         return out
 
+    def _hot_columns(self, events: list[Any], now: float) -> SeriesColumns | None:
+        """``_hot_points`` straight into per-series columns, or None (typed path)."""
+        names = self._valid_names
+        times = _ts_epochs
+        lo, hi = self._lo, self._hi(now)
+        index: dict[tuple[str, str], int] = {}
+        units: list[str] = []
+        ts: list[list[float]] = []
+        vs: list[list[float]] = []
+        texts: list[tuple[int, float, str]] = []
+        for ev in events:
+            name = names.get(ev.name)
+            if name is None:
+                name = self._valid_name(ev.name)
+                if name is None:
+                    return None
+            t = ev.timestamp
+            if t is None:
+                t = now
+            elif t.__class__ is str:
+                tt = times.get(t)
+                if tt is None:
+                    tt = _ts_epoch(t)
+                    if tt is None:
+                        return None
+                t = tt
+            if not lo <= t <= hi:  # also false for nan
+                return None
+            key = (ev.source, name)
+            g = index.get(key)
+            if g is None:
+                g = index[key] = len(units)
+                units.append(ev.unit)
+                ts.append([])
+                vs.append([])
+            v = ev.value
+            c = v.__class__
+            if c is float:
+                if v - v != 0.0:  # inf or nan
+                    return None
+                ts[g].append(t)
+                vs[g].append(v)
+            elif c is bool:
+                ts[g].append(t)
+                vs[g].append(1.0 if v else 0.0)
+            else:
+                texts.append((g, t, v))
+        arr = np.array
+        return SeriesColumns(list(index), units, [arr(x, np.float64) for x in ts], [arr(x, np.float64) for x in vs], texts)
+
+    @_bounded_nesting
+    def batch_columns(self, payload: bytes, now: float) -> tuple[SeriesColumns, list[DecodeError]]:
+        """``batch`` in columnar form: the same events, errors and reasons, grouped per series."""
+        try:
+            if payload[:1] == b"[" or payload.lstrip()[:1] == b"[":
+                hot = self._hot_list.decode(payload)
+            else:
+                hot = self._hot_batch.decode(payload).events
+            cols = self._hot_columns(hot, now)
+        except (msgspec.MsgspecError, RecursionError):
+            cols = None
+        if cols is not None:
+            return cols, []
+        points, errors = self._batch_typed(payload, now)
+        b = ColumnsBuilder()
+        b.add_points(points)
+        return b.build(), errors
+
     @_bounded_nesting
     def stream(self, raw: bytes, now: float) -> Point:
         """One telemetry event (bare, or wrapped in a KnowledgeEvent)."""
@@ -635,3 +704,6 @@ def _decode_event_typed(raw: bytes, now: float) -> Point:
 def _decode_batch_typed(payload: bytes, now: float) -> tuple[list[Point], list[DecodeError]]:
     """The typed (reference) path of ``decode_batch``."""
     return _default._batch_typed(payload, now)
+
+
+from twin.core.columns import ColumnsBuilder, SeriesColumns  # noqa: E402 - columns uses Point

@@ -15,7 +15,8 @@ import msgspec
 
 from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
 from twin.core.limits import DEFAULT_LIMITS, EventLimits
-from twin.core.store import Retention, SeriesStore
+from twin.core.columns import SeriesColumns
+from twin.core.store import Retention, Series, SeriesStore
 
 _R = TypeVar("_R")
 RECORD_OVERHEAD = 256  # bytes a record costs beyond its payload (objects, dicts)
@@ -152,6 +153,45 @@ class TwinState:
                 n += 1
         finally:
             store.samples_appended += appended  # counted per append, as SeriesStore.append does
+        self.points_applied += n
+        return n, refused
+
+    def apply_columns(self, cols: SeriesColumns) -> tuple[int, dict[int, str]]:
+        """The columnar ``apply``: one vectorised append per series.
+
+        Returns (points applied, {group: reason} of groups refused by a series cap).
+        """
+        store = self.store
+        get = store._series.get
+        n = appended = 0
+        refused: dict[int, str] = {}
+        series: list[Series | None] = []
+        try:
+            for g, key in enumerate(cols.keys):
+                s = get(key)
+                if s is None:
+                    got = store.admit(key[0], key[1], cols.units[g])
+                    if isinstance(got, str):
+                        refused[g] = got
+                        store.rejected_events += cols.ts[g].shape[0] + sum(1 for x in cols.texts if x[0] == g) - 1
+                        series.append(None)
+                        continue
+                    s = got
+                series.append(s)
+                t = cols.ts[g]
+                k = t.shape[0]
+                if k:
+                    s.extend(t, cols.vs[g])
+                    appended += k
+            for g, _, text in cols.texts:
+                s = series[g]
+                if s is not None:
+                    s.last_text = text
+                    self.text_values += 1
+                    n += 1
+        finally:
+            store.samples_appended += appended
+        n += appended
         self.points_applied += n
         return n, refused
 

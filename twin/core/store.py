@@ -113,9 +113,40 @@ class Series:
             self._trim_age()
 
     def extend(self, ts: np.ndarray, vs: np.ndarray) -> None:
-        """Appends many samples; same result as calling ``append`` for each."""
-        for t, v in zip(ts.tolist(), vs.tolist()):
-            self.append(t, v)
+        """Appends many samples (float64 arrays, arrival order) with vectorised copies;
+        the same result as calling ``append`` for each."""
+        n = ts.shape[0]
+        if n < 4:
+            for t, v in zip(ts.tolist(), vs.tolist()):
+                self.append(t, v)
+            return
+        last = self.last_t
+        if ts[0] < last or bool((ts[1:] < ts[:-1]).any()):
+            self._sorted = False
+        top = float(ts.max())
+        if top >= last:  # as append: the newest time wins, the later sample on a tie
+            self.last_t = top
+            self.last_v = float(vs[n - 1 - int(np.argmax(ts[::-1] == top))])
+        off = 0
+        while off < n:
+            tc = self._t[-1]
+            fill = self._fill
+            if fill == tc.shape[0]:
+                self._grow()
+                continue
+            take = min(tc.shape[0] - fill, n - off)
+            tc[fill : fill + take] = ts[off : off + take]
+            self._v[-1][fill : fill + take] = vs[off : off + take]
+            self._fill = fill + take
+            off += take
+        self._len += n
+        self.appended += n
+        self.version += n
+        r = self._retention
+        if self._len > r.max_points:
+            self._drop_front(self._len - r.max_points)
+        elif r.max_age_sec and self._t[0][self._head] < self.last_t - r.max_age_sec:
+            self._trim_age()
 
     def _grow(self) -> None:
         size = self._t[-1].shape[0]

@@ -49,6 +49,7 @@ from twin.core.events import (
     Point,
     decoder_for,
 )
+from twin.core.columns import ColumnsBuilder, SeriesColumns
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
 from twin.ingest.stats import IngestStats
@@ -312,7 +313,7 @@ class Ingestor:
         now = self._clock()
         if subject == c.telemetry_batch_subject:
             try:
-                points, errors = self.decoder.batch(data, now)
+                points, errors = self.decoder.batch_columns(data, now)  # columnar: no Point per event
             except DecodeError as err:
                 stats.events_received += 1
                 await self.dead_letter(err.reason, subject, data, parent=link)
@@ -399,6 +400,23 @@ class Ingestor:
         else:
             await self._apply(items)
 
+    async def _dead_letter_refused(self, items: list[Item], cols: SeriesColumns, refused: dict[int, str]) -> None:
+        """One record per event of a refused series, under the subject it came from."""
+        origin: dict[tuple[str, str], str] = {}
+        for it in items:
+            pts = it.points
+            keys = pts.keys if isinstance(pts, SeriesColumns) else [(p.source, p.name) for p in pts]
+            for key in keys:
+                origin.setdefault(key, it.subject)
+        for g, reason in refused.items():
+            key, unit = cols.keys[g], cols.units[g]
+            subject = origin.get(key, "")
+            for t, v in zip(cols.ts[g].tolist(), cols.vs[g].tolist()):
+                await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, v, unit, None)))
+            for gi, t, text in cols.texts:
+                if gi == g:
+                    await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, float("nan"), unit, text)))
+
     async def _traced_apply(self, items: list[Item]) -> None:
         assert trace is not None
         links = [trace.Link(it.link) for it in items if it.link is not None][:MAX_LINKS]
@@ -419,12 +437,20 @@ class Ingestor:
     async def _apply(self, items: list[Item]) -> None:
         state = self.state
         now = self._clock()
-        points: list[Point] = []
         actions = []
         calibrations = []
+        with_points = [it for it in items if it.points]
+        if len(with_points) == 1 and isinstance(with_points[0].points, SeriesColumns):
+            cols = with_points[0].points  # one batch message: already grouped per series
+        else:
+            builder = ColumnsBuilder()
+            for it in with_points:
+                if isinstance(it.points, SeriesColumns):
+                    builder.add_columns(it.points)
+                else:
+                    builder.add_points(it.points)
+            cols = builder.build()
         for it in items:
-            if it.points:
-                points.extend(it.points)
             try:
                 if it.execution is not None:
                     actions.append(state.apply_execution(it.execution, now))
@@ -433,13 +459,11 @@ class Ingestor:
             except Exception:  # noqa: BLE001 - one odd record must never stop the applier
                 self.stats.apply_errors += 1
                 log.exception("could not apply an execution/calibration record")
-        _, refused = state.apply(points)
+        _, refused = state.apply_columns(cols)
         if refused:  # new series over a cap: dead-lettered, and kept from the model
-            skip = {id(p) for p, _ in refused}
-            points = [p for p in points if id(p) not in skip]
-            origin = {id(p): it.subject for it in items for p in it.points if id(p) in skip}
-            for p, reason in refused:
-                await self.dead_letter(reason, origin.get(id(p), ""), _point_json(p))
+            await self._dead_letter_refused(items, cols, refused)
+            cols = cols.without(set(refused))
+        points = cols
         model = self._model()
         t0 = time.perf_counter()
         try:
