@@ -6,8 +6,11 @@ tests/faults/test_jetstream_lost_delivery.py and tests/ingest/test_subscription_
 from __future__ import annotations
 
 import logging
+import time
 
-from faults.js_harness import manage
+import orjson
+from faults.js_harness import manage, metrics
+from support import wait_for
 
 PASSWORD = "S3cr3tPass"
 
@@ -24,3 +27,38 @@ async def test_defect8_get_config_and_logs_redact_every_url_of_a_list(nats_serve
     shown = "\n".join(logging.Formatter("%(message)s").format(r) for r in caplog.records)
     # The records themselves: every place that logs a URL passes it through the redactor.
     assert PASSWORD not in shown
+
+
+async def test_defect7_a_failing_snapshot_degrades_health_backs_off_and_recovers(
+    nats_server, nc, make_twin, channel_for, tmp_path, monkeypatch
+) -> None:
+    from twin.durability import manager
+
+    real_encode = manager.encode
+    attempts: list[float] = []
+
+    def encode_failing_three_times(snap):  # type: ignore[no-untyped-def]
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:
+            raise RecursionError("maximum recursion depth exceeded while encoding")
+        return real_encode(snap)
+
+    monkeypatch.setattr(manager, "encode", encode_failing_three_times)
+    monkeypatch.setattr(manager, "RETRY_FIRST_SEC", 0.2)
+    app = await make_twin(nats_server.url, state={"snapshot_dir": str(tmp_path), "snapshot_interval_sec": 0.05})
+    ch = channel_for(app)
+    await nc.publish("polaris.telemetry.events.stream", orjson.dumps({"name": "cpu", "value": 1.0, "source": "s"}))
+    await nc.flush()
+    await wait_for(lambda: app.runtime.ingest_stats.events_applied == 1)
+    await wait_for(lambda: len(attempts) >= 1)
+    health = await manage(ch, "health_check")
+    assert health.health_status.status == "degraded"
+    assert any("snapshot failed 1 time(s) in a row" in issue for issue in health.health_status.issues)
+    await wait_for(lambda: len(attempts) >= 4, timeout=20)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert gaps[1] > 1.5 * gaps[0] and gaps[2] > 1.5 * gaps[1]  # backoff, not a hot loop
+    await wait_for(lambda: app.durability is not None and app.durability.snapshots_written >= 1)
+    m = await metrics(ch)
+    assert m["snapshot_failures_total"] == 3 and m["snapshot_failures_in_a_row"] == 0
+    assert (await manage(ch, "health_check")).health_status.status == "healthy"
+    assert [p.suffix for p in tmp_path.iterdir()] == [".pts"]
