@@ -12,6 +12,10 @@ import orjson
 from faults.js_harness import manage, metrics
 from support import wait_for
 
+from twin.models.base import Health
+from twin.models.mock import MockWorldModel
+from twin.models.registry import register_model
+
 PASSWORD = "S3cr3tPass"
 
 
@@ -62,3 +66,72 @@ async def test_defect7_a_failing_snapshot_degrades_health_backs_off_and_recovers
     assert m["snapshot_failures_total"] == 3 and m["snapshot_failures_in_a_row"] == 0
     assert (await manage(ch, "health_check")).health_status.status == "healthy"
     assert [p.suffix for p in tmp_path.iterdir()] == [".pts"]
+
+
+class _BreaksUntilReloaded(MockWorldModel):
+    """Healthy until told to break (``broken`` setting), healthy again only after a reload
+    whose count reaches ``heals_after`` (0 = never)."""
+
+    name = "breaks_test"
+    broken = True
+    reloads = 0
+
+    async def health(self) -> Health:
+        base = await super().health()
+        if type(self).broken:
+            return Health("unhealthy", ["lost its client"], base.performance_metrics, self.name, "0")
+        return base
+
+    async def reload(self, settings=None) -> None:  # type: ignore[no-untyped-def]
+        cls = type(self)
+        cls.reloads += 1
+        heals_after = int(self.settings.get("heals_after", 1))
+        if heals_after and cls.reloads >= heals_after:
+            cls.broken = False
+
+
+def _breaking_model() -> str:
+    cls = type("BreaksUntilReloaded", (_BreaksUntilReloaded,), {"broken": True, "reloads": 0})
+    register_model(_BreaksUntilReloaded.name, cls)
+    return _BreaksUntilReloaded.name
+
+
+async def test_defect11_health_is_checked_on_its_interval_and_a_failed_model_is_reloaded(
+    nats_server, make_twin, channel_for
+) -> None:
+    name = _breaking_model()
+    app = await make_twin(
+        nats_server.url, model=name,
+        world_model={"health_check_interval_sec": 0.1, "reload_on_failure": True, "settings": {"heals_after": 1}},
+    )
+    ch = channel_for(app)
+    await wait_for(lambda: app.supervisor.reloads == 1)
+    await wait_for(lambda: app.supervisor.last is not None and app.supervisor.last.status == "healthy")
+    m = await metrics(ch)
+    assert m["model_reloads_on_failure_total"] == 1 and m["model_health_checks_total"] >= 2
+    assert (await manage(ch, "health_check")).health_status.status == "healthy"
+
+
+async def test_defect11_without_reload_on_failure_the_model_is_only_watched(
+    nats_server, make_twin, channel_for
+) -> None:
+    name = _breaking_model()
+    app = await make_twin(
+        nats_server.url, model=name, world_model={"health_check_interval_sec": 0.05, "reload_on_failure": False}
+    )
+    await wait_for(lambda: app.supervisor.checks >= 5)
+    assert app.supervisor.reloads == 0 and app.supervisor.last is not None
+    assert app.supervisor.last.status == "unhealthy"
+
+
+async def test_defect11_a_model_that_cannot_recover_is_reloaded_with_backoff(
+    nats_server, make_twin
+) -> None:
+    name = _breaking_model()
+    app = await make_twin(
+        nats_server.url, model=name,
+        world_model={"health_check_interval_sec": 0.02, "reload_on_failure": True, "settings": {"heals_after": 0}},
+    )
+    await wait_for(lambda: app.supervisor.checks >= 40, timeout=30)
+    # Reloads at checks 1, 2, 4, 8, 16, 32 (backoff doubling): far fewer than the checks.
+    assert 3 <= app.supervisor.reloads <= 7
