@@ -49,6 +49,8 @@ class TwinRuntime:
         # its applied stream sequence, issues and figures show in health and get_metrics.
         self.durability: Any = None
         self.workers = workers.pool()
+        # twin.supervisor.ModelSupervisor, started by the app (health_check_interval_sec).
+        self.supervisor: Any = None
 
     async def initialize(self) -> None:
         # Worker processes for heavy computation (fits): started in the background, so
@@ -175,6 +177,8 @@ class TwinRuntime:
         m.update(self.workers.metrics())
         for k, v in self.extra_metrics.items():
             m[k] = v() if callable(v) else v
+        if self.supervisor is not None:
+            m.update(self.supervisor.metrics())
         if self.durability is not None:
             m.update(self.durability.metrics())
             if self.durability.applied_sequence is not None:

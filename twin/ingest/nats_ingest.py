@@ -32,7 +32,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -50,6 +49,7 @@ from twin.core.events import (
     decoder_for,
 )
 from twin.core.columns import ColumnsBuilder, SeriesColumns
+from twin.core.redact import redact_text
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
 from twin.ingest.stats import IngestStats
@@ -83,14 +83,8 @@ class Item:
 
 
 def redact_url(url: str) -> str:
-    """Drops credentials from a NATS URL before it is logged."""
-    parts = []
-    for u in url.split(","):
-        s = urlsplit(u.strip())
-        if s.username or s.password:
-            s = s._replace(netloc=f"***@{s.hostname}" + (f":{s.port}" if s.port else ""))
-        parts.append(urlunsplit(s))
-    return ",".join(parts)
+    """Drops credentials from a NATS URL (or a comma-separated list) before it is shown."""
+    return redact_text(url)
 
 
 def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, Any]:
@@ -199,7 +193,7 @@ class Ingestor:
             )
         except Exception as exc:  # noqa: BLE001 - nats raises many types here
             log.error("cannot connect to NATS at %s: %s", redact_url(url), exc)
-            raise IngestError(f"cannot connect to NATS at {redact_url(url)}: {exc}") from exc
+            raise IngestError(f"cannot connect to NATS at {redact_url(url)}: {redact_text(str(exc))}") from exc
         await self.subscribe()
         self._set_connected(True)
         log.info("ingesting from %s (%s)", redact_url(url), self.mode)
