@@ -60,12 +60,21 @@ On the 34-file NAB development subset (``bench/nab_eval.py``, scorer in
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_THRESHOLD", "DetectorConfig", "StreamingAnomalyDetector"]
+__all__ = [
+    "BACKEND",
+    "DEFAULT_CONFIG",
+    "DEFAULT_THRESHOLD",
+    "DetectorConfig",
+    "KernelAnomalyDetector",
+    "PythonAnomalyDetector",
+    "StreamingAnomalyDetector",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +134,29 @@ DEFAULT_THRESHOLD = 1.0 - DEFAULT_CONFIG.fire_p
 _RECUR_CHECK_P = 0.01  # only count recurrences for candidate extremes (keeps it cheap)
 _VAR_RATE = 0.01  # smoothing of the variances behind the seasonal gate
 _MAX_BIN = 10**15  # clamp bin indices of absurd values (keeps float -> int exact)
+_RESUM = 4096  # points between exact re-sums of the running surprise sums
+
+
+def _seq_sum(a: np.ndarray) -> float:
+    """Sum in ascending order, left to right: one canonical rounding that the compiled
+    kernel reproduces bit for bit (numpy's pairwise sum depends on the element order)."""
+    return float(np.add.accumulate(np.sort(a))[-1])
+
+
+def _in_order_sum(a: np.ndarray) -> float:
+    """Left-to-right sum in the given order (``np.add.accumulate`` never reorders)."""
+    return float(np.add.accumulate(a)[-1])
+
+
+def _quantile(arr: np.ndarray, q: float) -> float:
+    """Linear-interpolation quantile with one fixed formula (``a + (b - a) * g``)."""
+    n = len(arr)
+    h = q * (n - 1)
+    lo = math.floor(h)
+    hi = min(lo + 1, n - 1)
+    part = np.partition(arr, (lo, hi))
+    a, b = float(part[lo]), float(part[hi])
+    return a + (b - a) * (h - lo)
 
 
 class _TailModel:
@@ -272,18 +304,22 @@ class _TailModel:
         if self.rel_floor > 0.0:
             floor = max(floor, self.rel_floor * (q_hi - q_lo))
         self.q_hi = q_hi
-        self.b_hi = max(float(part[n - k :].sum()) / k - q_hi, floor, 1e-12)
+        self.b_hi = max(_seq_sum(part[n - k :]) / k - q_hi, floor, 1e-12)
         self.k_over_n = k / n
         if self.two_sided:
             self.q_lo = q_lo
-            self.b_lo = max(q_lo - float(part[:k].sum()) / k, floor, 1e-12)
+            self.b_lo = max(q_lo - _seq_sum(part[:k]) / k, floor, 1e-12)
 
 
-class StreamingAnomalyDetector:
+class PythonAnomalyDetector:
     """Online anomaly scores for one series; see the module docstring for the method.
 
+    The pure-Python reference: :class:`KernelAnomalyDetector` computes the same scores (to the
+    bit on the NAB dev set, enforced by a test) and is what :data:`StreamingAnomalyDetector`
+    names when the compiled kernel is installed.
+
     Example:
-        >>> det = StreamingAnomalyDetector()
+        >>> det = PythonAnomalyDetector()
         >>> score = det.update(1_700_000_000.0, 42.0)
         >>> det.is_anomalous()
         False
@@ -293,11 +329,13 @@ class StreamingAnomalyDetector:
         "_counts",
         "_lagged",
         "_long",
+        "_long_sum",
         "_long_tail",
         "_m_fast",
         "_resid",
         "_season",
         "_short",
+        "_short_sum",
         "_short_tail",
         "_since_rescale",
         "_ss_var",
@@ -330,13 +368,39 @@ class StreamingAnomalyDetector:
         self._short_tail = _TailModel.for_surprise(cfg)
         self._long_tail = _TailModel.for_surprise(cfg)
         self._long: deque[float] = deque(maxlen=cfg.long_window)
+        self._short_sum = 0.0
+        self._long_sum = 0.0
         self._lagged: deque[tuple[float, float]] = deque()
         self._ss_var = 0.0
         self._x_var = 0.0
         self._x_mean = 0.0
         self._suppress_left = 0
 
+    backend = "python"
+
     # ------------------------------------------------------------------ public API
+
+    def state_bytes(self) -> int:
+        """Bytes held by this detector's state (buffers at their allocated size)."""
+        import sys
+
+        n = sys.getsizeof(self)
+        for t in (self._value, self._resid, self._season, self._short_tail, self._long_tail):
+            n += sys.getsizeof(t) + t.buf.nbytes
+        n += sys.getsizeof(self._counts) + 2 * 28 * len(self._counts)
+        n += sys.getsizeof(self._lagged) + len(self._lagged) * (sys.getsizeof((0.0, 0.0)) + 48)
+        n += sys.getsizeof(self._short) + sys.getsizeof(self._long)
+        n += (len(self._short) + len(self._long)) * 24
+        return n
+
+    def _internals(self) -> dict[str, int]:
+        return {
+            "value_n": self._value.n,
+            "lagged": len(self._lagged),
+            "bins": len(self._counts),
+            "suppressing": self._suppress_left,
+            "season_active": int(self._ss_var < self.cfg.season_gate * self._x_var),
+        }
 
     def is_anomalous(self, threshold: float = DEFAULT_THRESHOLD) -> bool:
         """Whether the last scored point is at or above ``threshold``."""
@@ -414,10 +478,20 @@ class StreamingAnomalyDetector:
         c = counts.get(k, 0) + 0.5 * (counts.get(k - 1, 0) + counts.get(k + 1, 0))
         surprise = -math.log((c + 0.1) / total)
         short, long_ = self._short, self._long
+        # Running sums (exact re-sum every _RESUM points): O(1) and reproducible bit for bit.
+        if len(short) == cfg.short_window:
+            self._short_sum -= short[0]
+        self._short_sum += surprise
+        if len(long_) == cfg.long_window:
+            self._long_sum -= long_[0]
+        self._long_sum += surprise
         short.append(surprise)
         long_.append(surprise)
-        sm = sum(short) / len(short)
-        lm = sum(long_) / len(long_)
+        if n % _RESUM == 0:
+            self._short_sum = _in_order_sum(np.array(short))
+            self._long_sum = _in_order_sum(np.array(long_))
+        sm = self._short_sum / len(short)
+        lm = self._long_sum / len(long_)
         p = min(p, self._short_tail.pvalue(sm))
         self._short_tail.add(sm)
         if n > cfg.warmup + cfg.long_window:  # judge the long mean only once it is one
@@ -493,14 +567,106 @@ class StreamingAnomalyDetector:
         self._since_rescale = 0
         arr = self._value.values()
         with np.errstate(all="ignore"):  # inf/overflow only with absurd inputs
-            lo, hi = np.quantile(arr, (0.01, 0.99))
-            w = float(hi - lo) / self.cfg.n_bins
+            lo, hi = _quantile(arr, 0.01), _quantile(arr, 0.99)
+            w = (hi - lo) / self.cfg.n_bins
             if not w > 0.0:
-                sd = float(arr.std())
-                w = sd if sd > 0.0 else max(abs(float(arr.mean())) * 1e-3, 1e-9)
+                mean = _in_order_sum(arr) / len(arr)
+                d = arr - mean
+                sd = math.sqrt(_in_order_sum(d * d) / len(arr))
+                w = sd if sd > 0.0 else max(abs(mean) * 1e-3, 1e-9)
             if not math.isfinite(w):
                 w = 1e300
             bins = np.floor(np.clip(arr / w, -_MAX_BIN, _MAX_BIN)).astype(np.int64)
         self._width = w
         keys, cnt = np.unique(bins, return_counts=True)
         self._counts = dict(zip(keys.tolist(), cnt.tolist(), strict=True))
+
+
+# ---------------------------------------------------------------------- compiled kernel
+
+def _kernel_args(cfg: DetectorConfig) -> tuple[float | int, ...]:
+    """The configuration in the kernel constructor's positional order."""
+    return (
+        cfg.warmup,
+        cfg.window,
+        cfg.rescale_every,
+        cfg.n_bins,
+        cfg.fast_alpha,
+        cfg.short_window,
+        cfg.long_window,
+        cfg.tail_every,
+        cfg.tail_frac,
+        cfg.min_tail,
+        cfg.rel_beta_floor,
+        cfg.nats_beta_floor,
+        cfg.recur_weight,
+        cfg.season_seconds,
+        cfg.season_gate,
+        cfg.fire_p,
+        cfg.suppress,
+        cfg.suppress_scale,
+    )
+
+
+try:  # built by setup.py where a C compiler exists; optional by design
+    from twin.models.statistical._detector_kernel import Kernel as _Kernel
+except ImportError:  # pragma: no cover - exercised on machines without the extension
+    _Kernel = None
+
+
+if _Kernel is not None:
+
+    class KernelAnomalyDetector(_Kernel):  # type: ignore[misc,valid-type]
+        """The compiled detector: same API and scores as :class:`PythonAnomalyDetector`.
+
+        ``update`` is the C method itself (no Python frame per point); ``score_batch`` scores a
+        whole per-series batch in one call over float64 buffers.
+        """
+
+        __slots__ = ("cfg",)
+        backend = "kernel"
+
+        def __init__(self, config: DetectorConfig | None = None) -> None:
+            self.cfg = config or DEFAULT_CONFIG
+            super().__init__(*_kernel_args(self.cfg))
+
+        def is_anomalous(self, threshold: float = DEFAULT_THRESHOLD) -> bool:
+            """Whether the last scored point is at or above ``threshold``."""
+            return bool(self.last_score >= threshold)
+
+        def state_dict(self) -> dict[str, float | int]:
+            """Cheap summary for status pages (not a checkpoint)."""
+            i = self._internals()
+            return {
+                "n": self.n,
+                "last_score": self.last_score,
+                "last_pvalue": self.last_pvalue,
+                "suppressing": i["suppressing"],
+                "season_active": i["season_active"],
+            }
+
+        def score_batch(self, ts: np.ndarray, values: np.ndarray) -> np.ndarray:
+            """Feed many points in order; identical to calling :meth:`update` for each."""
+            t = np.ascontiguousarray(ts, dtype=np.float64)
+            v = np.ascontiguousarray(values, dtype=np.float64)
+            if t.shape != v.shape:
+                raise ValueError("timestamps and values differ in length")
+            out = np.empty(len(v))
+            self._score_into(t, v, out)
+            return out
+
+else:  # pragma: no cover
+    KernelAnomalyDetector = None  # type: ignore[assignment,misc]
+
+
+def _choose_backend() -> type[PythonAnomalyDetector]:
+    want = os.environ.get("POLARIS_DETECTOR_BACKEND", "auto").strip().lower()
+    if want == "python" or KernelAnomalyDetector is None:
+        return PythonAnomalyDetector
+    return KernelAnomalyDetector  # type: ignore[return-value]
+
+
+#: The detector the twin runs per series: the compiled kernel when it is installed (and
+#: ``POLARIS_DETECTOR_BACKEND`` is not ``python``), else the pure-Python reference.
+StreamingAnomalyDetector: type[PythonAnomalyDetector] = _choose_backend()
+BACKEND: str = StreamingAnomalyDetector.backend
