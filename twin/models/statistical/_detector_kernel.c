@@ -114,6 +114,11 @@ typedef struct {
     Py_ssize_t len, cap, n, pos, since, every, min_tail;
     double frac, beta_floor, rel_floor, recur;
     double q_hi, q_lo, b_hi, b_lo, k_over_n;
+    /* Candidate cuts: at the last refit, the (k + 2 * every)-th largest / smallest value.
+     * At most ``every`` values leave between refits, so usually >= k values remain beyond the
+     * cut and one filtering pass finds the tails without selecting over the whole window; the
+     * refit checks that and falls back to a full selection when not (exact either way). */
+    double cut_hi, cut_lo;
     int two_sided;
 } Tail;
 
@@ -136,6 +141,8 @@ static int tail_init(Tail *t, Py_ssize_t window, Py_ssize_t every, double frac,
     t->q_lo = -INFINITY;
     t->b_hi = t->b_lo = 1.0;
     t->k_over_n = 1.0;
+    t->cut_hi = INFINITY; /* no candidates: the first refit selects over the window */
+    t->cut_lo = -INFINITY;
     return 0;
 }
 
@@ -170,29 +177,112 @@ static double tail_pvalue(const Tail *t, double s) {
     return 1.0;
 }
 
+/* The k largest of a[0..n) into a[n-k..n) (a is reordered); returns the k-th largest and, in
+ * *cut, the (k + m)-th largest (-inf when n < k + m). */
+static double select_top(double *a, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, double *cut) {
+    nth_element(a, n, n - k);
+    double q = a[n - k];
+    if (n - k - m >= 0) {
+        nth_element(a, n - k, n - k - m);
+        *cut = a[n - k - m];
+    } else {
+        *cut = -INFINITY;
+    }
+    return q;
+}
+
+/* The k smallest of a[0..n) into a[0..k); returns the k-th smallest; *cut as above. */
+static double select_bottom(double *a, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, double *cut) {
+    nth_element(a, n, k - 1);
+    double q = a[k - 1];
+    if (k + m - 1 < n) {
+        nth_element(a + k, n - k, m - 1);
+        *cut = a[k + m - 1];
+    } else {
+        *cut = INFINITY;
+    }
+    return q;
+}
+
+/* Top side of a refit: q = k-th largest of the window, *sum = ascending sum of the k largest,
+ * and the cut for the next refit. Candidates are the values strictly above the cut plus the
+ * number equal to it (ties are common in quantised series: they are never copied). */
+static int refit_side_hi(Tail *t, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, double *a,
+                         double *q, double *sum) {
+    const double *b = t->buf;
+    double c = t->cut_hi;
+    Py_ssize_t g = 0, eq = 0;
+    for (Py_ssize_t i = 0; i < n; i++) /* few candidates: a well-predicted branch */
+        if (b[i] > c) a[g++] = b[i];
+    if (g < k)
+        for (Py_ssize_t i = 0; i < n; i++) eq += b[i] == c;
+    if (g >= k) {
+        *q = select_top(a, g, k, m, &t->cut_hi);
+        if (t->cut_hi == -INFINITY) t->cut_hi = c; /* fewer than k + m beyond: keep the cut */
+        *sum = seq_sum_sorted(a + (g - k), k);
+        return 0;
+    }
+    if (g + eq >= k) { /* the k-th largest is the cut value itself */
+        for (Py_ssize_t i = g; i < k; i++) a[i] = c;
+        *q = c;
+        *sum = seq_sum_sorted(a, k);
+        return 0; /* keep the cut */
+    }
+    memcpy(a, b, (size_t)n * sizeof(double)); /* too few: select over the whole window */
+    *q = select_top(a, n, k, m, &t->cut_hi);
+    *sum = seq_sum_sorted(a + (n - k), k);
+    return 0;
+}
+
+static int refit_side_lo(Tail *t, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, double *a,
+                         double *q, double *sum) {
+    const double *b = t->buf;
+    double c = t->cut_lo;
+    Py_ssize_t g = 0, eq = 0;
+    for (Py_ssize_t i = 0; i < n; i++) /* few candidates: a well-predicted branch */
+        if (b[i] < c) a[g++] = b[i];
+    if (g < k)
+        for (Py_ssize_t i = 0; i < n; i++) eq += b[i] == c;
+    if (g >= k) {
+        *q = select_bottom(a, g, k, m, &t->cut_lo);
+        if (t->cut_lo == INFINITY) t->cut_lo = c;
+        *sum = seq_sum_sorted(a, k);
+        return 0;
+    }
+    if (g + eq >= k) {
+        for (Py_ssize_t i = g; i < k; i++) a[i] = c;
+        *q = c;
+        *sum = seq_sum_sorted(a, k);
+        return 0;
+    }
+    memcpy(a, b, (size_t)n * sizeof(double));
+    *q = select_bottom(a, n, k, m, &t->cut_lo);
+    *sum = seq_sum_sorted(a, k);
+    return 0;
+}
+
 static int tail_refit(Tail *t) {
     Py_ssize_t n = t->n;
     Py_ssize_t k = (Py_ssize_t)((double)n * t->frac);
     if (k < t->min_tail) k = t->min_tail;
+    Py_ssize_t m = 2 * t->every;
     double *a = scratch(n);
     if (!a) return -1;
-    memcpy(a, t->buf, (size_t)n * sizeof(double));
-    nth_element(a, n, n - k);
-    double q_hi = a[n - k];
-    nth_element(a, n - k, k - 1);
-    double q_lo = a[k - 1];
+    double q_hi, q_lo = 0.0, s_hi, s_lo = 0.0;
+    refit_side_hi(t, n, k, m, a, &q_hi, &s_hi);
+    if (t->two_sided || t->rel_floor > 0.0) refit_side_lo(t, n, k, m, a, &q_lo, &s_lo);
     double floor_ = t->beta_floor;
     if (t->rel_floor > 0.0) floor_ = PYMAX(floor_, t->rel_floor * (q_hi - q_lo));
     t->q_hi = q_hi;
-    double m = seq_sum_sorted(a + (n - k), k) / (double)k - q_hi;
-    m = PYMAX(m, floor_);
-    t->b_hi = PYMAX(m, 1e-12);
+    double mm = s_hi / (double)k - q_hi;
+    mm = PYMAX(mm, floor_);
+    t->b_hi = PYMAX(mm, 1e-12);
     t->k_over_n = (double)k / (double)n;
     if (t->two_sided) {
         t->q_lo = q_lo;
-        m = q_lo - seq_sum_sorted(a, k) / (double)k;
-        m = PYMAX(m, floor_);
-        t->b_lo = PYMAX(m, 1e-12);
+        mm = q_lo - s_lo / (double)k;
+        mm = PYMAX(mm, floor_);
+        t->b_lo = PYMAX(mm, 1e-12);
     }
     return 0;
 }
