@@ -566,6 +566,7 @@ def evaluate(
     profiles: Iterable[CostProfile] = PROFILES,
     operating_threshold: float | None = None,
     cv: bool = False,
+    keep: list[Any] | None = None,
 ) -> NabReport:
     """Stream every file through a fresh detector, optionally write NAB results, score.
 
@@ -590,6 +591,7 @@ def evaluate(
         operating_threshold=operating_threshold,
         cv=cv,
         results_dir=results_dir,
+        keep=keep,
     )
 
 
@@ -600,11 +602,13 @@ def evaluate_series(
     operating_threshold: float | None = None,
     cv: bool = False,
     results_dir: Path | None = None,
+    keep: list[Any] | None = None,
 ) -> NabReport:
     """Score in-memory series ``(name, stamps, values, windows)``; see :func:`evaluate`.
 
     ``stamps`` are ``datetime64`` or epoch seconds (float), with windows of the same kind;
-    the robustness batteries feed transformed copies of the corpus through here.
+    the robustness batteries feed transformed copies of the corpus through here. ``keep``, if
+    given, receives a :class:`twin.evaluation.nab_plot.SeriesTrace` per series (for plots).
     """
     if score_fn is None and operating_threshold is None:
         from twin.models.statistical.anomaly import DEFAULT_THRESHOLD
@@ -626,6 +630,10 @@ def evaluate_series(
         n_points += len(values)
         if results_dir is not None:
             _write_result(results_dir / name, stamps, values, scores, wins)
+        if keep is not None:
+            from twin.evaluation.nab_plot import SeriesTrace
+
+            keep.append(SeriesTrace(name, stamps, values, scores, wins))
         prepared.append(prepare_file(name, stamps, scores, wins))
     return NabReport(
         profiles=score_corpus(prepared, profiles),
@@ -686,6 +694,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--json", action="store_true", help="print machine-readable JSON instead of tables"
+    )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write one PNG per series here (values, windows, detections, scores; needs matplotlib)",
     )
     p.add_argument(
         "--cv",
@@ -766,13 +781,30 @@ def run(args: argparse.Namespace) -> int:
         return 2
     wanted = {_ALIASES.get(name, name) for name in (getattr(args, "profile", None) or [])}
     chosen = [pr for pr in PROFILES if not wanted or pr.name in wanted]
+    plot_dir = getattr(args, "plot", None)
+    if plot_dir is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("--plot needs matplotlib: pip install 'polaris-digital-twin[plot]'", file=sys.stderr)
+            return 2
+    traces: list[Any] | None = [] if plot_dir is not None else None
     report = evaluate(
         data_dir,
         Path(args.windows),
         args.results,
         profiles=chosen,
         cv=bool(getattr(args, "cv", False)),
+        keep=traces,
     )
+    if plot_dir is not None and traces is not None:
+        from twin.evaluation.nab_plot import plot_all
+
+        thr = report.operating_threshold
+        if thr is None:
+            thr = report.profiles[0].threshold
+        written = plot_all(Path(plot_dir), traces, thr)
+        print(f"wrote {len(written)} plots to {plot_dir}", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps(report.to_dict(), indent=2, default=float))
     else:
