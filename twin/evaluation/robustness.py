@@ -101,8 +101,15 @@ def _resample_up(s: Series, rng: np.random.Generator) -> Series:
 
 
 def _resample_down(s: Series, rng: np.random.Generator) -> Series:
-    """1/2x: every other sample (keeps the first)."""
+    """1/2x: every other sample (keeps the first; a single-point spike may be lost)."""
     return Series(s.name, s.t[0::2], s.v[0::2], s.windows)
+
+
+def _resample_down_mean(s: Series, rng: np.random.Generator) -> Series:
+    """1/2x by averaging pairs (what a slower scrape of an averaged metric reports)."""
+    m = len(s.t) // 2 * 2
+    v = (s.v[0:m:2] + s.v[1:m:2]) / 2
+    return Series(s.name, s.t[1:m:2], v, s.windows)
 
 
 def _noise(s: Series, rng: np.random.Generator) -> Series:
@@ -144,28 +151,36 @@ def _duplicates(s: Series, rng: np.random.Generator) -> Series:
     return Series(s.name, np.repeat(s.t, reps), np.repeat(s.v, reps), s.windows)
 
 
-def _long(s: Series, rng: np.random.Generator) -> Series:
-    """4x concatenation, timestamps continuing, with a linear drift of one range overall."""
-    step = s.step
-    span = float(s.t[-1] - s.t[0]) + step
-    t = np.concatenate([s.t + k * span for k in range(4)])
-    drift = _spread(s.v) * (t - t[0]) / (4 * span)
-    v = np.tile(s.v, 4) + drift
-    wins = tuple((a + k * span, b + k * span) for k in range(4) for a, b in s.windows)
-    return Series(s.name, t, v, wins)
+def _long_with(drift_ranges: float) -> Callable[[Series, np.random.Generator], Series]:
+    def f(s: Series, rng: np.random.Generator) -> Series:
+        step = s.step
+        span = float(s.t[-1] - s.t[0]) + step
+        t = np.concatenate([s.t + k * span for k in range(4)])
+        drift = drift_ranges * _spread(s.v) * (t - t[0]) / (4 * span)
+        v = np.tile(s.v, 4) + drift
+        wins = tuple((a + k * span, b + k * span) for k in range(4) for a, b in s.windows)
+        return Series(s.name, t, v, wins)
+
+    f.__doc__ = (
+        "4x concatenation, timestamps continuing, with a linear drift of "
+        f"{drift_ranges:g}x the 1-99 % range overall (each anomaly recurs one file later)."
+    )
+    return f
 
 
 #: name -> transform; each is a pure function of the series (and a seeded generator).
 TRANSFORMS: dict[str, Callable[[Series, np.random.Generator], Series]] = {
     "resample_2x": _resample_up,
     "resample_half": _resample_down,
+    "resample_half_mean": _resample_down_mean,
     "noise_2pct": _noise,
     "scale_offset": _scale_offset,
     "shift_6h": _shift(6.0),
     "shift_13h": _shift(13.0),
     "gaps": _gaps,
     "duplicates": _duplicates,
-    "long_4x_drift": _long,
+    "long_4x": _long_with(0.0),
+    "long_4x_drift": _long_with(1.0),
 }
 
 

@@ -25,6 +25,8 @@
 #define RECUR_CHECK_P 0.01
 #define VAR_RATE 0.01
 #define RESUM 4096
+#define MAX_STEP_RATIO 16.0
+#define STEP_RATE 0.01
 
 /* Python's min(a, b) / max(a, b): the first argument unless the second is strictly smaller /
  * larger (matters only for NaN, which must propagate the same way as in the reference). */
@@ -414,10 +416,10 @@ typedef struct {
     PyObject_HEAD
     /* configuration */
     Py_ssize_t warmup, window, rescale_every, short_window, long_window, suppress;
-    double n_bins, fast_alpha, season_seconds, season_gate, fire_p, suppress_scale;
+    double n_bins, fast_alpha, season_seconds, season_gate, fire_p, suppress_scale, ref_step;
     /* state */
     Py_ssize_t n, since_rescale, suppress_left;
-    double last_score, last_pvalue, m_fast, width, ss_var, x_var, x_mean;
+    double last_score, last_pvalue, m_fast, width, ss_var, x_var, x_mean, step, last_t;
     Tail value, resid, season, short_tail, long_tail;
     CountMap counts;
     double *sh, *lg; /* rings of the last short_window / long_window surprises */
@@ -452,16 +454,16 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
     Py_ssize_t warmup, window, rescale_every, short_window, long_window, tail_every, min_tail,
         suppress;
     double n_bins, fast_alpha, tail_frac, rel_beta_floor, nats_beta_floor, recur_weight,
-        season_seconds, season_gate, fire_p, suppress_scale;
+        season_seconds, season_gate, fire_p, suppress_scale, ref_step;
     if (kwds && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "Kernel takes positional arguments only");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "nnnddnnndnddddddnd", &warmup, &window, &rescale_every,
+    if (!PyArg_ParseTuple(args, "nnnddnnndnddddddndd", &warmup, &window, &rescale_every,
                           &n_bins, &fast_alpha, &short_window, &long_window, &tail_every,
                           &tail_frac, &min_tail, &rel_beta_floor, &nats_beta_floor,
                           &recur_weight, &season_seconds, &season_gate, &fire_p, &suppress,
-                          &suppress_scale))
+                          &suppress_scale, &ref_step))
         return -1;
     if (window < 1 || short_window < 1 || long_window < 1 || tail_every < 1 || min_tail < 1 ||
         rescale_every < 1 || warmup < 1 || 4 * min_tail > window) {
@@ -481,6 +483,9 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
     self->season_gate = season_gate;
     self->fire_p = fire_p;
     self->suppress_scale = suppress_scale;
+    self->ref_step = ref_step;
+    self->step = 0.0;
+    self->last_t = NAN;
     self->n = self->since_rescale = self->suppress_left = 0;
     self->last_score = 0.0;
     self->last_pvalue = 1.0;
@@ -661,6 +666,9 @@ static double kernel_update(Kernel *k, double t, double x) {
     }
     k->n += 1;
     Py_ssize_t n = k->n;
+    double gap = t - k->last_t;
+    if (gap > 0.0) k->step = k->step == 0.0 ? gap : k->step + STEP_RATE * (gap - k->step);
+    k->last_t = t;
     if (n == 1) k->m_fast = x;
     double r = x - k->m_fast;
     k->m_fast += k->fast_alpha * r;
@@ -742,6 +750,11 @@ static double kernel_update(Kernel *k, double t, double x) {
     if (tail_add(&k->value, x) < 0 || tail_add(&k->resid, r) < 0) goto nomem;
 
     if (!(p >= 0.0)) p = 1.0;
+    if (k->step > 0.0 && k->step < k->ref_step) {
+        double ratio = PYMIN(k->ref_step / k->step, MAX_STEP_RATIO);
+        double pr = p * ratio;
+        p = PYMIN(1.0, pr);
+    }
     k->last_pvalue = p;
     double score = 1.0 - p;
     if (k->suppress_left > 0) {

@@ -102,6 +102,9 @@ class DetectorConfig:
         fire_p: p-value at which the detector considers it has fired (for suppression).
         suppress: points after a firing during which scores are damped.
         suppress_scale: factor applied to scores while suppressing.
+        ref_step: sampling interval (seconds) the firing level is calibrated for; a series
+            sampled faster has its p-values multiplied by ``ref_step / step`` (at most 16x),
+            so its alerts per unit of time do not grow with the scrape rate.
     """
 
     warmup: int = 100
@@ -122,6 +125,7 @@ class DetectorConfig:
     fire_p: float = 3e-4
     suppress: int = 50
     suppress_scale: float = 0.5
+    ref_step: float = 300.0
 
 
 DEFAULT_CONFIG = DetectorConfig()
@@ -135,6 +139,8 @@ _RECUR_CHECK_P = 0.01  # only count recurrences for candidate extremes (keeps it
 _VAR_RATE = 0.01  # smoothing of the variances behind the seasonal gate
 _MAX_BIN = 10**15  # clamp bin indices of absurd values (keeps float -> int exact)
 _RESUM = 4096  # points between exact re-sums of the running surprise sums
+_MAX_STEP_RATIO = 16.0  # cap of the sampling-rate correction of p-values
+_STEP_RATE = 0.01  # smoothing of the sampling interval estimate
 
 
 def _seq_sum(a: np.ndarray) -> float:
@@ -341,6 +347,8 @@ class PythonAnomalyDetector:
         "_ss_var",
         "_suppress_left",
         "_value",
+        "_step",
+        "_last_t",
         "_width",
         "_x_mean",
         "_x_var",
@@ -375,6 +383,8 @@ class PythonAnomalyDetector:
         self._x_var = 0.0
         self._x_mean = 0.0
         self._suppress_left = 0
+        self._step = 0.0
+        self._last_t = math.nan
 
     backend = "python"
 
@@ -440,6 +450,12 @@ class PythonAnomalyDetector:
             return 0.0
         self.n += 1
         n = self.n
+        tt = float(timestamp)
+        gap = tt - self._last_t
+        if gap > 0.0:
+            step = self._step
+            self._step = gap if step == 0.0 else step + _STEP_RATE * (gap - step)
+        self._last_t = tt
         if n == 1:
             self._m_fast = x
         r = x - self._m_fast
@@ -513,6 +529,11 @@ class PythonAnomalyDetector:
 
         if not p >= 0.0:  # NaN, only reachable through inf arithmetic on absurd inputs
             p = 1.0
+        if self._step > 0.0 and self._step < cfg.ref_step:
+            # Sampled faster than the calibration interval: one alert per unit of time, not
+            # per point (p scaled by the sampling ratio, at most 16x).
+            ratio = min(cfg.ref_step / self._step, _MAX_STEP_RATIO)
+            p = min(1.0, p * ratio)
         self.last_pvalue = p
         score = 1.0 - p
         if self._suppress_left > 0:
@@ -605,6 +626,7 @@ def _kernel_args(cfg: DetectorConfig) -> tuple[float | int, ...]:
         cfg.fire_p,
         cfg.suppress,
         cfg.suppress_scale,
+        cfg.ref_step,
     )
 
 
