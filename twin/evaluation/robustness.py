@@ -423,12 +423,12 @@ def injection_battery(
 def format_transforms(rows: Sequence[TransformResult]) -> str:
     """Table of :func:`transform_battery` rows."""
     lines = [
-        f"{'transform':<16} {'std (opt)':>9} {'change':>7} {'std (fixed)':>11} {'change':>7} "
+        f"{'transform':<18} {'std (opt)':>9} {'change':>7} {'std (fixed)':>11} {'change':>7} "
         f"{'FP':>4} {'FN':>4}"
     ]
     for r in rows:
         lines.append(
-            f"{r.name:<16} {r.score:9.1f} {r.delta:+7.1f} {r.score_fixed:11.1f} "
+            f"{r.name:<18} {r.score:9.1f} {r.delta:+7.1f} {r.score_fixed:11.1f} "
             f"{r.delta_fixed:+7.1f} {r.fp:4d} {r.fn:4d}"
         )
     return "\n".join(lines)

@@ -420,7 +420,9 @@ typedef struct {
     /* state */
     Py_ssize_t n, since_rescale, suppress_left;
     double last_score, last_pvalue, m_fast, width, ss_var, x_var, x_mean, step, last_t;
-    Tail value, resid, season, short_tail, long_tail;
+    Tail value, resid, season, short_tail, long_tail, stuck;
+    Py_ssize_t run, stuck_window; /* current run of identical values; 0 = stuck view off */
+    double prev_x;
     CountMap counts;
     double *sh, *lg; /* rings of the last short_window / long_window surprises */
     Py_ssize_t sh_head, sh_len, lg_head, lg_len;
@@ -436,6 +438,7 @@ static void kernel_clear(Kernel *k) {
     tail_free(&k->season);
     tail_free(&k->short_tail);
     tail_free(&k->long_tail);
+    tail_free(&k->stuck);
     cm_free(&k->counts);
     free(k->sh);
     free(k->lg);
@@ -454,19 +457,20 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
     Py_ssize_t warmup, window, rescale_every, short_window, long_window, tail_every, min_tail,
         suppress;
     double n_bins, fast_alpha, tail_frac, rel_beta_floor, nats_beta_floor, recur_weight,
-        season_seconds, season_gate, fire_p, suppress_scale, ref_step;
+        season_seconds, season_gate, fire_p, suppress_scale, ref_step, stuck_floor;
+    Py_ssize_t stuck_window;
     if (kwds && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "Kernel takes positional arguments only");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "nnnddnnndnddddddndd", &warmup, &window, &rescale_every,
+    if (!PyArg_ParseTuple(args, "nnnddnnndnddddddnddnd", &warmup, &window, &rescale_every,
                           &n_bins, &fast_alpha, &short_window, &long_window, &tail_every,
                           &tail_frac, &min_tail, &rel_beta_floor, &nats_beta_floor,
                           &recur_weight, &season_seconds, &season_gate, &fire_p, &suppress,
-                          &suppress_scale, &ref_step))
+                          &suppress_scale, &ref_step, &stuck_window, &stuck_floor))
         return -1;
     if (window < 1 || short_window < 1 || long_window < 1 || tail_every < 1 || min_tail < 1 ||
-        rescale_every < 1 || warmup < 1 || 4 * min_tail > window) {
+        rescale_every < 1 || warmup < 1 || 4 * min_tail > window || stuck_window < 0) {
         PyErr_SetString(PyExc_ValueError, "invalid detector configuration");
         return -1;
     }
@@ -486,6 +490,9 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
     self->ref_step = ref_step;
     self->step = 0.0;
     self->last_t = NAN;
+    self->run = 0;
+    self->prev_x = NAN;
+    self->stuck_window = stuck_window;
     self->n = self->since_rescale = self->suppress_left = 0;
     self->last_score = 0.0;
     self->last_pvalue = 1.0;
@@ -504,6 +511,9 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
                      nats_beta_floor, 0.0, 0.0);
     bad |= tail_init(&self->long_tail, window, tail_every, tail_frac, min_tail, 0,
                      nats_beta_floor, 0.0, 0.0);
+    if (stuck_window > 0)
+        bad |= tail_init(&self->stuck, stuck_window, tail_every, tail_frac, min_tail, 0,
+                         stuck_floor, 0.0, 1.0);
     self->sh = (double *)calloc((size_t)short_window, sizeof(double));
     self->lg = (double *)calloc((size_t)long_window, sizeof(double));
     if (bad || !self->sh || !self->lg) {
@@ -742,6 +752,20 @@ static double kernel_update(Kernel *k, double t, double x) {
     }
     if (tail_add(&k->long_tail, lm) < 0) goto nomem;
 
+    if (k->stuck_window > 0) { /* stuck value: a run of identical values longer than usual */
+        if (x == k->prev_x) {
+            k->run += 1;
+            if (k->stuck.n >= k->warmup) {
+                double pr = tail_pvalue(&k->stuck, (double)k->run);
+                p = PYMIN(p, pr);
+            }
+        } else {
+            if (tail_add(&k->stuck, (double)k->run) < 0) goto nomem;
+            k->run = 0;
+        }
+        k->prev_x = x;
+    }
+
     if (k->value.n == k->value.cap) {
         double old = k->value.buf[k->value.pos];
         if (cm_add(&k->counts, kbin(old, k->width), -1) < 0) goto nomem;
@@ -823,7 +847,8 @@ static Py_ssize_t tail_bytes(const Tail *t) { return t->len * (Py_ssize_t)sizeof
 static PyObject *Kernel_state_bytes(Kernel *self, PyObject *Py_UNUSED(ignored)) {
     Py_ssize_t b = (Py_ssize_t)Py_TYPE(self)->tp_basicsize;
     b += tail_bytes(&self->value) + tail_bytes(&self->resid) + tail_bytes(&self->season) +
-         tail_bytes(&self->short_tail) + tail_bytes(&self->long_tail);
+         tail_bytes(&self->short_tail) + tail_bytes(&self->long_tail) +
+         (self->stuck_window > 0 ? tail_bytes(&self->stuck) : 0);
     b += self->counts.cap * (Py_ssize_t)(sizeof(int64_t) + sizeof(int32_t));
     b += (self->short_window + self->long_window) * (Py_ssize_t)sizeof(double);
     b += 2 * self->lag_cap * (Py_ssize_t)sizeof(double);

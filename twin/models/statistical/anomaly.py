@@ -102,6 +102,9 @@ class DetectorConfig:
         fire_p: p-value at which the detector considers it has fired (for suppression).
         suppress: points after a firing during which scores are damped.
         suppress_scale: factor applied to scores while suppressing.
+        stuck_window: completed runs of identical values remembered by the stuck-value view
+            (0 turns the view off).
+        stuck_floor: minimum excess scale of the stuck-value view, in points.
         ref_step: sampling interval (seconds) the firing level is calibrated for; a series
             sampled faster has its p-values multiplied by ``ref_step / step`` (at most 16x),
             so its alerts per unit of time do not grow with the scrape rate.
@@ -126,6 +129,8 @@ class DetectorConfig:
     suppress: int = 50
     suppress_scale: float = 0.5
     ref_step: float = 300.0
+    stuck_window: int = 500
+    stuck_floor: float = 1.0
 
 
 DEFAULT_CONFIG = DetectorConfig()
@@ -334,6 +339,9 @@ class PythonAnomalyDetector:
     __slots__ = (
         "_counts",
         "_lagged",
+        "_run",
+        "_prev_x",
+        "_stuck",
         "_long",
         "_long_sum",
         "_long_tail",
@@ -384,6 +392,13 @@ class PythonAnomalyDetector:
         self._x_mean = 0.0
         self._suppress_left = 0
         self._step = 0.0
+        self._run = 0
+        self._prev_x = math.nan
+        self._stuck = (
+            _TailModel(cfg.stuck_window, cfg.tail_every, cfg.tail_frac, cfg.min_tail,
+                       two_sided=False, beta_floor=cfg.stuck_floor, rel_floor=0.0, recur=1.0)
+            if cfg.stuck_window > 0 else None
+        )
         self._last_t = math.nan
 
     backend = "python"
@@ -395,7 +410,10 @@ class PythonAnomalyDetector:
         import sys
 
         n = sys.getsizeof(self)
-        for t in (self._value, self._resid, self._season, self._short_tail, self._long_tail):
+        tails = [self._value, self._resid, self._season, self._short_tail, self._long_tail]
+        if self._stuck is not None:
+            tails.append(self._stuck)
+        for t in tails:
             n += sys.getsizeof(t) + t.buf.nbytes
         n += sys.getsizeof(self._counts) + 2 * 28 * len(self._counts)
         n += sys.getsizeof(self._lagged) + len(self._lagged) * (sys.getsizeof((0.0, 0.0)) + 48)
@@ -514,6 +532,17 @@ class PythonAnomalyDetector:
             p = min(p, self._long_tail.pvalue(lm))
         self._long_tail.add(lm)
 
+        st = self._stuck
+        if st is not None:
+            if x == self._prev_x:
+                self._run += 1
+                if st.n >= cfg.warmup:
+                    p = min(p, st.pvalue(float(self._run)))
+            else:
+                st.add(float(self._run))
+                self._run = 0
+            self._prev_x = x
+
         # The value window doubles as the bin-count window: evict its oldest value's bin.
         old = self._value.oldest
         if old is not None:
@@ -627,6 +656,8 @@ def _kernel_args(cfg: DetectorConfig) -> tuple[float | int, ...]:
         cfg.suppress,
         cfg.suppress_scale,
         cfg.ref_step,
+        cfg.stuck_window,
+        cfg.stuck_floor,
     )
 
 
