@@ -160,8 +160,10 @@ static double tail_pvalue(const Tail *t, double s) {
             Py_ssize_t c = 0;
             const double *b = t->buf;
             for (Py_ssize_t i = 0; i < t->n; i++) c += b[i] >= s;
-            double f = t->recur * (double)c / (double)t->n;
-            p = PYMAX(p, f);
+            if (c) { /* seen c times in n points: p >= (c + 1) / (n + 1) */
+                double f = t->recur * (double)(c + 1) / (double)(t->n + 1);
+                p = PYMAX(p, f);
+            }
         }
         return p;
     }
@@ -171,8 +173,10 @@ static double tail_pvalue(const Tail *t, double s) {
             Py_ssize_t c = 0;
             const double *b = t->buf;
             for (Py_ssize_t i = 0; i < t->n; i++) c += b[i] <= s;
-            double f = t->recur * (double)c / (double)t->n;
-            p = PYMAX(p, f);
+            if (c) { /* seen c times in n points: p >= (c + 1) / (n + 1) */
+                double f = t->recur * (double)(c + 1) / (double)(t->n + 1);
+                p = PYMAX(p, f);
+            }
         }
         return p;
     }

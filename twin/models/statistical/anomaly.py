@@ -37,8 +37,8 @@ excess scale, so ``p = 0.01 * exp(-(v - q) / beta)`` extrapolates beyond anythin
 That is what separates a genuinely new extreme from the usual worst case, and it makes
 p-values comparable across series with very different noise, so one global threshold
 works. To avoid calling a *recurring* pattern (a nightly backup spike) anomalous, the
-value and residual p-values are floored by the empirical frequency of values at least as
-extreme in the window. The detector reports ``1 - min_view(p)``. (An instantaneous
+value and residual p-values are floored by the empirical (conformal) p-value of values at
+least as extreme in the window: ``(c + 1) / (n + 1)`` when ``c > 0`` earlier values were. The detector reports ``1 - min_view(p)``. (An instantaneous
 density view, a slow-baseline residual and a volatility view were tried and dropped: they
 added more false alarms than detections.)
 
@@ -287,13 +287,15 @@ class _TailModel:
             p = self.k_over_n * math.exp(-(s - self.q_hi) / self.b_hi)
             if p < _RECUR_CHECK_P and self.recur > 0.0:
                 c = int(np.count_nonzero(self.buf[: self.n] >= s))
-                p = max(p, self.recur * c / self.n)
+                if c:  # seen c times in n points: p >= (c + 1) / (n + 1)
+                    p = max(p, self.recur * (c + 1) / (self.n + 1))
             return p
         if s < self.q_lo:
             p = self.k_over_n * math.exp(-(self.q_lo - s) / self.b_lo)
             if p < _RECUR_CHECK_P and self.recur > 0.0:
                 c = int(np.count_nonzero(self.buf[: self.n] <= s))
-                p = max(p, self.recur * c / self.n)
+                if c:  # seen c times in n points: p >= (c + 1) / (n + 1)
+                    p = max(p, self.recur * (c + 1) / (self.n + 1))
             return p
         return 1.0
 
