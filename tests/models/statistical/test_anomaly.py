@@ -159,8 +159,9 @@ def test_state_stays_bounded_on_long_streams() -> None:
     assert inner["lagged"] <= 288 + 1  # one day of 5-minute points plus the reference
     assert 0 < inner["bins"] <= 500
     # 5 windows of 500 float64, the stuck-run window, one day of (t, x) and the bin table
-    # (Python objects make the reference's day of (t, x) tuples ~5x bigger than the kernel's).
-    assert det.state_bytes() < (80_000 if det.backend == "python" else 40_000)
+    # (Python objects make the reference's day of (t, x) tuples ~5x bigger than the kernel's;
+    # the kernel adds its tail-candidate lists, ~100 values per tail side).
+    assert det.state_bytes() < (80_000 if det.backend == "python" else 48_000)
 
 
 def test_config_is_frozen_and_threshold_matches_the_firing_level() -> None:

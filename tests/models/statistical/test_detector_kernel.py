@@ -110,7 +110,7 @@ def test_state_is_bounded_and_measured() -> None:
     assert 5 * 4000 * 8 < det.state_bytes() < 5 * 4000 * 8 + 2 * 1441 * 8 + 40_000
     small = KernelAnomalyDetector()
     small.score_batch(t[:200], v[:200])
-    assert small.state_bytes() < 16_000  # buffers grow with the series
+    assert small.state_bytes() < 24_000  # buffers grow with the series
 
 
 def test_bad_input_gets_a_clear_error() -> None:

@@ -112,15 +112,52 @@ static double seq_sum_sorted(double *a, Py_ssize_t n) {
 /* ------------------------------------------------------------------ tail model */
 
 typedef struct {
+    double *v;          /* window values strictly beyond the cut (unordered multiset) */
+    Py_ssize_t n, cap;
+    Py_ssize_t eq;      /* window values equal to the cut (ties are counted, not stored) */
+    double cut;
+    int on;
+} Cands;
+
+static int cands_push(Cands *c, double x) {
+    if (c->n == c->cap) {
+        Py_ssize_t nc = c->cap ? 2 * c->cap : 16;
+        double *p = (double *)realloc(c->v, (size_t)nc * sizeof(double));
+        if (!p) return -1;
+        c->v = p;
+        c->cap = nc;
+    }
+    c->v[c->n++] = x;
+    return 0;
+}
+
+static void cands_remove(Cands *c, double x) {
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        if (c->v[i] == x) {
+            c->v[i] = c->v[--c->n];
+            return;
+        }
+}
+
+static void cands_free(Cands *c) {
+    free(c->v);
+    c->v = NULL;
+    c->n = c->cap = 0;
+    c->on = 0;
+}
+
+typedef struct {
     double *buf;
     Py_ssize_t len, cap, n, pos, since, every, min_tail;
     double frac, beta_floor, rel_floor, recur;
     double q_hi, q_lo, b_hi, b_lo, k_over_n;
-    /* Candidate cuts: at the last refit, the (k + 2 * every)-th largest / smallest value.
-     * At most ``every`` values leave between refits, so usually >= k values remain beyond the
-     * cut and one filtering pass finds the tails without selecting over the whole window; the
-     * refit checks that and falls back to a full selection when not (exact either way). */
-    double cut_hi, cut_lo;
+    /* Candidates: the window's values > hi.cut (< lo.cut) and the number equal to it, kept
+     * as values move in and out.
+     * At a refit the cut is raised to the (k + every)-th largest (smallest) value; at most
+     * ``every`` values leave before the next refit, so >= k candidates usually remain and the
+     * refit selects among ~k + every values instead of the whole window. With fewer, it
+     * selects over the window and rebuilds the list (exact either way). */
+    Cands hi, lo;
     int two_sided;
 } Tail;
 
@@ -143,14 +180,16 @@ static int tail_init(Tail *t, Py_ssize_t window, Py_ssize_t every, double frac,
     t->q_lo = -INFINITY;
     t->b_hi = t->b_lo = 1.0;
     t->k_over_n = 1.0;
-    t->cut_hi = INFINITY; /* no candidates: the first refit selects over the window */
-    t->cut_lo = -INFINITY;
+    memset(&t->hi, 0, sizeof(Cands)); /* off: the first refit selects over the window */
+    memset(&t->lo, 0, sizeof(Cands));
     return 0;
 }
 
 static void tail_free(Tail *t) {
     free(t->buf);
     t->buf = NULL;
+    cands_free(&t->hi);
+    cands_free(&t->lo);
 }
 
 static double tail_pvalue(const Tail *t, double s) {
@@ -210,60 +249,105 @@ static double select_bottom(double *a, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m,
     return q;
 }
 
-/* Top side of a refit: q = k-th largest of the window, *sum = ascending sum of the k largest,
- * and the cut for the next refit. Candidates are the values strictly above the cut plus the
- * number equal to it (ties are common in quantised series: they are never copied). */
+/* Top side of a refit: *q = k-th largest of the window, *sum = ascending sum of the k
+ * largest; keeps the candidates (values > cut, count of values == cut) for the next refit. */
 static int refit_side_hi(Tail *t, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, double *a,
                          double *q, double *sum) {
-    const double *b = t->buf;
-    double c = t->cut_hi;
-    Py_ssize_t g = 0, eq = 0;
-    for (Py_ssize_t i = 0; i < n; i++) /* few candidates: a well-predicted branch */
-        if (b[i] > c) a[g++] = b[i];
-    if (g < k)
-        for (Py_ssize_t i = 0; i < n; i++) eq += b[i] == c;
-    if (g >= k) {
-        *q = select_top(a, g, k, m, &t->cut_hi);
-        if (t->cut_hi == -INFINITY) t->cut_hi = c; /* fewer than k + m beyond: keep the cut */
-        *sum = seq_sum_sorted(a + (g - k), k);
+    Cands *c = &t->hi;
+    Py_ssize_t g = c->n;
+    if (c->on && g + c->eq >= k) {
+        memcpy(a, c->v, (size_t)g * sizeof(double));
+        if (g >= k) {
+            double cut;
+            *q = select_top(a, g, k, m, &cut);
+            *sum = seq_sum_sorted(a + (g - k), k);
+            if (cut > c->cut) { /* raise the cut: ties at the new cut become a count */
+                Py_ssize_t j = 0, eq = 0;
+                for (Py_ssize_t i = 0; i < g; i++) {
+                    double v = c->v[i];
+                    if (v > cut)
+                        c->v[j++] = v;
+                    else if (v == cut)
+                        eq++;
+                }
+                c->n = j;
+                c->eq = eq;
+                c->cut = cut;
+            }
+        } else { /* the k-th largest is the cut value itself */
+            for (Py_ssize_t i = g; i < k; i++) a[i] = c->cut;
+            *q = c->cut;
+            *sum = seq_sum_sorted(a, k);
+        }
         return 0;
     }
-    if (g + eq >= k) { /* the k-th largest is the cut value itself */
-        for (Py_ssize_t i = g; i < k; i++) a[i] = c;
-        *q = c;
-        *sum = seq_sum_sorted(a, k);
-        return 0; /* keep the cut */
-    }
-    memcpy(a, b, (size_t)n * sizeof(double)); /* too few: select over the whole window */
-    *q = select_top(a, n, k, m, &t->cut_hi);
+    const double *b = t->buf;
+    double cut;
+    memcpy(a, b, (size_t)n * sizeof(double));
+    *q = select_top(a, n, k, m, &cut);
     *sum = seq_sum_sorted(a + (n - k), k);
+    c->n = c->eq = 0;
+    c->on = 0;
+    if (cut == -INFINITY) return 0; /* fewer than k + m values: no list yet */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (b[i] > cut) {
+            if (cands_push(c, b[i]) < 0) return -1;
+        } else if (b[i] == cut) {
+            c->eq++;
+        }
+    }
+    c->cut = cut;
+    c->on = 1;
     return 0;
 }
 
 static int refit_side_lo(Tail *t, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, double *a,
                          double *q, double *sum) {
+    Cands *c = &t->lo;
+    Py_ssize_t g = c->n;
+    if (c->on && g + c->eq >= k) {
+        memcpy(a, c->v, (size_t)g * sizeof(double));
+        if (g >= k) {
+            double cut;
+            *q = select_bottom(a, g, k, m, &cut);
+            *sum = seq_sum_sorted(a, k);
+            if (cut < c->cut) {
+                Py_ssize_t j = 0, eq = 0;
+                for (Py_ssize_t i = 0; i < g; i++) {
+                    double v = c->v[i];
+                    if (v < cut)
+                        c->v[j++] = v;
+                    else if (v == cut)
+                        eq++;
+                }
+                c->n = j;
+                c->eq = eq;
+                c->cut = cut;
+            }
+        } else {
+            for (Py_ssize_t i = g; i < k; i++) a[i] = c->cut;
+            *q = c->cut;
+            *sum = seq_sum_sorted(a, k);
+        }
+        return 0;
+    }
     const double *b = t->buf;
-    double c = t->cut_lo;
-    Py_ssize_t g = 0, eq = 0;
-    for (Py_ssize_t i = 0; i < n; i++) /* few candidates: a well-predicted branch */
-        if (b[i] < c) a[g++] = b[i];
-    if (g < k)
-        for (Py_ssize_t i = 0; i < n; i++) eq += b[i] == c;
-    if (g >= k) {
-        *q = select_bottom(a, g, k, m, &t->cut_lo);
-        if (t->cut_lo == INFINITY) t->cut_lo = c;
-        *sum = seq_sum_sorted(a, k);
-        return 0;
-    }
-    if (g + eq >= k) {
-        for (Py_ssize_t i = g; i < k; i++) a[i] = c;
-        *q = c;
-        *sum = seq_sum_sorted(a, k);
-        return 0;
-    }
+    double cut;
     memcpy(a, b, (size_t)n * sizeof(double));
-    *q = select_bottom(a, n, k, m, &t->cut_lo);
+    *q = select_bottom(a, n, k, m, &cut);
     *sum = seq_sum_sorted(a, k);
+    c->n = c->eq = 0;
+    c->on = 0;
+    if (cut == INFINITY) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (b[i] < cut) {
+            if (cands_push(c, b[i]) < 0) return -1;
+        } else if (b[i] == cut) {
+            c->eq++;
+        }
+    }
+    c->cut = cut;
+    c->on = 1;
     return 0;
 }
 
@@ -271,12 +355,13 @@ static int tail_refit(Tail *t) {
     Py_ssize_t n = t->n;
     Py_ssize_t k = (Py_ssize_t)((double)n * t->frac);
     if (k < t->min_tail) k = t->min_tail;
-    Py_ssize_t m = 2 * t->every;
+    Py_ssize_t m = t->every;
     double *a = scratch(n);
     if (!a) return -1;
     double q_hi, q_lo = 0.0, s_hi, s_lo = 0.0;
-    refit_side_hi(t, n, k, m, a, &q_hi, &s_hi);
-    if (t->two_sided || t->rel_floor > 0.0) refit_side_lo(t, n, k, m, a, &q_lo, &s_lo);
+    if (refit_side_hi(t, n, k, m, a, &q_hi, &s_hi) < 0) return -1;
+    if ((t->two_sided || t->rel_floor > 0.0) && refit_side_lo(t, n, k, m, a, &q_lo, &s_lo) < 0)
+        return -1;
     double floor_ = t->beta_floor;
     if (t->rel_floor > 0.0) floor_ = PYMAX(floor_, t->rel_floor * (q_hi - q_lo));
     t->q_hi = q_hi;
@@ -301,6 +386,35 @@ static int tail_add(Tail *t, double s) {
         memset(nb + t->len, 0, (size_t)(nl - t->len) * sizeof(double));
         t->buf = nb;
         t->len = nl;
+    }
+    if (t->n == t->cap) { /* the oldest value leaves the window */
+        double old = t->buf[t->pos];
+        if (t->hi.on) {
+            if (old > t->hi.cut)
+                cands_remove(&t->hi, old);
+            else if (old == t->hi.cut)
+                t->hi.eq--;
+        }
+        if (t->lo.on) {
+            if (old < t->lo.cut)
+                cands_remove(&t->lo, old);
+            else if (old == t->lo.cut)
+                t->lo.eq--;
+        }
+    }
+    if (t->hi.on) {
+        if (s > t->hi.cut) {
+            if (cands_push(&t->hi, s) < 0) return -1;
+        } else if (s == t->hi.cut) {
+            t->hi.eq++;
+        }
+    }
+    if (t->lo.on) {
+        if (s < t->lo.cut) {
+            if (cands_push(&t->lo, s) < 0) return -1;
+        } else if (s == t->lo.cut) {
+            t->lo.eq++;
+        }
     }
     t->buf[t->pos] = s;
     t->pos += 1;
@@ -846,7 +960,9 @@ done:
     return ret;
 }
 
-static Py_ssize_t tail_bytes(const Tail *t) { return t->len * (Py_ssize_t)sizeof(double); }
+static Py_ssize_t tail_bytes(const Tail *t) {
+    return (t->len + t->hi.cap + t->lo.cap) * (Py_ssize_t)sizeof(double);
+}
 
 static PyObject *Kernel_state_bytes(Kernel *self, PyObject *Py_UNUSED(ignored)) {
     Py_ssize_t b = (Py_ssize_t)Py_TYPE(self)->tp_basicsize;
