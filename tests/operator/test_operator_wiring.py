@@ -580,3 +580,57 @@ def test_one_twin_per_managed_system(cluster, ns):
     for name in ("twin-web", "twin-db"):
         svc = wait_for(f"{name} service", lambda n=name: cluster.get(f"{SVC.format(ns=ns)}/{n}"))
         assert svc["spec"]["selector"]["app.kubernetes.io/instance"] == name
+
+
+def _grants(request: str) -> tuple[str, str, str] | None:
+    """"GET /apis/apps/v1/namespaces/x/deployments?watch=true" -> ("apps", "deployments", "watch")."""
+    from urllib.parse import parse_qs, urlsplit
+
+    method, url = request.split(" ", 1)
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if segments[:1] == ["api"]:
+        group, rest = "", segments[2:]
+    elif segments[:1] == ["apis"] and len(segments) > 1:
+        group, rest = segments[1], segments[3:]
+    else:
+        return None
+    if not rest:
+        return None  # discovery
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]
+    plural, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+    resource = f"{plural}/{sub}" if sub else plural
+    verb = {
+        "GET": "get" if name else ("watch" if parse_qs(parts.query).get("watch") else "list"),
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete",
+    }[method]
+    return group, resource, verb
+
+
+def test_the_charts_rbac_allows_every_call_the_operator_made(cluster):
+    """Runs last: every request kopf and our client sent during this module, against the
+    ClusterRole the Helm chart grants (an RBAC gap would be a 403 on a real cluster)."""
+    from test_helm_chart import HELM, by_kind, render
+
+    if HELM is None:
+        pytest.skip("no helm binary")
+    (role,) = by_kind(render(), "ClusterRole")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    used = {
+        g
+        for agent, request in list(cluster.emulator.seen)
+        if agent.startswith(("kopf/", "polaris-twin-operator"))
+        and (g := _grants(request)) is not None
+    }
+    assert ("", "pods", "list") in used and ("polaris.io", "digitaltwins/status", "patch") in used
+    assert not used - granted, f"calls the chart's RBAC does not allow: {sorted(used - granted)}"
