@@ -117,6 +117,32 @@ def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] 
     return opts
 
 
+async def confirm_interest(nc: NATS, timeout: float = 10.0) -> None:
+    """Returns once the server has processed every command this client sent before it.
+
+    ``nc.flush()`` does not promise that: nats-py 2.16 writes its PING straight to the
+    socket while earlier SUBs may still wait in the client's pending buffer, so the PONG
+    can come back before the server knows the subscriptions, and a message published in
+    that window is dropped for lack of interest (health said SERVING, the first batch
+    was lost). A message to a fresh inbox travels through the same buffer, in order,
+    after the SUBs: when it comes back, they are in place.
+    """
+    inbox = nc.new_inbox()
+    echoed = asyncio.get_running_loop().create_future()
+
+    async def on_echo(_msg: Msg) -> None:
+        if not echoed.done():
+            echoed.set_result(None)
+
+    sub = await nc.subscribe(inbox, cb=on_echo)
+    try:
+        await nc.publish(inbox, b"")
+        await asyncio.wait_for(echoed, timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
 class Ingestor:
     """Owns the NATS connection, the subscriptions, the queue and the applier task."""
 
@@ -186,7 +212,7 @@ class Ingestor:
         }
         for subject, cb in handlers.items():
             await self.nc.subscribe(subject, queue=c.queue_group, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=limit * c.max_payload_bytes // 8)
-        await self.nc.flush()
+        await confirm_interest(self.nc)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Drain: stop receiving, let pending messages through the callbacks, apply the
