@@ -261,7 +261,10 @@ async def _apply(
         if frozen:
             # The API server refuses this update: replace the StatefulSet (its claims stay).
             await client.delete(
-                desired["apiVersion"], kind, meta["namespace"], meta["name"],
+                desired["apiVersion"],
+                kind,
+                meta["namespace"],
+                meta["name"],
                 uid=live["metadata"].get("uid"),
             )
             metrics.applied.labels(resource=kind, action="replace").inc()

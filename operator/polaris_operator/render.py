@@ -94,8 +94,9 @@ def _dump(docs: Sequence[dict[str, Any]], source: str, out: TextIO) -> None:
         out.write(yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False))
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO = sys.stdout,
-         stderr: TextIO = sys.stderr) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr
+) -> int:
     p = argparse.ArgumentParser(
         prog="polaris-twin-operator render",
         description="Print the manifests the operator would apply for DigitalTwin files.",

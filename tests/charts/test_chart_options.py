@@ -44,8 +44,10 @@ def test_pod_disruption_budget_covers_the_operator_pods():
     (dep,) = by_kind(docs, "Deployment")
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
     assert pdb["spec"]["maxUnavailable"] == 1
-    (pdb,) = by_kind(render("podDisruptionBudget.enabled=true", "podDisruptionBudget.minAvailable=1"),
-                     "PodDisruptionBudget")
+    (pdb,) = by_kind(
+        render("podDisruptionBudget.enabled=true", "podDisruptionBudget.minAvailable=1"),
+        "PodDisruptionBudget",
+    )
     assert pdb["spec"] == {"minAvailable": 1, "selector": pdb["spec"]["selector"]}
 
 
@@ -61,8 +63,9 @@ def test_service_monitor_finds_the_operators_metrics_port():
     assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
     # No metrics, no ServiceMonitor pointing at nothing.
-    assert not by_kind(render("serviceMonitor.enabled=true", "metrics.enabled=false"),
-                       "ServiceMonitor")
+    assert not by_kind(
+        render("serviceMonitor.enabled=true", "metrics.enabled=false"), "ServiceMonitor"
+    )
 
 
 def test_pod_monitor_finds_the_twin_pods_the_operator_builds():

@@ -61,7 +61,9 @@ def test_dashboard_is_well_formed():
     for panel in dash["panels"]:
         g = panel["gridPos"]
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24, panel["title"]
-        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
         assert not mine & cells, f"{panel['title']} overlaps another panel"
         cells |= mine
         if panel["type"] != "row":
@@ -124,8 +126,13 @@ async def live_twin(tmp_path: Path) -> AsyncIterator[tuple[int, int]]:
     )
     log = (tmp_path / "twin.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from twin.cli import main; sys.exit(main())",
-         "--config", str(config)],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from twin.cli import main; sys.exit(main())",
+            "--config",
+            str(config),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

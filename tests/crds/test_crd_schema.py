@@ -316,7 +316,10 @@ def test_replicas_are_allowed_with_jetstream():
 def test_admin_token_ref_defaults_its_key():
     obj, errors = admit(_mock(auth={"adminTokenSecretRef": {"name": "twin-admin"}}))
     assert errors == []
-    assert obj["spec"]["auth"]["adminTokenSecretRef"] == {"name": "twin-admin", "key": "admin-token"}
+    assert obj["spec"]["auth"]["adminTokenSecretRef"] == {
+        "name": "twin-admin",
+        "key": "admin-token",
+    }
 
 
 def _durable(**durability: Any) -> dict[str, Any]:

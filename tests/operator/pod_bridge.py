@@ -248,7 +248,8 @@ class PodProcess:
         t0 = time.monotonic()
         while True:
             if not self.alive():
-                raise AssertionError(f"the twin exited with {self.proc.returncode if self.proc else '?'}:\n{self.tail()}")
+                code = self.proc.returncode if self.proc else "?"
+                raise AssertionError(f"the twin exited with {code}:\n{self.tail()}")
             if self.passes(probe) == serving:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:

@@ -13,7 +13,8 @@ def test_public_surface_is_explicit():
     assert sorted(polaris_operator.__all__) == sorted(
         name
         for name in dir(polaris_operator)
-        if not name.startswith("_") and name not in {"builders", "kube", "handlers", "main", "metrics", "render"}
+        if not name.startswith("_")
+        and name not in {"builders", "kube", "handlers", "main", "metrics", "render"}
     )
 
 

@@ -429,15 +429,22 @@ def test_scaling_a_twin_out_moves_it_to_a_statefulset_with_own_consumers(cluster
     )
     sts = wait_for(
         "statefulset",
-        lambda: (s := cluster.get(f"{STS.format(ns=ns)}/twin-mock")) and s["spec"]["replicas"] == 3
-        and s,
+        lambda: (
+            (s := cluster.get(f"{STS.format(ns=ns)}/twin-mock"))
+            and s["spec"]["replicas"] == 3
+            and s
+        ),
     )
     assert sts["spec"]["serviceName"] == "twin-mock-pods"
     env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["POLARIS_DT__NATS__JETSTREAM__DURABLE"]["value"] == "$(POD_NAMESPACE)_$(POD_NAME)"
     wait_for("headless service", lambda: cluster.get(f"{SVC.format(ns=ns)}/twin-mock-pods"))
-    wait_for("old deployment gone", lambda: cluster.get(f"{DEPLOY.format(ns=ns)}/twin-mock") is None)
-    config = yaml.safe_load(cluster.get(f"{CM.format(ns=ns)}/twin-mock-config")["data"]["config.yaml"])
+    wait_for(
+        "old deployment gone", lambda: cluster.get(f"{DEPLOY.format(ns=ns)}/twin-mock") is None
+    )
+    config = yaml.safe_load(
+        cluster.get(f"{CM.format(ns=ns)}/twin-mock-config")["data"]["config.yaml"]
+    )
     assert config["digital_twin"]["nats"]["jetstream"]["enabled"] is True
     assert config["digital_twin"]["nats"]["queue_group"] == ""
     assert old["metadata"]["uid"] != sts["metadata"]["uid"]
@@ -461,9 +468,11 @@ def test_turning_snapshots_on_replaces_the_statefulset_with_a_volume(cluster, ns
     )
     second = wait_for(
         "replaced statefulset",
-        lambda: (s := cluster.get(f"{STS.format(ns=ns)}/twin-mock"))
-        and s["metadata"]["uid"] != first["metadata"]["uid"]
-        and s,
+        lambda: (
+            (s := cluster.get(f"{STS.format(ns=ns)}/twin-mock"))
+            and s["metadata"]["uid"] != first["metadata"]["uid"]
+            and s
+        ),
     )
     (claim,) = second["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
@@ -473,22 +482,29 @@ def test_turning_snapshots_on_replaces_the_statefulset_with_a_volume(cluster, ns
 def test_an_edited_statefulset_is_put_back_and_counted(cluster, ns):
     make_twin(cluster, ns, durability={"jetstream": {"enabled": True}})
     sts = wait_for("statefulset", lambda: cluster.get(f"{STS.format(ns=ns)}/twin-mock"))
-    before = scrape(cluster).get("polaris_operator_drift_repairs_total[('resource', 'StatefulSet')]", 0)
+    before = scrape(cluster).get(
+        "polaris_operator_drift_repairs_total[('resource', 'StatefulSet')]", 0
+    )
     sts["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/miner:latest"
     cluster.patch(f"{STS.format(ns=ns)}/twin-mock", {"spec": sts["spec"]})
     wait_for(
         "image restored",
-        lambda: cluster.get(f"{STS.format(ns=ns)}/twin-mock")["spec"]["template"]["spec"][
-            "containers"
-        ][0]["image"]
-        == IMAGE,
+        lambda: (
+            cluster.get(f"{STS.format(ns=ns)}/twin-mock")["spec"]["template"]["spec"]["containers"][
+                0
+            ]["image"]
+            == IMAGE
+        ),
     )
     metrics = wait_for(
         "drift counted",
         lambda: (
-            m := scrape(cluster)
-        ).get("polaris_operator_drift_repairs_total[('resource', 'StatefulSet')]", 0) > before
-        and m,
+            (m := scrape(cluster)).get(
+                "polaris_operator_drift_repairs_total[('resource', 'StatefulSet')]", 0
+            )
+            > before
+            and m
+        ),
     )
     assert metrics["polaris_operator_reconciles_total[('trigger', 'child')]"] >= 1
     assert metrics["polaris_operator_reconciles_total[('trigger', 'twin')]"] >= 1
@@ -546,11 +562,13 @@ def test_pod_level_causes_reach_ready_and_become_events(cluster, ns):
         return None
 
     msg = wait_for("ImagePullBackOff in Ready", ready_message)
-    assert 'pod twin-mock-6d4b9-x2x7q: ImagePullBackOff: Back-off pulling image' in msg
+    assert "pod twin-mock-6d4b9-x2x7q: ImagePullBackOff: Back-off pulling image" in msg
     event = wait_for(
         "Warning event",
         lambda: [
-            e for e in cluster.events(ns) if e["reason"] == "ImagePullBackOff" and e["type"] == "Warning"
+            e
+            for e in cluster.events(ns)
+            if e["reason"] == "ImagePullBackOff" and e["type"] == "Warning"
         ],
     )
     assert "twin-mock-6d4b9-x2x7q" in event[0]["message"]
@@ -566,9 +584,9 @@ def test_one_twin_per_managed_system(cluster, ns):
         cluster.create(DT.format(ns=ns), admitted(obj))
     configs = {
         name: yaml.safe_load(
-            wait_for(f"{name} config", lambda n=name: cluster.get(f"{CM.format(ns=ns)}/{n}-config"))[
-                "data"
-            ]["config.yaml"]
+            wait_for(
+                f"{name} config", lambda n=name: cluster.get(f"{CM.format(ns=ns)}/{n}-config")
+            )["data"]["config.yaml"]
         )["digital_twin"]
         for name in ("twin-web", "twin-db")
     }
@@ -576,14 +594,22 @@ def test_one_twin_per_managed_system(cluster, ns):
     assert configs["twin-db"]["systems"] == ["db", "cache"]
     # Neither shares a queue group with the other: each receives every message and keeps
     # only its own systems.
-    assert configs["twin-web"]["nats"]["queue_group"] == configs["twin-db"]["nats"]["queue_group"] == ""
+    assert (
+        configs["twin-web"]["nats"]["queue_group"]
+        == configs["twin-db"]["nats"]["queue_group"]
+        == ""
+    )
     for name in ("twin-web", "twin-db"):
         svc = wait_for(f"{name} service", lambda n=name: cluster.get(f"{SVC.format(ns=ns)}/{n}"))
         assert svc["spec"]["selector"]["app.kubernetes.io/instance"] == name
 
 
 def _grants(request: str) -> tuple[str, str, str] | None:
-    """"GET /apis/apps/v1/namespaces/x/deployments?watch=true" -> ("apps", "deployments", "watch")."""
+    """A request line -> (API group, resource, RBAC verb), None for discovery.
+
+    ``GET /apis/apps/v1/namespaces/x/deployments?watch=true`` -> ``("apps", "deployments",
+    "watch")``.
+    """
     from urllib.parse import parse_qs, urlsplit
 
     method, url = request.split(" ", 1)
@@ -599,7 +625,11 @@ def _grants(request: str) -> tuple[str, str, str] | None:
         return None  # discovery
     if rest[0] == "namespaces" and len(rest) >= 3:
         rest = rest[2:]
-    plural, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+    plural, name, sub = (
+        rest[0],
+        rest[1] if len(rest) > 1 else None,
+        rest[2] if len(rest) > 2 else None,
+    )
     resource = f"{plural}/{sub}" if sub else plural
     verb = {
         "GET": "get" if name else ("watch" if parse_qs(parts.query).get("watch") else "list"),

@@ -50,11 +50,21 @@ SNAPSHOTS_ONLY = {"snapshots": {"enabled": True, "volumeSize": "3Gi", "storageCl
         ({}, [("ConfigMap", "t-config"), ("Service", "t"), ("Deployment", "t")]),
         (
             JETSTREAM_ONLY,
-            [("ConfigMap", "t-config"), ("Service", "t"), ("Service", "t-pods"), ("StatefulSet", "t")],
+            [
+                ("ConfigMap", "t-config"),
+                ("Service", "t"),
+                ("Service", "t-pods"),
+                ("StatefulSet", "t"),
+            ],
         ),
         (
             SNAPSHOTS_ONLY,
-            [("ConfigMap", "t-config"), ("Service", "t"), ("Service", "t-pods"), ("StatefulSet", "t")],
+            [
+                ("ConfigMap", "t-config"),
+                ("Service", "t"),
+                ("Service", "t-pods"),
+                ("StatefulSet", "t"),
+            ],
         ),
     ],
 )
@@ -183,7 +193,13 @@ def test_the_crd_documents_every_durability_field_it_renders():
     js = spec["durability"]["properties"]["jetstream"]["properties"]
     snaps = spec["durability"]["properties"]["snapshots"]["properties"]
     assert set(js) == {
-        "enabled", "stream", "maxAge", "replicas", "storage", "inactiveThreshold", "maxLagSeconds"
+        "enabled",
+        "stream",
+        "maxAge",
+        "replicas",
+        "storage",
+        "inactiveThreshold",
+        "maxLagSeconds",
     }
     assert set(snaps) == {"enabled", "interval", "keep", "volumeSize", "storageClass"}
 
@@ -282,7 +298,7 @@ def test_ready_names_the_pod_level_cause():
     assert conditions(st)["Ready"] == ("False", "ImagePullBackOff")
     assert conditions(st)["Degraded"] == ("True", "ImagePullBackOff")
     assert message(st) == (
-        '1/2 replicas serving; pod t-0: ImagePullBackOff: Back-off pulling image '
+        "1/2 replicas serving; pod t-0: ImagePullBackOff: Back-off pulling image "
         '"registry.test/nope:1"'
     )
     assert st["workloadKind"] == "StatefulSet"
@@ -321,9 +337,7 @@ def test_many_problems_are_summarised():
         for i in range(5)
     ]
     sts = statefulset(5, replicas=5, updatedReplicas=5)
-    assert message(b.status_from_workload(twin(), sts, now=NOW, pods=pods)).endswith(
-        "; and 2 more"
-    )
+    assert message(b.status_from_workload(twin(), sts, now=NOW, pods=pods)).endswith("; and 2 more")
 
 
 def test_a_statefulset_is_ready_once_every_ordinal_runs_the_new_revision():

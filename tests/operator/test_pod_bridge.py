@@ -75,7 +75,8 @@ def test_a_nats_outage_makes_the_pod_unready_never_dead(nats, tmp_path: Path):
         nats.stop()
         # The kubelet marks the pod unready after failureThreshold failed readiness probes.
         unready_after = pod.wait_for(
-            "readinessProbe", readiness["periodSeconds"] * readiness["failureThreshold"],
+            "readinessProbe",
+            readiness["periodSeconds"] * readiness["failureThreshold"],
             serving=False,
         )
         # Through the outage every liveness probe passes: the kubelet would count no

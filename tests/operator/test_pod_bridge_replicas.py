@@ -47,9 +47,7 @@ def pod_for(dt: dict, ordinal: int, root: Path) -> PodProcess:
     configmap, workload = children[0], children[-1]
     assert workload["kind"] == "StatefulSet" and workload["spec"]["replicas"] == 2
     root.mkdir(parents=True, exist_ok=True)
-    return PodProcess(
-        workload, configmap, root, pod_name=f"{dt['metadata']['name']}-{ordinal}"
-    )
+    return PodProcess(workload, configmap, root, pod_name=f"{dt['metadata']['name']}-{ordinal}")
 
 
 async def wait_equal(port: int, expected: dict, timeout: float = 90) -> dict:
