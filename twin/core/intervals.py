@@ -12,7 +12,8 @@ and asymmetric intervals pool), and the scale for a new interval of level L is
 
     scale = q_L(|z|) / z_L
 
-where ``q_L`` is the empirical L-quantile of the recent ``|z|``. Applying it
+where ``q_L`` is the empirical ceil((n+1)L)/n-quantile of the n recent ``|z|`` (the
+split-conformal finite-sample rule). Applying it
 (``half *= scale`` on each side) makes the coverage of the next intervals match L if
 the errors stay as they were. Errors grow with the lead time in ways a model can get
 wrong, so the errors are kept per lead bucket (in native sampling steps: 1, 2-4, 5-16,
@@ -139,7 +140,10 @@ class IntervalCalibrator:
             zs = list(slot.buckets[bucket])
         if len(zs) < self.min_points:
             return None
-        q = float(np.quantile(np.asarray(zs), min(0.999, max(0.01, level)), method="higher"))
+        n = len(zs)
+        # Split-conformal finite-sample correction: the ceil((n+1)L)/n empirical quantile.
+        q_level = min(0.999, max(0.01, math.ceil((n + 1) * level) / n))
+        q = float(np.quantile(np.asarray(zs), q_level, method="higher"))
         s = min(SCALE_MAX, max(SCALE_MIN, q / z_of(level)))
         slot.cache[ck] = s
         return s
