@@ -30,6 +30,7 @@ and bucket (a 360-point forecast must not outweigh six 60-point ones), and at mo
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ SCALE_MIN, SCALE_MAX = 0.2, 10.0
 Key = tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=64)
 def z_of(level: float) -> float:
     """Two-sided normal quantile of a central interval of probability ``level``."""
     return NormalDist().inv_cdf(0.5 + min(0.999, max(0.01, level)) / 2.0)
@@ -62,10 +64,13 @@ def standardised_errors(
     """|z| of each point against its (raw) interval; the side of the error picks the half-width."""
     e = actual - mean
     half = np.where(e >= 0, upper - mean, mean - lower)
+    ae = np.abs(e)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.abs(e) / half * z_of(level)
-    z = np.where(half > 0, z, np.where(e == 0, 0.0, Z_CAP))
-    return np.minimum(np.nan_to_num(z, nan=Z_CAP, posinf=Z_CAP), Z_CAP)
+        z = ae * z_of(level) / half
+    z[~(half > 0)] = Z_CAP  # a zero-width (or NaN) interval: missed by any amount
+    z[ae == 0] = 0.0
+    z[~(z <= Z_CAP)] = Z_CAP
+    return z
 
 
 @dataclass(slots=True)
@@ -105,27 +110,51 @@ class IntervalCalibrator:
             self._keys.move_to_end(key)
         return e
 
+    def _cap(self, group: np.ndarray) -> np.ndarray:
+        """Indices keeping at most ``per_prediction`` evenly spread points per group."""
+        order = np.argsort(group, kind="stable")
+        g = group[order]
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        sizes = np.diff(np.r_[starts, g.shape[0]])
+        rank = np.arange(g.shape[0]) - np.repeat(starts, sizes)
+        stride = np.repeat(-(-sizes // self.per_prediction), sizes)
+        return order[rank % stride == 0]
+
+    def _add(self, key: Key, buckets: np.ndarray, z: np.ndarray) -> None:
+        slot = self._slot(key)
+        counts = np.bincount(buckets, minlength=N_BUCKETS)
+        if np.count_nonzero(counts) == 1:  # all in one bucket: no masking
+            slot.buckets[int(buckets[0])].extend(z.tolist())
+        else:
+            for b in np.flatnonzero(counts).tolist():
+                slot.buckets[b].extend(z[buckets == b].tolist())
+        slot.predictions += 1
+        slot.version += 1
+        slot.cache.clear()
+
     def observe(self, keys: Sequence[Key], buckets: np.ndarray, z_abs: np.ndarray) -> None:
         """One scored prediction's standardised errors (with their lead buckets) under every key."""
         if not z_abs.shape[0]:
             return
-        picked_b: list[int] = []
-        picked_z: list[float] = []
-        for b in range(N_BUCKETS):
-            zs = z_abs[buckets == b]
-            if not zs.shape[0]:
-                continue
-            if zs.shape[0] > self.per_prediction:
-                zs = zs[np.linspace(0, zs.shape[0] - 1, self.per_prediction).round().astype(int)]
-            picked_b += [b] * zs.shape[0]
-            picked_z += zs.tolist()
+        keep = self._cap(buckets.astype(np.intp))
         for key in keys:
-            slot = self._slot(key)
-            for b, z in zip(picked_b, picked_z):
-                slot.buckets[b].append(z)
-            slot.predictions += 1
-            slot.version += 1
-            slot.cache.clear()
+            self._add(key, buckets[keep], z_abs[keep])
+
+    def observe_tracks(self, system: str, kind: str, metrics: Sequence[str], track: np.ndarray, buckets: np.ndarray, z_abs: np.ndarray) -> None:
+        """Like ``observe`` for several metrics at once: each metric's errors go under
+        (system, kind, metric); all of them under (system, kind) and (kind,)."""
+        if not z_abs.shape[0]:
+            return
+        keep = self._cap(track.astype(np.intp) * N_BUCKETS + buckets)
+        t, b, z = track[keep], buckets[keep], z_abs[keep]
+        if len(metrics) == 1:
+            self._add((system, kind, metrics[0]), b, z)
+        else:
+            for i in np.flatnonzero(np.bincount(t, minlength=len(metrics))).tolist():
+                sel = t == i
+                self._add((system, kind, metrics[i]), b[sel], z[sel])
+        self._add((system, kind), b, z)
+        self._add((kind,), b, z)
 
     def _scale_of(self, slot: _Errors, bucket: int | None, level: float) -> float | None:
         if slot.predictions < self.min_predictions:

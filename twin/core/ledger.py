@@ -55,7 +55,7 @@ REPORT_KINDS = (*KINDS, "what_if_baseline", "plan_baseline")
 CONDITIONAL_KINDS = ("what_if", "plan")
 TOLERANCE = 0.10  # "within tolerance": |error| <= 10 % of the actual
 CONFIDENCE_PRIOR_WEIGHT = 5.0  # Skill.confidence: measured share weighs n / (n + 5)
-SCALE_TAIL = 1000  # points before the origin used for the MASE scale and the native step
+SCALE_TAIL = 512  # points before the origin used for the MASE scale and the native step
 STATUSES = ("pending", "scored", "not_executed", "unscorable", "dropped")
 
 
@@ -287,13 +287,13 @@ class PredictionLedger:
         return a
 
     def series_info(self, store: _Store, system: str, metric: str) -> SeriesInfo | None:
-        """Origin, native step and MASE scale of one series (cached per 64 new points)."""
+        """Origin, native step and MASE scale of one series (recomputed every 256 new points)."""
         s = store.get(system, metric)
         if s is None or not len(s):
             return None
         key = (system, metric)
         hit = self._info_cache.get(key)
-        if hit is not None and hit[0] == s.appended >> 6:
+        if hit is not None and hit[0] == s.appended >> 8:
             info = hit[1]
             return SeriesInfo(s.last_t, info.step, info.scale, s.appended)
         t, v = s.tail(min(len(s), SCALE_TAIL))
@@ -306,7 +306,7 @@ class PredictionLedger:
         info = SeriesInfo(s.last_t, step, scale if scale > 0 else math.nan, s.appended)
         if len(self._info_cache) > 8 * self.max_systems:
             self._info_cache.clear()
-        self._info_cache[key] = (s.appended >> 6, info)
+        self._info_cache[key] = (s.appended >> 8, info)
         return info
 
     # ------------------------------------------------------------------ intervals, skill
@@ -510,36 +510,68 @@ class PredictionLedger:
             else:
                 since = when
                 p.note = (p.note + "; " if p.note else "") + f"executed at {_iso(when)}"
-        per_metric: dict[str, dict[str, Any]] = {}
-        tot = {"n": 0, "ni": 0, "in": 0, "in_raw": 0, "within": 0}
-        mases: list[float] = []
-        rels: list[float] = []
-        for tr in p.tracks:
-            if use_baseline and tr.baseline is None:
-                continue
-            res = self._score_track(p, tr, store, since, use_baseline, kind)
-            if res is None:
-                continue
-            per_metric[tr.metric] = res["summary"]
-            tot["n"] += res["n"]
-            tot["ni"] += res["ni"]
-            tot["in"] += res["in"]
-            tot["in_raw"] += res["in_raw"]
-            tot["within"] += res["within"]
-            if math.isfinite(res["mase"]):
-                mases.append(res["mase"])
-            if math.isfinite(res["rel"]):
-                rels.append(res["rel"])
-        if not tot["n"]:
+        m = self._match(p, store, since, use_baseline)
+        if m is None:
             self._close(sysl, p, "unscorable", "no telemetry at the predicted times")
             return
+        tracks, tid, pt, actual, mean, lo, hi, sc = m
+        k = len(tracks)
+        e = actual - mean
+        ae = np.abs(e)
+        aa = np.abs(actual)
+        cnt = np.bincount(tid, minlength=k).astype(float)
+        sum_ae = np.bincount(tid, ae, k)
+        sum_aa = np.bincount(tid, aa, k)
+        within_pt = ae <= TOLERANCE * aa
+        within = np.bincount(tid, within_pt, k)
+        iv = np.isfinite(lo) & np.isfinite(hi)
+        ni_t = np.bincount(tid, iv, k)
+        inside_raw_pt = iv & (actual >= lo) & (actual <= hi)
+        inside_pt = iv & (actual >= mean - (mean - lo) * sc) & (actual <= mean + (hi - mean) * sc)
+        inside = np.bincount(tid, inside_pt, k)
+        inside_raw = np.bincount(tid, inside_raw_pt, k)
+        if math.isfinite(p.level) and iv.any():
+            steps = np.array([tr.step for tr in tracks])[tid[iv]]
+            lead = (pt[iv] - p.made_at) / np.maximum(steps, 1e-9)
+            z = standardised_errors(actual[iv], mean[iv], lo[iv], hi[iv], p.level)
+            self.intervals.observe_tracks(p.system, kind, [tr.metric for tr in tracks], tid[iv], lead_buckets(lead), z)
+        scales = np.array([tr.scale for tr in tracks])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mae = sum_ae / cnt
+            mase_t = np.where(scales > 0, mae / scales, np.nan)
+            rel_t = np.where(sum_aa > 0, sum_ae / sum_aa, np.nan)
+        per_metric: dict[str, dict[str, Any]] = {}
+        for i, tr in enumerate(tracks):
+            n_i = int(cnt[i])
+            has_iv = ni_t[i] > 0
+            cov = float(inside[i] / ni_t[i]) if has_iv else math.nan
+            per_metric[tr.metric] = {
+                "points": n_i,
+                "mae": _f(float(mae[i])),
+                "mase": _f(float(mase_t[i])),
+                "rel_error": _f(float(rel_t[i])),
+                "coverage": _f(cov) if has_iv else None,
+                "coverage_raw": _f(float(inside_raw[i] / ni_t[i])) if has_iv else None,
+                "within_tolerance": _f(float(within[i] / n_i)),
+            }
+            self._skill_add((p.system, kind, tr.metric), (float(mase_t[i]), float(rel_t[i]), cov, float(within[i] / n_i), n_i))
+            if kind == "forecast" and math.isfinite(tr.backtest_mae) and tr.backtest_mae > 0:
+                sel = tid == i
+                self._drift_observe(p, tr, pt[sel], e[sel])
+        n = int(cnt.sum())
+        ni = int(ni_t.sum())
+        fin_m = mase_t[np.isfinite(mase_t)]
+        fin_r = rel_t[np.isfinite(rel_t)]
+        n_in = int(inside.sum())
+        n_in_raw = int(inside_raw.sum())
+        n_within = int(within.sum())
         out = {
-            "points": tot["n"],
-            "mase": float(np.mean(mases)) if mases else math.nan,
-            "rel_error": float(np.mean(rels)) if rels else math.nan,
-            "coverage": tot["in"] / tot["ni"] if tot["ni"] else math.nan,
-            "coverage_raw": tot["in_raw"] / tot["ni"] if tot["ni"] else math.nan,
-            "within_tolerance": tot["within"] / tot["n"],
+            "points": n,
+            "mase": float(fin_m.mean()) if fin_m.shape[0] else math.nan,
+            "rel_error": float(fin_r.mean()) if fin_r.shape[0] else math.nan,
+            "coverage": n_in / ni if ni else math.nan,
+            "coverage_raw": n_in_raw / ni if ni else math.nan,
+            "within_tolerance": n_within / n,
             "executed": None if p.kind not in CONDITIONAL_KINDS else not use_baseline,
             "scored_as": kind,
             "per_metric": per_metric,
@@ -552,19 +584,18 @@ class PredictionLedger:
         else:
             p.status = "scored"
         a.scored += 1
-        a.points += tot["n"]
-        a.interval_points += tot["ni"]
-        a.inside += tot["in"]
-        a.inside_raw += tot["in_raw"]
-        a.within += tot["within"]
+        a.points += n
+        a.interval_points += ni
+        a.inside += n_in
+        a.inside_raw += n_in_raw
+        a.within += n_within
         if math.isfinite(out["mase"]):
             a.mase_sum += out["mase"]
             a.mase_n += 1
         if math.isfinite(out["rel_error"]):
             a.rel_sum += out["rel_error"]
             a.rel_n += 1
-        row = (out["mase"], out["rel_error"], out["coverage"], out["within_tolerance"], tot["n"])
-        self._skill_add((p.system, kind), row)
+        self._skill_add((p.system, kind), (out["mase"], out["rel_error"], out["coverage"], out["within_tolerance"], n))
         sysl.recent.append(self._summary(p, out))
         self._emit(p, out)
 
@@ -576,69 +607,45 @@ class PredictionLedger:
             d = self._skill[key] = deque(maxlen=self.skill_window)
         d.append(row)
 
-    def _score_track(self, p: Prediction, tr: _Track, store: _Store, since: float, use_baseline: bool, kind: str) -> dict[str, Any] | None:
-        s = store.get(p.system, tr.metric)
-        if s is None or not len(s):
+    def _match(self, p: Prediction, store: _Store, since: float, use_baseline: bool) -> Any:
+        """Each predicted point with the sample nearest its time (within half a step),
+        concatenated over the tracks: (tracks, track index, time, actual, mean, lower,
+        upper, applied scale); lower/upper are NaN where a track has no interval."""
+        tracks: list[_Track] = []
+        parts: list[tuple[np.ndarray, ...]] = []
+        for tr in p.tracks:
+            pred = tr.baseline if use_baseline else tr.mean
+            if pred is None:
+                continue
+            s = store.get(p.system, tr.metric)
+            if s is None or not len(s):
+                continue
+            ts, vs = s.tail(min(len(s), max(2, s.appended - tr.appended0 + 2)))
+            sel = tr.t >= since if math.isfinite(since) else slice(None)
+            pt = tr.t[sel]
+            if not pt.shape[0] or not ts.shape[0]:
+                continue
+            nt = tr.t.shape[0]
+            tol = 0.5 * max(tr.step, float(tr.t[-1] - tr.t[0]) / (nt - 1) if nt > 1 else tr.step)
+            last = ts.shape[0] - 1
+            i = np.minimum(np.maximum(np.searchsorted(ts, pt), 1), max(1, last))
+            r = np.minimum(i, last)
+            j = np.where(np.abs(pt - ts[i - 1]) <= np.abs(ts[r] - pt), i - 1, r)
+            ok = np.abs(ts[j] - pt) <= tol
+            n_ok = int(ok.sum())
+            if not n_ok:
+                continue
+            tracks.append(tr)
+            if not use_baseline and tr.lower is not None and tr.upper is not None:
+                lo, hi = tr.lower[sel][ok], tr.upper[sel][ok]
+                sc = tr.s[sel][ok].astype(np.float64) if tr.s is not None else np.ones(n_ok)
+            else:
+                lo = hi = np.full(n_ok, np.nan)
+                sc = np.ones(n_ok)
+            parts.append((np.full(n_ok, len(tracks) - 1, dtype=np.intp), pt[ok], vs[j][ok], pred[sel][ok], lo, hi, sc))
+        if not tracks:
             return None
-        new = s.appended - tr.appended0
-        ts, vs = s.tail(min(len(s), max(2, new + 2)))
-        if not ts.shape[0]:
-            return None
-        sel = tr.t >= since if math.isfinite(since) else np.ones(tr.t.shape[0], dtype=bool)
-        pt = tr.t[sel]
-        if not pt.shape[0]:
-            return None
-        spacing = float(np.median(np.diff(tr.t))) if tr.t.shape[0] > 1 else tr.step
-        tol = 0.5 * max(tr.step, spacing)
-        i = np.clip(np.searchsorted(ts, pt), 1, max(1, ts.shape[0] - 1))
-        left, right = ts[i - 1], ts[np.minimum(i, ts.shape[0] - 1)]
-        j = np.where(np.abs(pt - left) <= np.abs(right - pt), i - 1, np.minimum(i, ts.shape[0] - 1))
-        ok = np.abs(ts[j] - pt) <= tol
-        if not ok.any():
-            return None
-        actual = vs[j][ok]
-        mean = (tr.baseline if use_baseline else tr.mean)[sel][ok]  # type: ignore[index]
-        e = actual - mean
-        n = int(actual.shape[0])
-        mae = float(np.mean(np.abs(e)))
-        abs_act = float(np.mean(np.abs(actual)))
-        mase = mae / tr.scale if math.isfinite(tr.scale) and tr.scale > 0 else math.nan
-        rel = mae / abs_act if abs_act > 0 else math.nan
-        within = int(np.sum(np.abs(e) <= TOLERANCE * np.abs(actual)))
-        ni = inside = inside_raw = 0
-        if not use_baseline and tr.lower is not None and tr.upper is not None:
-            lo, hi = tr.lower[sel][ok], tr.upper[sel][ok]
-            sc = tr.s[sel][ok].astype(np.float64) if tr.s is not None else np.ones(n)
-            dlo, dhi = mean - (mean - lo) * sc, mean + (hi - mean) * sc
-            ni = n
-            inside = int(np.sum((actual >= dlo) & (actual <= dhi)))
-            inside_raw = int(np.sum((actual >= lo) & (actual <= hi)))
-            if math.isfinite(p.level):
-                z = standardised_errors(actual, mean, lo, hi, p.level)
-                lead = (pt[ok] - p.made_at) / max(tr.step, 1e-9)
-                self.intervals.observe(((p.system, kind, tr.metric), (p.system, kind), (kind,)), lead_buckets(lead), z)
-        row = (mase, rel, inside / ni if ni else math.nan, within / n, n)
-        self._skill_add((p.system, kind, tr.metric), row)
-        if kind == "forecast" and math.isfinite(tr.backtest_mae) and tr.backtest_mae > 0:
-            self._drift_observe(p, tr, pt[ok], e)
-        return {
-            "n": n,
-            "ni": ni,
-            "in": inside,
-            "in_raw": inside_raw,
-            "within": within,
-            "mase": mase,
-            "rel": rel,
-            "summary": {
-                "points": n,
-                "mae": _f(mae),
-                "mase": _f(mase),
-                "rel_error": _f(rel),
-                "coverage": _f(inside / ni) if ni else None,
-                "coverage_raw": _f(inside_raw / ni) if ni else None,
-                "within_tolerance": _f(within / n),
-            },
-        }
+        return (tracks, *(np.concatenate([q[i] for q in parts]) for i in range(7)))
 
     # ------------------------------------------------------------------ drift
     def _drift_observe(self, p: Prediction, tr: _Track, t: np.ndarray, e: np.ndarray) -> None:
