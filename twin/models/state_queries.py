@@ -22,6 +22,7 @@ from typing import Any
 
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso, normalise_name, parse_time
+from twin.core.limits import DEFAULT_LIMITS, EventLimits
 from twin.core.state import TwinState
 from twin.core.store import Series, downsample
 from twin.models.base import QueryRequest, QueryResult
@@ -29,14 +30,16 @@ from twin.models.base import QueryRequest, QueryResult
 MAX_SERIES_IN_ANSWER = 2000
 
 
-def param_time(params: dict[str, str], key: str) -> float | None:
+def param_time(params: dict[str, str], key: str, limits: EventLimits = DEFAULT_LIMITS) -> float | None:
+    """A time parameter, checked against the window event times are held to."""
     raw = params.get(key)
     if raw is None or raw == "":
         return None
     try:
-        return parse_time(raw)
-    except ValueError as exc:
+        t = parse_time(raw)
+    except (ValueError, OverflowError) as exc:
         raise InvalidRequest(f"not an ISO-8601 time or epoch seconds: {raw!r}", f"parameters.{key}") from exc
+    return limits.check_request_time(t, f"parameters.{key}")
 
 
 def param_float(params: dict[str, str], key: str, default: float) -> float:
@@ -114,9 +117,10 @@ def _series_for(state: TwinState, params: dict[str, str]) -> tuple[list[Series],
 
 
 def historical(state: TwinState, params: dict[str, str], request_time: float | None) -> QueryResult:
-    at = param_time(params, "at")
-    start = param_time(params, "start")
-    end = param_time(params, "end")
+    limits = getattr(state, "limits", DEFAULT_LIMITS)
+    at = param_time(params, "at", limits)
+    start = param_time(params, "start", limits)
+    end = param_time(params, "end", limits)
     window = param_float(params, "window_minutes", 0.0)
     max_points = int(param_float(params, "max_points", 500))
     if max_points < 1:

@@ -117,7 +117,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
     # ------------------------------------------------------------------ RPCs
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:  # noqa: N802
         async def handle() -> pb.QueryResponse:
-            req = mapping.to_query(request)
+            req = mapping.to_query(request, self.rt.state.limits)
             out = await self._run("Query", "query", self.perf.query_timeout_sec, context, lambda: self.rt.model.query(req))
             res = out if isinstance(out, QueryResult) else QueryResult(False, None, 0.0, out)
             resp = mapping.from_query(req.query_id, res)
@@ -130,7 +130,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
     async def Simulate(self, request: pb.SimulationRequest, context: grpc.aio.ServicerContext) -> pb.SimulationResponse:  # noqa: N802
         async def handle() -> pb.SimulationResponse:
-            req = mapping.to_simulation(request)
+            req = mapping.to_simulation(request, self.rt.state.limits)
             t0 = time.perf_counter()
             out = await self._run("Simulate", "simulate", self.perf.simulation_timeout_sec, context, lambda: self.rt.model.simulate(req))
             res = out if isinstance(out, SimulationResult) else SimulationResult(False, explanation=out)
@@ -140,7 +140,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
     async def Diagnose(self, request: pb.DiagnosisRequest, context: grpc.aio.ServicerContext) -> pb.DiagnosisResponse:  # noqa: N802
         async def handle() -> pb.DiagnosisResponse:
-            req = mapping.to_diagnosis(request)
+            req = mapping.to_diagnosis(request, self.rt.state.limits)
             out = await self._run("Diagnose", "diagnose", self.perf.diagnosis_timeout_sec, context, lambda: self.rt.model.diagnose(req))
             res = out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
             return mapping.from_diagnosis(req.diagnosis_id, res)
