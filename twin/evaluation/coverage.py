@@ -94,7 +94,7 @@ def _combine(rows: list[dict[str, Any]]) -> Coverage:
 
 
 async def _replay(name: str, t: np.ndarray, y: np.ndarray, level: float, horizon_steps: int, every_steps: int, start_fraction: float, settings: Mapping[str, Any], ledger: PredictionLedger) -> list[dict[str, Any]]:
-    from twin.models.base import EventBatch, SimulationRequest
+    from twin.models.domain import EventBatch, SimulationRequest
     from twin.models.predictions import calibrate_and_record
     from twin.models.statistical.model import StatisticalWorldModel
 

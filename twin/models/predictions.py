@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from twin.core.ledger import PredictionLedger, TrackInput
-from twin.models.base import PredictedState, SimulationRequest, SimulationResult
+from twin.models.domain import PredictedState, SimulationRequest, SimulationResult
 
 Backtest = Callable[[str, str], tuple[float, float] | None]
 MAX_TRACKS = 16

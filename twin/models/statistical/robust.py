@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin.models.statistical.forecast import Forecaster
+from twin.models.statistical.forecasters import Forecaster
 
 MAD_TO_SD = 1.4826
 MAX_CYCLES = 6
