@@ -183,8 +183,8 @@ def fuse_simulations(
     states: list[PredictedState] = []
     envelopes: list[dict[str, tuple[float, float]]] = []
     for t in grid:
-        at = {n: interpolate(tr, t) for n, tr in trajectories.items()}
-        at = {n: v for n, v in at.items() if v is not None}
+        points = {n: interpolate(tr, t) for n, tr in trajectories.items()}
+        at = {n: v for n, v in points.items() if v is not None}
         names = sorted({k for metrics, _ in at.values() for k in metrics if not is_bound(k, metrics)})
         fused: dict[str, float] = {}
         envelope: dict[str, tuple[float, float]] = {}
@@ -344,15 +344,15 @@ def fuse_diagnoses(
         reasoning += "".join(f" | [{n}] {g.texts[n].reasoning}" for n in g.texts if g.texts[n].reasoning)
         hypotheses.append(Hypothesis(h0.hypothesis, round(g.probability, 12), reasoning, evidence[:10], rank))
     top = groups[0]
-    support = sum(eff[n] for n, g in tops.items() if g is top)
-    n = len(good)
+    support = sum(eff[name] for name, g in tops.items() if g is top)
+    answered = len(good)
     cons = consensus
-    if n < cons.min_models:
-        agreed, why = False, f"only {n} member(s) answered (consensus needs {cons.min_models})"
+    if answered < cons.min_models:
+        agreed, why = False, f"only {answered} member(s) answered (consensus needs {cons.min_models})"
     elif support < cons.min_top_agreement:
         agreed, why = False, f"members disagree on the top hypothesis: {support:.0%} of the weight supports it (< {cons.min_top_agreement:.0%})"
     else:
-        agreed, why = True, f"consensus of {n} members: {support:.0%} of the weight has the same top hypothesis"
+        agreed, why = True, f"consensus of {answered} members: {support:.0%} of the weight has the same top hypothesis"
     confidence = sum(base[o.name] * float(o.result.confidence) for o in good)
     if not agreed:
         confidence *= cons.penalty

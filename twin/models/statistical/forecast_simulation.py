@@ -68,10 +68,10 @@ def simulate_forecast(ctx: SimulationContext, request: SimulationRequest) -> Sim
         half = (out.upper - out.lower) / 2.0
         for i in idx.tolist():
             t = round(float(out.times[i]), 3)
-            m = by_time.setdefault(t, {})
-            m[metric] = float(out.mean[i])
-            m[f"{metric}.lower"] = float(out.lower[i])
-            m[f"{metric}.upper"] = float(out.upper[i])
+            at_t = by_time.setdefault(t, {})
+            at_t[metric] = float(out.mean[i])
+            at_t[f"{metric}.lower"] = float(out.lower[i])
+            at_t[f"{metric}.upper"] = float(out.upper[i])
             raw_states.setdefault(t, {})[metric] = float(raw.mean[i])
             c = base / (1.0 + float(half[i]) / scale)
             conf_at[t] = min(conf_at.get(t, 1.0), c)
