@@ -25,7 +25,7 @@ from twin.core.memory import release_memory
 from twin.core.metrics import FigureDict, Figures, flat_view, gauge_family, new_registry
 from twin.core.state import TwinState
 from twin.core.store import Retention
-from twin.ingest.stats import IngestStats
+from twin.core.ingest_stats import IngestStats
 from twin.models.base import WorldModel
 from twin.models.domain import EventBatch, Health
 from twin.models.registry import create_model

@@ -56,7 +56,7 @@ from twin.core.redact import redact_text
 from twin.core.metrics import Figures
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
-from twin.ingest.stats import IngestStats
+from twin.core.ingest_stats import IngestStats
 from twin.models.base import WorldModel
 from twin.models.domain import EventBatch
 from twin.observability.propagation import inject_headers, remote_span_context, tracing_active
