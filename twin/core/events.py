@@ -51,13 +51,15 @@ import time
 import uuid
 from datetime import datetime, timezone
 from collections.abc import Callable
-from typing import Annotated, Any, NamedTuple, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import numpy as np
 
+from twin.core.columns import ColumnsBuilder, SeriesColumns
 from twin.core.errors import DecodeError
 from twin.core.limits import DEFAULT_LIMITS, MAX_REPRESENTABLE, EventLimits, payload_depth_exceeds
+from twin.core.point import Point  # re-exported: ``from twin.core.events import Point`` is the usual import
 
 NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_.]*$"
 Timestamp = datetime | float | None
@@ -116,17 +118,6 @@ class KnowledgeEvent(msgspec.Struct, omit_defaults=True):
     event_type: str
     data: dict[str, Any]
     metadata: dict[str, Any] = {}
-
-
-class Point(NamedTuple):
-    """One decoded telemetry sample, the unit of the ingestion hot path."""
-
-    source: str
-    name: str
-    t: float
-    value: float
-    unit: str
-    text: str | None
 
 
 def _telemetry_types(limits: EventLimits) -> tuple[type, type, type, type]:
@@ -705,5 +696,3 @@ def _decode_batch_typed(payload: bytes, now: float) -> tuple[list[Point], list[D
     """The typed (reference) path of ``decode_batch``."""
     return _default._batch_typed(payload, now)
 
-
-from twin.core.columns import ColumnsBuilder, SeriesColumns  # noqa: E402 - columns uses Point
