@@ -94,7 +94,7 @@ class TwinApp:
             self.metrics_server = MetricsServer(self.runtime.registry, cfg.telemetry.metrics_port, host)
             self.metrics_server.start(asyncio.get_running_loop())
             log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_server.port)
-        self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)  # type: ignore[arg-type]
+        self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)
         await self.server.start()
         log.info("gRPC listening on %s:%d (health NOT_SERVING until ready)", cfg.grpc.host, self.server.port)
         await self.runtime.initialize()

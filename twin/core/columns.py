@@ -44,7 +44,7 @@ class SeriesColumns(Sequence[Point]):
         self.ts = ts
         self.vs = vs
         self.texts = texts
-        self.n = sum(t.shape[0] for t in ts) + len(texts)
+        self.n: int = sum(t.shape[0] for t in ts) + len(texts)
         self._points: list[Point] | None = None
 
     @classmethod
@@ -153,5 +153,5 @@ def _cat(parts: list[np.ndarray | list[float]]) -> np.ndarray:
     if not parts:
         return _EMPTY
     if all(isinstance(p, list) for p in parts):  # stream messages: one point each
-        return np.fromiter((x for p in parts for x in p), dtype=np.float64)  # type: ignore[union-attr]
+        return np.fromiter((x for p in parts for x in p), dtype=np.float64)
     return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])

@@ -57,9 +57,9 @@ import msgspec
 import numpy as np
 
 from twin.core.columns import ColumnsBuilder, SeriesColumns
-from twin.core.errors import DecodeError
+from twin.core.errors import DecodeError as DecodeError  # re-exported for the decoders' callers
 from twin.core.limits import DEFAULT_LIMITS, MAX_REPRESENTABLE, EventLimits, payload_depth_exceeds
-from twin.core.point import Point  # re-exported: ``from twin.core.events import Point`` is the usual import
+from twin.core.point import Point as Point  # re-exported: the usual import of Point
 
 NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_.]*$"
 Timestamp = datetime | float | None
@@ -297,11 +297,11 @@ class EventDecoder:
         self.limits = limits
         event, batch, hot, hot_batch = _telemetry_types(limits)
         self.TelemetryEvent = event
-        self._stream = msgspec.json.Decoder(event)
-        self._batch = msgspec.json.Decoder(batch)
+        self._stream: msgspec.json.Decoder[Any] = msgspec.json.Decoder(event)
+        self._batch: msgspec.json.Decoder[Any] = msgspec.json.Decoder(batch)
         self._list = msgspec.json.Decoder(list[event])  # type: ignore[valid-type]
-        self._hot_stream = msgspec.json.Decoder(hot)
-        self._hot_batch = msgspec.json.Decoder(hot_batch)
+        self._hot_stream: msgspec.json.Decoder[Any] = msgspec.json.Decoder(hot)
+        self._hot_batch: msgspec.json.Decoder[Any] = msgspec.json.Decoder(hot_batch)
         self._hot_list = msgspec.json.Decoder(list[hot])  # type: ignore[valid-type]
         self._valid_names: dict[str, str] = {}  # raw → normalised, only names within limits
         self._lo = limits.min_event_time
@@ -346,6 +346,7 @@ class EventDecoder:
         lo, hi = self._lo, self._hi(now)
         out: list[Point] = []
         append = out.append
+        t: float | None
         for ev in events:
             name = names.get(ev.name)
             if name is None:

@@ -44,7 +44,7 @@ def candidate_configs(base: DiagnosisConfig = DEFAULT_CONFIG, tunable: Mapping[s
         cur = getattr(base, knob)
         for v in values:
             if v != cur:
-                out.append((f"{knob}={v:g}", dataclasses.replace(base, **{knob: v})))
+                out.append((f"{knob}={v:g}", dataclasses.replace(base, **{knob: v})))  # type: ignore[arg-type]
     return out
 
 

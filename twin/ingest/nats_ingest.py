@@ -75,7 +75,7 @@ MAX_LINKS = 128  # the SDK's default span link limit
 class Item:
     """One decoded message waiting to be applied."""
 
-    points: list[Point] = field(default_factory=list)
+    points: list[Point] | SeriesColumns = field(default_factory=list)  # a batch: columns
     execution: ExecutionResult | None = None
     calibration: CalibrationEvent | None = None
     ack: Callable[[], Awaitable[None]] | None = None
@@ -359,8 +359,8 @@ class Ingestor:
                     await ack()
                 return
             stats.events_received += len(points) + len(errors)
-            for err in errors:
-                await self.dead_letter(err.reason, subject, err.raw or b"", index=err.index, parent=link)
+            for bad in errors:
+                await self.dead_letter(bad.reason, subject, bad.raw or b"", index=bad.index, parent=link)
             if points:
                 await self._put(Item(points=points, ack=ack, link=link, subject=subject))
             elif ack:
@@ -489,6 +489,7 @@ class Ingestor:
         actions = []
         calibrations = []
         with_points = [it for it in items if it.points]
+        cols: SeriesColumns
         if len(with_points) == 1 and isinstance(with_points[0].points, SeriesColumns):
             cols = with_points[0].points  # one batch message: already grouped per series
         else:

@@ -61,7 +61,7 @@ class TwinServer:
             maximum_concurrent_rpcs=cfg.max_workers,
             interceptors=list(interceptors),
         )
-        pb_grpc.add_DigitalTwinServicer_to_server(servicer, self.server)
+        pb_grpc.add_DigitalTwinServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]  # generated, untyped
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

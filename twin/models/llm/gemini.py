@@ -371,7 +371,7 @@ class GeminiWorldModel(WorldModel):
             return out
 
         try:
-            ans, info = await self.runner.run("simulation", g.text, text, check=lambda a: times(a))  # type: ignore[arg-type]
+            ans, info = await self.runner.run("simulation", g.text, text, check=lambda a: times(a))
         except LLMFailure as exc:
             return SimulationResult(False, explanation=f"gemini: {exc}", metadata=self._meta(g, None) | {"failure": exc.reason})
         assert isinstance(ans, SimulationAnswer)

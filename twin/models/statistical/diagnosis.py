@@ -543,8 +543,8 @@ def rank_services(
     if cfg.peer_q > 0 and len(pending) >= 3:
         by_fam: dict[str, list[float]] = {}
         for _, fams, *_rest in pending:
-            for f, v in fams.items():
-                by_fam.setdefault(f, []).append(v)
+            for f, strength in fams.items():
+                by_fam.setdefault(f, []).append(strength)
         n_svc = len(pending)
         for f, vals in by_fam.items():
             vals = vals + [0.0] * (n_svc - len(vals))
@@ -575,13 +575,13 @@ def rank_services(
         dt = t0 - rec.t
         if not (-cfg.horizon_sec <= dt <= cfg.action_lookback_sec):
             continue
-        w = cfg.action_weight * math.exp(-max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0))
+        weight = cfg.action_weight * math.exp(-max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0))
         if rec.success is False:
-            w *= cfg.failed_action_factor
+            weight *= cfg.failed_action_factor
         sc = scores.get(target)
         if sc is None:
             sc = scores[target] = ServiceScore(target, 0.0)
-        sc.score += w
+        sc.score += weight
         sc.actions.append(f"{rec.action_type} {rec.action_id} on {target} ({rec.status}) {dt:+.0f}s before the incident")
 
     # Services with telemetry but no usable evidence still appear, at the bottom.
@@ -685,7 +685,7 @@ def _callee_evidence(
             waits[svc] = w
     out: dict[str, tuple[float, str]] = {}
     for caller, w in sorted(waits.items()):
-        for svc, *_rest in pending:
+        for svc, *_unused in pending:
             if svc == caller or svc not in load_base:
                 continue
             rho = _co_movement(load_base[caller], load_base[svc])
