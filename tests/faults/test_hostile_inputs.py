@@ -10,11 +10,12 @@ import time
 
 import orjson
 from faults.js_harness import manage, metrics
-from support import wait_for
 
 from twin.models.base import Health
 from twin.models.mock import MockWorldModel
 from twin.models.registry import register_model
+
+from support import wait_for
 
 PASSWORD = "S3cr3tPass"
 

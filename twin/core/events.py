@@ -49,8 +49,8 @@ import math
 import re
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -65,7 +65,7 @@ NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_.]*$"
 Timestamp = datetime | float | None
 
 _EPOCH = datetime(1970, 1, 1)
-_UTC = timezone.utc
+_UTC = UTC
 
 
 class _RawBatch(msgspec.Struct):

@@ -47,7 +47,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from twin.core.intervals import IntervalCalibrator, lead_buckets, standardised_errors, z_of
+from twin.core.intervals import IntervalCalibrator, lead_buckets, standardised_errors
 
 KINDS = ("forecast", "what_if", "plan", "scenario")
 SCORED_KINDS = ("forecast", "what_if", "plan")
@@ -375,7 +375,7 @@ class PredictionLedger:
             idx = np.unique(np.linspace(0, n - 1, min(n, per_track)).round().astype(np.int64)) if n > per_track else slice(None)
 
             def pick(a: np.ndarray | None, dtype: Any = np.float64) -> np.ndarray | None:
-                return None if a is None else np.ascontiguousarray(np.asarray(a, dtype=dtype)[idx])
+                return None if a is None else np.ascontiguousarray(np.asarray(a, dtype=dtype)[idx])  # noqa: B023 - used in this iteration
 
             kept.append(
                 _Track(

@@ -13,9 +13,9 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from twin.core.columns import SeriesColumns
 from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
 from twin.core.limits import DEFAULT_LIMITS, EventLimits
-from twin.core.columns import SeriesColumns
 from twin.core.store import Retention, Series, SeriesStore
 
 _R = TypeVar("_R")

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-
 __all__ = ["SeriesTrace", "plot_all", "plot_series"]
 
 T = TypeVar("T")

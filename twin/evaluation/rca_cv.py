@@ -27,10 +27,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from twin.models.statistical.diagnosis import DEFAULT_CONFIG, TUNABLE, DiagnosisConfig, DiagnosisInput, rank_services
+from twin.models.statistical.diagnosis import (
+    DEFAULT_CONFIG,
+    TUNABLE,
+    DiagnosisConfig,
+    DiagnosisInput,
+    rank_services,
+)
 
 __all__ = ["Candidate", "candidate_configs", "cross_validate", "day_of", "format_cv", "rank_under_candidates"]
 
@@ -86,7 +92,7 @@ def _objective(ranks: Sequence[int]) -> float:
 
 
 def day_of(fault_start: float) -> str:
-    return datetime.fromtimestamp(fault_start, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(fault_start, UTC).strftime("%Y-%m-%d")
 
 
 def cross_validate(

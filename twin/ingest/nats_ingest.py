@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats
-from nats.aio.client import Client as NATS
+import orjson
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
+from twin.core.columns import ColumnsBuilder, SeriesColumns
 from twin.core.config import NatsConfig
 from twin.core.errors import IngestError
-import orjson
-
 from twin.core.events import (
     CalibrationEvent,
     DecodeError,
@@ -51,12 +51,11 @@ from twin.core.events import (
     Point,
     decoder_for,
 )
-from twin.core.columns import ColumnsBuilder, SeriesColumns
-from twin.core.redact import redact_text
+from twin.core.ingest_stats import IngestStats
 from twin.core.metrics import Figures
+from twin.core.redact import redact_text
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
-from twin.core.ingest_stats import IngestStats
 from twin.models.base import WorldModel
 from twin.models.domain import EventBatch
 from twin.observability.propagation import inject_headers, remote_span_context, tracing_active
@@ -124,7 +123,7 @@ def _point_json(p: Point) -> bytes:
     )
 
 
-async def confirm_interest(nc: NATS, timeout: float = 10.0) -> None:
+async def confirm_interest(nc: NatsClient, timeout: float = 10.0) -> None:
     """Returns once the server has processed every command this client sent before it.
 
     ``nc.flush()`` does not promise that: nats-py 2.16 writes its PING straight to the
@@ -172,7 +171,7 @@ class Ingestor:
         self.twin_id = twin_id
         self._on_status = on_status
         self._clock = clock
-        self.nc: NATS | None = None
+        self.nc: NatsClient | None = None
         # Every limit is checked here, once, by the decoders (twin.core.limits).
         self.decoder = decoder_for(state.limits)
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=cfg.queue_maxsize)

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import nats
-from nats.aio.msg import Msg
 import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.aio.msg import Msg
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
