@@ -40,9 +40,10 @@ Method, per (source, metric) series around the incident time ``t0``:
    up to the percentile of the request that makes them) is a victim and its latency
    counts less; a caller's client-side latency counts less when some
    other service's server-side latency rose as much (the callee is slow). Even when
-   nothing explains it, a caller's wait is mostly a symptom (of a callee, or of the
-   network to it) rather than the caller's own fault: it counts ``own_wait_weight`` for
-   the caller, and is passed on to the likely callees (below). Exogenous demand (an
+   nothing explains it, a caller's wait is a symptom (of the network between the caller
+   and one of its callees, or of a callee): it is *shared* (below) between the caller and
+   its likely callees, so it counts once in total, however many callees there are (in a
+   big system, copying it to every candidate would drown the other evidence). Exogenous demand (an
    ``arrival``/``ingress`` rate) rising is a cause: it gets a bonus, and services whose
    request rates rose in proportion are load victims.
    **Likely callees** (a call graph inferred from the data): a caller's client-side
@@ -50,8 +51,10 @@ Method, per (source, metric) series around the incident time ``t0``:
    nothing themselves (a delay on a callee's network is seen only by its callers). The
    callees are the services whose request rates co-move with the caller's in the
    baseline (rank correlation of step-to-step changes on matched timestamps, above
-   ``callee_min_corr``); each gets ``callee_weight`` × the caller's wait × that
-   correlation (the largest over callers).
+   ``callee_min_corr``). The wait ``w`` is split in proportion 1 : rho_1 : ... : rho_k
+   between the caller (its own network) and its k likely callees: callee i gets
+   ``callee_weight`` × w × rho_i / (1 + sum rho) (the largest over callers), the caller
+   keeps w / (1 + sum rho) (``own_wait_weight`` × w when it has no request rates).
    **Entry tier**: errors at a user-facing symptom (a ``_`` source's success/error
    series) beyond what any service's own error series reports were produced where the
    users' requests are served: services whose server-side latency co-moves with the
@@ -137,21 +140,19 @@ class DiagnosisConfig:
     max_hypotheses: int = 20
     peer_q: float = 0.7  # > 0: subtract this quantile of a family's evidence across services
     weak_weight: float = 0.01  # weight of the uncentred family sum when peer_q > 0
-    own_wait_weight: float = (
-        0.25  # a caller's own wait on its calls counts this much for the caller ...
-    )
-    callee_weight: float = (
-        0.5  # ... and this share of it (times the co-movement) goes to its likely callees
-    )
+    # A caller's wait on its calls is a symptom, shared between the caller (its own network)
+    # and its likely callees in proportion 1 : co-movement (the shares add up to the wait);
+    # without request rates to find callees, the caller keeps ``own_wait_weight`` of it.
+    own_wait_weight: float = 0.25
+    callee_weight: float = 1.0  # scale of the callees' shares (1: the wait is conserved)
     ingress_weight: float = 0.5  # share of a symptom's unexplained errors given to the entry tier
     callee_min_corr: float = 0.3  # co-movement of request rates needed to count as a likely callee
-    placebos: int = (
-        4  # "no incident": the same ranking at this many earlier times (t0 - k * horizon) ...
-    )
-    null_offset: float = (
-        2.0  # ... an incident is a top score this many null spreads above their median
-    )
-    null_floor: float = 0.5  # ... the null spread is at least this (score units)
+    # "No incident": the same ranking at ``placebos`` earlier times (t0 - k * horizon) is the
+    # null; an incident is a top score ``null_offset`` null spreads above their median (the
+    # spread at least ``null_floor`` score units).
+    placebos: int = 4
+    null_offset: float = 2.0
+    null_floor: float = 0.5
     min_placebos: int = 2  # fewer usable earlier times: no "no incident" answer
 
 
@@ -166,7 +167,7 @@ TUNABLE: dict[str, tuple[float, ...]] = {
     "onset_weight": (0.0, 1.0, 2.0),
     "victim_weight": (0.25, 0.5, 1.0),
     "own_wait_weight": (0.25, 0.5, 1.0),
-    "callee_weight": (0.0, 0.5, 1.0),
+    "callee_weight": (0.0, 0.5, 1.0, 2.0),
     "ingress_weight": (0.0, 0.5, 1.0),
     "client_latency_weight": (0.25, 0.5, 1.0),
 }
@@ -593,7 +594,8 @@ def rank_services(
             peer[f] = float(np.quantile(vals, cfg.peer_q))
     # Inferred evidence for services that may show nothing themselves, with its reason.
     inferred: dict[str, dict[str, float]] = {}
-    for svc, (val, caller) in _callee_evidence(pending, peer, load_base, cfg).items():
+    callee_ev, own_share = _callee_evidence(pending, peer, load_base, cfg)
+    for svc, (val, caller) in callee_ev.items():
         inferred.setdefault(svc, {})[f"callee of waiting {caller}"] = val
     for svc, (val, sym) in _ingress_evidence(pending, symptoms, lat_base, cfg, evidence).items():
         inferred.setdefault(svc, {})[f"entry tier of {sym} errors"] = val
@@ -602,7 +604,7 @@ def rank_services(
         # them): it counts ``own_wait_weight`` for the caller and is passed to likely callees.
         counted = {
             f: max(0.0, v - peer.get(f, 0.0))
-            * (cfg.own_wait_weight if f == "client_latency" else 1.0)
+            * (own_share.get(svc, cfg.own_wait_weight) if f == "client_latency" else 1.0)
             for f, v in fams.items()
         }
         counted.update(inferred.get(svc, {}))
@@ -722,14 +724,17 @@ def _callee_evidence(
     peer: dict[str, float],
     load_base: dict[str, tuple[np.ndarray, np.ndarray]],
     cfg: DiagnosisConfig,
-) -> dict[str, tuple[float, str]]:
+) -> tuple[dict[str, tuple[float, str]], dict[str, float]]:
     """A caller waiting longer on its calls (client-side latency up) points at its callees,
     which may show nothing themselves (a delay on a callee's network). Without a call graph,
     the callees are the services whose request rates moved together with the caller's in the
-    baseline (every call of the caller is a request to them): each service gets the largest
-    caller wait times the (positive) co-movement of their request rates (and that caller)."""
+    baseline (every call of the caller is a request to them). The wait is shared between the
+    caller (its own network) and them in proportion 1 : co-movement, so it counts once.
+    Returns ``{callee: (share, caller)}`` (largest over callers) and the callers' own shares
+    as fractions of their wait."""
+    own: dict[str, float] = {}
     if cfg.callee_weight <= 0 or not load_base:
-        return {}
+        return {}, own
     waits: dict[str, float] = {}
     for svc, fams, *_rest in pending:
         w = max(0.0, fams.get("client_latency", 0.0) - peer.get("client_latency", 0.0))
@@ -737,15 +742,21 @@ def _callee_evidence(
             waits[svc] = w
     out: dict[str, tuple[float, str]] = {}
     for caller, w in sorted(waits.items()):
+        cands: dict[str, float] = {}
         for item in pending:
             svc = item[0]
             if svc == caller or svc not in load_base:
                 continue
             rho = _co_movement(load_base[caller], load_base[svc])
-            val = cfg.callee_weight * w * rho
-            if rho > cfg.callee_min_corr and val > out.get(svc, (0.0, ""))[0]:
+            if rho > cfg.callee_min_corr:
+                cands[svc] = rho
+        tot = 1.0 + sum(cands.values())
+        own[caller] = 1.0 / tot
+        for svc, rho in cands.items():
+            val = w * rho / tot
+            if val > out.get(svc, (0.0, ""))[0]:
                 out[svc] = (val, caller)
-    return out
+    return out, own
 
 
 def _ingress_evidence(
