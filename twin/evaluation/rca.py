@@ -335,15 +335,28 @@ def _cross_validation(
     return out
 
 
-def _no_incident_summary(runs: Sequence[CaseRun]) -> dict[str, float] | None:
-    ps = [r.no_incident for r in runs if r.no_incident is not None]
+def _no_incident_summary(
+    runs: Sequence[CaseRun], labels: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The "no incident" probability the diagnosis gave these (faulty) cases, overall and
+    per fault type (low is right: every labelled case is an incident)."""
+    ps = [
+        (r.no_incident, str(labels[r.case_id]["fault_type"]))
+        for r in runs
+        if r.no_incident is not None
+    ]
     if not ps:
         return None
+    vals = [p for p, _ in ps]
+    by: dict[str, list[float]] = {}
+    for p, ft in ps:
+        by.setdefault(ft, []).append(p)
     return {
-        "n": float(len(ps)),
-        "mean": sum(ps) / len(ps),
-        "max": max(ps),
-        "share_above_half": sum(p > 0.5 for p in ps) / len(ps),
+        "n": len(vals),
+        "mean": sum(vals) / len(vals),
+        "max": max(vals),
+        "share_above_half": sum(p > 0.5 for p in vals) / len(vals),
+        "by_fault_type": {k: sum(v) / len(v) for k, v in sorted(by.items())},
     }
 
 
@@ -375,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     # Labels are read only now, for scoring (and, with --cv, for choosing on training folds).
     labels = {d.name: load_labels(d) for d in dirs}
     rep = score(rankings, labels)
-    none = _no_incident_summary(runs)
+    none = _no_incident_summary(runs, labels)
     if none is not None:
         rep["no_incident_probability"] = none
     if want_cv:
@@ -393,7 +406,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"\n'no incident' probability on these (faulty) cases: mean {none['mean']:.2f}, "
             f"max {none['max']:.2f}, "
-            f"share > 0.5: {none['share_above_half']:.2f}"
+            f"share > 0.5: {none['share_above_half']:.2f}; by fault type: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in none["by_fault_type"].items())
         )
     if want_cv:
         from twin.evaluation.rca_cv import format_cv
