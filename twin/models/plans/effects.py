@@ -320,7 +320,7 @@ def _service_series(store: Any, roles: RoleMap, t0: float, t1: float) -> tuple[n
     ok = np.isfinite(c) & np.isfinite(x) & (x > 0) & (u > 0) & (u < 1)
     if int(ok.sum()) < MIN_POINTS:
         return None
-    return t[ok], (c * u / x)[ok]
+    return t[ok], c[ok] * u[ok] / x[ok]
 
 
 def measure(store: Any, roles: RoleMap, t: float, s: EffectSettings, cf: Counterfactual = level_trend) -> dict[str, tuple[str, Observation]]:

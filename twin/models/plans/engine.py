@@ -316,7 +316,16 @@ class PlanEngine:
         if hit is not None and hit[0] == newest and (hit[1] is None or hit[1].roles is roles):
             return hit[1]
         timeout = sys_settings.get("request_timeout_ms")
-        tier = calibrate(self.state.store, roles, self.window_sec, self.knob_history_sec, timeout_ms=float(timeout) if timeout is not None else None)
+        vocab = acts.vocabulary(sys_settings)
+        since = None
+        for rec in reversed(self.state.actions):  # newest first; bounded deque
+            if rec.target == roles.system and rec.success is not False and rec.action_type.upper() not in vocab:
+                since = rec.t
+                break
+        tier = calibrate(
+            self.state.store, roles, self.window_sec, self.knob_history_sec,
+            timeout_ms=float(timeout) if timeout is not None else None, since=since,
+        )
         self._tiers[roles.system] = (newest, tier)
         while len(self._tiers) > 256:
             self._tiers.popitem(last=False)

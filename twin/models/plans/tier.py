@@ -37,6 +37,7 @@ FACTOR_BOUNDS = (0.1, 10.0)
 NOISE_PER_ELASTICITY = 0.02
 WAIT_SHARE_FOR_WAIT_FACTOR = 0.15
 MIN_KNOB_SAMPLES = 3
+MIN_SINCE_SEC = 60.0
 
 
 @dataclass(slots=True)
@@ -258,8 +259,13 @@ def calibrate(
     knob_history_sec: float = 86400.0,
     default_service_ms: float = 100.0,
     timeout_ms: float | None = None,
+    since: float | None = None,
 ) -> Tier | None:
-    """The tier of ``roles.system`` (None when it has no queue: see ``RoleMap.queue_ready``)."""
+    """The tier of ``roles.system`` (None when it has no queue: see ``RoleMap.queue_ready``).
+
+    ``since``: the time of the last executed action that may have changed the system in
+    ways the roles do not show (a cache, a configuration): samples before it describe
+    another system and are left out once a minute of telemetry after it has arrived."""
     system = roles.system
     if not roles.queue_ready:
         return None
@@ -267,6 +273,14 @@ def calibrate(
     if not math.isfinite(newest):
         return None
     lo = newest - window_sec
+    hist_lo = newest - max(window_sec, knob_history_sec)
+    changed_note = ""
+    if since is not None and since > lo:
+        if newest - since >= MIN_SINCE_SEC:
+            lo = hist_lo = since + 1e-6
+            changed_note = f"calibrated from the {newest - since:.0f} s since the last unmodelled action (the system may have changed then)"
+        else:
+            changed_note = f"an unmodelled action {newest - since:.0f} s ago may have changed the system: calibration still reflects the time before it"
     lam, n_lam = _mean(store, system, roles.get("load"), lo)
     xb, _ = _mean(store, system, roles.get("throughput_basic"), lo)
     xo, _ = _mean(store, system, roles.get("throughput_optional"), lo)
@@ -276,7 +290,7 @@ def calibrate(
     c_latest = _latest(store, system, roles.get("capacity"))
     if (lam is None and not x_total) or c_latest is None:
         return None
-    notes: list[str] = []
+    notes: list[str] = [changed_note] if changed_note else []
     assumed: list[str] = []
     if lam is None:
         lam = float(x_total or 0.0)
@@ -285,7 +299,7 @@ def calibrate(
     m_raw = _latest(store, system, roles.get("max_capacity"))
     knob_now = _latest(store, system, roles.get("knob"))
     samples = _samples(store, system, roles, lo)
-    hist = _samples(store, system, roles, newest - max(window_sec, knob_history_sec)) if roles.has("knob") else samples
+    hist = _samples(store, system, roles, hist_lo) if roles.has("knob") else samples
     kind = _knob_kind(roles, hist.knob if hist is not None else None)
     util, _ = _mean(store, system, roles.get("utilization"), lo)
     if util is None and samples is not None:
@@ -327,7 +341,7 @@ def calibrate(
                 es_by_knob[_key(k)] = e
         qb = roles.get("quality")
         if qb is not None:
-            qt = _window(store, system, qb, newest - max(window_sec, knob_history_sec))
+            qt = _window(store, system, qb, hist_lo)
             if qt is not None:
                 kk = _aligned(store, system, roles.get("knob"), qt[0])
                 if kk is not None:
@@ -465,37 +479,20 @@ def predict_latency(tier: Tier, lam: float, c: int, svc: Service) -> float | Non
 
 
 def _fit_latency(store: Any, tier: Tier, lo: float, ravg: float | None) -> None:
-    """Latency shape: a waiting-time factor (service variability) and a flat factor."""
+    """Latency shape: a waiting-time factor (service variability) and a flat factor, fitted
+    on the window's configurations (units, knob; and load levels when the load varies)."""
     svc = tier.service(tier.knob)
     if svc is None:
         return
-    factor = _aligned_factor(store, tier, lo)
-    if factor is not None and math.isfinite(factor) and factor > 0:
-        # Varying load: one factor from time-aligned samples; put on the waiting time when
-        # waiting is a sizeable share of the latency at the observed point.
-        used = float(min(FACTOR_BOUNDS[1], max(FACTOR_BOUNDS[0], factor)))
-        tier.notes.append(f"latency factor observed/model over the varying load = {used:.3f}")
-        st = queue.evaluate(np.array([tier.load]), np.zeros(1), tier.units, svc.es, svc.cs2)
-        wait = float(st.wait[0])
-        share = wait / (wait + svc.es) if not st.saturated[0] else 1.0
-        if used != 1.0 and share >= WAIT_SHARE_FOR_WAIT_FACTOR and not st.saturated[0]:
-            k = (used * (wait + svc.es) - svc.es) / wait
-            if k > 0.05:
-                tier.wait_factor = float(min(20.0, k))
-                tier.notes.append(f"waiting is {share:.0%} of the latency: the deviation is put on the waiting time (factor {tier.wait_factor:.3f})")
-                return
-        tier.rt_factor = used
-        return
-    groups = _groups(store, tier, lo)
+    varying = _load_varies(store, tier, lo)
+    groups = _groups(store, tier, lo, by_load=varying)
     if not groups and ravg is not None and ravg > 0:
         groups = [_Group(tier.units, tier.knob, tier.load, ravg / 1000.0, 1)]
     k, k_sd, share = _wait_factor(tier, groups)
+    what = f"{len(groups)} configuration(s)" + (" and load levels" if varying else "")
     if k != 1.0:
         tier.wait_factor = k
-        tier.notes.append(
-            f"waiting-time factor {k:.3f} ± {k_sd:.3f} from {len(groups)} configuration(s) (service-time variability; "
-            f"waiting is {share:.0%} of the latency there)"
-        )
+        tier.notes.append(f"waiting-time factor {k:.3f} ± {k_sd:.3f} from {what} (service-time variability; waiting is {share:.0%} of the latency there)")
     fit = _pool(tier, groups, tier.wait_factor)
     if fit is None:
         return
@@ -503,9 +500,24 @@ def _fit_latency(store: Any, tier: Tier, lo: float, ravg: float | None) -> None:
     band = NOISE_PER_ELASTICITY * e if math.isfinite(e) else math.inf
     lf = math.log(raw)
     used = float(math.exp(math.copysign(max(0.0, abs(lf) - band), lf)))
-    where = f" over {n_used} configurations" if n_used > 1 else ""
+    where = f" over {what}" if n_used > 1 else ""
     tier.notes.append(f"latency factor observed/model{where} = {raw:.3f}, used {used:.3f} (noise band ±{band:.2f} in log at load elasticity {e:.1f})")
     tier.rt_factor = used
+
+
+def _load_varies(store: Any, tier: Tier, lo: float) -> bool:
+    """More load variation over the window than the counting noise of a steady Poisson rate."""
+    w = _window(store, tier.system, tier.roles.get("load"), lo)
+    if w is None or w[0].shape[0] < 5:
+        return False
+    t, lam = w
+    lam = lam[np.isfinite(lam)]
+    if not lam.shape[0] or float(np.mean(lam)) <= 0:
+        return False
+    mean = float(np.mean(lam))
+    step = float(np.median(np.diff(t))) if t.shape[0] > 1 else 1.0
+    excess = float(np.var(lam)) - mean / max(step, 1e-9)
+    return excess > 0 and math.sqrt(excess) / mean >= 0.1
 
 
 K_PRIOR_SD = 0.5
@@ -518,7 +530,8 @@ def _wait_factor(tier: Tier, groups: list[_Group]) -> tuple[float, float, float]
     Per configuration ``k = (R - E[S]) / W`` with variance from the load noise of the
     observed mean (grows with the latency's elasticity to load) and from the service-time
     estimate's error (matters where waiting is short); precision-weighted, shrunk towards
-    1 (exponential service) with sd ``K_PRIOR_SD``."""
+    1 (exponential service) with sd ``K_PRIOR_SD``, and used only when it differs from 1
+    by more than two standard deviations."""
     prec = K_PRIOR_SD**-2
     acc = prec * 1.0
     sw = sa = 0.0
@@ -539,10 +552,11 @@ def _wait_factor(tier: Tier, groups: list[_Group]) -> tuple[float, float, float]
         sw += g.n * wait
         sa += g.n * r0
     k = acc / prec
+    sd = float(prec**-0.5)
     share = sw / sa if sa > 0 else 0.0
-    if share < 0.05 or prec <= K_PRIOR_SD**-2 * 1.0001:
-        return 1.0, K_PRIOR_SD, share
-    return float(min(20.0, max(0.05, k))), float(prec**-0.5), share
+    if share < 0.05 or prec <= K_PRIOR_SD**-2 * 1.0001 or abs(k - 1.0) <= 2.0 * sd:
+        return 1.0, sd, share  # not distinguishable from exponential service: keep the model
+    return float(min(20.0, max(0.05, k))), sd, share
 
 
 @dataclass(slots=True)
@@ -556,7 +570,13 @@ class _Group:
     n: int
 
 
-def _groups(store: Any, tier: Tier, lo: float) -> list[_Group]:
+LOAD_BIN = math.log(1.15)  # load levels 15 % apart when the load varies
+SMOOTH_SAMPLES = 6  # the queue follows the load over about a minute, not per 10 s sample
+
+
+def _groups(store: Any, tier: Tier, lo: float, by_load: bool = False) -> list[_Group]:
+    """Latency samples grouped by configuration (units, knob) and, when the load varies,
+    by load level (of the load smoothed over ``SMOOTH_SAMPLES``)."""
     roles, system = tier.roles, tier.system
     w = _window(store, system, roles.get("latency"), lo)
     if w is None:
@@ -573,9 +593,20 @@ def _groups(store: Any, tier: Tier, lo: float) -> list[_Group]:
     kk = np.nan_to_num(np.round(k, 6), nan=none) if k is not None else np.full(t.shape[0], none)
     ok = np.isfinite(lam) & np.isfinite(c) & (r > 0) & (lam > 0) & _not_draining(store, tier, t)
     cc = np.maximum(1, np.round(np.nan_to_num(c))).astype(int)
+    if by_load and t.shape[0] >= SMOOTH_SAMPLES:
+        kernel = np.ones(SMOOTH_SAMPLES) / SMOOTH_SAMPLES
+        filled = np.where(np.isfinite(lam), lam, np.nanmean(lam))
+        smooth = np.convolve(filled, kernel, mode="same")
+        edge = SMOOTH_SAMPLES // 2
+        smooth[:edge], smooth[-edge:] = filled[:edge], filled[-edge:]
+        lam = smooth
+        bins = np.floor(np.log(np.maximum(lam, 1e-12)) / LOAD_BIN).astype(int)
+    else:
+        bins = np.zeros(t.shape[0], int)
     out = []
-    for ci, ki in sorted({(int(a), float(b)) for a, b in zip(cc[ok].tolist(), kk[ok].tolist())}):
-        sel = ok & (cc == ci) & (kk == ki)
+    keys = {(int(a), float(b), int(d)) for a, b, d in zip(cc[ok].tolist(), kk[ok].tolist(), bins[ok].tolist())}
+    for ci, ki, di in sorted(keys):
+        sel = ok & (cc == ci) & (kk == ki) & (bins == di)
         n = int(sel.sum())
         if n < MIN_KNOB_SAMPLES:
             continue
@@ -632,47 +663,6 @@ def _elasticity(tier: Tier, svc: Service, delta: float = 0.01) -> float:
     if st.saturated.any() or st.response[0] <= 0:
         return math.inf
     return float((math.log(st.response[1]) - math.log(st.response[0])) / math.log(1 + delta))
-
-
-def _aligned_factor(store: Any, tier: Tier, lo: float) -> float | None:
-    """observed/model latency over time-aligned samples, when the load varies (CV >= 10 %)."""
-    roles, system = tier.roles, tier.system
-    w = _window(store, system, roles.get("latency"), lo)
-    if w is None or w[0].shape[0] < 5:
-        return None
-    t, r_obs = w
-    lam = _aligned(store, system, roles.get("load"), t)
-    c = _aligned(store, system, roles.get("capacity"), t)
-    k = _aligned(store, system, roles.get("knob"), t)
-    if lam is None or c is None:
-        return None
-    ok = np.isfinite(lam) & np.isfinite(c) & (r_obs > 0) & _not_draining(store, tier, t)
-    if k is not None and tier.knob is not None:
-        ok &= np.isclose(k, tier.knob) if tier.knob_kind == "levels" else np.isfinite(k)
-    if not ok.any() or float(np.mean(lam[ok])) <= 0:
-        return None
-    # Varying load = more variation than the counting noise of a steady Poisson rate.
-    mean = float(np.mean(lam[ok]))
-    step = float(np.median(np.diff(t))) if t.shape[0] > 1 else 1.0
-    excess = float(np.var(lam[ok])) - mean / max(step, 1e-9)
-    if excess <= 0 or math.sqrt(excess) / mean < 0.1:
-        return None
-    obs = model = 0.0
-    idx = np.flatnonzero(ok)
-    cs = np.maximum(1, np.round(c[idx])).astype(int)
-    none = -1e300  # "no knob" (NaN would not group in a set)
-    ks = np.nan_to_num(k[idx], nan=none) if k is not None else np.full(idx.shape[0], none)
-    for ci, ki in {(int(a), float(b)) for a, b in zip(cs.tolist(), ks.tolist())}:
-        sel = (cs == ci) & (ks == ki)
-        svc = tier.service(ki if ki != none else tier.knob)
-        if svc is None:
-            continue
-        j = idx[sel]
-        st = queue.evaluate(lam[j], np.zeros(j.shape[0]), ci, svc.es, svc.cs2)
-        good = ~st.saturated
-        obs += float(np.sum(r_obs[j][good])) / 1000.0
-        model += float(np.sum(st.response[good]))
-    return obs / model if model > 0 else None
 
 
 def _fit_tail(store: Any, tier: Tier, lo: float, mask: Any) -> None:

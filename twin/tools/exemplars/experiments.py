@@ -45,6 +45,7 @@ from twin.tools.exemplars.systems import (
     constant,
 )
 
+DEBUG = False
 SYSTEM_NAMES = ("swim", "switch", "checkout")
 HISTORY_SEC = 2400.0
 BASE_SETTINGS: dict[str, Any] = {"background_fitting": False, "capacity_window_sec": 1800.0}
@@ -613,6 +614,7 @@ async def learned_effect_errors(system: str, seed: int, checkpoints: Sequence[in
                 truth = probe.run(max(1800.0, 100_000 / rate3), stationary(rate3), [(0.0, on)])
                 sim = 1000.0 * mean_latency(truth, t_now + 60.0)
                 point.whatif_error = (res.custom_metrics["predicted_avg_rt_ms_mean"] - sim) / sim
+                if abs(point.whatif_error) > 0.2 and DEBUG: print(res.explanation, sim, rate3)
                 out.append(point)
     finally:
         await twin.stop()
