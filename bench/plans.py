@@ -67,12 +67,18 @@ def spread(values: list[float], fmt: Callable[[float], str] = lambda v: f"{v:.1%
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--situations", type=int, default=100, help="plan-choice situations per system and seed")
+    p.add_argument(
+        "--situations", type=int, default=100, help="plan-choice situations per system and seed"
+    )
     p.add_argument("--systems", nargs="+", default=list(X.SYSTEM_NAMES), choices=X.SYSTEM_NAMES)
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
-    p.add_argument("--skip", nargs="*", default=[], choices=["whatif", "choice", "coverage", "effects"])
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=["whatif", "choice", "coverage", "effects"]
+    )
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
@@ -82,47 +88,92 @@ def main(argv: list[str] | None = None) -> int:
             return [fn(*t) for t in tasks]
         return list(pool.map(fn, *zip(*tasks)))
 
-    print(f"plans vs simulators: systems {', '.join(args.systems)}; seeds {args.seeds}; spread = mean [min, max] over seeds\n")
+    print(
+        f"plans vs simulators: systems {', '.join(args.systems)}; seeds {args.seeds}; spread = mean [min, max] over seeds\n"
+    )
     if "whatif" not in args.skip:
-        print("1. what-if error vs the simulator after an action: mean |error| of mean latency (p95 for checkout), by utilisation after the action")
+        print(
+            "1. what-if error vs the simulator after an action: mean |error| of mean latency (p95 for checkout), by utilisation after the action"
+        )
         print(f"{'system':<9} {'util':>5}  {'mean |err|':<28} {'max |err|':<28} {'p95 |err|':<28}")
         for system in args.systems:
             per_seed = run(_whatif, [(system, s) for s in args.seeds])
             for u in UTILS:
-                means = [float(np.mean([abs(c.error) for c in cases if c.utilization == u])) for cases in per_seed if any(c.utilization == u for c in cases)]
-                maxes = [float(np.max([abs(c.error) for c in cases if c.utilization == u])) for cases in per_seed if any(c.utilization == u for c in cases)]
-                tails = [float(np.mean([abs(c.tail_error) for c in cases if c.utilization == u and math.isfinite(c.tail_error)])) for cases in per_seed if any(c.utilization == u and math.isfinite(c.tail_error) for c in cases)]
-                print(f"{system:<9} {u:5.2f}  {spread(means):<28} {spread(maxes):<28} {spread(tails) if tails else '':<28}")
+                means = [
+                    float(np.mean([abs(c.error) for c in cases if c.utilization == u]))
+                    for cases in per_seed
+                    if any(c.utilization == u for c in cases)
+                ]
+                maxes = [
+                    float(np.max([abs(c.error) for c in cases if c.utilization == u]))
+                    for cases in per_seed
+                    if any(c.utilization == u for c in cases)
+                ]
+                tails = [
+                    float(
+                        np.mean(
+                            [
+                                abs(c.tail_error)
+                                for c in cases
+                                if c.utilization == u and math.isfinite(c.tail_error)
+                            ]
+                        )
+                    )
+                    for cases in per_seed
+                    if any(c.utilization == u and math.isfinite(c.tail_error) for c in cases)
+                ]
+                print(
+                    f"{system:<9} {u:5.2f}  {spread(means):<28} {spread(maxes):<28} {spread(tails) if tails else '':<28}"
+                )
         print()
     if "choice" not in args.skip:
-        print(f"2. plan choice: {args.situations} random situations x 5 candidates (+ do nothing) per system and seed")
-        print(f"{'system':<9} {'best = simulator best':<28} {'within 1% of stake':<28} {'regret / |best utility|':<28} {'median regret':<24}")
+        print(
+            f"2. plan choice: {args.situations} random situations x 5 candidates (+ do nothing) per system and seed"
+        )
+        print(
+            f"{'system':<9} {'best = simulator best':<28} {'within 1% of stake':<28} {'regret / |best utility|':<28} {'median regret':<24}"
+        )
         for system in args.systems:
             matches, nears, regrets, medians = [], [], [], []
             for seed in args.seeds:
-                results = run(_choice, [(system, seed * 100_000 + i) for i in range(args.situations)])
+                results = run(
+                    _choice, [(system, seed * 100_000 + i) for i in range(args.situations)]
+                )
                 matches.append(float(np.mean([r.match for r in results])))
                 nears.append(float(np.mean([r.match or r.tie for r in results])))
-                regrets.append(sum(r.regret for r in results) / max(sum(abs(r.best_utility) for r in results), 1e-12))
+                regrets.append(
+                    sum(r.regret for r in results)
+                    / max(sum(abs(r.best_utility) for r in results), 1e-12)
+                )
                 medians.append(float(np.median([r.regret_share for r in results])))
-            print(f"{system:<9} {spread(matches):<28} {spread(nears):<28} {spread(regrets):<28} {spread(medians):<24}")
+            print(
+                f"{system:<9} {spread(matches):<28} {spread(nears):<28} {spread(regrets):<28} {spread(medians):<24}"
+            )
         print()
     if "coverage" not in args.skip:
-        print("3. coverage of 90 % forecast intervals (load, latency, utilisation; 3 origins x 20 min per seed; the model as it is)")
+        print(
+            "3. coverage of 90 % forecast intervals (load, latency, utilisation; 3 origins x 20 min per seed; the model as it is)"
+        )
         for system in args.systems:
             res = run(_coverage, [(system, s) for s in args.seeds])
             cov = [i / t for i, t in res if t]
             print(f"{system:<9} {spread(cov)}  ({sum(t for _, t in res)} points)")
         print()
     if "effects" not in args.skip:
-        print("4. learned effects: |learned - true| / |true| of the service-time change (quality change for switch), and the what-if with it")
-        print(f"{'system':<9} {'n':>3}  {'service effect':<28} {'quality effect':<28} {'what-if |err|':<28}")
+        print(
+            "4. learned effects: |learned - true| / |true| of the service-time change (quality change for switch), and the what-if with it"
+        )
+        print(
+            f"{'system':<9} {'n':>3}  {'service effect':<28} {'quality effect':<28} {'what-if |err|':<28}"
+        )
         for system in args.systems:
             per_seed = run(_effects, [(system, s) for s in args.seeds])
             for n in (1, 3, 5, 10):
                 pts = [next(p for p in pts if p.n == n) for pts in per_seed]
                 q = [p.quality_error for p in pts]
-                print(f"{system:<9} {n:>3}  {spread([p.service_error for p in pts]):<28} {spread(q) if any(math.isfinite(v) for v in q) else '':<28} {spread([abs(p.whatif_error) for p in pts]):<28}")
+                print(
+                    f"{system:<9} {n:>3}  {spread([p.service_error for p in pts]):<28} {spread(q) if any(math.isfinite(v) for v in q) else '':<28} {spread([abs(p.whatif_error) for p in pts]):<28}"
+                )
         print()
     if pool is not None:
         pool.shutdown()

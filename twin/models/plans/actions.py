@@ -43,7 +43,9 @@ CAPACITY_DELTA: dict[str, int] = {
     "REMOVE_INSTANCE": -1,
 }
 CAPACITY_SET = frozenset({"SCALE_DEPLOYMENT", "SET_REPLICAS", "SET_SERVERS", "SCALE"})
-KNOB_SET = frozenset({"SET_DIMMER", "SWITCH_MODEL", "SET_MODEL", "SET_QUALITY", "SET_LEVEL", "ADJUST_QOS"})
+KNOB_SET = frozenset(
+    {"SET_DIMMER", "SWITCH_MODEL", "SET_MODEL", "SET_QUALITY", "SET_LEVEL", "ADJUST_QOS"}
+)
 DELTA_PARAMS = ("count", "servers", "delta", "replicas", "value", "n")
 SET_PARAMS = ("replicas", "servers", "instances", "workers", "count", "value", "target_replicas")
 KNOB_PARAMS = ("value", "level", "dimmer", "model_level", "quality")
@@ -58,17 +60,27 @@ class ActionKind:
 
 
 def vocabulary(system_settings: Mapping[str, Any]) -> dict[str, ActionKind]:
-    out: dict[str, ActionKind] = {k: ActionKind("capacity_delta", s, DELTA_PARAMS) for k, s in CAPACITY_DELTA.items()}
+    out: dict[str, ActionKind] = {
+        k: ActionKind("capacity_delta", s, DELTA_PARAMS) for k, s in CAPACITY_DELTA.items()
+    }
     out.update({k: ActionKind("capacity_set", 1, SET_PARAMS) for k in CAPACITY_SET})
     out.update({k: ActionKind("knob_set", 1, KNOB_PARAMS) for k in KNOB_SET})
     custom = system_settings.get("actions") or {}
     if isinstance(custom, Mapping):
         for name, spec in custom.items():
             if not isinstance(spec, Mapping) or spec.get("effect") not in EFFECTS:
-                raise InvalidRequest(f"settings: actions.{name}.effect must be one of {', '.join(EFFECTS)}")
+                raise InvalidRequest(
+                    f"settings: actions.{name}.effect must be one of {', '.join(EFFECTS)}"
+                )
             param = spec.get("param")
-            default = {"capacity_delta": DELTA_PARAMS, "capacity_set": SET_PARAMS, "knob_set": KNOB_PARAMS}[spec["effect"]]
-            out[str(name).upper()] = ActionKind(spec["effect"], int(spec.get("sign", 1)), (str(param),) if param else default)
+            default = {
+                "capacity_delta": DELTA_PARAMS,
+                "capacity_set": SET_PARAMS,
+                "knob_set": KNOB_PARAMS,
+            }[spec["effect"]]
+            out[str(name).upper()] = ActionKind(
+                spec["effect"], int(spec.get("sign", 1)), (str(param),) if param else default
+            )
     return out
 
 
@@ -83,7 +95,9 @@ def _number(a: Action, keys: tuple[str, ...]) -> tuple[str | None, float | None]
     return None, None
 
 
-def validate(actions: Sequence[Action], vocab: Mapping[str, ActionKind], prefix: str = "actions") -> None:
+def validate(
+    actions: Sequence[Action], vocab: Mapping[str, ActionKind], prefix: str = "actions"
+) -> None:
     """Malformed parameters of structurally modelled actions are INVALID_ARGUMENT."""
     for i, a in enumerate(actions):
         kind = vocab.get(a.action_type.upper())
@@ -96,15 +110,22 @@ def validate(actions: Sequence[Action], vocab: Mapping[str, ActionKind], prefix:
                 raise InvalidRequest(f"{a.action_type} needs a count >= 0", where)
         elif kind.effect == "capacity_set":
             if v is None or v < 1:
-                raise InvalidRequest(f"{a.action_type} needs a target capacity >= 1 ({' or '.join(kind.params[:3])})", where)
+                raise InvalidRequest(
+                    f"{a.action_type} needs a target capacity >= 1 ({' or '.join(kind.params[:3])})",
+                    where,
+                )
         elif kind.effect == "knob_set":
             if v is None and not _symbolic_knob(a):
-                raise InvalidRequest(f"{a.action_type} needs a numeric value ({' or '.join(kind.params[:3])})", where)
+                raise InvalidRequest(
+                    f"{a.action_type} needs a numeric value ({' or '.join(kind.params[:3])})", where
+                )
 
 
 def _symbolic_knob(a: Action) -> bool:
     """A knob set by name (``model=yolov5m``): valid, but only a learned effect can model it."""
-    return any(k in a.params for k in ("model", "name", "profile")) and not any(k in a.params for k in KNOB_PARAMS)
+    return any(k in a.params for k in ("model", "name", "profile")) and not any(
+        k in a.params for k in KNOB_PARAMS
+    )
 
 
 @dataclass(slots=True)

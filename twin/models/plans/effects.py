@@ -37,7 +37,9 @@ import numpy as np
 
 from twin.models.plans.roles import Binding, RoleMap
 
-IGNORED_PARAMS = frozenset({"reason", "requested_by", "id", "action_id", "target", "priority", "comment", "note", "source"})
+IGNORED_PARAMS = frozenset(
+    {"reason", "requested_by", "id", "action_id", "target", "priority", "comment", "note", "source"}
+)
 LOG_METRICS = ("service", "latency", "latency_tail", "utilization", "throughput")
 DELTA_METRICS = ("error_rate", "quality")
 TAU_FLOOR = {"log": 0.05, "delta": 0.005}
@@ -151,7 +153,9 @@ class EffectSettings:
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> EffectSettings:
         raw = settings.get("effects") or {}
-        known = {k: type(getattr(cls(), k))(v) for k, v in raw.items() if k in cls.__dataclass_fields__}
+        known = {
+            k: type(getattr(cls(), k))(v) for k, v in raw.items() if k in cls.__dataclass_fields__
+        }
         return cls(**known)
 
 
@@ -177,7 +181,14 @@ class EffectTable:
     insufficient_total: int = 0
 
     # -- recording -----------------------------------------------------------------
-    def on_action(self, t: float, system: str, action_type: str, params: Mapping[str, Any], success: bool | None) -> None:
+    def on_action(
+        self,
+        t: float,
+        system: str,
+        action_type: str,
+        params: Mapping[str, Any],
+        success: bool | None,
+    ) -> None:
         """Every execution result (confounding needs the failed ones too)."""
         if not system or not math.isfinite(t):
             return
@@ -207,7 +218,11 @@ class EffectTable:
             if newest < p.t + s.settle_sec + s.post_sec:
                 keep.append(p)
                 continue
-            others = [x for x in self.seen.get(p.system, ()) if x != p.t and p.t - s.pre_sec <= x <= p.t + s.settle_sec + s.post_sec]
+            others = [
+                x
+                for x in self.seen.get(p.system, ())
+                if x != p.t and p.t - s.pre_sec <= x <= p.t + s.settle_sec + s.post_sec
+            ]
             if others:
                 self.confounded_total += 1
                 continue
@@ -236,7 +251,9 @@ class EffectTable:
             st.obs.append(o)
 
     # -- answering -----------------------------------------------------------------
-    def estimate(self, system: str, action_type: str, params: Mapping[str, Any]) -> dict[str, Estimate]:
+    def estimate(
+        self, system: str, action_type: str, params: Mapping[str, Any]
+    ) -> dict[str, Estimate]:
         stats = self.table.get((system, action_key(action_type, params)))
         if not stats:
             return {}
@@ -249,7 +266,18 @@ class EffectTable:
                 continue
             for m, st in stats.items():
                 e = st.pooled(m, self.settings.prior_sd)
-                rows.append({"system": sys_, "action": key, "metric": m, "kind": e.kind, "effect": e.mean, "sd": e.sd, "tau": e.tau, "n": e.n})
+                rows.append(
+                    {
+                        "system": sys_,
+                        "action": key,
+                        "metric": m,
+                        "kind": e.kind,
+                        "effect": e.mean,
+                        "sd": e.sd,
+                        "tau": e.tau,
+                        "n": e.n,
+                    }
+                )
             if len(rows) >= limit:
                 break
         return rows[:limit]
@@ -269,11 +297,17 @@ class EffectTable:
 
 
 def _newest(store: Any, roles: RoleMap) -> float:
-    times = [s.last_t for s in (store.get(roles.system, b.metric) for b in roles.bindings.values()) if s is not None and len(s)]
+    times = [
+        s.last_t
+        for s in (store.get(roles.system, b.metric) for b in roles.bindings.values())
+        if s is not None and len(s)
+    ]
     return max(times, default=-math.inf)
 
 
-def _windows(store: Any, system: str, b: Binding | None, t: float, s: EffectSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+def _windows(
+    store: Any, system: str, b: Binding | None, t: float, s: EffectSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     if b is None:
         return None
     series = store.get(system, b.metric)
@@ -297,7 +331,9 @@ def _aligned(store: Any, system: str, b: Binding | None, t: np.ndarray) -> np.nd
     return np.where(i >= 0, sv[np.clip(i, 0, None)] * b.scale, np.nan)
 
 
-def _service_series(store: Any, roles: RoleMap, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray] | None:
+def _service_series(
+    store: Any, roles: RoleMap, t0: float, t1: float
+) -> tuple[np.ndarray, np.ndarray] | None:
     """E[S] per sample = c·ρ/X over [t0, t1] (None without utilisation, capacity and load)."""
     ub = roles.get("utilization")
     if ub is None or not roles.has("capacity"):
@@ -312,7 +348,9 @@ def _service_series(store: Any, roles: RoleMap, t0: float, t1: float) -> tuple[n
     c = _aligned(store, roles.system, roles.get("capacity"), t)
     xb = roles.get("throughput_basic")
     if xb is not None:
-        x = np.nan_to_num(_aligned(store, roles.system, xb, t)) + np.nan_to_num(_aligned(store, roles.system, roles.get("throughput_optional"), t))
+        x = np.nan_to_num(_aligned(store, roles.system, xb, t)) + np.nan_to_num(
+            _aligned(store, roles.system, roles.get("throughput_optional"), t)
+        )
     else:
         x = _aligned(store, roles.system, roles.get("throughput") or roles.get("load"), t)
     if c is None or x is None:
@@ -323,7 +361,9 @@ def _service_series(store: Any, roles: RoleMap, t0: float, t1: float) -> tuple[n
     return t[ok], c[ok] * u[ok] / x[ok]
 
 
-def measure(store: Any, roles: RoleMap, t: float, s: EffectSettings, cf: Counterfactual = level_trend) -> dict[str, tuple[str, Observation]]:
+def measure(
+    store: Any, roles: RoleMap, t: float, s: EffectSettings, cf: Counterfactual = level_trend
+) -> dict[str, tuple[str, Observation]]:
     """One execution's effect per metric: (kind, observation)."""
     out: dict[str, tuple[str, Observation]] = {}
     pre = _service_series(store, roles, t - s.pre_sec, t - 1e-6)
@@ -343,7 +383,9 @@ def measure(store: Any, roles: RoleMap, t: float, s: EffectSettings, cf: Counter
     return out
 
 
-def _compare(tp: np.ndarray, vp: np.ndarray, ta: np.ndarray, va: np.ndarray, kind: str, cf: Counterfactual) -> Observation | None:
+def _compare(
+    tp: np.ndarray, vp: np.ndarray, ta: np.ndarray, va: np.ndarray, kind: str, cf: Counterfactual
+) -> Observation | None:
     ok_p, ok_a = np.isfinite(vp), np.isfinite(va)
     tp, vp, ta, va = tp[ok_p], vp[ok_p], ta[ok_a], va[ok_a]
     if tp.shape[0] < MIN_POINTS or ta.shape[0] < MIN_POINTS:
@@ -356,7 +398,11 @@ def _compare(tp: np.ndarray, vp: np.ndarray, ta: np.ndarray, va: np.ndarray, kin
     if kind == "log":
         if after <= 0 or expected <= 0:
             return None
-        return Observation(float(ta[-1]), math.log(after / expected), math.sqrt(max(var, 0.0)) / max(after, expected, 1e-12))
+        return Observation(
+            float(ta[-1]),
+            math.log(after / expected),
+            math.sqrt(max(var, 0.0)) / max(after, expected, 1e-12),
+        )
     return Observation(float(ta[-1]), after - expected, math.sqrt(max(var, 0.0)))
 
 

@@ -91,9 +91,16 @@ def evaluate_tier(
     # at the band's loads plus that same backlog (a state's interval, not a whole path
     # stuck at the band's edge).
     st = queue.evaluate(load.mean, dt, cfg.units, es, svc.cs2, tier.wait_factor, tier.backlog)
-    steady = {name: queue.evaluate(lam, zero, cfg.units, es, svc.cs2, tier.wait_factor) for name, lam in (("mean", load.mean), ("lower", load.lower), ("upper", load.upper))}
+    steady = {
+        name: queue.evaluate(lam, zero, cfg.units, es, svc.cs2, tier.wait_factor)
+        for name, lam in (("mean", load.mean), ("lower", load.lower), ("upper", load.upper))
+    }
     backlog_wait = np.maximum(st.wait - steady["mean"].wait, 0.0)
-    runs = {"mean": st, "lower": _plus_wait(steady["lower"], backlog_wait), "upper": _plus_wait(steady["upper"], backlog_wait)}
+    runs = {
+        "mean": st,
+        "lower": _plus_wait(steady["lower"], backlog_wait),
+        "upper": _plus_wait(steady["upper"], backlog_wait),
+    }
     k = tier.rt_factor * math.exp(cfg.latency_log_shift)
 
     def lat(s: queue.QueueStates, service: float) -> np.ndarray:
@@ -102,7 +109,9 @@ def evaluate_tier(
     lat_m, lat_lo_load, lat_hi_load = lat(st, es), lat(runs["lower"], es), lat(runs["upper"], es)
     # The load band's effect on latency (log terms) combined with the model's own error;
     # service-time errors are amplified by queueing.
-    band = (np.log(np.maximum(lat_hi_load, 1e-9)) - np.log(np.maximum(lat_lo_load, 1e-9))) / (2.0 * level_z)
+    band = (np.log(np.maximum(lat_hi_load, 1e-9)) - np.log(np.maximum(lat_lo_load, 1e-9))) / (
+        2.0 * level_z
+    )
     amplify = 1.0 + np.where(st.saturated, 1.0, st.pwait)
     own = np.sqrt(model_sigma**2 + (amplify * cfg.service_sigma) ** 2 + cfg.latency_sigma**2)
     sigma = np.sqrt(band**2 + own**2)
@@ -110,7 +119,11 @@ def evaluate_tier(
     out = Trajectory(units=cfg.units, saturated=st.saturated, latency_sigma=sigma, own_sigma=own)
     out.values["load"] = (load.mean, load.lower, load.upper)
     out.values["latency"] = (lat_m, lat_lo_load / spread, lat_hi_load * spread)
-    out.values["utilization"] = (st.utilization, runs["lower"].utilization, runs["upper"].utilization)
+    out.values["utilization"] = (
+        st.utilization,
+        runs["lower"].utilization,
+        runs["upper"].utilization,
+    )
     out.values["throughput"] = (st.throughput, runs["lower"].throughput, runs["upper"].throughput)
     out.values["capacity"] = _const(n, cfg.units)
     if cfg.knob is not None:
@@ -119,7 +132,11 @@ def evaluate_tier(
         d = svc.share_opt
         for role, s_cls in (("latency_basic", svc.s_basic), ("latency_optional", svc.s_opt)):
             s_cls *= cfg.service_scale
-            out.values[role] = (lat(st, s_cls), lat(runs["lower"], s_cls) / spread, lat(runs["upper"], s_cls) * spread)
+            out.values[role] = (
+                lat(st, s_cls),
+                lat(runs["lower"], s_cls) / spread,
+                lat(runs["upper"], s_cls) * spread,
+            )
         thr = out.values["throughput"]
         out.values["throughput_basic"] = (thr[0] * (1 - d), thr[1] * (1 - d), thr[2] * (1 - d))
         out.values["throughput_optional"] = (thr[0] * d, thr[1] * d, thr[2] * d)
@@ -128,7 +145,12 @@ def evaluate_tier(
         tails = []
         for name in ("mean", "lower", "upper"):
             s = runs[name]
-            tails.append(1000.0 * queue.response_quantile(tier.tail_q, _with_cs2(s, cs2), tier.tail_wait_factor) * k * tier.tail_factor)
+            tails.append(
+                1000.0
+                * queue.response_quantile(tier.tail_q, _with_cs2(s, cs2), tier.tail_wait_factor)
+                * k
+                * tier.tail_factor
+            )
         out.values["latency_tail"] = (tails[0], tails[1] / spread, tails[2] * spread)
     if tier.error_base is not None or timeout_ms is not None:
         base = (tier.error_base or 0.0) + cfg.error_shift
@@ -147,7 +169,17 @@ def evaluate_tier(
 
 
 def _plus_wait(s: queue.QueueStates, extra: np.ndarray) -> queue.QueueStates:
-    return queue.QueueStates(s.utilization, s.throughput, s.wait + extra, s.response + extra, s.pwait, s.backlog, s.saturated, s.es, s.cs2)
+    return queue.QueueStates(
+        s.utilization,
+        s.throughput,
+        s.wait + extra,
+        s.response + extra,
+        s.pwait,
+        s.backlog,
+        s.saturated,
+        s.es,
+        s.cs2,
+    )
 
 
 def slo_breach(
@@ -180,7 +212,14 @@ def slo_breach(
     lam = rho * cap
     st = queue.evaluate(lam, np.zeros(lam.shape[0]), cfg.units, es, svc.cs2, tier.wait_factor)
     if tail and tier.tail_q is not None:
-        curve = 1000.0 * queue.response_quantile(tier.tail_q, _with_cs2(st, tail_cs2(tier, svc)), tier.tail_wait_factor) * k * tier.tail_factor
+        curve = (
+            1000.0
+            * queue.response_quantile(
+                tier.tail_q, _with_cs2(st, tail_cs2(tier, svc)), tier.tail_wait_factor
+            )
+            * k
+            * tier.tail_factor
+        )
     else:
         curve = 1000.0 * (st.wait + es) * k
     above = np.flatnonzero(curve > slo_ms)
@@ -191,9 +230,14 @@ def slo_breach(
         return np.ones(load.times.shape[0])
     else:
         i = int(above[0])
-        f = (math.log(slo_ms) - math.log(curve[i - 1])) / (math.log(curve[i]) - math.log(curve[i - 1]))
+        f = (math.log(slo_ms) - math.log(curve[i - 1])) / (
+            math.log(curve[i]) - math.log(curve[i - 1])
+        )
         star = float(lam[i - 1] + f * (lam[i] - lam[i - 1]))
-        elast = float((math.log(curve[i]) - math.log(curve[i - 1])) / (math.log(lam[i]) - math.log(lam[i - 1])))
+        elast = float(
+            (math.log(curve[i]) - math.log(curve[i - 1]))
+            / (math.log(lam[i]) - math.log(lam[i - 1]))
+        )
     sd_load = np.maximum((load.upper - load.lower) / (2.0 * level_z), 0.0)
     # The SLO is judged per window: a window's own arrivals and service times vary around
     # the rate (Poisson counts, service variability), like a load error of this size.
@@ -209,7 +253,9 @@ def slo_breach(
 
 
 def _with_cs2(s: queue.QueueStates, cs2: float) -> queue.QueueStates:
-    return queue.QueueStates(s.utilization, s.throughput, s.wait, s.response, s.pwait, s.backlog, s.saturated, s.es, cs2)
+    return queue.QueueStates(
+        s.utilization, s.throughput, s.wait, s.response, s.pwait, s.backlog, s.saturated, s.es, cs2
+    )
 
 
 def _timeout_share(s: queue.QueueStates, timeout: float, es: float, cs2: float) -> np.ndarray:
@@ -222,7 +268,9 @@ def _timeout_share(s: queue.QueueStates, timeout: float, es: float, cs2: float) 
     return np.asarray(special.gammaincc(shape, timeout * shape / mean), dtype=float)
 
 
-def evaluate_series(base: dict[str, Band], effects: dict[str, Estimate], level_z: float = Z90) -> tuple[dict[str, Band], list[str]]:
+def evaluate_series(
+    base: dict[str, Band], effects: dict[str, Estimate], level_z: float = Z90
+) -> tuple[dict[str, Band], list[str]]:
     """Forecast trajectories (per role) moved by learned effects; returns the moved roles."""
     out = dict(base)
     moved = []
@@ -234,9 +282,17 @@ def evaluate_series(base: dict[str, Band], effects: dict[str, Estimate], level_z
         if e.kind == "log":
             f = math.exp(e.mean)
             mm = m * f
-            out[role] = (mm, np.minimum(lo * f * math.exp(-level_z * s), mm), np.maximum(hi * f * math.exp(level_z * s), mm))
+            out[role] = (
+                mm,
+                np.minimum(lo * f * math.exp(-level_z * s), mm),
+                np.maximum(hi * f * math.exp(level_z * s), mm),
+            )
         else:
             mm = m + e.mean
-            out[role] = (mm, np.minimum(lo + e.mean - level_z * s, mm), np.maximum(hi + e.mean + level_z * s, mm))
+            out[role] = (
+                mm,
+                np.minimum(lo + e.mean - level_z * s, mm),
+                np.maximum(hi + e.mean + level_z * s, mm),
+            )
         moved.append(role)
     return out, moved

@@ -80,7 +80,9 @@ def evaluate(
     if cap <= 0:
         n = lam.shape[0]
         inf = np.full(n, np.inf)
-        return QueueStates(np.ones(n), np.zeros(n), inf, inf, np.ones(n), np.zeros(n), np.ones(n, bool), es, cs2)
+        return QueueStates(
+            np.ones(n), np.zeros(n), inf, inf, np.ones(n), np.zeros(n), np.ones(n, bool), es, cs2
+        )
     rho = lam / cap
     rho_eff = np.minimum(rho, RHO_CAP)
     a = rho_eff * c
@@ -96,10 +98,14 @@ def evaluate(
     wait = wq + q_mid / cap
     util = np.where(saturated, 1.0, rho)
     thr = np.where(saturated, cap, lam)
-    return QueueStates(util, thr, wait, wait + es, np.where(saturated, 1.0, pw), q_end, saturated, es, cs2)
+    return QueueStates(
+        util, thr, wait, wait + es, np.where(saturated, 1.0, pw), q_end, saturated, es, cs2
+    )
 
 
-def response_quantile(q: float, st: QueueStates, wait_factor: float = 1.0, iterations: int = 36) -> np.ndarray:
+def response_quantile(
+    q: float, st: QueueStates, wait_factor: float = 1.0, iterations: int = 36
+) -> np.ndarray:
     """The ``q``-quantile of the response time (seconds) per state.
 
     R = backlog wait + W + S: service S ~ gamma(mean ``es``, ``cs2``); queueing W is 0

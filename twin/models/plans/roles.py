@@ -73,7 +73,9 @@ ROLES = (
 LATENCY_ROLES = frozenset({"latency", "latency_tail", "latency_basic", "latency_optional"})
 RATIO_ROLES = frozenset({"utilization", "error_rate"})
 MAX_CACHED_SYSTEMS = 2048
-PER_UNIT_UTILIZATION = re.compile(r"^(?:utilization\.server|server\.utilization|cpu\.utilization\.server)\.\d+$")
+PER_UNIT_UTILIZATION = re.compile(
+    r"^(?:utilization\.server|server\.utilization|cpu\.utilization\.server)\.\d+$"
+)
 
 _EXCLUDE_TAIL = r"(?!.*(?:^|\.)(?:p\d{2,3}|\d{2}th|percentile|quantile|max|min)(?:\.|$))"
 _NOT_MEM = r"(?!.*(?:memory|mem|disk|heap|network|net\.))"
@@ -101,26 +103,52 @@ RULES: tuple[tuple[str, str], ...] = (
     ("load", r"(^|\.)(http\.)?(server\.)?requests?\.(per\.second|per\.sec|rate)$"),
     ("load", r"(^|\.)(rps|qps|arrivals?)$"),
     ("load", r"^offered\.load$"),
-    ("throughput", r"^(throughput|processing\.rate|served\.rate|completion\.rate|responses\.per\.second)$"),
+    (
+        "throughput",
+        r"^(throughput|processing\.rate|served\.rate|completion\.rate|responses\.per\.second)$",
+    ),
     ("throughput", r"(^|\.)(requests\.completed\.rate|throughput)$"),
-    ("latency_tail", r"^(?P<base>.*(latency|response\.time|duration|processing\.time|inference\.time).*)$"),
+    (
+        "latency_tail",
+        r"^(?P<base>.*(latency|response\.time|duration|processing\.time|inference\.time).*)$",
+    ),
     ("latency", r"^(average\.response\.time|avg\.response\.time|mean\.response\.time)$"),
     ("latency", r"^response\.time(\.(avg|mean|average))?$"),
-    ("latency", _EXCLUDE_TAIL + r".*(^|\.)(latency|response\.time|request\.duration|server\.duration)(\.seconds|\.ms)?(\.(avg|mean|average))?$"),
-    ("latency", _EXCLUDE_TAIL + r".*(^|\.)(processing|inference|service)\.time(\.seconds|\.ms)?(\.(avg|mean|average))?$"),
+    (
+        "latency",
+        _EXCLUDE_TAIL
+        + r".*(^|\.)(latency|response\.time|request\.duration|server\.duration)(\.seconds|\.ms)?(\.(avg|mean|average))?$",
+    ),
+    (
+        "latency",
+        _EXCLUDE_TAIL
+        + r".*(^|\.)(processing|inference|service)\.time(\.seconds|\.ms)?(\.(avg|mean|average))?$",
+    ),
     ("utilization", r"^server\.utilization$"),
     ("utilization", r"^utilization$"),
-    ("utilization", _NOT_MEM + r".*(^|\.)cpu\.(utilization|utilisation|usage|percent|util)(\.ratio|\.percent)?$"),
+    (
+        "utilization",
+        _NOT_MEM
+        + r".*(^|\.)cpu\.(utilization|utilisation|usage|percent|util)(\.ratio|\.percent)?$",
+    ),
     ("utilization", r"^cpu$"),
     ("error_rate", r"(^|\.)(error|errors|failure|failures|5xx)\.(rate|ratio|percent|fraction)$"),
     ("error_rate", r"^error\.rate$|^errors$"),
     ("knob", r"^dimmer$"),
-    ("knob", r"(^|\.)(model\.level|quality\.level|qos\.level|fidelity|model\.index|resolution\.level)$"),
-    ("quality", r"(^|\.)(accuracy|model\.accuracy|map|detection\.confidence|quality\.score|precision)$"),
+    (
+        "knob",
+        r"(^|\.)(model\.level|quality\.level|qos\.level|fidelity|model\.index|resolution\.level)$",
+    ),
+    (
+        "quality",
+        r"(^|\.)(accuracy|model\.accuracy|map|detection\.confidence|quality\.score|precision)$",
+    ),
     ("cost", r"(^|\.)(cost\.per\.hour|hourly\.cost|cost|spend\.rate)$"),
 )
 _COMPILED = tuple((role, re.compile(rx)) for role, rx in RULES)
-_TAIL = re.compile(r"(?:^|\.)(?:p(\d{2,3})|(\d{2})th\.?percentile|percentile\.?(\d{2})|q(\d{2}))(?:\.|$)")
+_TAIL = re.compile(
+    r"(?:^|\.)(?:p(\d{2,3})|(\d{2})th\.?percentile|percentile\.?(\d{2})|q(\d{2}))(?:\.|$)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +187,10 @@ class RoleMap:
     def queue_ready(self) -> bool:
         """Load (or throughput) + capacity + latency or utilisation: a queueing model applies."""
         demand = self.has("load") or self.has("throughput") or self.has("throughput_basic")
-        return demand and self.has("capacity") and (
-            self.has("utilization") or self.has("latency") or self.has("latency_tail")
+        return (
+            demand
+            and self.has("capacity")
+            and (self.has("utilization") or self.has("latency") or self.has("latency_tail"))
         )
 
     def missing_for_queue(self) -> list[str]:
@@ -193,7 +223,12 @@ def _latency_scale(name: str, unit: str) -> float:
         return 0.001
     if u in ("ns", "nanosecond", "nanoseconds"):
         return 1e-6
-    if name.endswith(".seconds") or ".seconds." in name or name.endswith(".sec") or name.endswith(".s"):
+    if (
+        name.endswith(".seconds")
+        or ".seconds." in name
+        or name.endswith(".sec")
+        or name.endswith(".s")
+    ):
         return 1000.0
     if name.endswith(".us") or name.endswith(".micros"):
         return 0.001
@@ -259,7 +294,9 @@ def detect(
         unit = str(spec.get("unit", unit))
         scale = float(spec["scale"]) if "scale" in spec else _scale(role, name, unit, last)
         q = spec.get("quantile")
-        quantile = float(q) if q is not None else (_quantile_of(name) if role == "latency_tail" else None)
+        quantile = (
+            float(q) if q is not None else (_quantile_of(name) if role == "latency_tail" else None)
+        )
         bindings[role] = Binding(name, scale, quantile, "settings")
         taken.add(name)
         if name not in table:
@@ -301,7 +338,11 @@ def system_settings(settings: Mapping[str, Any], system: str) -> dict[str, Any]:
     if isinstance(own, Mapping):
         return dict(own)
     for pattern, value in systems.items():
-        if isinstance(value, Mapping) and any(ch in str(pattern) for ch in "*?[") and fnmatch.fnmatchcase(system, str(pattern)):
+        if (
+            isinstance(value, Mapping)
+            and any(ch in str(pattern) for ch in "*?[")
+            and fnmatch.fnmatchcase(system, str(pattern))
+        ):
             return dict(value)
     return {}
 
@@ -324,7 +365,9 @@ def validate_systems_setting(settings: Mapping[str, Any]) -> list[str]:
             continue
         for role in roles:
             if role not in ROLES:
-                errors.append(f"settings.systems.{name}.roles.{role}: unknown role (known: {', '.join(ROLES)})")
+                errors.append(
+                    f"settings.systems.{name}.roles.{role}: unknown role (known: {', '.join(ROLES)})"
+                )
     return errors
 
 

@@ -43,7 +43,9 @@ class Load:
     method: str
 
 
-def _num(params: Mapping[str, str], key: str, default: float, lo: float = 0.0, hi: float = math.inf) -> float:
+def _num(
+    params: Mapping[str, str], key: str, default: float, lo: float = 0.0, hi: float = math.inf
+) -> float:
     raw = params.get(key)
     if raw in (None, ""):
         return default
@@ -59,7 +61,10 @@ def _num(params: Mapping[str, str], key: str, default: float, lo: float = 0.0, h
 def scenario_name(params: Mapping[str, str]) -> str:
     name = str(params.get("scenario") or "baseline").strip().lower()
     if name not in SCENARIOS:
-        raise InvalidRequest(f"unknown scenario {params.get('scenario')!r}; known: {', '.join(SCENARIOS)}", "parameters.scenario")
+        raise InvalidRequest(
+            f"unknown scenario {params.get('scenario')!r}; known: {', '.join(SCENARIOS)}",
+            "parameters.scenario",
+        )
     return name
 
 
@@ -69,7 +74,9 @@ def validate(params: Mapping[str, str], horizon_minutes: float) -> None:
     _num(params, "arrival_rate", 0.0)
 
 
-def profile(params: Mapping[str, str], offsets: np.ndarray, horizon_sec: float) -> tuple[np.ndarray, str]:
+def profile(
+    params: Mapping[str, str], offsets: np.ndarray, horizon_sec: float
+) -> tuple[np.ndarray, str]:
     """Multiplier per state (``offsets`` = seconds after now) and a description."""
     name = scenario_name(params)
     h = max(horizon_sec, 1.0)
@@ -78,24 +85,38 @@ def profile(params: Mapping[str, str], offsets: np.ndarray, horizon_sec: float) 
         f = _num(params, "load_factor", 1.0, 0.0, MAX_FACTOR)
         return np.full(x.shape[0], f), ("" if f == 1.0 else f"× load_factor {f:g}")
     if name == "traffic_spike":
-        f = _num(params, "spike_factor", _num(params, "load_factor", 2.0, 0.0, MAX_FACTOR), 0.0, MAX_FACTOR)
+        f = _num(
+            params,
+            "spike_factor",
+            _num(params, "load_factor", 2.0, 0.0, MAX_FACTOR),
+            0.0,
+            MAX_FACTOR,
+        )
         start = _num(params, "spike_start_minutes", 10.0) * 60.0
         length = _num(params, "spike_minutes", _num(params, "spike_length_minutes", 20.0)) * 60.0
         ramp = max(_num(params, "spike_ramp_minutes", 1.0) * 60.0, 1e-9)
         up = np.clip((x - start) / ramp, 0.0, 1.0)
         down = np.clip((start + length - x) / ramp, 0.0, 1.0)
         m = 1.0 + (f - 1.0) * np.minimum(up, down)
-        return m, f"scenario traffic_spike: load ×{f:g} from +{start / 60:g} min for {length / 60:g} min"
+        return (
+            m,
+            f"scenario traffic_spike: load ×{f:g} from +{start / 60:g} min for {length / 60:g} min",
+        )
     if name == "traffic_drop":
         f = _num(params, "load_factor", 0.5, 0.0, MAX_FACTOR)
         start = _num(params, "drop_start_minutes", 0.0) * 60.0
-        return np.where(x >= start, f, 1.0), f"scenario traffic_drop: load ×{f:g} from +{start / 60:g} min"
+        return np.where(
+            x >= start, f, 1.0
+        ), f"scenario traffic_drop: load ×{f:g} from +{start / 60:g} min"
     f = _num(params, "load_factor", 1.5, 0.0, MAX_FACTOR)
     peak = _num(params, "peak_minutes", h / 120.0) * 60.0
     width = max(_num(params, "peak_width_minutes", h / 60.0) * 60.0, 1e-9)
     z = np.clip((x - peak) / width, -0.5, 0.5)
     m = 1.0 + (f - 1.0) * np.cos(math.pi * z) ** 2
-    return m, f"scenario diurnal_peak: load up to ×{f:g} at +{peak / 60:g} min ({width / 60:g} min wide)"
+    return (
+        m,
+        f"scenario diurnal_peak: load up to ×{f:g} at +{peak / 60:g} min ({width / 60:g} min wide)",
+    )
 
 
 def shape(load: Load, params: Mapping[str, str], now: float, horizon_sec: float) -> Load:

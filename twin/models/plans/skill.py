@@ -77,17 +77,35 @@ class Basis:
     text: str
 
 
-def assess(skill: Skill | None, model_sigma: float, extra_sigma: float, tolerance: float = 0.1) -> Basis:
+def assess(
+    skill: Skill | None, model_sigma: float, extra_sigma: float, tolerance: float = 0.1
+) -> Basis:
     """Confidence of one answer: measured (ledger) when there is history, else the prior."""
     sigma = math.sqrt(model_sigma**2 + extra_sigma**2)
     prior = confidence(sigma, tolerance)
     n = skill.n if skill is not None else 0
     if skill is None or n <= 0:
-        return Basis(prior, sigma, "prior", f"no scored history: prior model error {model_sigma:.0%} combined with this answer's own uncertainty {extra_sigma:.0%}")
+        return Basis(
+            prior,
+            sigma,
+            "prior",
+            f"no scored history: prior model error {model_sigma:.0%} combined with this answer's own uncertainty {extra_sigma:.0%}",
+        )
     plain = confidence(model_sigma, tolerance)
     measured = skill.confidence(plain)
     conf = measured * (prior / plain if plain > 0 else 1.0)
-    wt = f", {skill.within_tolerance:.0%} within ±{tolerance:.0%}" if math.isfinite(skill.within_tolerance) else ""
+    wt = (
+        f", {skill.within_tolerance:.0%} within ±{tolerance:.0%}"
+        if math.isfinite(skill.within_tolerance)
+        else ""
+    )
     re = f", relative error {skill.rel_error:.1%}" if math.isfinite(skill.rel_error) else ""
-    extra = f"; this answer's own extra uncertainty {extra_sigma:.0%}" if extra_sigma > 0.005 else ""
-    return Basis(conf, sigma, "ledger", f"measured: {n} scored predictions of this kind on this system{wt}{re}{extra}")
+    extra = (
+        f"; this answer's own extra uncertainty {extra_sigma:.0%}" if extra_sigma > 0.005 else ""
+    )
+    return Basis(
+        conf,
+        sigma,
+        "ledger",
+        f"measured: {n} scored predictions of this kind on this system{wt}{re}{extra}",
+    )

@@ -38,6 +38,7 @@ NOISE_PER_ELASTICITY = 0.02
 WAIT_SHARE_FOR_WAIT_FACTOR = 0.15
 MIN_KNOB_SAMPLES = 3
 MIN_SINCE_SEC = 60.0
+FIT_SIGMA_FLOOR = 0.02
 
 
 @dataclass(slots=True)
@@ -75,6 +76,7 @@ class Tier:
     observed_tail_ms: float | None = None
     quality_now: float | None = None
     backlog: float = 0.0  # requests queued now beyond the steady state (a saturated tier)
+    fit_sigma: float = FIT_SIGMA_FLOOR  # log error of the model where the tier was observed
     samples: int = 0
     window: tuple[float, float] = (math.nan, math.nan)
     newest: float = math.nan
@@ -139,7 +141,9 @@ def _series(store: Any, system: str, b: Binding | None) -> Any:
     return s if s is not None and len(s) else None
 
 
-def _window(store: Any, system: str, b: Binding | None, lo: float) -> tuple[np.ndarray, np.ndarray] | None:
+def _window(
+    store: Any, system: str, b: Binding | None, lo: float
+) -> tuple[np.ndarray, np.ndarray] | None:
     s = _series(store, system, b)
     if s is None:
         return None
@@ -176,12 +180,16 @@ def _served(store: Any, system: str, roles: RoleMap, t: np.ndarray) -> np.ndarra
     xb = _aligned(store, system, roles.get("throughput_basic"), t)
     xo = _aligned(store, system, roles.get("throughput_optional"), t)
     if xb is not None or xo is not None:
-        return np.nan_to_num(xb if xb is not None else 0.0) + np.nan_to_num(xo if xo is not None else 0.0)
+        return np.nan_to_num(xb if xb is not None else 0.0) + np.nan_to_num(
+            xo if xo is not None else 0.0
+        )
     x = _aligned(store, system, roles.get("throughput"), t)
     return x if x is not None else _aligned(store, system, roles.get("load"), t)
 
 
-def _util_window(store: Any, system: str, roles: RoleMap, lo: float) -> tuple[np.ndarray, np.ndarray] | None:
+def _util_window(
+    store: Any, system: str, roles: RoleMap, lo: float
+) -> tuple[np.ndarray, np.ndarray] | None:
     w = _window(store, system, roles.get("utilization"), lo)
     if w is not None:
         return w
@@ -198,7 +206,11 @@ def _util_window(store: Any, system: str, roles: RoleMap, lo: float) -> tuple[np
 
 
 def newest_time(store: Any, system: str, roles: RoleMap) -> float:
-    times = [s.last_t for s in (store.get(system, b.metric) for b in roles.bindings.values()) if s is not None and len(s)]
+    times = [
+        s.last_t
+        for s in (store.get(system, b.metric) for b in roles.bindings.values())
+        if s is not None and len(s)
+    ]
     return max(times, default=-math.inf)
 
 
@@ -247,7 +259,12 @@ def _knob_kind(roles: RoleMap, values: np.ndarray | None) -> str:
         return "dimmer"
     if values is not None and values.shape[0]:
         v = values[np.isfinite(values)]
-        if v.shape[0] and float(v.min()) >= 0.0 and float(v.max()) <= 1.0 and np.unique(np.round(v, 6)).shape[0] > 5:
+        if (
+            v.shape[0]
+            and float(v.min()) >= 0.0
+            and float(v.max()) <= 1.0
+            and np.unique(np.round(v, 6)).shape[0] > 5
+        ):
             return "dimmer"
     return "levels"
 
@@ -305,7 +322,7 @@ def calibrate(
     if util is None and samples is not None:
         util = float(np.nanmean(samples.u))
     # Latency figures of the current configuration (samples at the current knob only).
-    now_mask = _knob_mask(store, system, roles, lo, knob_now)
+    now_mask = _config_mask(store, system, roles, knob_now, c)
     ravg = _masked_mean(store, system, roles.get("latency"), lo, now_mask)
     rb = _masked_mean(store, system, roles.get("latency_basic"), lo, now_mask)
     ro = _masked_mean(store, system, roles.get("latency_optional"), lo, now_mask)
@@ -321,11 +338,15 @@ def calibrate(
             mask = np.isclose(samples.knob, knob_now)
         es, n_es = _es_utilisation_law(samples, mask)
         if es is not None:
-            notes.append(f"E[S] = Σ c·ρ / Σ X over {n_es} samples = {es * 1000:.1f} ms (utilisation law)")
+            notes.append(
+                f"E[S] = Σ c·ρ / Σ X over {n_es} samples = {es * 1000:.1f} ms (utilisation law)"
+            )
     if es is None and util is not None and 0.0 < util < 1.0 and served > 0:
         c_mean, _ = _mean(store, system, roles.get("capacity"), lo)
         es = (c_mean or c) * util / served
-        notes.append(f"E[S] = c·ρ/X = {(c_mean or c):.3g}·{util:.3f}/{served:.3g} = {es * 1000:.1f} ms")
+        notes.append(
+            f"E[S] = c·ρ/X = {(c_mean or c):.3g}·{util:.3f}/{served:.3g} = {es * 1000:.1f} ms"
+        )
     if es is None and ravg is not None and ravg > 0 and lam > 0:
         es = _solve_service_from_rt(lam, c, ravg / 1000.0)
         notes.append(f"E[S] solved from the observed latency: {es * 1000:.1f} ms")
@@ -355,7 +376,10 @@ def calibrate(
     if kind == "dimmer":
         s_basic, s_opt = _split_dimmer(es, d_now, rb, ro, es_by_knob, notes)
     elif kind == "levels" and len(es_by_knob) > 1:
-        notes.append("service time per knob setting: " + ", ".join(f"{k:g} → {v * 1000:.0f} ms" for k, v in sorted(es_by_knob.items())))
+        notes.append(
+            "service time per knob setting: "
+            + ", ".join(f"{k:g} → {v * 1000:.0f} ms" for k, v in sorted(es_by_knob.items()))
+        )
     tier = Tier(
         system,
         roles,
@@ -377,14 +401,18 @@ def calibrate(
         assumed=assumed,
     )
     if knob_now is not None and roles.has("quality"):
-        tier.quality_now = quality_by_knob.get(_key(knob_now), _latest(store, system, roles.get("quality")))
+        tier.quality_now = quality_by_knob.get(
+            _key(knob_now), _latest(store, system, roles.get("quality"))
+        )
     _fit_latency(store, tier, lo, ravg)
     _fit_tail(store, tier, lo, now_mask)
     _backlog_now(store, tier)
     err, _ = _mean(store, system, roles.get("error_rate"), lo)
     tier.error_base = err
     if timeout_ms is not None:
-        notes.append(f"request time-out {timeout_ms:g} ms (settings): longer responses count as errors")
+        notes.append(
+            f"request time-out {timeout_ms:g} ms (settings): longer responses count as errors"
+        )
     return tier
 
 
@@ -406,25 +434,34 @@ def _backlog_now(store: Any, tier: Tier) -> None:
     if svc is None or lam is None or not math.isfinite(float(lam[0])):
         return
     r_obs = float(s.last_v) * lb.scale / 1000.0  # type: ignore[union-attr]
-    st = queue.evaluate(np.array([float(lam[0])]), np.zeros(1), tier.units, svc.es, svc.cs2, tier.wait_factor)
+    st = queue.evaluate(
+        np.array([float(lam[0])]), np.zeros(1), tier.units, svc.es, svc.cs2, tier.wait_factor
+    )
     steady = svc.es if st.saturated[0] else float(st.response[0])
     excess = r_obs / tier.rt_factor - steady
     cap = tier.units / svc.es
     if excess > 0:
         # FCFS: everything that arrived while the newest completions waited is still queued.
         tier.backlog = float(min(excess * float(lam[0]), cap * 3600.0))
-        tier.notes.append(f"saturated now (utilisation {float(u[0]):.2f}, latency {r_obs * 1000:.0f} ms): a backlog of ~{tier.backlog:.0f} requests carries into the horizon")
+        tier.notes.append(
+            f"saturated now (utilisation {float(u[0]):.2f}, latency {r_obs * 1000:.0f} ms): a backlog of ~{tier.backlog:.0f} requests carries into the horizon"
+        )
 
 
-def _knob_mask(store: Any, system: str, roles: RoleMap, lo: float, knob_now: float | None) -> Any:
-    """A function t -> bool mask 'sample taken with the current knob setting'."""
-    kb = roles.get("knob")
-    if kb is None or knob_now is None:
-        return None
+def _config_mask(store: Any, system: str, roles: RoleMap, knob_now: float | None, units_now: int) -> Any:
+    """A function t -> bool mask 'sample taken in the current configuration' (same knob
+    setting, same capacity)."""
+    kb, cb = roles.get("knob"), roles.get("capacity")
 
     def mask(t: np.ndarray) -> np.ndarray:
-        k = _aligned(store, system, kb, t)
-        return np.ones(t.shape[0], bool) if k is None else np.isclose(k, knob_now)
+        out = np.ones(t.shape[0], bool)
+        k = _aligned(store, system, kb, t) if (kb is not None and knob_now is not None) else None
+        if k is not None:
+            out &= np.isclose(k, knob_now)  # type: ignore[arg-type]
+        c = _aligned(store, system, cb, t) if cb is not None else None
+        if c is not None:
+            out &= np.round(np.nan_to_num(c)) == units_now
+        return out
 
     return mask
 
@@ -442,7 +479,14 @@ def _masked_mean(store: Any, system: str, b: Binding | None, lo: float, mask: An
     return float(v[ok].mean()) if ok.any() else None
 
 
-def _split_dimmer(es: float, d: float, rb: float | None, ro: float | None, table: dict[float, float], notes: list[str]) -> tuple[float, float]:
+def _split_dimmer(
+    es: float,
+    d: float,
+    rb: float | None,
+    ro: float | None,
+    table: dict[float, float],
+    notes: list[str],
+) -> tuple[float, float]:
     """Basic and optional service times (seconds)."""
     if len(table) >= 2:
         ks = np.array(sorted(table))
@@ -453,7 +497,9 @@ def _split_dimmer(es: float, d: float, rb: float | None, ro: float | None, table
             if sb > 0.05 * es and so > 0.05 * es:
                 # Anchor at the current setting's own estimate.
                 shift = es - (d * so + (1 - d) * sb)
-                notes.append(f"basic/optional service times from E[S] at {len(table)} dimmer settings: {1000 * (sb + shift):.1f} / {1000 * (so + shift):.1f} ms")
+                notes.append(
+                    f"basic/optional service times from E[S] at {len(table)} dimmer settings: {1000 * (sb + shift):.1f} / {1000 * (so + shift):.1f} ms"
+                )
                 return sb + shift, so + shift
     delta = (ro - rb) / 1000.0 if (ro is not None and rb is not None) else 0.0
     sb = es - d * delta
@@ -466,7 +512,9 @@ def _split_dimmer(es: float, d: float, rb: float | None, ro: float | None, table
             notes.append(f"class split from the response-time ratio optional/basic = {ratio:.2f}")
         else:
             sb = so = es
-            notes.append("basic and optional service times not distinguishable: the dimmer has no modelled effect")
+            notes.append(
+                "basic and optional service times not distinguishable: the dimmer has no modelled effect"
+            )
     return sb, so
 
 
@@ -492,7 +540,9 @@ def _fit_latency(store: Any, tier: Tier, lo: float, ravg: float | None) -> None:
     what = f"{len(groups)} configuration(s)" + (" and load levels" if varying else "")
     if k != 1.0:
         tier.wait_factor = k
-        tier.notes.append(f"waiting-time factor {k:.3f} ± {k_sd:.3f} from {what} (service-time variability; waiting is {share:.0%} of the latency there)")
+        tier.notes.append(
+            f"waiting-time factor {k:.3f} ± {k_sd:.3f} from {what} (service-time variability; waiting is {share:.0%} of the latency there)"
+        )
     fit = _pool(tier, groups, tier.wait_factor)
     if fit is None:
         return
@@ -501,8 +551,30 @@ def _fit_latency(store: Any, tier: Tier, lo: float, ravg: float | None) -> None:
     lf = math.log(raw)
     used = float(math.exp(math.copysign(max(0.0, abs(lf) - band), lf)))
     where = f" over {what}" if n_used > 1 else ""
-    tier.notes.append(f"latency factor observed/model{where} = {raw:.3f}, used {used:.3f} (noise band ±{band:.2f} in log at load elasticity {e:.1f})")
+    tier.notes.append(
+        f"latency factor observed/model{where} = {raw:.3f}, used {used:.3f} (noise band ±{band:.2f} in log at load elasticity {e:.1f})"
+    )
     tier.rt_factor = used
+    tier.fit_sigma = _fit_residual(tier, groups)
+
+
+def _fit_residual(tier: Tier, groups: list[_Group]) -> float:
+    """RMS log error of the fitted model on the window's configurations (floor 2 %): the
+    error of a prediction where the tier has been observed."""
+    num = den = 0.0
+    for g in groups:
+        svc = tier.service(g.knob)
+        if svc is None or g.latency <= 0:
+            continue
+        st = queue.evaluate(
+            np.array([g.lam]), np.zeros(1), g.units, svc.es, svc.cs2, tier.wait_factor
+        )
+        if st.saturated[0]:
+            continue
+        model = float(st.response[0]) * tier.rt_factor
+        num += g.n * math.log(g.latency / model) ** 2
+        den += g.n
+    return max(FIT_SIGMA_FLOOR, math.sqrt(num / den)) if den > 0 else FIT_SIGMA_FLOOR
 
 
 def _load_varies(store: Any, tier: Tier, lo: float) -> bool:
@@ -544,7 +616,9 @@ def _wait_factor(tier: Tier, groups: list[_Group]) -> tuple[float, float, float]
             continue
         wait, r0 = float(st.wait[0]), float(st.response[0])
         e = (math.log(float(st.response[1])) - math.log(r0)) / math.log(1.01)
-        var = ((NOISE_PER_ELASTICITY * e * g.latency) ** 2 + (ES_REL_ERROR * svc.es) ** 2) / (wait * wait)
+        var = ((NOISE_PER_ELASTICITY * e * g.latency) ** 2 + (ES_REL_ERROR * svc.es) ** 2) / (
+            wait * wait
+        )
         var *= max(1.0, 30.0 / max(g.n, 1))  # few samples: less trust
         p = 1.0 / var
         prec += p
@@ -604,15 +678,28 @@ def _groups(store: Any, tier: Tier, lo: float, by_load: bool = False) -> list[_G
     else:
         bins = np.zeros(t.shape[0], int)
     out = []
-    keys = {(int(a), float(b), int(d)) for a, b, d in zip(cc[ok].tolist(), kk[ok].tolist(), bins[ok].tolist())}
+    keys = {
+        (int(a), float(b), int(d))
+        for a, b, d in zip(cc[ok].tolist(), kk[ok].tolist(), bins[ok].tolist())
+    }
     for ci, ki, di in sorted(keys):
         sel = ok & (cc == ci) & (kk == ki) & (bins == di)
         n = int(sel.sum())
         if n < MIN_KNOB_SAMPLES:
             continue
         rs = r[sel]
-        keep = rs <= 10.0 * float(np.median(rs))  # a backlog draining after a change, not this configuration
-        out.append(_Group(ci, None if ki == none else ki, float(lam[sel][keep].mean()), float(rs[keep].mean()) / 1000.0, int(keep.sum())))
+        keep = rs <= 10.0 * float(
+            np.median(rs)
+        )  # a backlog draining after a change, not this configuration
+        out.append(
+            _Group(
+                ci,
+                None if ki == none else ki,
+                float(lam[sel][keep].mean()),
+                float(rs[keep].mean()) / 1000.0,
+                int(keep.sum()),
+            )
+        )
     return out
 
 
@@ -628,7 +715,9 @@ def _not_draining(store: Any, tier: Tier, t: np.ndarray) -> np.ndarray:
     return ~(u >= SATURATED_UTILIZATION)
 
 
-def _pool(tier: Tier, groups: list[_Group], wait_factor: float = 1.0) -> tuple[float, float, int] | None:
+def _pool(
+    tier: Tier, groups: list[_Group], wait_factor: float = 1.0
+) -> tuple[float, float, int] | None:
     """(observed/model latency pooled over the groups, their mean elasticity, groups used).
 
     Groups near saturation carry less weight: their mean latency is dominated by load
@@ -639,7 +728,9 @@ def _pool(tier: Tier, groups: list[_Group], wait_factor: float = 1.0) -> tuple[f
         svc = tier.service(g.knob)
         if svc is None or g.latency <= 0:
             continue
-        st = queue.evaluate(np.array([g.lam, g.lam * 1.01]), np.zeros(2), g.units, svc.es, svc.cs2, wait_factor)
+        st = queue.evaluate(
+            np.array([g.lam, g.lam * 1.01]), np.zeros(2), g.units, svc.es, svc.cs2, wait_factor
+        )
         if st.saturated.any():
             continue
         r0, r1 = float(st.response[0]), float(st.response[1])
@@ -678,7 +769,8 @@ def _fit_tail(store: Any, tier: Tier, lo: float, mask: Any) -> None:
     svc = tier.service(tier.knob)
     if obs is None or svc is None or obs <= 0:
         return
-    st = queue.evaluate(np.array([tier.load]), np.zeros(1), tier.units, svc.es, svc.cs2, tier.wait_factor)
+    lam = _masked_mean(store, tier.system, tier.roles.get("load"), lo, mask) or tier.load
+    st = queue.evaluate(np.array([lam]), np.zeros(1), tier.units, svc.es, svc.cs2, tier.wait_factor)
     if st.saturated[0]:
         return
     st.cs2 = _tail_cs2(tier, svc)
@@ -694,10 +786,14 @@ def _fit_tail(store: Any, tier: Tier, lo: float, mask: Any) -> None:
             mid = 0.5 * (lo_f + hi_f)
             lo_f, hi_f = (mid, hi_f) if q_at(mid) < target else (lo_f, mid)
         tier.tail_wait_factor = 0.5 * (lo_f + hi_f)
-        tier.notes.append(f"p{tier.tail_q * 100:g} latency: queueing part ×{tier.tail_wait_factor:.3f} to match the published quantile")
+        tier.notes.append(
+            f"p{tier.tail_q * 100:g} latency: queueing part ×{tier.tail_wait_factor:.3f} to match the published quantile"
+        )
     elif q1 > 0:
         tier.tail_factor = float(min(5.0, max(0.2, target / q1)))
-        tier.notes.append(f"p{tier.tail_q * 100:g} latency factor observed/model = {tier.tail_factor:.3f}")
+        tier.notes.append(
+            f"p{tier.tail_q * 100:g} latency factor observed/model = {tier.tail_factor:.3f}"
+        )
 
 
 def _tail_cs2(tier: Tier, svc: Service) -> float:

@@ -85,11 +85,36 @@ def _flat(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k.startswith(prefix)}
 
 
-def objectives(params: Mapping[str, str], system_settings: Mapping[str, Any], settings: Mapping[str, Any], has_tail: bool) -> Objectives:
+def objectives(
+    params: Mapping[str, str],
+    system_settings: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    has_tail: bool,
+) -> Objectives:
     layers = [
         ("request", {k: v for k, v in params.items() if k.startswith(("slo.", "utility."))}),
-        ("system settings", _flat({k: system_settings[k] for k in ("slo", "utility") if isinstance(system_settings.get(k), Mapping)}, "")),
-        ("settings", _flat({k: settings[k] for k in ("slo", "utility") if isinstance(settings.get(k), Mapping)}, "")),
+        (
+            "system settings",
+            _flat(
+                {
+                    k: system_settings[k]
+                    for k in ("slo", "utility")
+                    if isinstance(system_settings.get(k), Mapping)
+                },
+                "",
+            ),
+        ),
+        (
+            "settings",
+            _flat(
+                {
+                    k: settings[k]
+                    for k in ("slo", "utility")
+                    if isinstance(settings.get(k), Mapping)
+                },
+                "",
+            ),
+        ),
     ]
     legacy = settings.get("cost_per_server_hour")
     found: dict[str, Any] = {}
@@ -101,7 +126,9 @@ def objectives(params: Mapping[str, str], system_settings: Mapping[str, Any], se
                 used.append(f"{key} from {name}")
                 break
         else:
-            found[key] = legacy if (key == "utility.cost_per_unit_hour" and legacy is not None) else default
+            found[key] = (
+                legacy if (key == "utility.cost_per_unit_hour" and legacy is not None) else default
+            )
 
     def num(key: str, lo: float = 0.0) -> float:
         try:
@@ -156,9 +183,13 @@ def breach_probability(
     """Per-state probability of breaching the SLO (0 where nothing is predicted)."""
     p = None
     if latency_ms is not None:
-        p = p_exceed_lognormal(latency_ms, obj.latency_ms, np.broadcast_to(latency_sigma, np.shape(latency_ms)))
+        p = p_exceed_lognormal(
+            latency_ms, obj.latency_ms, np.broadcast_to(latency_sigma, np.shape(latency_ms))
+        )
     if obj.error_rate is not None and error_rate is not None:
-        pe = p_exceed_normal(error_rate, obj.error_rate, np.broadcast_to(error_sd, np.shape(error_rate)))
+        pe = p_exceed_normal(
+            error_rate, obj.error_rate, np.broadcast_to(error_sd, np.shape(error_rate))
+        )
         p = pe if p is None else 1.0 - (1.0 - p) * (1.0 - pe)
     if p is None:
         return np.zeros(0)
@@ -178,7 +209,9 @@ def utility(
     good = offered * (1.0 - (error_rate if error_rate is not None else 0.0))
     q = quality if quality is not None else 0.0
     p = p_breach if p_breach.shape[0] else np.zeros_like(offered)
-    value = float(np.sum(dt * good * obj.value_per_request * (1.0 + obj.quality_weight * q) * (1.0 - p)))
+    value = float(
+        np.sum(dt * good * obj.value_per_request * (1.0 + obj.quality_weight * q) * (1.0 - p))
+    )
     penalty = float(np.sum(dt * good * obj.value_per_request * obj.breach_penalty * p))
     cost = float(np.sum(dt * units * obj.cost_per_unit_hour / 3600.0))
     return value - penalty - cost, {"value": value, "penalty": penalty, "cost": cost}

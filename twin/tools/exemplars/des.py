@@ -165,7 +165,13 @@ class QueueSim:
         return Requests(arr, start, finish, opt, err)
 
 
-def bin_requests(req: Requests, t0: float, t1: float, interval: float, units_at: Callable[[np.ndarray], np.ndarray]) -> Bins:
+def bin_requests(
+    req: Requests,
+    t0: float,
+    t1: float,
+    interval: float,
+    units_at: Callable[[np.ndarray], np.ndarray],
+) -> Bins:
     """Aggregates requests into bins of ``interval`` seconds over [t0, t1)."""
     nb = max(1, int(round((t1 - t0) / interval)))
     edges = t0 + interval * np.arange(nb + 1)
@@ -189,7 +195,19 @@ def bin_requests(req: Requests, t0: float, t1: float, interval: float, units_at:
         if hi > lo:
             p95[b] = float(np.percentile(rts[lo:hi], 95))
     busy = _busy(req.start, req.finish, edges)
-    return Bins(edges[1:], interval, arrivals, completed, rt_sum, p95, busy, units_at(edges[1:] - 1e-3), errors, cls_completed, cls_rt_sum)
+    return Bins(
+        edges[1:],
+        interval,
+        arrivals,
+        completed,
+        rt_sum,
+        p95,
+        busy,
+        units_at(edges[1:] - 1e-3),
+        errors,
+        cls_completed,
+        cls_rt_sum,
+    )
 
 
 def _busy(start: np.ndarray, finish: np.ndarray, edges: np.ndarray) -> np.ndarray:

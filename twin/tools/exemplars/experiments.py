@@ -35,7 +35,6 @@ import numpy as np
 
 from twin.tools.exemplars.feed import feed
 from twin.tools.exemplars.systems import (
-    SWITCH_LEVELS,
     Act,
     Exemplar,
     K8sService,
@@ -68,7 +67,11 @@ class TwinUnderTest:
 
             def forecast(system: str, metric: str, horizon: float, level: float) -> Any:
                 s = rt.state.store.get(system, metric)
-                return m.engine.forecast((system, metric), s, horizon, level) if s is not None and len(s) else None
+                return (
+                    m.engine.forecast((system, metric), s, horizon, level)
+                    if s is not None and len(s)
+                    else None
+                )
 
             self._engine = PlanEngine(rt.state, m.settings, forecast, m.calibrator, m.level)
             self._own = True
@@ -82,7 +85,14 @@ class TwinUnderTest:
 
         merged = dict(BASE_SETTINGS)
         merged.update(settings)
-        cfg = load_config(overrides={"digital_twin": {"world_model": {"implementation": "statistical", "settings": merged}}}, environ={})
+        cfg = load_config(
+            overrides={
+                "digital_twin": {
+                    "world_model": {"implementation": "statistical", "settings": merged}
+                }
+            },
+            environ={},
+        )
         rt = TwinRuntime(cfg)
         await rt.initialize()
         return cls(rt)
@@ -101,14 +111,20 @@ class TwinUnderTest:
     def feed(self, seg: Segment) -> None:
         feed(self.rt, seg)
         if self._own:
+            import orjson
+
             from twin.core.events import decode_execution, parse_time
             from twin.models.base import EventBatch
 
-            import orjson
-
             for e in seg.executions:
                 rec = decode_execution(orjson.dumps(e))
-                self._engine.effects.on_action(parse_time(e["finished_at"]), rec.target or "", rec.action_type, (rec.metadata or {}).get("params", {}), rec.success)
+                self._engine.effects.on_action(
+                    parse_time(e["finished_at"]),
+                    rec.target or "",
+                    rec.action_type,
+                    (rec.metadata or {}).get("params", {}),
+                    rec.success,
+                )
             _ = EventBatch
 
     async def fit(self, system: str, metrics: Sequence[str] | None = None) -> int:
@@ -135,14 +151,31 @@ class TwinUnderTest:
     def learn(self) -> int:
         return int(self.plans.background())
 
-    async def simulate(self, kind: str, system: str, actions: Sequence[Act], horizon_min: int, params: dict[str, str] | None = None, plans: Sequence[tuple[str, Sequence[Act]]] = ()) -> Any:
+    async def simulate(
+        self,
+        kind: str,
+        system: str,
+        actions: Sequence[Act],
+        horizon_min: int,
+        params: dict[str, str] | None = None,
+        plans: Sequence[tuple[str, Sequence[Act]]] = (),
+    ) -> Any:
         from twin.models.base import Action, SimulationRequest
         from twin.models.plans.types import CandidatePlan
 
         p = dict(params or {})
         p.setdefault("system", system)
-        req = SimulationRequest("x", kind, [Action(a.action_type, system, dict(a.params)) for a in actions], horizon_min, p)
-        cands = [CandidatePlan(pid, [Action(a.action_type, system, dict(a.params)) for a in acts]) for pid, acts in plans]
+        req = SimulationRequest(
+            "x",
+            kind,
+            [Action(a.action_type, system, dict(a.params)) for a in actions],
+            horizon_min,
+            p,
+        )
+        cands = [
+            CandidatePlan(pid, [Action(a.action_type, system, dict(a.params)) for a in acts])
+            for pid, acts in plans
+        ]
         if not self._own:
             if cands:
                 req.plans = cands  # type: ignore[attr-defined]
@@ -178,7 +211,9 @@ def stationary(rate: float) -> Callable[[np.ndarray], np.ndarray]:
     return constant(rate)
 
 
-def wavy(rate: float, amplitude: float, period: float, phase: float) -> Callable[[np.ndarray], np.ndarray]:
+def wavy(
+    rate: float, amplitude: float, period: float, phase: float
+) -> Callable[[np.ndarray], np.ndarray]:
     return lambda t: rate * (1.0 + amplitude * np.sin(2 * math.pi * np.asarray(t) / period + phase))
 
 
@@ -230,9 +265,21 @@ def _whatif_setups(system: str, rng: random.Random, seed: int) -> list[Setup]:
         sb = rng.uniform(0.03, 0.08)
         so = sb * rng.uniform(1.4, 2.2)
         for i, (c0, d0, act, c1, d1) in enumerate(
-            ((3, 0.5, Act("ADD_SERVER", {"count": "1"}), 4, 0.5), (5, 0.5, Act("REMOVE_SERVER", {"count": "1"}), 4, 0.5), (4, 0.2, Act("SET_DIMMER", {"value": "0.8"}), 4, 0.8))
+            (
+                (3, 0.5, Act("ADD_SERVER", {"count": "1"}), 4, 0.5),
+                (5, 0.5, Act("REMOVE_SERVER", {"count": "1"}), 4, 0.5),
+                (4, 0.2, Act("SET_DIMMER", {"value": "0.8"}), 4, 0.8),
+            )
         ):
-            out.append((SwimTier(seed + i, c0, d0, sb, so), [], act, {"servers": c0, "dimmer": d0, "cache": 0.0}, {"servers": c1, "dimmer": d1, "cache": 0.0}))
+            out.append(
+                (
+                    SwimTier(seed + i, c0, d0, sb, so),
+                    [],
+                    act,
+                    {"servers": c0, "dimmer": d0, "cache": 0.0},
+                    {"servers": c1, "dimmer": d1, "cache": 0.0},
+                )
+            )
     elif system == "switch":
         speed = rng.uniform(0.7, 1.5)
         a, b = rng.sample(range(1, 6), 2)
@@ -240,18 +287,55 @@ def _whatif_setups(system: str, rng: random.Random, seed: int) -> list[Setup]:
         # The history visits the target level first (SWITCH switches models all the time).
         hist = [(HISTORY_SEC / 2, Act("SWITCH_MODEL", {"level": str(a)}))]
         now = {"workers": w, "level": a, "size": 640.0}
-        out.append((SwitchInference(seed, w, b, speed), hist, Act("SWITCH_MODEL", {"level": str(b)}), now, {"workers": w, "level": b, "size": 640.0}))
-        out.append((SwitchInference(seed + 1, w, a, speed), [], Act("SCALE_UP", {"count": "1"}), now, {"workers": w + 1, "level": a, "size": 640.0}))
+        out.append(
+            (
+                SwitchInference(seed, w, b, speed),
+                hist,
+                Act("SWITCH_MODEL", {"level": str(b)}),
+                now,
+                {"workers": w, "level": b, "size": 640.0},
+            )
+        )
+        out.append(
+            (
+                SwitchInference(seed + 1, w, a, speed),
+                [],
+                Act("SCALE_UP", {"count": "1"}),
+                now,
+                {"workers": w + 1, "level": a, "size": 640.0},
+            )
+        )
     else:
         svc = rng.uniform(0.03, 0.15)
         cs2 = rng.uniform(0.3, 1.0)
         r = rng.randint(3, 8)
-        out.append((K8sService(seed, r, svc, cs2), [], Act("SCALE_DEPLOYMENT", {"replicas": str(r + 2)}), {"replicas": r, "pool": 10.0}, {"replicas": r + 2, "pool": 10.0}))
-        out.append((K8sService(seed + 1, r + 2, svc, cs2), [], Act("SCALE_DOWN", {"count": "1"}), {"replicas": r + 2, "pool": 10.0}, {"replicas": r + 1, "pool": 10.0}))
+        out.append(
+            (
+                K8sService(seed, r, svc, cs2),
+                [],
+                Act("SCALE_DEPLOYMENT", {"replicas": str(r + 2)}),
+                {"replicas": r, "pool": 10.0},
+                {"replicas": r + 2, "pool": 10.0},
+            )
+        )
+        out.append(
+            (
+                K8sService(seed + 1, r + 2, svc, cs2),
+                [],
+                Act("SCALE_DOWN", {"count": "1"}),
+                {"replicas": r + 2, "pool": 10.0},
+                {"replicas": r + 1, "pool": 10.0},
+            )
+        )
     return out
 
 
-async def whatif_errors(system: str, seed: int, utils: Sequence[float] = (0.3, 0.5, 0.7, 0.8, 0.9), requests: int = 150_000) -> list[WhatIfCase]:
+async def whatif_errors(
+    system: str,
+    seed: int,
+    utils: Sequence[float] = (0.3, 0.5, 0.7, 0.8, 0.9),
+    requests: int = 150_000,
+) -> list[WhatIfCase]:
     rng = random.Random(seed * 7919 + _stable(system))
     cases: list[WhatIfCase] = []
     for proto, hist, act, now_cfg, after in _whatif_setups(system, rng, seed):
@@ -269,11 +353,19 @@ async def whatif_errors(system: str, seed: int, utils: Sequence[float] = (0.3, 0
                 if not res.success:
                     raise RuntimeError(res.explanation)
                 pred = res.custom_metrics["predicted_avg_rt_ms_mean"]
-                tail_name = twin.plans.roles.roles(twin.rt.state.store, ex.source).metric("latency_tail")
+                tail_name = twin.plans.roles.roles(twin.rt.state.store, ex.source).metric(
+                    "latency_tail"
+                )
                 tail_pred = math.nan
                 if tail_name:
-                    scale = twin.plans.roles.roles(twin.rt.state.store, ex.source).get("latency_tail").scale
-                    tail_pred = float(np.mean([s.metrics[tail_name] for s in res.future_states])) * scale
+                    scale = (
+                        twin.plans.roles.roles(twin.rt.state.store, ex.source)
+                        .get("latency_tail")
+                        .scale
+                    )
+                    tail_pred = (
+                        float(np.mean([s.metrics[tail_name] for s in res.future_states])) * scale
+                    )
             finally:
                 await twin.stop()
             t_now = ex.t
@@ -336,8 +428,13 @@ def make_situation(system: str, seed: int) -> Situation:
         ex = SwimTier(seed, c, d, sb, so)
         rho = rng.uniform(0.3, 0.95)
         rate = rho * c / (d * so + (1 - d) * sb)
-        safe = [v for v in (0.0, 0.3, 0.5, 0.7, 1.0) if rate * (v * so + (1 - v) * sb) / c < 0.95] or [0.0]
-        hist_actions = [(HISTORY_SEC * 0.4, Act("SET_DIMMER", {"value": f"{rng.choice(safe):g}"})), (HISTORY_SEC * 0.7, Act("SET_DIMMER", {"value": f"{d:g}"}))]
+        safe = [
+            v for v in (0.0, 0.3, 0.5, 0.7, 1.0) if rate * (v * so + (1 - v) * sb) / c < 0.95
+        ] or [0.0]
+        hist_actions = [
+            (HISTORY_SEC * 0.4, Act("SET_DIMMER", {"value": f"{rng.choice(safe):g}"})),
+            (HISTORY_SEC * 0.7, Act("SET_DIMMER", {"value": f"{d:g}"})),
+        ]
         es_now = d * so + (1 - d) * sb
         params["slo.latency_ms"] = f"{1000 * es_now * rng.uniform(3.0, 10.0):.0f}"
         pool: list[list[Act]] = []
@@ -349,9 +446,16 @@ def make_situation(system: str, seed: int) -> Situation:
         for v in (0.0, 0.25, 0.5, 0.75, 1.0):
             if abs(v - d) > 1e-9:
                 pool.append([Act("SET_DIMMER", {"value": f"{v:g}"})])
-                pool.append([Act("ADD_SERVER", {"count": "1"}), Act("SET_DIMMER", {"value": f"{v:g}"})])
+                pool.append(
+                    [Act("ADD_SERVER", {"count": "1"}), Act("SET_DIMMER", {"value": f"{v:g}"})]
+                )
                 if c > 1:
-                    pool.append([Act("REMOVE_SERVER", {"count": "1"}), Act("SET_DIMMER", {"value": f"{v:g}"})])
+                    pool.append(
+                        [
+                            Act("REMOVE_SERVER", {"count": "1"}),
+                            Act("SET_DIMMER", {"value": f"{v:g}"}),
+                        ]
+                    )
     elif system == "switch":
         speed = rng.uniform(0.7, 1.5)
         w = rng.randint(2, 7)
@@ -361,11 +465,18 @@ def make_situation(system: str, seed: int) -> Situation:
         for _ in range(50):  # a load at which the history can visit >= 2 other models unsaturated
             rho = rng.uniform(0.3, 0.95)
             rate = rho * w / es_of(ex)
-            safe = [lv for lv in others if rate * es_of(ex, {"workers": w, "level": lv, "size": 640.0}) / w < 0.95]
+            safe = [
+                lv
+                for lv in others
+                if rate * es_of(ex, {"workers": w, "level": lv, "size": 640.0}) / w < 0.95
+            ]
             if len(safe) >= 2:
                 break
         visited = rng.sample(safe, min(3, len(safe)))
-        hist_actions = [(HISTORY_SEC * f, Act("SWITCH_MODEL", {"level": str(lv)})) for f, lv in zip((0.25, 0.45, 0.65), visited)]
+        hist_actions = [
+            (HISTORY_SEC * f, Act("SWITCH_MODEL", {"level": str(lv)}))
+            for f, lv in zip((0.25, 0.45, 0.65), visited)
+        ]
         # (the history never saturates: a planner's twin sees a system it has kept healthy)
         hist_actions.append((HISTORY_SEC * 0.85, Act("SWITCH_MODEL", {"level": str(level)})))
         params["slo.latency_ms"] = f"{rng.uniform(250, 1500):.0f}"
@@ -374,24 +485,44 @@ def make_situation(system: str, seed: int) -> Situation:
         for k in (1, 2):
             if w + k <= 8:
                 pool.append([Act("SCALE_UP", {"count": str(k)})])
-                pool += [[Act("SCALE_UP", {"count": str(k)}), Act("SWITCH_MODEL", {"level": str(lv)})] for lv in visited]
+                pool += [
+                    [Act("SCALE_UP", {"count": str(k)}), Act("SWITCH_MODEL", {"level": str(lv)})]
+                    for lv in visited
+                ]
             if w - k >= 1:
                 pool.append([Act("SCALE_DOWN", {"count": str(k)})])
-                pool += [[Act("SCALE_DOWN", {"count": str(k)}), Act("SWITCH_MODEL", {"level": str(lv)})] for lv in visited]
+                pool += [
+                    [Act("SCALE_DOWN", {"count": str(k)}), Act("SWITCH_MODEL", {"level": str(lv)})]
+                    for lv in visited
+                ]
     else:
         svc = rng.uniform(0.03, 0.15)
         r = rng.randint(2, 12)
         ex = K8sService(seed, r, svc, rng.uniform(0.3, 1.0), rng.uniform(0.001, 0.01))
         rho = rng.uniform(0.3, 0.95)
         rate = rho * r / svc
-        r_hist = max(1, r + rng.choice([n for n in (-2, -1, 1, 2) if rate * svc / max(1, r + n) < 0.95] or [1]))
-        hist_actions = [(HISTORY_SEC * 0.3, Act("SCALE_DEPLOYMENT", {"replicas": str(r_hist)})), (HISTORY_SEC * 0.6, Act("SCALE_DEPLOYMENT", {"replicas": str(r)}))]
+        r_hist = max(
+            1,
+            r + rng.choice([n for n in (-2, -1, 1, 2) if rate * svc / max(1, r + n) < 0.95] or [1]),
+        )
+        hist_actions = [
+            (HISTORY_SEC * 0.3, Act("SCALE_DEPLOYMENT", {"replicas": str(r_hist)})),
+            (HISTORY_SEC * 0.6, Act("SCALE_DEPLOYMENT", {"replicas": str(r)})),
+        ]
         params["slo.latency_ms"] = f"{1000 * svc * rng.uniform(3.0, 8.0):.0f}"
         if rng.random() < 0.5:
             params["slo.error_rate"] = "0.02"
         settings = K8S_SETTINGS
-        pool = [[Act("SCALE_DEPLOYMENT", {"replicas": str(n)})] for n in range(max(1, r - 4), min(20, r + 6) + 1) if n != r]
-        pool += [[Act("SCALE_UP", {"count": "1"})], [Act("SCALE_DOWN", {"count": "1"})]] if r > 1 else []
+        pool = [
+            [Act("SCALE_DEPLOYMENT", {"replicas": str(n)})]
+            for n in range(max(1, r - 4), min(20, r + 6) + 1)
+            if n != r
+        ]
+        pool += (
+            [[Act("SCALE_UP", {"count": "1"})], [Act("SCALE_DOWN", {"count": "1"})]]
+            if r > 1
+            else []
+        )
     es_now = es_of(ex)
     # A unit costs 5-30 % of the value it produces when fully busy.
     params["utility.cost_per_unit_hour"] = f"{rng.uniform(0.05, 0.3) * 3600.0 * 1e-4 / es_now:.4g}"
@@ -439,7 +570,12 @@ def truth_utility(sit: Situation, acts: Sequence[Act], obj: Any) -> tuple[float,
     value = float(np.sum(good * obj.value_per_request * (1.0 + obj.quality_weight * q) * ~breach))
     penalty = float(np.sum(good * obj.value_per_request * obj.breach_penalty * breach))
     cost = float(np.sum(units * obj.cost_per_unit_hour * window / 3600.0))
-    return value - penalty - cost, {"value": value, "penalty": penalty, "cost": cost, "stake": float(np.sum(arr) * obj.value_per_request)}
+    return value - penalty - cost, {
+        "value": value,
+        "penalty": penalty,
+        "cost": cost,
+        "stake": float(np.sum(arr) * obj.value_per_request),
+    }
 
 
 def _window_quantile(seg: Segment, t0: float, window: float, n: int, q: float) -> np.ndarray:
@@ -495,7 +631,12 @@ async def plan_choice(system: str, seed: int) -> ChoiceResult:
             raise RuntimeError(res.explanation)
         order = [o.plan_id for o in sorted(res.plan_outcomes, key=lambda o: o.rank)]
         roles = twin.plans.roles.roles(twin.rt.state.store, sit.ex.source)
-        obj = objectives(sit.params, system_settings(twin.plans.settings, sit.ex.source), twin.plans.settings, roles.has("latency_tail"))
+        obj = objectives(
+            sit.params,
+            system_settings(twin.plans.settings, sit.ex.source),
+            twin.plans.settings,
+            roles.has("latency_tail"),
+        )
     finally:
         await twin.stop()
     options = {"do_nothing": []} | dict(plans)
@@ -508,13 +649,27 @@ async def plan_choice(system: str, seed: int) -> ChoiceResult:
     true_best = max(utils, key=lambda k: (utils[k], -len(options[k])))
     pick = order[0]
     regret = utils[true_best] - utils[pick]
-    return ChoiceResult(system, seed, pick, true_best, regret, stake, utils[true_best], regret <= 0.01 * stake, sit.params.get("scenario", "baseline"), order, utils)
+    return ChoiceResult(
+        system,
+        seed,
+        pick,
+        true_best,
+        regret,
+        stake,
+        utils[true_best],
+        regret <= 0.01 * stake,
+        sit.params.get("scenario", "baseline"),
+        order,
+        utils,
+    )
 
 
 # ----------------------------------------------------------------------------- coverage
 
 
-async def forecast_coverage(system: str, seed: int, origins: int = 3, horizon_min: int = 20, level: float = 0.9) -> tuple[int, int]:
+async def forecast_coverage(
+    system: str, seed: int, origins: int = 3, horizon_min: int = 20, level: float = 0.9
+) -> tuple[int, int]:
     """(inside, total) of later telemetry within the twin's ``level`` forecast intervals
     for the system's load, latency and utilisation series."""
     rng = random.Random(seed * 31 + _stable(system))
@@ -528,10 +683,15 @@ async def forecast_coverage(system: str, seed: int, origins: int = 3, horizon_mi
         names = [roles.metric(r) for r in ("load", "latency", "utilization") if roles.metric(r)]
         for _ in range(origins):
             await twin.fit(ex.source, names)
-            res = await twin.simulate("forecast", ex.source, [], horizon_min, {"metrics": ",".join(names)})
+            res = await twin.simulate(
+                "forecast", ex.source, [], horizon_min, {"metrics": ",".join(names)}
+            )
             if not res.success:
                 raise RuntimeError(res.explanation)
-            seg = ex.run(horizon_min * 60.0, wavy(sit.rate, 0.05, rng.uniform(600, 2400), rng.uniform(0, 6.3)))
+            seg = ex.run(
+                horizon_min * 60.0,
+                wavy(sit.rate, 0.05, rng.uniform(600, 2400), rng.uniform(0, 6.3)),
+            )
             from twin.tools.exemplars.feed import points
 
             actual: dict[str, dict[float, float]] = {}
@@ -556,8 +716,18 @@ async def forecast_coverage(system: str, seed: int, origins: int = 3, horizon_mi
 #  true quality change of "on")
 EFFECT_ACTIONS = {
     "swim": (Act("ENABLE_CACHE"), Act("DISABLE_CACHE"), 0.8, None),
-    "switch": (Act("SET_RESOLUTION", {"size": "416"}), Act("SET_RESOLUTION", {"size": "640"}), 0.55, -0.06),
-    "checkout": (Act("UPDATE_CONFIG", {"key": "db_pool_size", "value": "50"}), Act("UPDATE_CONFIG", {"key": "db_pool_size", "value": "10"}), 0.85, None),
+    "switch": (
+        Act("SET_RESOLUTION", {"size": "416"}),
+        Act("SET_RESOLUTION", {"size": "640"}),
+        0.55,
+        -0.06,
+    ),
+    "checkout": (
+        Act("UPDATE_CONFIG", {"key": "db_pool_size", "value": "50"}),
+        Act("UPDATE_CONFIG", {"key": "db_pool_size", "value": "10"}),
+        0.85,
+        None,
+    ),
 }
 
 
@@ -570,11 +740,19 @@ class EffectPoint:
     whatif_error: float = math.nan  # latency what-if with the learned effect vs the simulator
 
 
-async def learned_effect_errors(system: str, seed: int, checkpoints: Sequence[int] = (1, 3, 5, 10)) -> list[EffectPoint]:
+async def learned_effect_errors(
+    system: str, seed: int, checkpoints: Sequence[int] = (1, 3, 5, 10)
+) -> list[EffectPoint]:
     rng = random.Random(seed * 101 + _stable(system))
     on, off, factor, dq = EFFECT_ACTIONS[system]
     if system == "swim":
-        ex: Exemplar = SwimTier(seed, rng.randint(3, 6), rng.choice([0.3, 0.6, 1.0]), rng.uniform(0.03, 0.08), rng.uniform(0.08, 0.15))
+        ex: Exemplar = SwimTier(
+            seed,
+            rng.randint(3, 6),
+            rng.choice([0.3, 0.6, 1.0]),
+            rng.uniform(0.03, 0.08),
+            rng.uniform(0.08, 0.15),
+        )
     elif system == "switch":
         ex = SwitchInference(seed, rng.randint(3, 6), rng.randint(1, 4), rng.uniform(0.7, 1.5))
     else:
@@ -598,7 +776,11 @@ async def learned_effect_errors(system: str, seed: int, checkpoints: Sequence[in
             if seen in checkpoints:
                 est = twin.plans.effects.estimate(ex.source, on.action_type, on.params)
                 s = est.get("service")
-                err = abs((math.exp(s.mean) - 1.0) - (factor - 1.0)) / abs(factor - 1.0) if s else math.inf
+                err = (
+                    abs((math.exp(s.mean) - 1.0) - (factor - 1.0)) / abs(factor - 1.0)
+                    if s
+                    else math.inf
+                )
                 qerr = math.nan
                 if dq is not None:
                     q = est.get("quality")
@@ -614,9 +796,9 @@ async def learned_effect_errors(system: str, seed: int, checkpoints: Sequence[in
                 truth = probe.run(max(1800.0, 100_000 / rate3), stationary(rate3), [(0.0, on)])
                 sim = 1000.0 * mean_latency(truth, t_now + 60.0)
                 point.whatif_error = (res.custom_metrics["predicted_avg_rt_ms_mean"] - sim) / sim
-                if abs(point.whatif_error) > 0.2 and DEBUG: print(res.explanation, sim, rate3)
+                if abs(point.whatif_error) > 0.2 and DEBUG:
+                    print(res.explanation, sim, rate3)
                 out.append(point)
     finally:
         await twin.stop()
     return out
-

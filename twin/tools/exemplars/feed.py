@@ -20,7 +20,16 @@ def points(events: list[dict[str, Any]]) -> list[Point]:
         t = times.get(ts)
         if t is None:
             t = times[ts] = parse_time(ts)
-        out.append(Point(ev["source"], normalise_name(ev["name"]), t, float(ev["value"]), ev.get("unit", "unknown"), None))
+        out.append(
+            Point(
+                ev["source"],
+                normalise_name(ev["name"]),
+                t,
+                float(ev["value"]),
+                ev.get("unit", "unknown"),
+                None,
+            )
+        )
     return out
 
 
@@ -52,7 +61,10 @@ async def publish(nc: Any, seg: Segment, batch: int = 100) -> int:
     events = seg.telemetry
     for k in range(0, len(events), batch):
         chunk = events[k : k + batch]
-        await nc.publish("polaris.telemetry.events.batch", orjson.dumps({"batch_id": str(uuid.uuid4()), "count": len(chunk), "events": chunk}))
+        await nc.publish(
+            "polaris.telemetry.events.batch",
+            orjson.dumps({"batch_id": str(uuid.uuid4()), "count": len(chunk), "events": chunk}),
+        )
         n += len(chunk)
     for ex in seg.executions:
         await nc.publish("polaris.execution.results", orjson.dumps(ex))

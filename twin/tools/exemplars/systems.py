@@ -129,7 +129,9 @@ class Exemplar:
         other.noise = copy.deepcopy(self.noise)
         return other
 
-    def run(self, duration: float, rate: RateFn, actions: Sequence[tuple[float, Act]] = ()) -> Segment:
+    def run(
+        self, duration: float, rate: RateFn, actions: Sequence[tuple[float, Act]] = ()
+    ) -> Segment:
         """Runs ``duration`` seconds; ``actions`` are (offset seconds, action) in order."""
         t0 = self.sim.t
         until = t0 + duration
@@ -154,7 +156,9 @@ class Exemplar:
         times = np.array([x[0] for x in timeline])
         mixes = [self.mix(c) for _, c in timeline]
 
-        def service(arr: np.ndarray, u_cls: np.ndarray, u_svc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def service(
+            arr: np.ndarray, u_cls: np.ndarray, u_svc: np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray]:
             seg = np.searchsorted(times, arr, side="right") - 1
             mean = np.empty(arr.shape[0])
             opt = np.zeros(arr.shape[0], dtype=bool)
@@ -180,14 +184,26 @@ class Exemplar:
         req = self.sim.run(until, rate, service, changes, error_prob, self.timeout)
         self.config = cfg
         bins = bin_requests(req, t0, until, self.interval, self.sim.units_at)
-        cfg_at_bin = [timeline[int(np.searchsorted(times, te - 1e-3, side="right") - 1)][1] for te in bins.t_end]
+        cfg_at_bin = [
+            timeline[int(np.searchsorted(times, te - 1e-3, side="right") - 1)][1]
+            for te in bins.t_end
+        ]
         telemetry = []
         for i, te in enumerate(bins.t_end):
             ts = iso(float(te))
             for name, value, unit in self.metrics(cfg_at_bin[i], bins, i):
                 if value is None or not math.isfinite(value):
                     continue
-                telemetry.append({"name": name, "value": float(value), "unit": unit, "timestamp": ts, "source": self.source, "tags": {"exemplar": self.source}})
+                telemetry.append(
+                    {
+                        "name": name,
+                        "value": float(value),
+                        "unit": unit,
+                        "timestamp": ts,
+                        "source": self.source,
+                        "tags": {"exemplar": self.source},
+                    }
+                )
         with np.errstate(invalid="ignore", divide="ignore"):
             truth = {
                 "latency_ms": 1000.0 * bins.mean_rt,
@@ -195,7 +211,9 @@ class Exemplar:
                 "utilization": bins.utilization,
                 "throughput": bins.completed / bins.interval,
                 "arrival_rate": bins.arrivals / bins.interval,
-                "error_rate": np.where(bins.completed > 0, bins.errors / np.maximum(bins.completed, 1), 0.0),
+                "error_rate": np.where(
+                    bins.completed > 0, bins.errors / np.maximum(bins.completed, 1), 0.0
+                ),
                 "units": bins.units,
                 "quality": np.array([self.quality(c) for c in cfg_at_bin]),
             }
@@ -296,7 +314,13 @@ class SwimTier(Exemplar):
             ("server_utilization", util, "ratio"),
         ]
         if n_basic:
-            out.append(("basic_response_time", 1000.0 * float(b.rt_sum[i] - b.cls_rt_sum[i]) / n_basic, "ms"))
+            out.append(
+                (
+                    "basic_response_time",
+                    1000.0 * float(b.rt_sum[i] - b.cls_rt_sum[i]) / n_basic,
+                    "ms",
+                )
+            )
         if n_opt:
             out.append(("optional_response_time", 1000.0 * float(b.cls_rt_sum[i]) / n_opt, "ms"))
         ms = _ms(b, i)
@@ -321,7 +345,15 @@ SWITCH_RESOLUTIONS = {640: (1.0, 0.0), 416: (0.55, -0.06), 320: (0.35, -0.11)}
 class SwitchInference(Exemplar):
     source = "switch"
 
-    def __init__(self, seed: int, workers: int = 4, level: int = 2, speed: float = 1.0, max_workers: int = 8, t0: float = T0) -> None:
+    def __init__(
+        self,
+        seed: int,
+        workers: int = 4,
+        level: int = 2,
+        speed: float = 1.0,
+        max_workers: int = 8,
+        t0: float = T0,
+    ) -> None:
         self.speed, self.max_workers = speed, max_workers
         super().__init__(seed, {"workers": workers, "level": level, "size": 640.0}, t0)
 
@@ -329,7 +361,11 @@ class SwitchInference(Exemplar):
         return cfg["workers"]
 
     def mix(self, cfg: dict[str, float]) -> ServiceMix:
-        s = SWITCH_LEVELS[int(cfg["level"]) - 1][1] * SWITCH_RESOLUTIONS[int(cfg["size"])][0] / self.speed
+        s = (
+            SWITCH_LEVELS[int(cfg["level"]) - 1][1]
+            * SWITCH_RESOLUTIONS[int(cfg["size"])][0]
+            / self.speed
+        )
         return ServiceMix(s, s, 0.0, 0.09)
 
     def quality(self, cfg: dict[str, float]) -> float:
@@ -360,7 +396,10 @@ class SwitchInference(Exemplar):
             new["workers"] = max(1, cfg["workers"] - _count(act))
         else:
             raise ValueError(f"{k} is not supported by switch")
-        return new, f"{act.describe()}: {SWITCH_LEVELS[int(new['level']) - 1][0]} at {int(new['size'])} px on {int(new['workers'])} workers"
+        return (
+            new,
+            f"{act.describe()}: {SWITCH_LEVELS[int(new['level']) - 1][0]} at {int(new['size'])} px on {int(new['workers'])} workers",
+        )
 
     def metrics(self, cfg: dict[str, float], b: Bins, i: int) -> list[tuple[str, float, str]]:
         out = [
@@ -393,7 +432,12 @@ class K8sService(Exemplar):
         max_replicas: int = 20,
         t0: float = T0,
     ) -> None:
-        self.service, self.cs2, self.error_prob, self.max_replicas = service, cs2, error_prob, max_replicas
+        self.service, self.cs2, self.error_prob, self.max_replicas = (
+            service,
+            cs2,
+            error_prob,
+            max_replicas,
+        )
         super().__init__(seed, {"replicas": replicas, "pool": 10.0}, t0)
 
     def units(self, cfg: dict[str, float]) -> float:
@@ -430,7 +474,11 @@ class K8sService(Exemplar):
             ("kube_deployment_status_replicas_ready", r, "count"),
             ("kube_horizontalpodautoscaler_spec_max_replicas", float(self.max_replicas), "count"),
             ("k8s.pod.cpu.utilization", float(b.utilization[i]), "1"),
-            ("http_server_error_ratio", float(b.errors[i] / b.completed[i]) if b.completed[i] else 0.0, "1"),
+            (
+                "http_server_error_ratio",
+                float(b.errors[i] / b.completed[i]) if b.completed[i] else 0.0,
+                "1",
+            ),
         ]
         ms = _ms(b, i)
         if ms is not None:
@@ -440,7 +488,11 @@ class K8sService(Exemplar):
         return out
 
 
-SYSTEMS: dict[str, type[Exemplar]] = {"swim": SwimTier, "switch": SwitchInference, "checkout": K8sService}
+SYSTEMS: dict[str, type[Exemplar]] = {
+    "swim": SwimTier,
+    "switch": SwitchInference,
+    "checkout": K8sService,
+}
 
 
 __all__ = [
