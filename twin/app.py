@@ -18,13 +18,14 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from twin.core.config import TwinConfig
-from twin.durability.jetstream import JetStreamIngestor
+from twin.ingest.jetstream import JetStreamIngestor
 from twin.durability.manager import Durability
 from twin.ingest.embedded import DEFAULT_PORT, EmbeddedNatsServer, port_is_free
 from twin.ingest.nats_ingest import Ingestor
 from twin.runtime import TwinRuntime
 from twin.service.server import TwinServer
 from twin.service.servicer import DigitalTwinServicer
+from twin.supervisor import ModelSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class TwinApp:
             if isinstance(self.ingestor, JetStreamIngestor):
                 # Readiness waits for the replay at start (nats.jetstream.ready_after_replay).
                 self.ingestor.on_caught_up = lambda: self._on_ingest_status(self.ingestor.connected)
+        wm = config.world_model
+        self.supervisor = ModelSupervisor(
+            lambda: self.runtime.model.health(), self.runtime.reload, wm.health_check_interval_sec, wm.reload_on_failure
+        )
+        self.runtime.supervisor = self.supervisor
         self.servicer = DigitalTwinServicer(self.runtime, lambda: self.ingestor.queue.qsize())
         self.server: TwinServer | None = None
         self.nats_url: str | None = None
@@ -94,6 +100,7 @@ class TwinApp:
         await self.ingestor.start(url)
         if self.durability is not None:
             self.durability.start()
+        self.supervisor.start()
         await self.server.set_ready(self.ingestor.connected and (self.durability is None or self.durability.ready()))
         log.info("digital twin ready: model=%s grpc=:%d", self.runtime.model_name, self.server.port)
         for cb in self.on_started:
@@ -125,6 +132,7 @@ class TwinApp:
                 await hook()
         if self.server is not None:
             await self.server.stop()
+        await self.supervisor.stop()
         await self.ingestor.stop()
         if self.durability is not None:
             try:

@@ -14,12 +14,29 @@ from typing import Any
 
 import orjson
 
+from twin.core.redact import redact_text
+
 MAX_ECHO = 64 * 1024
+
+
+# Rejections by the configured limits (twin.core.limits), each its own class.
+_LIMITS = (
+    ("outside the accepted window", "timestamp"),
+    ("series_limit", "series_limit"),
+    ("nested deeper than", "too_deep"),
+    ("of length <=", "too_long"),
+    ("longer than limits.", "too_long"),
+)
 
 
 def reason_class(reason: str) -> str:
     """A short, bounded label for counting reasons (the full text goes in the record)."""
     r = reason.lower()
+    if r.startswith("oversize"):
+        return "oversize"
+    for key, label in _LIMITS:
+        if key in r:
+            return label
     for key in ("oversize", "invalid json", "not finite", "regex", "unknown status", "unsupported event_type", "calibration", "execution", "batch"):
         if key in r:
             return key.replace(" ", "_")
@@ -39,13 +56,13 @@ def build_record(
 ) -> bytes:
     echo = payload[:MAX_ECHO]
     try:
-        text: str = echo.decode("utf-8")
+        text: str = redact_text(echo.decode("utf-8"))
         encoding = "utf-8"
     except UnicodeDecodeError:
         text = base64.b64encode(echo).decode("ascii")
         encoding = "base64"
     record: dict[str, Any] = {
-        "reason": reason,
+        "reason": redact_text(reason),
         "subject": subject,
         "payload": text,
         "payload_encoding": encoding,
