@@ -116,7 +116,8 @@ class Series:
         """Appends many samples (float64 arrays, arrival order) with vectorised copies;
         the same result as calling ``append`` for each."""
         n = ts.shape[0]
-        if n < 4:
+        if n < 4 or self._retention.max_age_sec:
+            # Age retention trims as it goes (path-dependent with late samples): one by one.
             for t, v in zip(ts.tolist(), vs.tolist()):
                 self.append(t, v)
             return
@@ -142,11 +143,8 @@ class Series:
         self._len += n
         self.appended += n
         self.version += n
-        r = self._retention
-        if self._len > r.max_points:
-            self._drop_front(self._len - r.max_points)
-        elif r.max_age_sec and self._t[0][self._head] < self.last_t - r.max_age_sec:
-            self._trim_age()
+        if self._len > self._retention.max_points:
+            self._drop_front(self._len - self._retention.max_points)
 
     def _grow(self) -> None:
         size = self._t[-1].shape[0]
