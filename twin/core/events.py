@@ -54,7 +54,6 @@ from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple, TypeVar
 
 import msgspec
-import numpy as np
 
 from twin.core.errors import DecodeError
 from twin.core.limits import DEFAULT_LIMITS, MAX_REPRESENTABLE, EventLimits, payload_depth_exceeds
@@ -433,8 +432,7 @@ class EventDecoder:
                 vs[g].append(1.0 if v else 0.0)
             else:
                 texts.append((g, t, v))
-        arr = np.array
-        return SeriesColumns(list(index), units, [arr(x, np.float64) for x in ts], [arr(x, np.float64) for x in vs], texts)
+        return SeriesColumns(list(index), units, ts, vs, texts)
 
     @_bounded_nesting
     def batch_columns(self, payload: bytes, now: float) -> tuple[SeriesColumns, list[DecodeError]]:
