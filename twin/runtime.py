@@ -10,7 +10,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from twin.core import workers
 from twin.core.config import TwinConfig
@@ -19,11 +20,39 @@ from twin.core.memory import release_memory
 from twin.core.state import TwinState
 from twin.core.store import Retention
 from twin.ingest.stats import IngestStats
-from twin.models.base import EventBatch, Health, WorldModel
+from twin.models.base import WorldModel
+from twin.models.domain import EventBatch, Health
 from twin.models.registry import create_model
 from twin.core.rpc_metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
+
+
+class DurabilityView(Protocol):
+    """What health, ``get_metrics`` and ``Manage`` need of durability.
+
+    ``twin.durability.Durability`` implements it; the runtime holds one only when
+    snapshots or JetStream are on, so neither the runtime nor the service imports
+    the durability package.
+    """
+
+    @property
+    def applied_sequence(self) -> int | None: ...
+
+    @property
+    def replay_available(self) -> bool: ...
+
+    def health_issues(self) -> list[str]: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+    async def replay(
+        self, from_sequence: int | None = None, from_time: float | None = None
+    ) -> dict[str, Any]: ...
+
+    def replay_status(self) -> dict[str, Any]: ...
+
+    async def snapshot_now(self) -> Path | None: ...
 
 
 class TwinRuntime:
@@ -44,10 +73,9 @@ class TwinRuntime:
         self.ingest_connected = False
         self.started_at = time.time()
         self._model_lock = asyncio.Lock()
-        self.extra_metrics: dict[str, Any] = {}
-        # twin.durability.manager.Durability when snapshots or JetStream are on (set by the app):
-        # its applied stream sequence, issues and figures show in health and get_metrics.
-        self.durability: Any = None
+        # Set by the app when snapshots or JetStream are on: its applied stream sequence,
+        # issues and figures show in health and get_metrics.
+        self.durability: DurabilityView | None = None
         self.workers = workers.pool()
         # twin.supervisor.ModelSupervisor, started by the app (health_check_interval_sec).
         self.supervisor: Any = None
@@ -171,8 +199,6 @@ class TwinRuntime:
         for k, v in self.model.metrics().items():
             m[f"model.{k}"] = v
         m.update(self.workers.metrics())
-        for k, v in self.extra_metrics.items():
-            m[k] = v() if callable(v) else v
         if self.supervisor is not None:
             m.update(self.supervisor.metrics())
         if self.durability is not None:

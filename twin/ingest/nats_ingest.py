@@ -53,7 +53,8 @@ from twin.core.redact import redact_text
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
 from twin.ingest.stats import IngestStats
-from twin.models.base import EventBatch, WorldModel
+from twin.models.base import WorldModel
+from twin.models.domain import EventBatch
 from twin.observability.propagation import inject_headers, remote_span_context, tracing_active
 
 try:
@@ -304,9 +305,6 @@ class Ingestor:
         except Exception as exc:  # noqa: BLE001 - a failed DLQ publish is counted, never fatal
             self.stats.dead_letter_publish_failures += 1
             log.warning("dead-letter publish failed: %s", exc)
-
-    def _oversize(self, msg: Msg) -> bool:
-        return len(msg.data) > self.cfg.max_payload_bytes
 
     # ---------------------------------------------------------------- handlers
     async def _put(self, item: Item) -> None:

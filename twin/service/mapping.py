@@ -16,7 +16,7 @@ from twin._proto import digital_twin_pb2 as pb
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso, new_id, parse_time
 from twin.core.limits import DEFAULT_LIMITS, EventLimits
-from twin.models.base import (
+from twin.models.domain import (
     Action,
     DiagnosisRequest,
     DiagnosisResult,
@@ -203,3 +203,36 @@ def from_health(h: Health) -> pb.HealthStatus:
         model_type=h.model_type,
         model_version=h.model_version,
     )
+
+
+def parse_replay_params(params: dict[str, str]) -> tuple[int | None, float | None]:
+    """``from_sequence`` (integer >= 1) or ``from_time`` (ISO-8601 or epoch seconds), exactly one.
+
+    Raises ``InvalidRequest`` naming the parameter, like every other request check.
+    """
+    seq_raw = (params.get("from_sequence") or "").strip()
+    time_raw = (params.get("from_time") or "").strip()
+    if bool(seq_raw) == bool(time_raw):
+        raise InvalidRequest(
+            "replay needs exactly one of parameters.from_sequence or parameters.from_time",
+            "parameters",
+        )
+    if seq_raw:
+        try:
+            seq = int(seq_raw)
+        except ValueError as exc:
+            raise InvalidRequest(
+                f"not an integer: {seq_raw[:64]!r}", "parameters.from_sequence"
+            ) from exc
+        if seq < 1:
+            raise InvalidRequest("must be >= 1", "parameters.from_sequence")
+        return seq, None
+    try:
+        t = parse_time(time_raw)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(
+            f"not an ISO-8601 time or epoch seconds: {time_raw[:64]!r}", "parameters.from_time"
+        ) from exc
+    if not math.isfinite(t):
+        raise InvalidRequest("not finite", "parameters.from_time")
+    return None, t
