@@ -700,7 +700,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="write one PNG per series here (values, windows, detections, scores; needs matplotlib)",
+        help="write one PNG per series here (values, windows, detections, scores; matplotlib)",
     )
     p.add_argument(
         "--cv",
@@ -786,7 +786,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            print("--plot needs matplotlib: pip install 'polaris-digital-twin[plot]'", file=sys.stderr)
+            print(
+                "--plot needs matplotlib: pip install 'polaris-digital-twin[plot]'", file=sys.stderr
+            )
             return 2
     traces: list[Any] | None = [] if plot_dir is not None else None
     report = evaluate(

@@ -53,7 +53,8 @@ def test_kernel_equals_the_python_reference_on_every_nab_point() -> None:
 
 @needs_nab
 def test_point_by_point_update_equals_batch_and_the_reference() -> None:
-    stamps, values = nab.load_series(NAB_DIR / "data" / "realAWSCloudwatch" / "grok_asg_anomaly.csv")
+    path = NAB_DIR / "data" / "realAWSCloudwatch" / "grok_asg_anomaly.csv"
+    stamps, values = nab.load_series(path)
     t = stamps.astype("int64").astype(float)
     ker, ref = KernelAnomalyDetector(), PythonAnomalyDetector()
     one = np.array([ker.update(a, b) for a, b in zip(t.tolist(), values.tolist(), strict=True)])

@@ -37,10 +37,11 @@ excess scale, so ``p = 0.01 * exp(-(v - q) / beta)`` extrapolates beyond anythin
 That is what separates a genuinely new extreme from the usual worst case, and it makes
 p-values comparable across series with very different noise, so one global threshold
 works. To avoid calling a *recurring* pattern (a nightly backup spike) anomalous, the
-value and residual p-values are floored by the empirical (conformal) p-value of values at
-least as extreme in the window: ``(c + 1) / (n + 1)`` when ``c > 0`` earlier values were. The detector reports ``1 - min_view(p)``. (An instantaneous
-density view, a slow-baseline residual and a volatility view were tried and dropped: they
-added more false alarms than detections.)
+value and residual p-values are floored by the empirical (conformal) p-value of values
+at least as extreme in the window: ``(c + 1) / (n + 1)`` when ``c > 0`` earlier values
+were. The detector reports ``1 - min_view(p)``. (An instantaneous density view, a slow-
+baseline residual and a volatility view were tried and dropped: they added more false
+alarms than detections.)
 
 Sampled faster than every ``ref_step`` (5 min), a series has its p-values multiplied by
 the sampling ratio (at most 16x), so alerts come per unit of time, not per point.
