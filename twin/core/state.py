@@ -185,13 +185,13 @@ class TwinState:
                     got = store.admit(key[0], key[1], cols.units[g])
                     if isinstance(got, str):
                         refused[g] = got
-                        store.rejected_events += cols.ts[g].shape[0] + sum(1 for x in cols.texts if x[0] == g) - 1
+                        store.rejected_events += len(cols.ts[g]) + sum(1 for x in cols.texts if x[0] == g) - 1
                         series.append(None)
                         continue
                     s = got
                 series.append(s)
                 t = cols.ts[g]
-                k = t.shape[0]
+                k = len(t)
                 if k:
                     s.extend(t, cols.vs[g])
                     appended += k
