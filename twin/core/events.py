@@ -54,7 +54,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-import numpy as np
 
 from twin.core.columns import ColumnsBuilder, SeriesColumns
 from twin.core.errors import DecodeError as DecodeError  # re-exported for the decoders' callers
@@ -378,7 +377,7 @@ class EventDecoder:
                 append(new(P, (ev.source, name, t, _NAN, ev.unit, v)))
         return out
 
-    def _hot_columns(self, events: list[Any], now: float) -> SeriesColumns | None:
+    def _hot_columns(self, events: list[Any], now: float) -> Any:
         """``_hot_points`` straight into per-series columns, or None (typed path)."""
         names = self._valid_names
         times = _ts_epochs
@@ -425,11 +424,11 @@ class EventDecoder:
                 vs[g].append(1.0 if v else 0.0)
             else:
                 texts.append((g, t, v))
-        arr = np.array
-        return SeriesColumns(list(index), units, [arr(x, np.float64) for x in ts], [arr(x, np.float64) for x in vs], texts)
+
+        return SeriesColumns(list(index), units, ts, vs, texts)
 
     @_bounded_nesting
-    def batch_columns(self, payload: bytes, now: float) -> tuple[SeriesColumns, list[DecodeError]]:
+    def batch_columns(self, payload: bytes, now: float) -> tuple[Any, list[DecodeError]]:
         """``batch`` in columnar form: the same events, errors and reasons, grouped per series."""
         try:
             if payload[:1] == b"[" or payload.lstrip()[:1] == b"[":
@@ -441,6 +440,7 @@ class EventDecoder:
             cols = None
         if cols is not None:
             return cols, []
+
         points, errors = self._batch_typed(payload, now)
         b = ColumnsBuilder()
         b.add_points(points)
