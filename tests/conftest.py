@@ -10,11 +10,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+# isort: off
+import twin  # noqa: F401 - first: sets gRPC's fork-support default before grpc loads
+# isort: on
 import grpc
 import nats
 import pytest
 
-import twin  # noqa: F401,I001 - first: sets gRPC's fork-support default before grpc loads
 from twin.app import TwinApp
 from twin.ingest.embedded import EmbeddedNatsServer
 
