@@ -41,6 +41,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-host", help="overrides grpc.host")
     p.add_argument("--grpc-port", type=int, help="overrides grpc.port (0 = any free port)")
     p.add_argument("--nats-url", help="overrides nats.url; without any URL the twin starts an embedded nats-server")
+    p.add_argument("--http-port", type=int, help="REST/JSON gateway, SSE and web console port (overrides http.port; 0 = off, -1 = any free port)")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (overrides telemetry.metrics_port)")
     p.add_argument("--target", help="HOST:PORT for --health-check (default: from the config, loopback)")
     p.add_argument("--timeout", type=float, default=5.0, help="--health-check timeout in seconds")
@@ -63,6 +64,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         dt.setdefault("grpc", {})["port"] = args.grpc_port
     if args.nats_url:
         dt.setdefault("nats", {})["url"] = args.nats_url
+    if args.http_port is not None:
+        dt.setdefault("http", {})["port"] = args.http_port
     if args.metrics_port is not None:
         dt.setdefault("telemetry", {})["metrics_port"] = args.metrics_port
     return {"digital_twin": dt} if dt else {}

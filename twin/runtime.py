@@ -14,6 +14,7 @@ from typing import Any
 
 from twin.core.config import TwinConfig
 from twin.core.events import Point
+from twin.core.notify import EventBus
 from twin.core.state import TwinState
 from twin.core.store import Retention
 from twin.ingest.stats import IngestStats
@@ -31,6 +32,7 @@ class TwinRuntime:
             Retention(config.state.max_points_per_series, config.state.max_age_sec),
             config.state.action_log_size,
         )
+        self.state.events = EventBus(config.events.history, config.events.queue_size)
         self.model_name = model_name or config.world_model.implementation
         self.model: WorldModel = create_model(self.model_name, self.state, config.world_model.settings)
         self.ingest_stats = IngestStats()
@@ -142,6 +144,7 @@ class TwinRuntime:
             m[f"model_{op}_p99_ms"] = rec.quantile(0.99) * 1000
         for k, v in self.model.metrics().items():
             m[f"model.{k}"] = v
+        m.update(self.state.events.metrics())
         for k, v in self.extra_metrics.items():
             m[k] = v() if callable(v) else v
         if self.durability is not None:

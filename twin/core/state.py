@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
+from twin.core.notify import EventBus
 from twin.core.store import Retention, SeriesStore
 
 
@@ -49,6 +50,9 @@ class TwinState:
         self.calibrations: deque[CalibrationRecord] = deque(maxlen=action_log_size)
         self.points_applied = 0
         self.text_values = 0
+        # Pushed events (anomaly start/clear, health, drift, ...): producers publish
+        # here on transitions; Watch, SSE and NATS subscribe (twin.core.notify).
+        self.events = EventBus()
 
     def apply_points(self, points: Iterable[Point]) -> int:
         """Appends decoded points; string values become the series' latest text."""

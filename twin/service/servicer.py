@@ -25,7 +25,7 @@ from twin.core.errors import InvalidRequest, ModelError
 from twin.core.events import new_id
 from twin.models.base import DiagnosisResult, QueryResult, SimulationResult
 from twin.runtime import TwinRuntime
-from twin.service import mapping
+from twin.service import mapping, watch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +64,8 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
         self.perf = runtime.config.performance
         self.admission = Admission(self.perf.max_concurrent_queries)
         self._queue_size = queue_size
+        # Open Watch/SSE streams, shared by every transport (twin.service.watch).
+        self.watchers = watch.Watchers(runtime.state.events, runtime.config.events, runtime.config.grpc.max_workers // 2)
 
     async def _run(self, method: str, op: str, timeout: float, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T | str:
         """Runs a model call under admission and timeout; returns the result or a failure text."""
@@ -143,9 +145,13 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             req = mapping.to_diagnosis(request)
             out = await self._run("Diagnose", "diagnose", self.perf.diagnosis_timeout_sec, context, lambda: self.rt.model.diagnose(req))
             res = out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
+            watch.publish_diagnosis(self.rt.state.events, req, res)
             return mapping.from_diagnosis(req.diagnosis_id, res)
 
         return await self._observe("Diagnose", context, handle)
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        await watch.serve_grpc(self.watchers, request, context)
 
     async def Manage(self, request: pb.ManagementRequest, context: grpc.aio.ServicerContext) -> pb.ManagementResponse:  # noqa: N802
         async def handle() -> pb.ManagementResponse:

@@ -54,6 +54,7 @@ import numpy as np
 
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso
+from twin.core.notify import ANOMALY_CLEARED, ANOMALY_STARTED
 from twin.core.state import CalibrationRecord, TwinState
 from twin.models.base import (
     DiagnosisRequest,
@@ -184,6 +185,7 @@ class StatisticalWorldModel(WorldModel):
     def update(self, batch: EventBatch) -> None:
         t0 = time.perf_counter()
         tracks, anomalous, thr, hold = self.tracks, self.anomalous, self.threshold, self.hold
+        events = self.state.events
         new_series = False
         n = 0
         for p in batch.points:
@@ -203,13 +205,21 @@ class StatisticalWorldModel(WorldModel):
                 a = anomalous.get(key)
                 if a is None:
                     anomalous[key] = [p.t, p.t, sc]
+                    # Transitions only publish (twin.core.notify): nothing per point.
+                    events.publish(ANOMALY_STARTED, p.source, {"metric": p.name, "score": round(sc, 6), "value": p.value, "threshold": thr}, p.t)
                 else:
                     a[1] = p.t
                     a[2] = max(a[2], sc)
             elif key in anomalous:
                 tr.below += 1
                 if tr.below >= hold:
-                    del anomalous[key]
+                    since, _, peak = anomalous.pop(key)
+                    events.publish(
+                        ANOMALY_CLEARED,
+                        p.source,
+                        {"metric": p.name, "score": round(sc, 6), "value": p.value, "peak_score": round(peak, 6), "since": iso(since), "duration_sec": p.t - since},
+                        p.t,
+                    )
         self.points_scored += n
         self.update_seconds += time.perf_counter() - t0
         if new_series and self._wake is not None:
