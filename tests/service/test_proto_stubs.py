@@ -51,7 +51,7 @@ def test_package_service_and_rpcs_match_the_original() -> None:
 def test_watch_messages_are_pinned() -> None:
     U, E = F.TYPE_UINT64, F.TYPE_MESSAGE
     pinned = {
-        "WatchRequest": [(1, "systems", S), (2, "kinds", S), (3, "since_sequence", U)],
+        "WatchRequest": [(1, "systems", S), (2, "kinds", S), (3, "since_sequence", U), (4, "from_start", B)],
         "TwinEvent": [(1, "sequence", U), (2, "kind", S), (3, "system", S), (4, "timestamp", S), (5, "emitted_at", S), (6, "data", E)],
     }
     for msg, fields in pinned.items():

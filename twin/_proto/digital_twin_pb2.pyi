@@ -312,14 +312,16 @@ class HealthStatus(_message.Message):
     def __init__(self, status: _Optional[str] = ..., last_check: _Optional[str] = ..., performance_metrics: _Optional[_Mapping[str, float]] = ..., issues: _Optional[_Iterable[str]] = ..., model_type: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("systems", "kinds", "since_sequence")
+    __slots__ = ("systems", "kinds", "since_sequence", "from_start")
     SYSTEMS_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
     SINCE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    FROM_START_FIELD_NUMBER: _ClassVar[int]
     systems: _containers.RepeatedScalarFieldContainer[str]
     kinds: _containers.RepeatedScalarFieldContainer[str]
     since_sequence: int
-    def __init__(self, systems: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[str]] = ..., since_sequence: _Optional[int] = ...) -> None: ...
+    from_start: bool
+    def __init__(self, systems: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[str]] = ..., since_sequence: _Optional[int] = ..., from_start: _Optional[bool] = ...) -> None: ...
 
 class TwinEvent(_message.Message):
     __slots__ = ("sequence", "kind", "system", "timestamp", "emitted_at", "data")

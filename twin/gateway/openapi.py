@@ -119,6 +119,7 @@ def document() -> dict[str, Any]:
                 {"name": "systems", "in": "query", "schema": {"type": "string"}, "description": "comma-separated systems (empty: all)"},
                 {"name": "kinds", "in": "query", "schema": {"type": "string"}, "description": "comma-separated kinds (empty: all)"},
                 {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "replay retained events after this sequence"},
+                {"name": "from_start", "in": "query", "schema": {"type": "boolean"}, "description": "replay every retained event first"},
                 {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}, "description": "as since (set by EventSource on reconnect)"},
             ],
             "responses": {

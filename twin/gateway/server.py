@@ -281,7 +281,8 @@ class HttpGateway:
         except ValueError:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, f"since: not a sequence number: {raw_since!r}")
         try:
-            spec = parse_watch(pb.WatchRequest(systems=systems, kinds=kinds, since_sequence=since))
+            from_start = q.get("from_start", "").lower() in ("1", "true", "yes") and not request.headers.get("Last-Event-ID")
+            spec = parse_watch(pb.WatchRequest(systems=systems, kinds=kinds, since_sequence=since, from_start=from_start))
         except InvalidRequest as exc:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         watchers = self.servicer.watchers

@@ -52,7 +52,8 @@ def parse_watch(req: pb.WatchRequest) -> WatchSpec:
     if unknown:
         raise InvalidRequest(f"unknown kind {unknown[0]!r}; expected some of {', '.join(KINDS)}", "kinds")
     systems = tuple(s.strip() for s in req.systems if s.strip())
-    return WatchSpec(systems, kinds, int(req.since_sequence) if req.since_sequence else None)
+    since = 0 if req.from_start else (int(req.since_sequence) if req.since_sequence else None)
+    return WatchSpec(systems, kinds, since)
 
 
 def to_proto(ev: TwinEvent) -> pb.TwinEvent:

@@ -329,6 +329,10 @@ class StatisticalWorldModel(WorldModel):
                 raise InvalidRequest("natural_language queries need query_content", "query_content")
             return nl.answer(self.state.store, request.content, request.parameters, self.current_anomalies, self._forecast_point)
         res = await super().query(request)
+        if request.query_type == "historical":
+            include = {x.strip().lower() for x in request.parameters.get("include", "").split(",") if x.strip()}
+            if "scores" in include and res.success and isinstance(res.result, dict):
+                self._add_scores(res, int(param_float(request.parameters, "max_points", 500)))
         if request.query_type == "current_state":
             include = {x.strip().lower() for x in request.parameters.get("include", "").split(",") if x.strip()}
             system = requested_system(request.parameters)
@@ -341,6 +345,27 @@ class StatisticalWorldModel(WorldModel):
                 if "forecasters" in include:
                     res.result["forecasters"] = self.forecaster_table(system)
         return res
+
+    def _add_scores(self, res: QueryResult, max_points: int) -> None:
+        """``include=scores`` on a historical range: each series gets ``scores``
+        ([time, score] of its recent points, from the bounded ring, clipped to the range;
+        bucket *maxima* when downsampled, so a spike stays visible) and the threshold."""
+        from twin.core.events import parse_time
+
+        res.metadata["anomaly_threshold"] = str(self.threshold)
+        for src, metrics in res.result.get("systems", {}).items():
+            for name, entry in metrics.items():
+                if not isinstance(entry, dict) or not entry.get("points"):
+                    continue
+                t, sc = self.anomaly_scores(src, name)
+                lo = parse_time(entry["points"][0][0]) - 1e-6
+                keep = t >= lo
+                t, sc = t[keep], sc[keep]
+                if max_points > 0 and t.shape[0] > max_points:
+                    edges = np.linspace(0, t.shape[0], max_points + 1).astype(np.int64)[:-1]
+                    t, sc = t[edges], np.maximum.reduceat(sc, edges)
+                entry["scores"] = [[iso(a), round(b, 6)] for a, b in zip(t.tolist(), sc.tolist())]
+                entry["threshold"] = self.threshold
 
     def forecaster_table(self, system: str | None = None) -> list[dict[str, Any]]:
         rows = []
