@@ -637,6 +637,7 @@ async function start() {
   const overview = async () => {
     try {
       await refreshOverview();
+      if (!state.ready) state.timings.ready_ms = performance.now(); // since navigation start
       state.ready = true;
     } catch (err) {
       $("health").dataset.status = "unreachable";
