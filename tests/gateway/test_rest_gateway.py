@@ -315,3 +315,31 @@ def test_cli_http_port_flag_overrides_the_config() -> None:
 
     args = _run_parser().parse_args(["--http-port", "0"])
     assert _overrides(args)["digital_twin"]["http"] == {"port": 0}
+
+
+async def test_console_is_served_from_the_package_with_no_external_urls(nats_server, make_twin) -> None:
+    import re
+
+    from twin.gateway.server import console_dir
+
+    files = sorted(p.name for p in console_dir().iterdir())
+    assert {"index.html", "app.js", "chart.js", "style.css"} <= set(files)
+    for name in files:
+        text = (console_dir() / name).read_text()
+        assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), f"{name} references another host"
+    app = await make_twin(nats_server.url, model="mock")
+    async with httpx.AsyncClient(base_url=base(app)) as http:
+        r = await http.get("/")
+        assert r.status_code == 200 and "<title>POLARIS Digital Twin</title>" in r.text
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["server"] == "polaris-twin"
+        for name in ("app.js", "chart.js", "style.css"):
+            asset = await http.get(f"/console/{name}")
+            assert asset.status_code == 200 and asset.text == (console_dir() / name).read_text()
+            assert asset.headers["x-content-type-options"] == "nosniff"
+        assert (await http.get("/console/")).status_code in (403, 404)  # no directory listing
+        assert (await http.get("/console/../../pyproject.toml")).status_code in (403, 404)
+    off = await make_twin(nats_server.url, model="mock", http={"port": -1, "host": "127.0.0.1", "console": False})
+    async with httpx.AsyncClient(base_url=base(off)) as http:
+        assert (await http.get("/")).status_code == 404
+        assert (await http.get("/healthz")).status_code == 200

@@ -114,10 +114,10 @@ async def _headers(request: web.Request, handler: Callable[[web.Request], Awaita
             code = grpc.StatusCode.NOT_FOUND if exc.status == 404 else grpc.StatusCode.UNIMPLEMENTED
             return error_response(code, f"{exc.reason}: {request.method} {request.path}", exc.status)
         raise
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    resp.headers.setdefault("Referrer-Policy", "no-referrer")
-    if not resp.prepared and resp.content_type == "text/html":
-        resp.headers["Content-Security-Policy"] = CONSOLE_CSP
+    if not resp.prepared:  # a stream (SSE) set its headers before it started
+        resp.headers["Server"] = "polaris-twin"  # not the library and its version
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
     return resp
 
 
@@ -210,6 +210,8 @@ class HttpGateway:
     async def _index(self, request: web.Request) -> web.FileResponse:
         resp = web.FileResponse(console_dir() / "index.html")
         resp.headers["Cache-Control"] = "no-cache"
+        # Only this origin: nothing is fetched from elsewhere (air-gapped clusters).
+        resp.headers["Content-Security-Policy"] = CONSOLE_CSP
         return resp
 
     # ------------------------------------------------------------------ REST
@@ -299,6 +301,8 @@ class HttpGateway:
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
+                "X-Content-Type-Options": "nosniff",
+                "Server": "polaris-twin",
             }
         )
         try:

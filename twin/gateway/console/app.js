@@ -412,12 +412,19 @@ async function runWhatIf(ev) {
   try {
     const parameters = { system };
     if (load) parameters.load_factor = String(load);
-    const answers = await Promise.all(plans.map((p) => api("simulate", {
-      simulation_type: p.actions.length ? "what_if" : "scenario",
-      horizon_minutes: horizon,
-      parameters,
-      actions: p.actions.map((a) => ({ action_type: a.type, target: system, params: { [a.param]: String(a.amount) } })),
-    })));
+    const toActions = (p) => p.actions.map((a) => ({ action_type: a.type, target: system, params: { [a.param]: String(a.amount) } }));
+    let answers = null;
+    if (plans.length > 1 && await supportsCompare()) {
+      answers = await compare(system, horizon, parameters, plans, toActions);
+    }
+    if (!answers) {
+      answers = await Promise.all(plans.map((p) => api("simulate", {
+        simulation_type: p.actions.length ? "what_if" : "scenario",
+        horizon_minutes: horizon,
+        parameters,
+        actions: toActions(p),
+      })));
+    }
     state.timings.whatif_ms = performance.now() - started;
     await renderWhatIf(system, plans, answers, horizon);
     $("wi-status").textContent = `done in ${state.timings.whatif_ms.toFixed(0)} ms`;
@@ -427,6 +434,53 @@ async function runWhatIf(ev) {
   } finally {
     $("wi-run").disabled = false;
   }
+}
+
+// Plan comparison (simulation_type "compare", plans → plan_outcomes) is used when
+// the twin's OpenAPI document (generated from its proto) has it; otherwise each plan
+// is its own what-if.
+async function supportsCompare() {
+  if (state.compare === undefined) {
+    try {
+      const doc = await (await fetch("/openapi.json")).json();
+      const props = ((doc.components.schemas.SimulationRequest || {}).properties) || {};
+      state.compare = "plans" in props && "plan_outcomes" in (doc.components.schemas.SimulationResponse.properties || {});
+    } catch {
+      state.compare = false;
+    }
+  }
+  return state.compare;
+}
+
+async function compare(system, horizon, parameters, plans, toActions) {
+  const resp = await api("simulate", {
+    simulation_type: "compare",
+    horizon_minutes: horizon,
+    parameters,
+    plans: plans.map((p) => ({ plan_id: p.name, actions: toActions(p) })),
+  });
+  const outcomes = resp.plan_outcomes || [];
+  if (!resp.success || !outcomes.length) return null;
+  const byId = new Map(outcomes.map((o) => [o.plan_id, o]));
+  const base = byId.get("do_nothing");
+  return plans.map((p) => {
+    const o = byId.get(p.name) || {};
+    const states = (o.future_states || []).map((st, i) => {
+      const m = Object.assign({}, st.metrics);
+      const b = base && base.future_states && base.future_states[i];
+      if (b) for (const [k, v] of Object.entries(b.metrics || {})) if (!(`baseline.${k}` in m)) m[`baseline.${k}`] = v;
+      return Object.assign({}, st, { metrics: m });
+    });
+    const rank = o.rank ? `rank ${o.rank}` : "";
+    const utility = o.utility !== undefined ? `utility ${formatNumber(o.utility)}` : "";
+    return {
+      success: Boolean(o.plan_id),
+      confidence: o.confidence,
+      impact_estimates: o.impact_estimates || o.impact || {},
+      explanation: [rank, utility, o.explanation || ""].filter(Boolean).join(" · "),
+      future_states: states,
+    };
+  });
 }
 
 async function renderWhatIf(system, plans, answers, horizon) {
