@@ -20,6 +20,7 @@ class HealthEvents:
         self.poll_sec = poll_sec
         self.status: str | None = None
         self._poke = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -39,20 +40,30 @@ class HealthEvents:
             self.status = h.status
 
     async def _run(self) -> None:
-        while True:
+        # Ends on a flag, not on cancellation alone: on Python 3.11 wait_for() can
+        # swallow a cancel that races with the event being set.
+        while not self._stopping:
             try:
                 await self.check()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a failing health() must not end the loop
                 log.exception("health check for events failed")
+            if self._stopping:
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self.poll_sec)
             self._poke.clear()
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        self._poke.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 2.0)
+        except (TimeoutError, Exception):  # noqa: BLE001 - stop anyway
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
