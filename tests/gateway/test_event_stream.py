@@ -122,7 +122,7 @@ async def test_anomaly_reaches_grpc_sse_and_nats_with_one_sequence(nats_server, 
     await nc.flush()
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
     call = stub.Watch(pb.WatchRequest(systems=["probe"], kinds=["anomaly_started"]))
-    await call.initial_metadata()  # subscribed
+    await asyncio.wait_for(call.initial_metadata(), 10)  # subscribed
     sse: list[dict[str, Any]] = []
     opened = asyncio.Event()
     sse_task = asyncio.create_task(_sse(f"http://127.0.0.1:{app.http_port}/v1/watch?systems=probe&kinds=anomaly_started", 1, sse, opened))
@@ -160,7 +160,7 @@ async def test_watch_filters_invalid_kinds_and_diagnosis_events(nats_server, nc,
         r = await http.get(f"http://127.0.0.1:{app.http_port}/v1/watch?since=-4")
         assert r.status_code == 400
     call = stub.Watch(pb.WatchRequest(kinds=["diagnosis"], systems=["web"]))
-    await call.initial_metadata()
+    await asyncio.wait_for(call.initial_metadata(), 10)
     await stub.Diagnose(pb.DiagnosisRequest(anomaly_description="other", context={"system": "db"}))  # filtered out
     await stub.Diagnose(pb.DiagnosisRequest(diagnosis_id="d1", anomaly_description="cpu high", context={"system": "web"}))
     ev = await asyncio.wait_for(call.read(), 10)
@@ -174,7 +174,7 @@ async def test_slow_watchers_are_dropped_with_a_reason(nats_server, make_twin, c
     bus = app.runtime.state.events
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
     call = stub.Watch(pb.WatchRequest())
-    await call.initial_metadata()
+    await asyncio.wait_for(call.initial_metadata(), 10)
     got: list[dict[str, Any]] = []
     opened = asyncio.Event()
     sse_task = asyncio.create_task(_sse(f"http://127.0.0.1:{app.http_port}/v1/watch", 100, got, opened))
@@ -212,10 +212,14 @@ async def test_reconnect_replays_from_last_event_id(nats_server, make_twin) -> N
 async def test_watcher_limits(nats_server, make_twin, channel_for) -> None:
     app = await make_twin(nats_server.url, model="mock", grpc={"max_workers": 4}, events={"max_watchers": 3})
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
-    calls = [stub.Watch(pb.WatchRequest()) for _ in range(3)]
-    await asyncio.gather(*(c.initial_metadata() for c in calls[:2]))
+    calls = []
+    for _ in range(2):  # one after the other: the server may take concurrent calls in any order
+        calls.append(stub.Watch(pb.WatchRequest()))
+        await calls[-1].initial_metadata()
+    await wait_for(lambda: app.servicer.watchers.open["grpc"] == 2)
+    calls.append(stub.Watch(pb.WatchRequest()))
     with pytest.raises(grpc.aio.AioRpcError) as info:  # gRPC: at most half of max_workers
-        await calls[2].read()
+        await asyncio.wait_for(calls[2].read(), 10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "half of grpc.max_workers" in info.value.details()
     # unary RPCs still have their slots
     assert (await stub.Manage(pb.ManagementRequest(operation="health_check"))).success
@@ -238,7 +242,7 @@ async def test_stop_ends_watchers_at_once_and_health_changes_are_events(make_twi
         app = await make_twin(url, model="mock", nats={"max_reconnect_attempts": -1, "reconnect_wait_sec": 0.1}, events={"health_poll_sec": 0.2})
         stub = pb_grpc.DigitalTwinStub(channel_for(app))
         call = stub.Watch(pb.WatchRequest(kinds=[HEALTH_CHANGED], systems=["anything"]))
-        await call.initial_metadata()
+        await asyncio.wait_for(call.initial_metadata(), 10)
         await server.stop()
         ev = await asyncio.wait_for(call.read(), 15)
         data = json_format.MessageToDict(ev.data)

@@ -43,17 +43,26 @@ class SleepyModel(MockWorldModel):
         return await super().query(request)
 
 
-async def _feed(nc, n: int = 20) -> None:  # type: ignore[no-untyped-def]
+async def _feed(nc, app, n: int = 20) -> None:  # type: ignore[no-untyped-def]
+    """Publishes n points and waits until the twin applied them."""
     t0 = time.time() - n
     for i in range(n):
         await nc.publish(STREAM, orjson.dumps({"name": "cpu_usage", "value": 40 + i, "unit": "percent", "source": "web", "timestamp": t0 + i}))
     await nc.flush()
+    try:
+        await wait_for(lambda: app.runtime.ingest_stats.events_applied >= n, timeout=20)
+    except AssertionError as exc:
+        st = app.runtime.ingest_stats
+        raise AssertionError(
+            f"not applied: received={st.events_received} applied={st.events_applied} dead={st.dead_lettered} "
+            f"connected={app.ingestor.connected} nc={nc.connected_url} twin_nc={app.ingestor.nc.connected_url} "
+            f"group={app.config.nats.queue_group} slow={st.slow_consumer_drops} disconnects={st.disconnects}"
+        ) from exc
 
 
 async def test_every_rpc_over_http_matches_grpc(nats_server, nc, make_twin, channel_for) -> None:
     app = await make_twin(nats_server.url, model="mock")
-    await _feed(nc)
-    await wait_for(lambda: app.runtime.ingest_stats.events_applied >= 20)
+    await _feed(nc, app)
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
     async with httpx.AsyncClient(base_url=base(app), timeout=30) as http:
         # Query: same answer as gRPC (apart from the response timestamp).
@@ -89,8 +98,7 @@ async def test_every_rpc_over_http_matches_grpc(nats_server, nc, make_twin, chan
 @pytest.mark.skipif(shutil.which("grpcurl") is None, reason="grpcurl not installed")
 async def test_rest_body_is_what_grpcurl_prints(nats_server, nc, make_twin) -> None:
     app = await make_twin(nats_server.url, model="mock")
-    await _feed(nc)
-    await wait_for(lambda: app.runtime.ingest_stats.events_applied >= 20)
+    await _feed(nc, app)
     req = {"query_id": "same", "query_type": "historical", "parameters": {"system": "web", "metric": "cpu_usage", "window_minutes": "60"}}
     proc = await asyncio.create_subprocess_exec(
         "grpcurl", "-plaintext", "-emit-defaults", "-d", json.dumps(req), f"127.0.0.1:{app.grpc_port}", "polaris.digitaltwin.DigitalTwin/Query",
@@ -253,8 +261,7 @@ async def test_openapi_is_generated_from_the_proto_and_describes_real_answers(na
     assert {"/v1/query", "/v1/simulate", "/v1/diagnose", "/v1/manage", "/v1/watch", "/healthz", "/readyz"} <= set(doc["paths"])
     jsonschema.Draft202012Validator.check_schema(_resolver_schema("QueryRequest"))
     app = await make_twin(nats_server.url, model="mock")
-    await _feed(nc)
-    await wait_for(lambda: app.runtime.ingest_stats.events_applied >= 20)
+    await _feed(nc, app)
     async with httpx.AsyncClient(base_url=base(app)) as http:
         served = (await http.get("/openapi.json")).json()
         assert served == json.loads(json.dumps(doc))
