@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from twin.evaluation import rca
+from twin.evaluation.replay import service_of
 
 
 async def collect(dirs: list[Path]) -> list[dict]:
@@ -21,7 +22,7 @@ async def collect(dirs: list[Path]) -> list[dict]:
     for d in dirs:
         case = rca.load_case_input(d)
         ranking, resp = await rca.diagnose_case(case)
-        probs = {rca._service_of(h): h.probability for h in resp.hypotheses}
+        probs = {service_of(h): h.probability for h in resp.hypotheses}
         out.append({"case_id": case.case_id, "ranking": ranking, "probs": probs})
     return out
 

@@ -28,6 +28,7 @@ from twin.ingest.event_publisher import EventPublisher
 from twin.service.health_events import HealthEvents
 from twin.service.server import TwinServer
 from twin.service.servicer import DigitalTwinServicer
+from twin.supervisor import ModelSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ class TwinApp:
             if isinstance(self.ingestor, JetStreamIngestor):
                 # Readiness waits for the replay at start (nats.jetstream.ready_after_replay).
                 self.ingestor.on_caught_up = lambda: self._on_ingest_status(self.ingestor.connected)
+        wm = config.world_model
+        self.supervisor = ModelSupervisor(
+            lambda: self.runtime.model.health(), self.runtime.reload, wm.health_check_interval_sec, wm.reload_on_failure
+        )
+        self.runtime.supervisor = self.supervisor
         self.servicer = DigitalTwinServicer(self.runtime, lambda: self.ingestor.queue.qsize())
         self.server: TwinServer | None = None
         # HTTP gateway + console (twin.gateway, imported only when http.port != 0),
@@ -134,6 +140,7 @@ class TwinApp:
         self.health_events.start()
         if self.durability is not None:
             self.durability.start()
+        self.supervisor.start()
         await self.server.set_ready(self.ingestor.connected and (self.durability is None or self.durability.ready()))
         http = f" http=:{self.http_port}" if self.gateway is not None else ""
         log.info("digital twin ready: model=%s grpc=:%d%s", self.runtime.model_name, self.server.port, http)
@@ -171,6 +178,7 @@ class TwinApp:
             await self.gateway.stop()
         if self.server is not None:
             await self.server.stop()
+        await self.supervisor.stop()
         if self.event_publisher is not None:
             await self.event_publisher.stop()
         await self.ingestor.stop()

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 
 from twin.core.config import DebuggingConfig
+from twin.core.redact import redact_text
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,12 +25,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc).decode()
 
 
+class RedactingFormatter(logging.Formatter):
+    """Masks URL credentials in whatever the wrapped formatter produces (messages, tracebacks)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(self.inner.format(record))
+
+
 def setup_logging(cfg: DebuggingConfig, level_override: str | None = None) -> None:
     level = (level_override or cfg.log_level).upper()
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    fmt: logging.Formatter = JsonFormatter() if cfg.log_format == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    inner = JsonFormatter() if cfg.log_format == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = RedactingFormatter(inner)
     if cfg.log_to_console or not cfg.log_file:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(fmt)

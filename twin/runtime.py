@@ -44,6 +44,8 @@ class TwinRuntime:
         # twin.durability.manager.Durability when snapshots or JetStream are on (set by the app):
         # its applied stream sequence, issues and figures show in health and get_metrics.
         self.durability: Any = None
+        # twin.supervisor.ModelSupervisor, started by the app (health_check_interval_sec).
+        self.supervisor: Any = None
 
     async def initialize(self) -> None:
         await self.model.initialize()
@@ -147,6 +149,8 @@ class TwinRuntime:
         m.update(self.state.events.metrics())
         for k, v in self.extra_metrics.items():
             m[k] = v() if callable(v) else v
+        if self.supervisor is not None:
+            m.update(self.supervisor.metrics())
         if self.durability is not None:
             m.update(self.durability.metrics())
             if self.durability.applied_sequence is not None:

@@ -49,19 +49,35 @@ async def publish(url: str, events: list[dict[str, Any]]) -> None:
         await nc.close()
 
 
-def test_sequence_tracker_floor_steps_over_gaps_and_skips_duplicates() -> None:
+def test_sequence_tracker_floor_waits_at_a_hole_until_the_server_vouches_for_it() -> None:
     t = SequenceTracker(0)
-    assert [t.begin(s) for s in (1, 2, 5)] == ["new", "new", "new"]  # 3, 4 removed by retention
+    assert [t.begin(s) for s in (1, 2, 5)] == ["new", "new", "new"]  # 3, 4: removed, or lost
     t.finish(2)
     assert t.applied == 0 and t.applied_above == [2]
     assert t.begin(2) == "applied" and t.begin(1) == "queued"
     t.finish(1)
-    assert t.applied == 4  # 3 and 4 were never delivered (first deliveries come in order)
     t.finish(5)
-    assert t.applied == 5 and t.applied_above == []
+    # A later delivery is no evidence that 3 and 4 were delivered: a delivery lost in a
+    # reconnect leaves the same hole, and the server redelivers it after ack_wait.
+    assert t.applied == 2 and t.applied_above == [5] and t.has_gap
+    assert t.begin(4) == "new"  # the redelivery is applied, not skipped
+    t.finish(4)
+    assert t.applied == 2 and t.applied_above == [4, 5]
+    t.sync(3)  # the server's ack floor: 3 is acked or gone from the stream
+    assert t.applied == 5 and t.applied_above == [] and not t.has_gap
     assert t.begin(4) == "applied" and t.duplicates == 2
-    late = SequenceTracker(None)  # replay from a time: the floor comes from the first delivery
-    assert late.begin(40) == "new" and late.applied == 39
+    t.sync(1)  # a stale, lower ack floor never lowers the floor
+    assert t.applied == 5
+
+
+def test_sequence_tracker_replay_from_a_time_takes_the_floor_from_the_server() -> None:
+    late = SequenceTracker(None)
+    late.sync(39)  # the new consumer's ack floor: where the server starts it
+    assert late.applied == 39 and late.begin(41) == "new" and late.begin(40) == "new"
+    late.finish(41)
+    assert late.applied == 39
+    late.finish(40)
+    assert late.applied == 41
 
 
 async def test_lost_acks_are_redelivered_and_skipped_so_each_event_applies_once(nats_server, make_twin, channel_for, monkeypatch) -> None:

@@ -98,3 +98,50 @@ def test_response_through_rpc_mapping() -> None:
     assert resp.metadata["ranking"].split(",")[: len(ranking)] == ranking
     assert resp.metadata["method"] and resp.causal_chain and resp.supporting_evidence
     assert 0 < resp.confidence <= 1
+
+
+def test_cross_validation_and_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--cv`` reports leave-one-fault-type-out and leave-one-day-out beside in-sample;
+    the default candidate's ranking is the RPC's; ``--chart`` writes a PNG."""
+    pytest.importorskip("matplotlib")
+    cases = _copy(tmp_path / "cases", "keep")
+    chart = tmp_path / "rca.png"
+    p = argparse.ArgumentParser()
+    rca.configure_parser(p)
+    assert rca.run(p.parse_args(["--cases", str(cases), "--limit", "4", "--cv", "--json", "--chart", str(chart)])) == 0
+    rep = json.loads(capsys.readouterr().out)
+    cv = rep["cv"]
+    assert cv["rpc_mismatch"] == [] and cv["candidates"][0] == "default" and len(cv["candidates"]) > 5
+    for scheme in ("leave-one-fault-type-out", "leave-one-day-out"):
+        assert cv[scheme]["overall"]["n"] == 4 and set(cv[scheme]["overall"]) >= {"AC@1", "AC@3", "Avg@5"}
+        assert set(cv[scheme]["chosen"].values()) <= set(cv["candidates"])
+    assert set(cv["leave-one-fault-type-out"]["chosen"]) == {"cpu_contention", "return", "cpu_consumed", "exception"}
+    assert set(cv["leave-one-day-out"]["chosen"]) == {"2022-08-22"}  # the first 4 cases are one day
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
+    nip = rep["no_incident_probability"]
+    assert 0.0 <= nip["mean"] <= nip["max"] <= 1.0
+
+
+def test_cross_validate_chooses_on_training_folds_only() -> None:
+    """A candidate that is perfect on the held-out fold but worst on the others is not chosen
+    for it: the held-out score is what the training folds' choice gives."""
+    from twin.evaluation.rca_cv import candidate_configs, cross_validate
+
+    cands = candidate_configs()[:2]
+    labels = {c: {"root_cause": "a"} for c in ("x1", "x2", "y1", "y2")}
+    groups = {"x1": "X", "x2": "X", "y1": "Y", "y2": "Y"}
+    good_on_x = {"x1": ["a", "b"], "x2": ["a", "b"], "y1": ["b", "a"], "y2": ["b", "a"]}
+    good_on_y = {"x1": ["b", "a"], "x2": ["b", "a"], "y1": ["a", "b"], "y2": ["a", "b"]}
+    out = cross_validate([good_on_x, good_on_y], cands, labels, groups)
+    assert out["chosen"] == {"X": cands[1][0], "Y": cands[0][0]}
+    assert all(out["rankings"][c][0] == "b" for c in labels)  # every held-out case is missed
+    same = cross_validate([good_on_x, good_on_x], cands, labels, groups)  # ties: the default
+    assert same["chosen"] == {"X": "default", "Y": "default"}
+
+
+def test_replay_uses_the_statistical_model_and_no_fallback() -> None:
+    from twin.evaluation import replay
+
+    rt = replay.make_runtime()
+    assert rt.model_name == "statistical" and type(rt.model).__name__ == "StatisticalWorldModel"
+    assert not hasattr(rca, "_fallback_model_class")

@@ -21,6 +21,7 @@ from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
+from twin.ingest.nats_ingest import confirm_interest
 from twin.core.notify import ANOMALY_STARTED, HEALTH_CHANGED, EventBus, WatcherDropped, event_dict
 from twin.service.watch import to_proto
 
@@ -119,7 +120,7 @@ async def test_anomaly_reaches_grpc_sse_and_nats_with_one_sequence(nats_server, 
         nats_got.append(msg)
 
     sub = await nc.subscribe("polaris.digitaltwin.events.>", cb=on_event)
-    await nc.flush()
+    await confirm_interest(nc)
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
     call = stub.Watch(pb.WatchRequest(systems=["probe"], kinds=["anomaly_started"]))
     await asyncio.wait_for(call.initial_metadata(), 10)  # subscribed

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from twin.core.errors import ConfigError
+from twin.core.redact import redact
 
 ENV_PREFIX = "POLARIS_DT__"
 
@@ -288,22 +289,6 @@ def load_config(
     return TwinConfig.from_dict(cfg)
 
 
-_SECRET_HINTS = ("password", "token", "secret", "api_key", "apikey", "creds", "key_file")
-
-
 def redact_config(cfg: Any) -> Any:
     """A copy safe to show: values of secret-looking keys and URL credentials masked."""
-    if isinstance(cfg, Mapping):
-        out = {}
-        for k, v in cfg.items():
-            if any(h in str(k).lower() for h in _SECRET_HINTS) and v:
-                out[k] = "***"
-            else:
-                out[k] = redact_config(v)
-        return out
-    if isinstance(cfg, list):
-        return [redact_config(v) for v in cfg]
-    if isinstance(cfg, str) and "://" in cfg and "@" in cfg:
-        scheme, _, rest = cfg.partition("://")
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return cfg
+    return redact(cfg)

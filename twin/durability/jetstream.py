@@ -16,12 +16,13 @@ the process lives: they bound what is in flight (``max_ack_pending``) and anythi
 applied within ``ack_wait_sec`` is redelivered.
 
 Idempotence: ``SequenceTracker`` knows the highest stream sequence up to which every
-delivered message was applied (the *floor*) and the few applied above it. A message at
-or below the floor, or already applied above it, is acknowledged again and skipped; a
-redelivery of a message still waiting in the queue is skipped without an ack (the queued
-original acknowledges it). First deliveries of a pull consumer arrive in stream order,
-so every sequence below the newest one seen has been delivered, which is what lets the
-floor step over gaps (messages removed by retention).
+message was applied (the *floor*) and the few applied above it. A message at or below
+the floor, or already applied above it, is acknowledged again and skipped; a redelivery
+of a message still waiting in the queue is skipped without an ack (the queued original
+acknowledges it). The floor moves over sequences applied here, and over gaps (messages
+removed by retention or deleted) only when the server's ack floor for the consumer says
+so: a hole above the floor may be a delivery lost in a reconnect, which the server
+redelivers after ``ack_wait``, and must never be acknowledged unapplied.
 
 One replica = one durable consumer named after the pod (or ``nats.jetstream.durable``):
 every replica applies the whole stream and can answer any query.
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import re
 import socket
@@ -51,6 +51,7 @@ from twin.core.errors import IngestError
 from twin.ingest.nats_ingest import Ingestor, Item
 
 log = logging.getLogger(__name__)
+SYNC_INTERVAL_SEC = 0.5  # how often a floor held up by a hole asks the server for its ack floor
 
 
 def durable_name(configured: str = "", hostname: str | None = None) -> str:
@@ -62,17 +63,29 @@ def durable_name(configured: str = "", hostname: str | None = None) -> str:
 
 
 class SequenceTracker:
-    """Which stream sequences were applied; O(log n) per message."""
+    """Which stream sequences were applied; O(1) amortised per message.
+
+    The floor is the highest sequence up to which every message the stream holds was
+    applied. It moves in two ways only, both safe:
+
+    - contiguously, over sequences this process applied itself;
+    - to the consumer's ack floor as the *server* reports it (:meth:`sync`). The server
+      counts a sequence there only once it received our ack for it, or the stream no
+      longer holds it (retention, deletes), and we ack only after applying. This is how
+      the floor steps over gaps.
+
+    It never steps over a sequence merely because a later one arrived: a delivery lost
+    in a reconnect looks exactly like a gap, and the server redelivers it after
+    ``ack_wait``. (Assuming "first deliveries arrive in order, so a hole is a gap" is
+    what once acknowledged lost messages without applying them.)
+    """
 
     def __init__(self, floor: int | None = 0, applied_above: list[int] | None = None) -> None:
-        # floor None: not known yet, set from the first delivery (replay from a time).
+        # floor None: not known yet (replay from a time); the bind sets it from the
+        # server's ack floor of the new consumer before the first delivery.
         self.floor = floor
-        self.max_seen = floor or 0
         self._inflight: set[int] = set()
-        self._heap: list[int] = []
         self._done_above: set[int] = set(applied_above or [])
-        if self._done_above:
-            self.max_seen = max(self.max_seen, max(self._done_above))
         self.duplicates = 0
         self.redeliveries_in_flight = 0
 
@@ -87,23 +100,35 @@ class SequenceTracker:
             self.redeliveries_in_flight += 1
             return "queued"
         self._inflight.add(seq)
-        heapq.heappush(self._heap, seq)
-        self.max_seen = max(self.max_seen, seq)
         return "new"
 
     def finish(self, seq: int) -> None:
+        """``seq`` was applied (and is about to be acknowledged)."""
         if seq not in self._inflight:
             return
         self._inflight.discard(seq)
         self._done_above.add(seq)
-        heap = self._heap
-        while heap and heap[0] not in self._inflight:
-            heapq.heappop(heap)
-        new_floor = heap[0] - 1 if heap else self.max_seen
-        if self.floor is None or new_floor > self.floor:
-            self.floor = new_floor
-            if self._done_above:
-                self._done_above = {s for s in self._done_above if s > new_floor}
+        self._advance()
+
+    def sync(self, server_ack_floor: int) -> None:
+        """Raise the floor to the consumer's ack floor as the server reports it."""
+        if self.floor is None or server_ack_floor > self.floor:
+            self.floor = server_ack_floor
+            self._done_above = {s for s in self._done_above if s > server_ack_floor}
+            self._advance()
+
+    def _advance(self) -> None:
+        done = self._done_above
+        floor = self.floor or 0
+        while floor + 1 in done:
+            floor += 1
+            done.discard(floor)
+        self.floor = floor
+
+    @property
+    def has_gap(self) -> bool:
+        """Applied sequences wait above a hole: only the server can say what the hole is."""
+        return bool(self._done_above)
 
     @property
     def applied(self) -> int:
@@ -190,6 +215,7 @@ class JetStreamIngestor(Ingestor):
         self.stream_resets = 0
         self.stream_reset_note = ""
         self.on_caught_up: Callable[[], None] | None = None  # the app gates readiness on it
+        self._last_sync = 0.0
 
     # ------------------------------------------------------------ positions
     def set_start(self, position: StartPosition) -> None:
@@ -305,7 +331,11 @@ class JetStreamIngestor(Ingestor):
             max_deliver=-1,
             **kwargs,
         )
-        await js.add_consumer(self.stream_name, config)
+        info = await js.add_consumer(self.stream_name, config)
+        # The new consumer's ack floor is where the server starts it (past what retention
+        # removed): everything at or below it is either applied or gone.
+        self.tracker.sync(info.ack_floor.stream_seq if info.ack_floor else 0)
+        self._last_sync = time.monotonic()
         self._psub = await js.pull_subscribe_bind(
             durable=self.durable,
             stream=self.stream_name,
@@ -330,7 +360,7 @@ class JetStreamIngestor(Ingestor):
             try:
                 msgs = await psub.fetch(self.fetch_batch, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
-                self._idle_fetch()
+                await self._idle_fetch()
                 continue
             except asyncio.CancelledError:
                 raise
@@ -345,13 +375,31 @@ class JetStreamIngestor(Ingestor):
             backoff = 0.05
             for msg in msgs:
                 await self._on_js_msg(msg)
+            if self.tracker.has_gap and time.monotonic() - self._last_sync >= SYNC_INTERVAL_SEC:
+                await self._sync_floor()
 
-    def _idle_fetch(self) -> None:
-        """Nothing left to deliver: a replay whose target lies before its start is done too."""
+    async def _idle_fetch(self) -> None:
+        """Nothing to deliver right now: let the server close any gap, then check the replay."""
+        if self.tracker.has_gap or self.tracker.floor is None:
+            await self._sync_floor()
         p = self.progress
-        if p.finished_at is None and self.tracker.in_flight == 0 and self.queue.empty():
-            if self.tracker.floor is None:
-                self.tracker.floor = p.target_sequence
+        if p.finished_at is None and self.tracker.applied >= p.target_sequence:
+            self._caught_up()
+
+    async def _sync_floor(self) -> None:
+        """Steps the floor over gaps the server vouches for (its ack floor of our consumer)."""
+        self._last_sync = time.monotonic()
+        try:
+            info = await self.js.consumer_info(self.stream_name, self.durable)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - disconnected or consumer gone; retried later
+            log.debug("consumer info for the ack floor failed: %s", exc)
+            return
+        if info.ack_floor is not None:
+            self.tracker.sync(info.ack_floor.stream_seq)
+        p = self.progress
+        if p.finished_at is None and self.tracker.applied >= p.target_sequence:
             self._caught_up()
 
     def _caught_up(self) -> None:
@@ -371,11 +419,13 @@ class JetStreamIngestor(Ingestor):
             pass
         except Exception:  # noqa: BLE001 - not connected yet; the loop retries
             return
-        log.warning("JetStream consumer %s is gone; recreating it after sequence %d", self.durable, self.tracker.max_seen)
+        # From the floor, not from the newest sequence seen: anything above the floor that
+        # was not applied (a delivery lost with the connection) must be delivered again.
+        log.warning("JetStream consumer %s is gone; recreating it after sequence %d", self.durable, self.tracker.applied)
         self.rebinds += 1
         try:
             await self.ensure_stream()
-            await self._bind(StartPosition(sequence=self.tracker.max_seen + 1), "consumer lost")
+            await self._bind(StartPosition(sequence=self.tracker.applied + 1), "consumer lost")
         except Exception as exc:  # noqa: BLE001 - retried on the next fetch error
             log.warning("recreating the consumer failed: %s", exc)
 

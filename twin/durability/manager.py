@@ -30,6 +30,8 @@ from twin.models.base import EventBatch
 
 log = logging.getLogger(__name__)
 _MODEL_CHUNK = 20_000
+RETRY_FIRST_SEC = 1.0  # a failed snapshot is retried after 1, 2, 4, ... seconds
+RETRY_MAX_SEC = 300.0
 
 
 class Durability:
@@ -47,6 +49,8 @@ class Durability:
         self._last_events = 0
         self._last_time = time.monotonic()
         self._last_sequence = -1
+        self._failures_in_a_row = 0
+        self._retry_at = 0.0
         self.snapshots_written = 0
         self.snapshot_failures = 0
         self.snapshots_rejected = 0
@@ -140,11 +144,15 @@ class Durability:
         tick = 0.2 if self.every_events > 0 else min(1.0, max(0.05, self.interval / 4))
         while True:
             await asyncio.sleep(tick)
-            applied = self.runtime.ingest_stats.events_applied
-            changed = applied != self._last_events or self._sequence() != self._last_sequence
-            due_events = self.every_events > 0 and applied - self._last_events >= self.every_events
-            due_time = self.interval > 0 and time.monotonic() - self._last_time >= self.interval
-            if changed and (due_events or due_time):
+            if self._failures_in_a_row:
+                due = time.monotonic() >= self._retry_at  # retry with backoff, changed or not
+            else:
+                applied = self.runtime.ingest_stats.events_applied
+                changed = applied != self._last_events or self._sequence() != self._last_sequence
+                due_events = self.every_events > 0 and applied - self._last_events >= self.every_events
+                due_time = self.interval > 0 and time.monotonic() - self._last_time >= self.interval
+                due = changed and (due_events or due_time)
+            if due:
                 await self.snapshot_now()
 
     # -------------------------------------------------------------- snapshot
@@ -160,20 +168,18 @@ class Durability:
             js = self.jetstream
             t0 = time.perf_counter()
             lock = js.apply_lock if js is not None else contextlib.nullcontext()
-            async with lock:  # type: ignore[attr-defined]
-                seq = js.applied_sequence if js is not None else 0
-                above = js.tracker.applied_above if js is not None else []
-                snap = capture(self.runtime.state, seq, above, js.stream_name if js is not None else "")
-                events = self.runtime.ingest_stats.events_applied
             try:
+                async with lock:  # type: ignore[attr-defined]
+                    seq = js.applied_sequence if js is not None else 0
+                    above = js.tracker.applied_above if js is not None else []
+                    snap = capture(self.runtime.state, seq, above, js.stream_name if js is not None else "")
+                    events = self.runtime.ingest_stats.events_applied
                 data = await asyncio.to_thread(encode, snap)
                 path = await asyncio.to_thread(self.store.write, data, seq)
-            except Exception as exc:  # noqa: BLE001 - reported; the twin keeps serving
-                self.snapshot_failures += 1
-                self.issues["snapshot_write"] = f"snapshot write failed: {exc.__class__.__name__}: {exc}"
-                log.error("snapshot write to %s failed: %s", self.store.dir, exc)
-                self._last_time = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - reported in health and retried; the twin keeps serving
+                self._failed(exc)
                 return None
+            self._failures_in_a_row = 0
             self.snapshots_written += 1
             self._last_events = events
             self._last_time = time.monotonic()
@@ -186,6 +192,18 @@ class Durability:
             self.issues.pop("snapshot", None)
             log.info("snapshot %s: sequence %d, %d samples, %.1f KiB in %.3fs", path.name, seq, snap.samples, len(data) / 1024, self.last_snapshot_seconds)
             return path
+
+    def _failed(self, exc: BaseException) -> None:
+        self.snapshot_failures += 1
+        self._failures_in_a_row += 1
+        delay = min(RETRY_MAX_SEC, RETRY_FIRST_SEC * 2 ** (self._failures_in_a_row - 1))
+        self._retry_at = time.monotonic() + delay
+        self._last_time = time.monotonic()
+        detail = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        self.issues["snapshot_write"] = (
+            f"snapshot failed {self._failures_in_a_row} time(s) in a row ({detail}); retrying in {delay:.1f}s"
+        )
+        log.error("snapshot to %s failed (%s); retrying in %.1fs", self.store.dir if self.store else "-", detail, delay)
 
     async def stop(self) -> None:
         """Cancels the periodic task and writes a final snapshot (after ingestion drained)."""
@@ -243,6 +261,7 @@ class Durability:
         m: dict[str, float] = {
             "snapshots_written_total": self.snapshots_written,
             "snapshot_failures_total": self.snapshot_failures,
+            "snapshot_failures_in_a_row": self._failures_in_a_row,
             "snapshots_rejected_total": self.snapshots_rejected,
             "snapshot_last_sequence": self.last_snapshot_sequence,
             "snapshot_last_unix": self.last_snapshot_unix,

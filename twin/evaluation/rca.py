@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twin.evaluation.replay import ranking_of, replay_and_diagnose
+
 __all__ = [
     "CaseInput",
     "configure_parser",
@@ -125,96 +127,81 @@ def load_labels(case_dir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the twin
 
 
-_FALLBACK = "rca-diagnosis"
+def _request(case: CaseInput, description: str = "") -> Any:
+    from twin._proto import digital_twin_pb2 as pb
+    from twin.core.events import iso
+
+    return pb.DiagnosisRequest(
+        diagnosis_id=f"rca-{case.case_id}",
+        anomaly_description=description or f"incident on {case.system or 'the system'} at {iso(case.fault_start)}",
+        timestamp=iso(case.fault_start),
+        context={"system": case.system} if case.system else {},
+    )
 
 
-def _fallback_model_class() -> type:
-    """A minimal model whose diagnose is the statistical diagnosis, until the statistical model lands."""
-    from twin.models.base import DiagnosisRequest, DiagnosisResult, SimulationRequest, SimulationResult, WorldModel
-    from twin.models.statistical.diagnosis import diagnose
-
-    class DiagnosisOnlyModel(WorldModel):
-        name = _FALLBACK
-        version = "1"
-
-        async def simulate(self, request: SimulationRequest) -> SimulationResult:
-            return SimulationResult(False, explanation="simulation is not supported by the diagnosis-only model")
-
-        async def diagnose(self, request: DiagnosisRequest) -> DiagnosisResult:
-            return diagnose(self.state, request, None)
-
-    return DiagnosisOnlyModel
-
-
-def make_runtime() -> Any:
-    """A fresh in-process twin with the statistical world model (or the diagnosis fallback)."""
-    from twin.core.config import load_config
-    from twin.core.errors import ModelNotFound, ModelUnavailable
-    from twin.models.registry import register_model
-    from twin.runtime import TwinRuntime
-
-    cfg = load_config(overrides={"digital_twin": {"world_model": {"implementation": "statistical"}}}, environ={})
-    try:
-        return TwinRuntime(cfg)
-    except (ModelUnavailable, ModelNotFound, ImportError, AttributeError):
-        register_model(_FALLBACK, _fallback_model_class())
-        return TwinRuntime(cfg, model_name=_FALLBACK)
-
-
-def _service_of(h: Any) -> str:
-    text = h.hypothesis
-    for marker in (" is the root cause", " is the likely root cause"):
-        if marker in text:
-            return text.split(marker, 1)[0].strip()
-    for ev in h.evidence:
-        if "/" in ev:
-            return ev.split("/", 1)[0].strip()
-    return text.split()[0] if text.split() else ""
+def _chunks(points: list[Any], size: int = 5000) -> list[list[Any]]:
+    return [points[i : i + size] for i in range(0, len(points), size)]
 
 
 async def diagnose_case(case: CaseInput, description: str = "") -> tuple[list[str], Any]:
     """Fresh twin → ingest → Diagnose (RPC mapping) → (ranking, proto response)."""
-    from twin._proto import digital_twin_pb2 as pb
-    from twin.core.events import iso
-    from twin.service import mapping
+    out = await replay_and_diagnose(_chunks(case.points), _request(case, description))
+    return out.ranking, out.response
 
-    rt = make_runtime()
-    await rt.initialize()
+
+@dataclass(slots=True)
+class CaseRun:
+    """What one case's diagnosis produced (nothing here was derived from its labels)."""
+
+    case_id: str
+    fault_start: float
+    ranking: list[str]
+    probabilities: dict[str, float]  # service -> hypothesis probability
+    no_incident: float | None  # probability of the "no incident" answer, if the model gives one
+    diagnosis_input: Any = None  # diagnosis.DiagnosisInput, when gathered for cross-validation
+
+
+def progress(items: Iterable[Any], total: int, desc: str) -> Iterable[Any]:
+    """A progress bar on stderr (tqdm, from the ``tools`` extra) when there is a terminal."""
     try:
-        batch = 5000
-        for i in range(0, len(case.points), batch):
-            rt.ingest_points(case.points[i : i + batch])
-        req = pb.DiagnosisRequest(
-            diagnosis_id=f"rca-{case.case_id}",
-            anomaly_description=description or f"incident on {case.system or 'the system'} at {iso(case.fault_start)}",
-            timestamp=iso(case.fault_start),
-            context={"system": case.system} if case.system else {},
-        )
-        dreq = mapping.to_diagnosis(req)
-        res = await rt.model.diagnose(dreq)
-        resp = mapping.from_diagnosis(dreq.diagnosis_id, res)
-    finally:
-        await rt.shutdown()
-    return ranking_of(resp), resp
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, total=total, desc=desc, unit="case" if "case" in desc else "it", disable=None, leave=False)
 
 
-def ranking_of(resp: Any) -> list[str]:
-    """Services named by a proto ``DiagnosisResponse``'s hypotheses, best first (no ``_`` ones)."""
-    ranking: list[str] = []
-    for h in sorted(resp.hypotheses, key=lambda h: h.rank):
-        svc = _service_of(h)
-        if svc and not svc.startswith("_") and svc not in ranking:
-            ranking.append(svc)
-    return ranking
+async def run_cases(case_dirs: Sequence[Path], gather_config: Any = None, show_progress: bool = True) -> list[CaseRun]:
+    """Every case through a fresh twin; with ``gather_config`` (a ``DiagnosisConfig``) also
+    the diagnosis input gathered from the twin's state under that config's windows."""
+    from twin.evaluation.replay import NO_INCIDENT_PREFIX, service_of
+
+    out: list[CaseRun] = []
+    it: Iterable[Path] = progress(case_dirs, len(case_dirs), "eval rca cases") if show_progress else case_dirs
+    for d in it:
+        case = load_case_input(d)
+        inspect = None
+        if gather_config is not None:
+            from twin.models.statistical.diagnosis import gather
+
+            def inspect(rt: Any, case: CaseInput = case) -> Any:
+                return gather(rt.state, case.fault_start, gather_config, rt.model.anomaly_scores, case.system)
+
+        rep = await replay_and_diagnose(_chunks(case.points), _request(case), inspect)
+        probs: dict[str, float] = {}
+        none_p: float | None = None
+        for h in rep.response.hypotheses:
+            if h.hypothesis.lower().startswith(NO_INCIDENT_PREFIX):
+                none_p = float(h.probability)
+            else:
+                probs.setdefault(service_of(h), float(h.probability))
+        out.append(CaseRun(case.case_id, case.fault_start, rep.ranking, probs, none_p, rep.inspected))
+    return out
 
 
 async def rank_cases(case_dirs: Iterable[Path]) -> list[dict[str, Any]]:
-    out = []
-    for d in case_dirs:
-        case = load_case_input(d)
-        ranking, _ = await diagnose_case(case)
-        out.append({"case_id": case.case_id, "ranking": ranking})
-    return out
+    """``{case_id, ranking}`` per case (no progress bar)."""
+    runs = await run_cases(list(case_dirs), show_progress=False)
+    return [{"case_id": r.case_id, "ranking": r.ranking} for r in runs]
 
 
 # --------------------------------------------------------------------------- scoring
@@ -271,6 +258,40 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", type=Path, default=None, help="write one JSON line per case {case_id, ranking}")
     p.add_argument("--limit", type=int, default=None, help="only the first N cases (sorted by id)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    p.add_argument(
+        "--cv",
+        action="store_true",
+        help="also cross-validate: leave one fault type out and leave one day out (knobs chosen on the other folds)",
+    )
+    p.add_argument("--chart", type=Path, default=None, help="write a summary chart (PNG; needs the 'plot' extra)")
+
+
+def _cross_validation(runs: Sequence[CaseRun], labels: dict[str, dict[str, Any]], show_progress: bool) -> dict[str, Any]:
+    from twin.evaluation import rca_cv
+
+    cands = rca_cv.candidate_configs()
+    inputs = {r.case_id: r.diagnosis_input for r in runs}
+    rankings = rca_cv.rank_under_candidates(inputs, cands, progress if show_progress else None)
+    # The default candidate ranks exactly what the Diagnose RPC answered.
+    mismatch = [r.case_id for r in runs if rankings[0][r.case_id][: len(r.ranking)] != r.ranking]
+    schemes = {
+        "leave-one-fault-type-out": {r.case_id: str(labels[r.case_id]["fault_type"]) for r in runs},
+        "leave-one-day-out": {r.case_id: rca_cv.day_of(r.fault_start) for r in runs},
+    }
+    out: dict[str, Any] = {"candidates": [n for n, _ in cands], "rpc_mismatch": mismatch}
+    for name, groups in schemes.items():
+        cv = rca_cv.cross_validate(rankings, cands, labels, groups)
+        rep = score([{"case_id": c, "ranking": rk} for c, rk in cv["rankings"].items()], labels)
+        rep["chosen"] = cv["chosen"]
+        out[name] = rep
+    return out
+
+
+def _no_incident_summary(runs: Sequence[CaseRun]) -> dict[str, float] | None:
+    ps = [r.no_incident for r in runs if r.no_incident is not None]
+    if not ps:
+        return None
+    return {"n": float(len(ps)), "mean": sum(ps) / len(ps), "max": max(ps), "share_above_half": sum(p > 0.5 for p in ps) / len(ps)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -282,21 +303,55 @@ def run(args: argparse.Namespace) -> int:
     if not dirs:
         print(f"no cases in {cases_dir}", file=sys.stderr)
         return 2
+    want_cv = bool(getattr(args, "cv", False))
+    show = not getattr(args, "json", False)
+    gather_cfg = None
+    if want_cv:
+        from twin.evaluation.rca_cv import candidate_configs, widest
+
+        gather_cfg = widest(candidate_configs())
     t_start = time.perf_counter()
-    rankings = asyncio.run(rank_cases(dirs))
+    runs = asyncio.run(run_cases(dirs, gather_cfg, show_progress=show))
+    rankings = [{"case_id": r.case_id, "ranking": r.ranking} for r in runs]
     elapsed = time.perf_counter() - t_start
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         with open(args.results, "w") as f:
             for r in rankings:
                 f.write(json.dumps({"case_id": r["case_id"], "ranking": r["ranking"]}) + "\n")
-    # Labels are read only now, for scoring.
+    # Labels are read only now, for scoring (and, with --cv, for choosing on training folds).
     labels = {d.name: load_labels(d) for d in dirs}
     rep = score(rankings, labels)
+    none = _no_incident_summary(runs)
+    if none is not None:
+        rep["no_incident_probability"] = none
+    if want_cv:
+        rep["cv"] = _cross_validation(runs, labels, show)
+    elapsed = time.perf_counter() - t_start
+    if getattr(args, "chart", None):
+        from twin.evaluation.rca_chart import write_chart
+
+        write_chart(Path(args.chart), rep, title=f"eval rca: {cases_dir.name} ({len(runs)} cases)")
     if getattr(args, "json", False):
         print(json.dumps({**rep, "elapsed_sec": elapsed}, indent=2, default=float))
-    else:
-        print(format_report(rep, elapsed))
+        return 0
+    print(format_report(rep, elapsed))
+    if none is not None:
+        print(
+            f"\n'no incident' probability on these (faulty) cases: mean {none['mean']:.2f}, max {none['max']:.2f}, "
+            f"share > 0.5: {none['share_above_half']:.2f}"
+        )
+    if want_cv:
+        from twin.evaluation.rca_cv import format_cv
+
+        cv = rep["cv"]
+        rows = [("in-sample", rep), ("leave-1-type-out", cv["leave-one-fault-type-out"]), ("leave-1-day-out", cv["leave-one-day-out"])]
+        print()
+        print(format_cv(rows, list(rep["fault_type"]), len(cv["candidates"])))
+        if cv["rpc_mismatch"]:
+            print(f"WARNING: the pure ranking differs from the RPC's on {len(cv['rpc_mismatch'])} case(s): {cv['rpc_mismatch'][:5]}")
+    if getattr(args, "chart", None):
+        print(f"chart: {args.chart}")
     return 0
 
 

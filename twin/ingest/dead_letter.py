@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from twin.core.redact import redact_text
+
 MAX_ECHO = 64 * 1024
 
 
@@ -39,13 +41,13 @@ def build_record(
 ) -> bytes:
     echo = payload[:MAX_ECHO]
     try:
-        text: str = echo.decode("utf-8")
+        text: str = redact_text(echo.decode("utf-8"))
         encoding = "utf-8"
     except UnicodeDecodeError:
         text = base64.b64encode(echo).decode("ascii")
         encoding = "base64"
     record: dict[str, Any] = {
-        "reason": reason,
+        "reason": redact_text(reason),
         "subject": subject,
         "payload": text,
         "payload_encoding": encoding,

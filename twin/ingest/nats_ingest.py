@@ -32,7 +32,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -50,6 +49,7 @@ from twin.core.events import (
     decode_execution,
     decode_stream,
 )
+from twin.core.redact import redact_text
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
 from twin.ingest.stats import IngestStats
@@ -82,14 +82,8 @@ class Item:
 
 
 def redact_url(url: str) -> str:
-    """Drops credentials from a NATS URL before it is logged."""
-    parts = []
-    for u in url.split(","):
-        s = urlsplit(u.strip())
-        if s.username or s.password:
-            s = s._replace(netloc=f"***@{s.hostname}" + (f":{s.port}" if s.port else ""))
-        parts.append(urlunsplit(s))
-    return ",".join(parts)
+    """Drops credentials from a NATS URL (or a comma-separated list) before it is shown."""
+    return redact_text(url)
 
 
 def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, Any]:
@@ -115,6 +109,32 @@ def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] 
             ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
         opts["tls"] = ctx
     return opts
+
+
+async def confirm_interest(nc: NATS, timeout: float = 10.0) -> None:
+    """Returns once the server has processed every command this client sent before it.
+
+    ``nc.flush()`` does not promise that: nats-py 2.16 writes its PING straight to the
+    socket while earlier SUBs may still wait in the client's pending buffer, so the PONG
+    can come back before the server knows the subscriptions, and a message published in
+    that window is dropped for lack of interest (health said SERVING, the first batch
+    was lost). A message to a fresh inbox travels through the same buffer, in order,
+    after the SUBs: when it comes back, they are in place.
+    """
+    inbox = nc.new_inbox()
+    echoed = asyncio.get_running_loop().create_future()
+
+    async def on_echo(_msg: Msg) -> None:
+        if not echoed.done():
+            echoed.set_result(None)
+
+    sub = await nc.subscribe(inbox, cb=on_echo)
+    try:
+        await nc.publish(inbox, b"")
+        await asyncio.wait_for(echoed, timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 class Ingestor:
@@ -163,7 +183,7 @@ class Ingestor:
             )
         except Exception as exc:  # noqa: BLE001 - nats raises many types here
             log.error("cannot connect to NATS at %s: %s", redact_url(url), exc)
-            raise IngestError(f"cannot connect to NATS at {redact_url(url)}: {exc}") from exc
+            raise IngestError(f"cannot connect to NATS at {redact_url(url)}: {redact_text(str(exc))}") from exc
         await self.subscribe()
         self._set_connected(True)
         log.info("ingesting from %s (%s)", redact_url(url), self.mode)
@@ -186,7 +206,7 @@ class Ingestor:
         }
         for subject, cb in handlers.items():
             await self.nc.subscribe(subject, queue=c.queue_group, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=limit * c.max_payload_bytes // 8)
-        await self.nc.flush()
+        await confirm_interest(self.nc)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Drain: stop receiving, let pending messages through the callbacks, apply the

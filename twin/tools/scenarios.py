@@ -16,6 +16,10 @@ Faults (``FAULT_KINDS``), injected at ``fault_t`` on one service:
 * ``traffic_surge``: the external arrival rate jumps; the root cause is the load, i.e.
   the ingress tier (``web``) whose ``arrival_rate`` is the demand.
 
+``NO_FAULT`` (``"none"``) generates the same system with no fault at all (the earlier
+unrelated incident, routine action and blip still happen by chance): ``root_cause`` is
+empty and a good diagnosis says that nothing is wrong.
+
 Every scenario is reproducible from its seed. The output uses the wire formats:
 telemetry event dicts ``{name, value, unit, timestamp, source, tags}`` and execution
 result dicts. ``python -m twin.tools.scenarios --nats-url ... --seed N`` publishes one.
@@ -36,9 +40,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAULT_KINDS", "SERVICES", "Scenario", "configure_parser", "diagnose_scenario", "generate", "main", "publish"]
+__all__ = [
+    "FAULT_KINDS",
+    "NO_FAULT",
+    "SERVICES",
+    "Scenario",
+    "configure_parser",
+    "diagnose_scenario",
+    "diagnosis_request",
+    "feed_of",
+    "generate",
+    "main",
+    "publish",
+]
 
 FAULT_KINDS = ("cpu_saturation", "memory_leak", "slow_dependency", "bad_deployment", "traffic_surge")
+NO_FAULT = "none"
 
 # name: (fan-out per external request, capacity req/s, own service time ms, memory MB, callees)
 SERVICES: dict[str, tuple[float, float, float, float, tuple[str, ...]]] = {
@@ -108,8 +125,8 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     kind = kind or FAULT_KINDS[seed % len(FAULT_KINDS)]
-    if kind not in FAULT_KINDS:
-        raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+    if kind not in FAULT_KINDS and kind != NO_FAULT:
+        raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)} or {NO_FAULT}")
     step = rng.choice(STEPS)
     history = rng.uniform(25.0, 60.0) * 60.0
     after = rng.uniform(8.0, 12.0) * 60.0
@@ -167,13 +184,16 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
         error_pct[root] += ramp * rng.uniform(1.0, 25.0)
         extra_lat[root] += ramp * SERVICES[root][2] * rng.uniform(0.5, 2.0)
         desc = "error rate above SLO"
+    elif kind == NO_FAULT:
+        root = ""
+        desc = "is anything wrong?"
     else:  # traffic_surge
         root = INGRESS
         arrival = arrival * (1.0 + ramp * rng.uniform(0.3, 1.3))
         desc = "traffic spike, latency rising"
 
     if distractor:
-        other = rng.choice([s for s in names if s != root])
+        other = rng.choice([s for s in names if s != root])  # (with no fault: any service)
         t1 = fault_t + rng.uniform(0.0, 4.0) * 60.0
         w = (t >= t1) & (t < t1 + rng.uniform(1.0, 3.0) * 60.0)
         extra_cpu[other][w] += rng.uniform(0.1, 0.25)
@@ -225,13 +245,66 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     return Scenario(seed, kind, root, fault_t, alert_t, step, events, executions, desc)
 
 
+# --------------------------------------------------------------------------- in-process run
+
+
+def feed_of(sc: Scenario, chunk: int = 2000) -> list[list[Any] | Any]:
+    """The scenario as decoded telemetry chunks and execution results in event-time order,
+    through the wire decoders (a malformed generated event is a bug: it raises)."""
+    import orjson
+
+    from twin.core.events import decode_batch, decode_execution
+
+    feed: list[list[Any] | Any] = []
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if pending:
+            points, errors = decode_batch(orjson.dumps({"events": pending}), sc.alert_t)
+            if errors:
+                raise ValueError(f"scenario produced undecodable events: {errors[0].reason}")
+            feed.append(points)
+            pending.clear()
+
+    for _t, what, obj in sc.timeline():
+        if what == "execution":
+            flush()
+            feed.append(decode_execution(orjson.dumps(obj)))
+        else:
+            pending.append(obj)
+            if len(pending) >= chunk:
+                flush()
+    flush()
+    return feed
+
+
+def diagnosis_request(sc: Scenario) -> Any:
+    from twin._proto import digital_twin_pb2 as pb
+
+    return pb.DiagnosisRequest(
+        diagnosis_id=f"scenario-{sc.seed}",
+        anomaly_description=sc.description,
+        timestamp=_iso(sc.alert_t),
+        context={"system": "scenario-shop"},
+    )
+
+
+async def diagnose_scenario(sc: Scenario) -> tuple[list[str], Any]:
+    """A fresh in-process twin fed the scenario through the wire decoders, then Diagnose
+    through the RPC mapping (the ``eval rca`` path); returns (ranking, proto response)."""
+    from twin.evaluation.replay import replay_and_diagnose
+
+    out = await replay_and_diagnose(feed_of(sc), diagnosis_request(sc))
+    return out.ranking, out.response
+
+
 # --------------------------------------------------------------------------- publisher
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--kind", choices=FAULT_KINDS, default=None, help="fault kind (default: by seed)")
+    p.add_argument("--kind", choices=(*FAULT_KINDS, NO_FAULT), default=None, help="fault kind (default: by seed)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--batch-subject", default="polaris.telemetry.events.batch")
     p.add_argument("--execution-subject", default="polaris.execution.results")
@@ -284,54 +357,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-# --------------------------------------------------------------------------- in-process run
-
-
-async def diagnose_scenario(sc: Scenario) -> tuple[list[str], Any]:
-    """A fresh in-process twin fed the scenario through the wire decoders, then Diagnose
-    through the RPC mapping (as ``eval rca`` does); returns (ranking, proto response)."""
-    import orjson
-
-    from twin._proto import digital_twin_pb2 as pb
-    from twin.core.events import decode_batch, decode_execution
-    from twin.evaluation.rca import make_runtime, ranking_of
-    from twin.models.base import EventBatch
-    from twin.service import mapping
-
-    rt = make_runtime()
-    await rt.initialize()
-    try:
-        pending: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            if pending:
-                points, errors = decode_batch(orjson.dumps({"events": pending}), sc.alert_t)
-                if errors:
-                    raise ValueError(f"scenario produced undecodable events: {errors[0].reason}")
-                rt.ingest_points(points)
-                pending.clear()
-
-        for t, what, obj in sc.timeline():
-            if what == "execution":
-                flush()
-                rec = rt.state.apply_execution(decode_execution(orjson.dumps(obj)), t)
-                rt.model.update(EventBatch((), (rec,), ()))
-            else:
-                pending.append(obj)
-                if len(pending) >= 2000:
-                    flush()
-        flush()
-        req = pb.DiagnosisRequest(
-            diagnosis_id=f"scenario-{sc.seed}",
-            anomaly_description=sc.description,
-            timestamp=_iso(sc.alert_t),
-            context={"system": "scenario-shop"},
-        )
-        dreq = mapping.to_diagnosis(req)
-        res = await rt.model.diagnose(dreq)
-        resp = mapping.from_diagnosis(dreq.diagnosis_id, res)
-    finally:
-        await rt.shutdown()
-    return ranking_of(resp), resp

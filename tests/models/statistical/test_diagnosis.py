@@ -10,7 +10,16 @@ import pytest
 from twin.core.events import ExecutionResult, Point
 from twin.core.state import TwinState
 from twin.models.base import DiagnosisRequest
-from twin.models.statistical.diagnosis import diagnose, metric_family, rank_services, robust_baseline
+from twin.models.statistical.diagnosis import (
+    DEFAULT_CONFIG,
+    NO_INCIDENT,
+    diagnose,
+    gather,
+    incident_odds,
+    metric_family,
+    rank_services,
+    robust_baseline,
+)
 
 T0 = 1_700_000_000.0
 STEP = 60.0
@@ -95,7 +104,7 @@ def test_detector_scores_are_used_and_may_be_empty() -> None:
         return np.array([]), np.array([])
 
     res = diagnose(st, DiagnosisRequest("d", "", T0, {}), scores)
-    assert res.success and len(res.hypotheses) == 4
+    assert res.success and len([h for h in res.hypotheses if not h.hypothesis.startswith(NO_INCIDENT)]) == 4
 
 
 def test_no_timestamp_uses_newest_time_and_empty_store_fails() -> None:
@@ -143,7 +152,7 @@ def test_monotonic_counters_are_scored_as_rates() -> None:
     st.apply_points(pts)
     res = diagnose(st, DiagnosisRequest("d", "", T0, {}), None)
     assert res.hypotheses[0].hypothesis.startswith("app ")
-    ranked, _ = rank_services(st, T0)
+    ranked, _ = rank_services(gather(st, T0))
     web = next(s for s in ranked if s.service == "web")
     assert web.families.get("load", 0.0) < 0.3  # a steady rate is no anomaly; the raw counter would score
 
@@ -176,7 +185,7 @@ def test_callers_wait_points_at_a_silent_callee_by_request_rate_co_movement() ->
         pts.append(Point("web", "client.latency.p90", T0 + i * STEP, 0.01 + rng.normal(0, 0.001), "s", None))
     st = TwinState()
     st.apply_points(pts)
-    ranked, _ = rank_services(st, T0)
+    ranked, _ = rank_services(gather(st, T0))
     order = [s.service for s in ranked]
     assert set(order[:2]) == {"checkout", "pay"}
     assert order.index("pay") < order.index("cat") and order.index("pay") < order.index("web")
@@ -197,6 +206,61 @@ def test_unexplained_symptom_errors_point_at_the_entry_tier() -> None:
         pts.append(Point("_sli", "success.rate", t, 100.0 if t < T0 else 60.0, "percent", None))
     st = TwinState()
     st.apply_points(pts)
-    ranked, _ = rank_services(st, T0)
+    ranked, _ = rank_services(gather(st, T0))
     assert ranked[0].service == "web"
     assert "entry tier of _sli errors" in ranked[0].contributions
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_incident_both_answers(seed: int) -> None:
+    """Healthy data: "no incident" is the answer, with its probability; the same system with a
+    fault: the faulty service is the answer and "no incident" is unlikely."""
+    healthy = diagnose(_state(None, seed=seed), DiagnosisRequest("h", "", T0, {}), None)
+    assert healthy.success and healthy.metadata["answer"] == "no_incident"
+    first = healthy.hypotheses[0]
+    assert first.hypothesis.startswith(NO_INCIDENT) and first.rank == 1
+    p_none = float(healthy.metadata["no_incident_probability"])
+    assert first.probability == pytest.approx(p_none, abs=1e-6) and p_none > 0.5
+    assert healthy.confidence == pytest.approx(p_none, abs=1e-6)
+    assert "No incident" in healthy.explanation
+    assert sum(h.probability for h in healthy.hypotheses) <= 1.0 + 1e-9
+
+    faulty = diagnose(_state("db", seed=seed), DiagnosisRequest("f", "", T0, {}), None)
+    assert faulty.metadata["answer"] == "incident" and faulty.hypotheses[0].hypothesis.startswith("db ")
+    none = [h for h in faulty.hypotheses if h.hypothesis.startswith(NO_INCIDENT)]
+    assert len(none) == 1 and none[0].probability < 0.05
+    assert float(faulty.metadata["incident_probability"]) > 0.9
+    assert sum(h.probability for h in faulty.hypotheses) == pytest.approx(0.95, abs=1e-4)
+    assert [h.rank for h in faulty.hypotheses] == list(range(1, len(faulty.hypotheses) + 1))
+
+
+def test_no_incident_answer_needs_history() -> None:
+    """Without earlier times to compare with, Diagnose does not claim either way."""
+    res = diagnose(_state(None, n_before=8), DiagnosisRequest("h", "", T0, {}), None)
+    assert res.success and "no_incident_probability" not in res.metadata
+    assert not any(h.hypothesis.startswith(NO_INCIDENT) for h in res.hypotheses)
+
+
+def test_incident_odds_compare_with_earlier_times() -> None:
+    st = _state("db", seed=1)
+    cfg = DEFAULT_CONFIG
+    inp = gather(st, T0, cfg, None, "", history_sec=cfg.placebos * cfg.horizon_sec)
+    ranked, _ = rank_services(inp, cfg)
+    odds = incident_odds(inp, ranked[0].score, cfg)
+    assert odds is not None and len(odds.placebo_tops) == cfg.placebos
+    assert odds.top > max(odds.placebo_tops) and odds.probability > 0.9
+    low = incident_odds(inp, odds.null_median, cfg)  # a top score like the earlier ones
+    assert low is not None and low.probability < 0.2
+
+
+def test_ranking_input_is_plain_data() -> None:
+    """The ranking is a pure function of picklable arrays (it can run in a worker process)."""
+    import pickle
+
+    st = _state("app", seed=4)
+    inp = gather(st, T0)
+    again = pickle.loads(pickle.dumps(inp))
+    a, _ = rank_services(inp)
+    b, _ = rank_services(again)
+    assert [(s.service, s.score) for s in a] == [(s.service, s.score) for s in b]
+    assert a[0].service == "app"

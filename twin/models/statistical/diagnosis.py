@@ -34,9 +34,11 @@ Method, per (source, metric) series around the incident time ``t0``:
    quantile across services is subtracted), so the system-wide noise of a family does
    not lift a service with many metrics above a quiet one; the uncentred sum breaks
    ties (``weak_weight``).
-   Propagation (no call graph is needed): a service whose server-side latency rose by
-   about what its client-side latency (time waiting on its callees) rose is a victim
-   and its latency counts less; a caller's client-side latency counts less when some
+   Propagation (no call graph is needed): a service whose server-side latency rose while
+   it waits longer on its callees (its client-side latency rose by about as much, or
+   significantly: sustained z >= ``onset_z``; percentiles of single calls need not add
+   up to the percentile of the request that makes them) is a victim and its latency
+   counts less; a caller's client-side latency counts less when some
    other service's server-side latency rose as much (the callee is slow). Even when
    nothing explains it, a caller's wait is mostly a symptom (of a callee, or of the
    network to it) rather than the caller's own fault: it counts ``own_wait_weight`` for
@@ -77,15 +79,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from twin.core.events import iso
 from twin.core.state import TwinState
 from twin.core.store import Series
 from twin.models.base import DiagnosisRequest, DiagnosisResult, Hypothesis
 
 AnomalyScores = Callable[[str, str], tuple[np.ndarray, np.ndarray]]
 
-__all__ = ["DiagnosisConfig", "ServiceScore", "diagnose", "metric_family", "rank_services", "robust_baseline"]
+__all__ = [
+    "ActionEvent",
+    "DEFAULT_CONFIG",
+    "DiagnosisConfig",
+    "DiagnosisInput",
+    "IncidentOdds",
+    "NO_INCIDENT",
+    "SeriesWindow",
+    "ServiceScore",
+    "TUNABLE",
+    "diagnose",
+    "gather",
+    "incident_odds",
+    "metric_family",
+    "rank_services",
+    "robust_baseline",
+]
 
-METHOD = "robust-onset-v2"
+METHOD = "robust-onset-v3"
+NO_INCIDENT = "no incident"  # the text every "nothing is wrong" hypothesis starts with
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +141,27 @@ class DiagnosisConfig:
     callee_weight: float = 0.5  # ... and this share of it (times the co-movement) goes to its likely callees
     ingress_weight: float = 0.5  # share of a symptom's unexplained errors given to the entry tier
     callee_min_corr: float = 0.3  # co-movement of request rates needed to count as a likely callee
+    placebos: int = 4  # "no incident": the same ranking at this many earlier times (t0 - k * horizon) ...
+    null_offset: float = 2.0  # ... an incident is a top score this many null spreads above their median
+    null_floor: float = 0.5  # ... the null spread is at least this (score units)
+    min_placebos: int = 2  # fewer usable earlier times: no "no incident" answer
 
 
 DEFAULT_CONFIG = DiagnosisConfig()
+
+#: Knobs whose values were chosen by looking at labelled incidents, with the alternatives
+#: cross-validation chooses among (``eval rca --cv``, ``twin.evaluation.rca_cv``).
+TUNABLE: dict[str, tuple[float, ...]] = {
+    "horizon_sec": (240.0, 360.0, 480.0),
+    "persistence_share": (0.0, 0.34, 0.5),
+    "peer_q": (0.0, 0.5, 0.7, 0.9),
+    "onset_weight": (0.0, 1.0, 2.0),
+    "victim_weight": (0.25, 0.5, 1.0),
+    "own_wait_weight": (0.25, 0.5, 1.0),
+    "callee_weight": (0.0, 0.5, 1.0),
+    "ingress_weight": (0.0, 0.5, 1.0),
+    "client_latency_weight": (0.25, 0.5, 1.0),
+}
 
 
 # --------------------------------------------------------------------------- families
@@ -161,17 +199,30 @@ def metric_family(name: str) -> str:
 # --------------------------------------------------------------------------- series math
 
 
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of a small 1-d float array, without its per-call overhead (same value)."""
+    n = x.size
+    if n == 0:
+        return math.nan
+    s = np.sort(x)
+    h = n // 2
+    return float(s[h]) if n % 2 else float((s[h - 1] + s[h]) / 2.0)
+
+
 def robust_baseline(values: np.ndarray, rel_floor: float = 0.01, abs_floor: float = 1e-6, tail_q: float = 0.0) -> tuple[float, float]:
     """(median, scale) of a baseline that survives near-constant, quantised and bursty data."""
     v = values[np.isfinite(values)]
     if v.size == 0:
         return math.nan, math.nan
-    med = float(np.median(v))
-    mad = 1.4826 * float(np.median(np.abs(v - med)))
+    sv = np.sort(v)
+    h = sv.size // 2
+    med = float(sv[h]) if sv.size % 2 else float((sv[h - 1] + sv[h]) / 2.0)
+    mad = 1.4826 * _median(np.abs(v - med))
     diffs = np.abs(np.diff(v))
-    dspread = 1.4826 * float(np.median(diffs)) / math.sqrt(2.0) if diffs.size else 0.0
-    u = np.unique(v)
-    quantum = float(np.min(np.diff(u))) if u.size > 1 else 0.0
+    dspread = 1.4826 * _median(diffs) / math.sqrt(2.0) if diffs.size else 0.0
+    gaps = np.diff(sv)
+    gaps = gaps[gaps > 0]
+    quantum = float(gaps.min()) if gaps.size else 0.0
     tail = 0.0
     if tail_q > 0 and v.size >= 2 / tail_q:
         lo, hi = np.quantile(v, [tail_q, 1.0 - tail_q])
@@ -228,7 +279,7 @@ def _series_evidence(
     # (geometric mean): a series still elevated by an earlier incident, or recovering
     # from one, is not a new change; a level that was already drifting is discounted.
     recent = base[t[pre] >= t0 - cfg.recent_sec]
-    rec = float(np.median(recent)) if recent.size else med
+    rec = _median(recent) if recent.size else med
     dz = (v[post] - med) / scale
     z = np.sqrt(np.abs(v[post] - med) * np.abs(v[post] - rec)) / scale
     order = np.sort(z)
@@ -238,7 +289,8 @@ def _series_evidence(
     tp = t[post]
     on = np.nonzero(z >= cfg.onset_z)[0]
     steps = np.diff(t[pre]) if pre.sum() > 1 else np.diff(t)
-    step = float(np.median(steps)) if steps.size else cfg.horizon_sec
+    post_med = _median(v[post])
+    step = _median(steps) if steps.size else cfg.horizon_sec
     return SeriesEvidence(
         source,
         metric,
@@ -250,8 +302,8 @@ def _series_evidence(
         max(step, 1e-9),
         med,
         float(v[post][ipk]),
-        float(np.median(v[post]) - med),
-        float((np.median(v[post]) - med) / abs(med)) if med else (math.inf if np.median(v[post]) != med else 0.0),
+        post_med - med,
+        (post_med - med) / abs(med) if med else (math.inf if post_med != med else 0.0),
     )
 
 
@@ -271,21 +323,33 @@ def _counter_to_rate(t: np.ndarray, v: np.ndarray, t0: float) -> tuple[np.ndarra
     return t[1:][keep], dv[keep] / dt[keep]
 
 
-def _detector_bonus(anomaly_scores: AnomalyScores | None, source: str, metric: str, t0: float, horizon: float) -> float:
+_EMPTY = np.empty(0)
+
+
+def _detector_window(
+    anomaly_scores: AnomalyScores | None, source: str, metric: str, start: float, end: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The streaming detector's scores of one series in ``[start, end)`` (empty if none)."""
     if anomaly_scores is None:
-        return 0.0
+        return _EMPTY, _EMPTY
     try:
         ts, ss = anomaly_scores(source, metric)
     except Exception:  # noqa: BLE001 - the detector is optional evidence
-        return 0.0
+        return _EMPTY, _EMPTY
     ts = np.asarray(ts, dtype=float)
     ss = np.asarray(ss, dtype=float)
     if ts.size == 0 or ss.size != ts.size:
+        return _EMPTY, _EMPTY
+    sel = (ts >= start) & (ts < end) & np.isfinite(ss)
+    return ts[sel], ss[sel]
+
+
+def _detector_bonus(ts: np.ndarray, ss: np.ndarray, t0: float, horizon: float) -> float:
+    """The detector's largest score in ``[t0, t0 + horizon)``, clipped to 0..1."""
+    if ts.size == 0:
         return 0.0
-    sel = (ts >= t0) & (ts < t0 + horizon) & np.isfinite(ss)
-    if not sel.any():
-        return 0.0
-    return float(np.clip(np.max(ss[sel]), 0.0, 1.0))
+    sel = (ts >= t0) & (ts < t0 + horizon)
+    return float(np.clip(np.max(ss[sel]), 0.0, 1.0)) if sel.any() else 0.0
 
 
 # --------------------------------------------------------------------------- ranking
@@ -311,44 +375,116 @@ def _filter_sources(sources: list[str], system: str) -> list[str]:
     return scoped or sources
 
 
-def rank_services(
+@dataclass(frozen=True, slots=True, eq=False)
+class SeriesWindow:
+    """One series around the incident: samples in ``[t0 - baseline, t0 + horizon]``."""
+
+    source: str
+    metric: str
+    t: np.ndarray
+    v: np.ndarray
+    det_t: np.ndarray = field(default_factory=lambda: _EMPTY)  # the streaming detector's scores
+    det_s: np.ndarray = field(default_factory=lambda: _EMPTY)  # after t0 (times, 0..1 scores)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionEvent:
+    """An execution result near the incident, as the ranking sees it."""
+
+    t: float
+    target: str
+    action_type: str
+    action_id: str
+    status: str
+    success: bool | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DiagnosisInput:
+    """Everything the ranking reads: plain arrays and tuples, no store, no clock.
+
+    ``gather`` builds it from the twin's state; ``rank`` is a pure function of it (so it
+    can run in another process, and an evaluation can rank one input under many configs).
+    """
+
+    t0: float
+    sources: tuple[str, ...]
+    series: tuple[SeriesWindow, ...]
+    actions: tuple[ActionEvent, ...] = ()
+
+
+def gather(
     state: TwinState,
     t0: float,
     cfg: DiagnosisConfig = DEFAULT_CONFIG,
     anomaly_scores: AnomalyScores | None = None,
     system: str = "",
-) -> tuple[list[ServiceScore], list[SeriesEvidence]]:
-    """All rankable services, best first, with their evidence; plus symptom series (``_``-sources)."""
+    history_sec: float = 0.0,
+) -> DiagnosisInput:
+    """The windows, detector scores and actions around ``t0`` (the only read of the state);
+    ``history_sec`` more history before the baseline (for the placebo diagnoses)."""
     store = state.store
     sources = _filter_sources(store.sources(), system)
-    per_service: dict[str, list[SeriesEvidence]] = {}
-    symptoms: list[SeriesEvidence] = []
-    detector: dict[tuple[str, str], float] = {}
-    load_base: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    lat_base: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    out: list[SeriesWindow] = []
     for src in sources:
         for metric in store.metrics_of(src):
             s = store.get(src, metric)
             if s is None or len(s) == 0:
                 continue
-            t, v = _window(s, t0 - cfg.baseline_sec, t0 + cfg.horizon_sec)
-            ev = _series_evidence(src, metric, t, v, t0, cfg)
-            if ev is None:
+            t, v = _window(s, t0 - cfg.baseline_sec - history_sec, t0 + cfg.horizon_sec)
+            if t.size == 0:
                 continue
-            if ev.family == "latency" and cfg.ingress_weight > 0:
-                pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
-                lat_base.setdefault(src, []).append((t[pre], v[pre]))
             if src.startswith("_"):
-                symptoms.append(ev)
-                continue
-            per_service.setdefault(src, []).append(ev)
-            if ev.family == "load" and cfg.callee_weight > 0:
-                pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
-                if int(pre.sum()) > int(load_base.get(src, (np.empty(0), np.empty(0)))[0].size):
-                    load_base[src] = (t[pre], v[pre])
-            b = _detector_bonus(anomaly_scores, src, metric, t0, cfg.horizon_sec)
-            if b:
-                detector[(src, metric)] = b
+                out.append(SeriesWindow(src, metric, t, v))
+            else:
+                dt, ds = _detector_window(anomaly_scores, src, metric, t0, t0 + cfg.horizon_sec)
+                out.append(SeriesWindow(src, metric, t, v, dt, ds))
+    acts = tuple(
+        ActionEvent(rec.t, rec.target, rec.action_type, rec.action_id, rec.status, rec.success)
+        for rec in state.actions
+        if rec.target
+        and not rec.target.startswith("_")
+        and -cfg.horizon_sec <= t0 - rec.t <= cfg.action_lookback_sec + history_sec
+    )
+    return DiagnosisInput(t0, tuple(sources), tuple(out), acts)
+
+
+def rank_services(
+    inp: DiagnosisInput, cfg: DiagnosisConfig = DEFAULT_CONFIG
+) -> tuple[list[ServiceScore], list[SeriesEvidence]]:
+    """All rankable services, best first, with their evidence; plus symptom series (``_``-sources).
+
+    Pure: a function of ``inp`` and ``cfg`` only."""
+    t0 = inp.t0
+    sources = list(inp.sources)
+    per_service: dict[str, list[SeriesEvidence]] = {}
+    symptoms: list[SeriesEvidence] = []
+    detector: dict[tuple[str, str], float] = {}
+    load_base: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    lat_base: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for w in inp.series:
+        src, metric, t, v = w.source, w.metric, w.t, w.v
+        lo = int(np.searchsorted(t, t0 - cfg.baseline_sec, side="left"))
+        hi = int(np.searchsorted(t, t0 + cfg.horizon_sec, side="right"))
+        if lo > 0 or hi < t.size:
+            t, v = t[lo:hi], v[lo:hi]
+        ev = _series_evidence(src, metric, t, v, t0, cfg)
+        if ev is None:
+            continue
+        if ev.family == "latency" and cfg.ingress_weight > 0:
+            pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
+            lat_base.setdefault(src, []).append((t[pre], v[pre]))
+        if src.startswith("_"):
+            symptoms.append(ev)
+            continue
+        per_service.setdefault(src, []).append(ev)
+        if ev.family == "load" and cfg.callee_weight > 0:
+            pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
+            if int(pre.sum()) > int(load_base.get(src, (np.empty(0), np.empty(0)))[0].size):
+                load_base[src] = (t[pre], v[pre])
+        b = _detector_bonus(w.det_t, w.det_s, t0, cfg.horizon_sec)
+        if b:
+            detector[(src, metric)] = b
 
     # Server-side latency per service: a caller's client-side latency is "explained" when
     # some other service's server-side latency rose about as much (the caller is a victim);
@@ -369,10 +505,13 @@ def rank_services(
     pending: list[tuple[str, dict[str, float], bool, float, float | None, list[SeriesEvidence]]] = []
     for svc, evs in per_service.items():
         fams: dict[str, float] = {}
-        # Victim of its callees: its own server latency rose by about what it waits on them.
+        # Victim of its callees: its server latency rose while it waits longer on its calls
+        # (by about as much, or significantly: a request's percentile is not the sum of its
+        # calls' percentiles, so the shifts alone miss callers that make many calls).
         d_server = max((e.shift for e in evs if e.family == "latency"), default=0.0)
         d_client = max((e.shift for e in evs if e.family == "client_latency"), default=0.0)
-        waits_on_callees = d_server > 0 and d_client >= cfg.victim_share * d_server
+        z_client = max((e.score for e in evs if e.family == "client_latency" and e.direction > 0), default=0.0)
+        waits_on_callees = d_server > 0 and (d_client >= cfg.victim_share * d_server or z_client >= cfg.onset_z)
         load_victim = demand_rise > 0 and not any(e.family == "demand" for e in evs) and any(
             e.family == "load" and e.shift > 0 and e.rel_shift >= cfg.victim_share * demand_rise for e in evs
         )
@@ -431,10 +570,8 @@ def rank_services(
         scores[svc] = ServiceScore(svc, total, onset=onset, families=fams, top=top, contributions=counted)
 
     # Recent execution results: a change on a target shortly before the incident.
-    for rec in state.actions:
+    for rec in inp.actions:
         target = rec.target
-        if not target or target.startswith("_"):
-            continue
         dt = t0 - rec.t
         if not (-cfg.horizon_sec <= dt <= cfg.action_lookback_sec):
             continue
@@ -459,6 +596,45 @@ def rank_services(
         for s, pi in zip(ranked, p.tolist()):
             s.probability = float(pi)
     return ranked, symptoms
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentOdds:
+    """How the top score at ``t0`` compares with the same diagnosis at earlier times."""
+
+    probability: float  # P(an incident at t0); P(no incident) = 1 - probability
+    top: float  # the top service's score at t0
+    null_median: float  # median top score of the placebo diagnoses
+    null_spread: float  # their robust spread (floored)
+    placebo_tops: tuple[float, ...]
+
+
+def incident_odds(inp: DiagnosisInput, top: float, cfg: DiagnosisConfig = DEFAULT_CONFIG) -> IncidentOdds | None:
+    """Is anything wrong at ``t0`` at all? Pure, like ``rank_services``.
+
+    The null is the system's own recent past: the same ranking run at ``placebos`` earlier
+    times ``t0 - k * horizon`` (each against its own baseline) gives the top scores that
+    ordinary operation, noise and earlier blips produce *on this system* (no threshold
+    fitted to one data set). An incident is a top score well above them: P(incident) is a
+    logistic in ``(top - median) / spread - null_offset`` (spread = 1.4826 * MAD of the
+    placebo tops, at least ``null_floor``; the offset of 2 spreads is about the null's
+    95th percentile, so an ordinary top score gives P(no incident) ≈ 0.88). None when
+    fewer than ``min_placebos`` earlier times have a baseline.
+    """
+    tops: list[float] = []
+    for k in range(1, cfg.placebos + 1):
+        shifted = dataclasses.replace(inp, t0=inp.t0 - k * cfg.horizon_sec)
+        ranked, _ = rank_services(shifted, cfg)
+        if ranked and any(s.families or s.actions for s in ranked):
+            tops.append(ranked[0].score)
+    if len(tops) < cfg.min_placebos:
+        return None
+    arr = np.asarray(tops)
+    med = float(np.median(arr))
+    spread = max(1.4826 * float(np.median(np.abs(arr - med))), cfg.null_floor)
+    x = (top - med) / spread - cfg.null_offset
+    prob = 1.0 / (1.0 + math.exp(-x)) if x > -700 else 0.0
+    return IncidentOdds(prob, top, med, spread, tuple(tops))
 
 
 def _co_movement(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
@@ -595,13 +771,22 @@ def diagnose(
         t0 = newest - cfg.horizon_sec / 2.0
         t0_note = "no incident time given: the newest telemetry was treated as the incident"
     system = ctx.get("system", "")
-    ranked, symptoms = rank_services(state, t0, cfg, anomaly_scores, system)
+    history = cfg.placebos * cfg.horizon_sec
+    inp = gather(state, t0, cfg, anomaly_scores, system, history_sec=history)
+    ranked, symptoms = rank_services(inp, cfg)
     if not ranked:
         return DiagnosisResult(
             False,
             explanation=f"not enough telemetry around the incident time ({t0_note}) to rank services",
             metadata={"method": METHOD, "incident_time": _fmt(t0)},
         )
+
+    # Is anything wrong at all? The services share P(incident); "no incident" gets the rest.
+    odds = incident_odds(inp, ranked[0].score, cfg) if cfg.placebos > 0 else None
+    p_inc = odds.probability if odds is not None else 1.0
+    for s in ranked:
+        s.probability *= p_inc
+    p_none = (1.0 - cfg.reserve) * (1.0 - p_inc) if odds is not None else None
 
     hint_metric = (ctx.get("metric") or "").lower().replace("_", ".")
     hint_service = ctx.get("service") or ""
@@ -631,6 +816,12 @@ def diagnose(
             + (f"; {len(s.actions)} recent action(s) on it" if s.actions else "")
         )
         hyps.append(Hypothesis(head, round(s.probability, 6), reasoning, evidence or [what], i + 1))
+    if odds is not None and p_none is not None:
+        hyps.append(_no_incident_hypothesis(odds, p_none, t0, cfg))
+        hyps.sort(key=lambda h: -h.probability)  # stable: ties keep the service order
+        for i, h in enumerate(hyps):
+            h.rank = i + 1
+    quiet = p_none is not None and hyps[0].hypothesis.startswith(NO_INCIDENT)
 
     # Causal chain: root → the next services whose anomalies started no earlier → the symptom.
     root = ranked[0]
@@ -652,8 +843,16 @@ def diagnose(
     explanation = (
         f"{len(ranked)} services ranked by robust deviation after {_fmt(t0)} ({t0_note}); "
         f"baseline {cfg.baseline_sec / 60:.0f} min median/MAD, horizon {cfg.horizon_sec / 60:.0f} min. "
-        f"Most likely: {root.service} (p={root.probability:.2f})."
     )
+    if quiet and p_none is not None:
+        explanation += (
+            f"No incident: nothing stands out from the system's own recent past (p={p_none:.2f}); "
+            f"the most anomalous service is {root.service} (p={root.probability:.2f})."
+        )
+    else:
+        explanation += f"Most likely: {root.service} (p={root.probability:.2f})."
+        if p_none is not None:
+            explanation += f" No incident: p={p_none:.2f}."
     if request.anomaly_description:
         explanation += f" Symptom reported: {request.anomaly_description[:200]}"
     metadata = {
@@ -663,5 +862,24 @@ def diagnose(
         "services_ranked": str(len(ranked)),
         "root_cause": root.service,
         "root_metric": root.top[0].metric if root.top else "",
+        "answer": "no_incident" if quiet else "incident",
     }
-    return DiagnosisResult(True, hyps, causal_chain, round(root.probability, 6), explanation, supporting, metadata)
+    if odds is not None and p_none is not None:
+        metadata["incident_probability"] = f"{p_inc:.6f}"
+        metadata["no_incident_probability"] = f"{p_none:.6f}"
+        metadata["null_top_scores"] = ",".join(f"{x:.3f}" for x in odds.placebo_tops)
+    return DiagnosisResult(True, hyps, causal_chain, round(hyps[0].probability, 6), explanation, supporting, metadata)
+
+
+def _no_incident_hypothesis(odds: IncidentOdds, p_none: float, t0: float, cfg: DiagnosisConfig) -> Hypothesis:
+    return Hypothesis(
+        f"{NO_INCIDENT}: nothing at {iso(t0)} stands out from the system's own recent past",
+        round(p_none, 6),
+        (
+            f"top service score {odds.top:.2f} vs {odds.null_median:.2f} ± {odds.null_spread:.2f} for the same "
+            f"diagnosis at {len(odds.placebo_tops)} earlier times (every {cfg.horizon_sec / 60:.0f} min before); "
+            f"an incident needs about {cfg.null_offset:g} spreads more"
+        ),
+        [f"placebo top scores: {', '.join(f'{x:.2f}' for x in odds.placebo_tops)}"],
+        0,
+    )
