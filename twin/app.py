@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twin.core.config import TwinConfig
-from twin.durability.jetstream import JetStreamIngestor
+from twin.ingest.jetstream import JetStreamIngestor
 from twin.durability.manager import Durability
 from twin.ingest.embedded import DEFAULT_PORT, EmbeddedNatsServer, port_is_free
 from twin.ingest.nats_ingest import Ingestor
@@ -119,8 +119,7 @@ class TwinApp:
 
             self.gateway = HttpGateway(cfg.http, cfg.grpc, self.servicer, self.readiness)
             await self.gateway.start()
-            for key in self.gateway.metrics():
-                self.runtime.extra_metrics[key] = lambda k=key: self.gateway.metrics()[k]
+            self.runtime.metric_sources.append(self.gateway.metrics)
         await self.runtime.initialize()
         self._model_ready = True
         url = cfg.nats.url
@@ -135,8 +134,7 @@ class TwinApp:
         if cfg.events.nats_publish and self.ingestor.nc is not None:
             self.event_publisher = EventPublisher(self.runtime.state.events, cfg.events.nats_subject_prefix, socket.gethostname())
             self.event_publisher.start(self.ingestor.nc)
-            for key in self.event_publisher.metrics():
-                self.runtime.extra_metrics[key] = lambda k=key: self.event_publisher.metrics()[k]  # type: ignore[union-attr]
+            self.runtime.metric_sources.append(self.event_publisher.metrics)
         self.health_events.start()
         if self.durability is not None:
             self.durability.start()

@@ -318,9 +318,9 @@ async def test_http_port_zero_is_off_and_default_port_falls_back_when_taken(nats
 
 
 def test_cli_http_port_flag_overrides_the_config() -> None:
-    from twin.cli import _overrides, _run_parser
+    from twin.cli import _overrides, _with_command, build_parser
 
-    args = _run_parser().parse_args(["--http-port", "0"])
+    args = build_parser("run").parse_args(_with_command(["--http-port", "0"]))
     assert _overrides(args)["digital_twin"]["http"] == {"port": 0}
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from twin.core.errors import ConfigError
+from twin.core.limits import EventLimits
 from twin.core.redact import redact
 
 ENV_PREFIX = "POLARIS_DT__"
@@ -170,6 +171,7 @@ class PerformanceConfig:
     simulation_timeout_sec: float
     diagnosis_timeout_sec: float
     management_timeout_sec: float
+    compute_workers: int = -1
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,9 @@ class StateConfig:
     snapshot_interval_sec: float
     snapshot_every_events: int
     snapshot_keep: int = 3
+    max_series: int = 50_000
+    max_series_per_system: int = 10_000
+    action_log_max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,7 @@ class TwinConfig:
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     http: HttpConfig = field(default_factory=HttpConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    limits: EventLimits = field(default_factory=EventLimits)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TwinConfig:
@@ -245,6 +251,7 @@ class TwinConfig:
             raw={"digital_twin": dt},
             http=HttpConfig(**dt["http"]),
             events=EventsConfig(**dt["events"]),
+            limits=EventLimits.from_settings(dt.get("limits")),
         )
 
 
