@@ -274,3 +274,29 @@ async def test_grpcurl_watch_prints_events(nats_server, make_twin) -> None:
     assert printed["kind"] == "anomaly_started" and printed["system"] == "swim"
     assert printed["data"] == {"metric": "average.response.time", "score": 0.9999, "value": 812, "threshold": 0.9997}
     assert b"DeadlineExceeded" in err  # grpcurl's -max-time ends the stream
+
+
+async def test_historical_include_scores_gives_the_detector_scores() -> None:
+    """What the console's score lane draws: scores of the range, bucket maxima, and the threshold."""
+    from twin.core.config import load_config
+    from twin.core.events import Point
+    from twin.runtime import TwinRuntime
+    from twin.models.base import QueryRequest
+
+    rt = TwinRuntime(load_config(overrides={"digital_twin": {"world_model": {"implementation": "statistical", "settings": {"background_fitting": False}}}}, environ={}))
+    await rt.initialize()
+    try:
+        rng = random.Random(3)
+        t0 = time.time() - 1000
+        rt.ingest_points([Point("probe", "latency", t0 + i, 100 + rng.gauss(0, 2), "ms", None) for i in range(300)])
+        rt.ingest_points([Point("probe", "latency", t0 + 300, 900.0, "ms", None)])
+        params = {"system": "probe", "metric": "latency", "window_minutes": "60", "include": "scores", "max_points": "50"}
+        res = await rt.model.query(QueryRequest("q", "historical", "", params))
+        entry = res.result["systems"]["probe"]["latency"]
+        assert res.metadata["anomaly_threshold"] == str(entry["threshold"])
+        assert 0 < len(entry["scores"]) <= 50
+        assert max(s for _, s in entry["scores"]) >= entry["threshold"]  # the spike survives downsampling
+        plain = await rt.model.query(QueryRequest("q", "historical", "", {k: v for k, v in params.items() if k != "include"}))
+        assert "scores" not in plain.result["systems"]["probe"]["latency"]
+    finally:
+        await rt.shutdown()

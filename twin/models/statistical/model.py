@@ -58,7 +58,7 @@ from twin.models.domain import (
     SimulationResult,
 )
 from twin.models.settings import parse_settings
-from twin.models.state_queries import requested_system
+from twin.models.state_queries import param_float, requested_system
 from twin.models.statistical.anomaly import StreamingAnomalyDetector
 from twin.models.statistical.calibration import Calibrator
 from twin.models.statistical.forecast import ForecastEngine
