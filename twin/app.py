@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twin.core.config import TwinConfig
-from twin.ingest.jetstream import JetStreamIngestor
 from twin.durability.manager import Durability
 from twin.ingest.embedded import DEFAULT_PORT, EmbeddedNatsServer, port_is_free
+from twin.ingest.jetstream import JetStreamIngestor
 from twin.ingest.nats_ingest import Ingestor
+from twin.observability.prometheus import MetricsServer
 from twin.runtime import TwinRuntime
 from twin.ingest.event_publisher import EventPublisher
 from twin.service.health_events import HealthEvents
@@ -46,6 +47,7 @@ class TwinApp:
             self.runtime.ingest_stats,
             twin_id=socket.gethostname(),
             on_status=self._on_ingest_status,
+            registry=self.runtime.registry,
         )
         # Snapshots + JetStream position + replay; restored before ingestion starts.
         self.durability: Durability | None = None
@@ -60,13 +62,15 @@ class TwinApp:
             lambda: self.runtime.model.health(), self.runtime.reload, wm.health_check_interval_sec, wm.reload_on_failure
         )
         self.runtime.supervisor = self.supervisor
-        self.servicer = DigitalTwinServicer(self.runtime, lambda: self.ingestor.queue.qsize())
+        self.servicer = DigitalTwinServicer(self.runtime)
         self.server: TwinServer | None = None
         # HTTP gateway + console (twin.gateway, imported only when http.port != 0),
         # pushed events on NATS, health_changed events.
         self.gateway: Any = None
         self.event_publisher: EventPublisher | None = None
         self.health_events = HealthEvents(self.runtime, config.events.health_poll_sec)
+        # ``/metrics`` of the runtime's registry when telemetry.metrics_port is set.
+        self.metrics_server: MetricsServer | None = None
         self.nats_url: str | None = None
         self._stop = asyncio.Event()
         self._stopped = False
@@ -110,6 +114,12 @@ class TwinApp:
 
     async def start(self) -> None:
         cfg = self.config
+        if cfg.telemetry.metrics_port:
+            # First, so a slow model start-up is already observable.
+            host = cfg.grpc.host if cfg.grpc.host not in ("", "[::]") else "0.0.0.0"
+            self.metrics_server = MetricsServer(self.runtime.registry, cfg.telemetry.metrics_port, host)
+            self.metrics_server.start(asyncio.get_running_loop())
+            log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_server.port)
         self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)  # type: ignore[arg-type]
         await self.server.start()
         log.info("gRPC listening on %s:%d (health NOT_SERVING until ready)", cfg.grpc.host, self.server.port)
@@ -119,7 +129,7 @@ class TwinApp:
 
             self.gateway = HttpGateway(cfg.http, cfg.grpc, self.servicer, self.readiness)
             await self.gateway.start()
-            self.runtime.metric_sources.append(self.gateway.metrics)
+            self.gateway.register(self.runtime.registry)
         await self.runtime.initialize()
         self._model_ready = True
         url = cfg.nats.url
@@ -134,7 +144,7 @@ class TwinApp:
         if cfg.events.nats_publish and self.ingestor.nc is not None:
             self.event_publisher = EventPublisher(self.runtime.state.events, cfg.events.nats_subject_prefix, socket.gethostname())
             self.event_publisher.start(self.ingestor.nc)
-            self.runtime.metric_sources.append(self.event_publisher.metrics)
+            self.event_publisher.register(self.runtime.registry)
         self.health_events.start()
         if self.durability is not None:
             self.durability.start()
@@ -189,6 +199,8 @@ class TwinApp:
             await self.runtime.shutdown()
         if self.embedded is not None:
             await self.embedded.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         log.info("stopped (events applied: %d)", self.runtime.ingest_stats.events_applied)
 
     async def run(self) -> int:

@@ -229,16 +229,17 @@ class EventBus:
             if sub.overflow == "drop_watcher":
                 sub.close(reason, shutdown=True)
 
-    def metrics(self) -> dict[str, float]:
-        m: dict[str, float] = {
-            "events_watchers": float(sum(1 for s in self._subs if s.overflow == "drop_watcher")),
-            "events_watchers_dropped_total": float(self.watchers_dropped_total),
-            "events_discarded_total": float(self.discarded_total),
-            "events_last_sequence": float(self.last_sequence),
-        }
-        for kind, n in self.published_total.items():
-            m[f"events_published_total.{kind}"] = float(n)
-        return m
+    def register(self, registry: Any) -> EventBus:
+        """Figures on the twin's metrics registry (read at scrape time)."""
+        from twin.core.metrics import Figures
+
+        f = Figures(registry)
+        f.counter("events_published", "Pushed events published, by kind.", lambda: dict(self.published_total), ["kind"])
+        f.gauge("events_watchers", "Open Watch and SSE streams.", lambda: sum(1 for s in self._subs if s.overflow == "drop_watcher"))
+        f.counter("events_watchers_dropped", "Watchers dropped for falling behind.", lambda: self.watchers_dropped_total)
+        f.counter("events_discarded", "Events a sink (NATS publisher) could not queue.", lambda: self.discarded_total)
+        f.gauge("events_last_sequence", "Sequence number of the newest event.", lambda: self.last_sequence)
+        return self
 
 
 def _clean(value: Any) -> Any:

@@ -186,12 +186,14 @@ class HttpGateway:
             await self._runner.cleanup()
             self._runner = None
 
-    def metrics(self) -> dict[str, float]:
-        return {
-            "http_requests_total": float(self.requests),
-            "http_rejected_busy_total": float(self.rejected_busy),
-            "http_inflight": float(self.inflight),
-        }
+    def register(self, registry: Any) -> None:
+        """Figures on the twin's metrics registry (RPC outcomes are counted by the servicer)."""
+        from twin.core.metrics import Figures
+
+        f = Figures(registry)
+        f.counter("http_requests", "REST calls received by the HTTP gateway.", lambda: self.requests)
+        f.counter("http_rejected_busy", "REST calls refused: grpc.max_workers in flight (429).", lambda: self.rejected_busy)
+        f.gauge("http_inflight", "REST calls in flight.", lambda: self.inflight)
 
     # ------------------------------------------------------------------ probes, docs, console
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import orjson
 from nats.aio.client import Client as NATS
@@ -67,5 +68,9 @@ class EventPublisher:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    def metrics(self) -> dict[str, float]:
-        return {"events_nats_published_total": float(self.published), "events_nats_failures_total": float(self.failures)}
+    def register(self, registry: Any) -> None:
+        from twin.core.metrics import Figures
+
+        f = Figures(registry)
+        f.counter("events_nats_published", "Pushed events published on NATS.", lambda: self.published)
+        f.counter("events_nats_failures", "Pushed events NATS refused (closed, buffer full).", lambda: self.failures)

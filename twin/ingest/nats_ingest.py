@@ -13,12 +13,14 @@ them as a slow consumer, which is counted (JetStream mode redelivers instead).
 An item may carry ``ack`` (JetStream): it is called only after the batch holding
 it was applied.
 
-Tracing (when a tracer provider is installed): the W3C context producers put in
-message headers is extracted per message and kept on the queued item; each applied
-batch is one ``ingest.apply`` span *linked* to the producers' spans (a batch mixes
-many producers, so links, not parenthood); a dead-letter publish is a PRODUCER
-span, child of the offending message's producer, whose context travels on in the
-error message's headers. With tracing off none of this runs.
+Tracing (when a tracer provider is installed), after OpenTelemetry's messaging
+conventions: the W3C context producers put in message headers is extracted per
+message and kept on the queued item; each applied batch is one CONSUMER span
+``process <subject>`` (``process`` when the batch mixes subjects) *linked* to the
+producers' spans (a batch mixes many producers, so links, not parenthood); a
+dead-letter publish is a PRODUCER span ``send <error subject>``, child of the
+offending message's producer, whose context travels on in the error message's
+headers. With tracing off none of this runs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from prometheus_client import CollectorRegistry
 
 from twin.core.config import NatsConfig
 from twin.core.errors import IngestError
@@ -50,6 +53,7 @@ from twin.core.events import (
 )
 from twin.core.columns import ColumnsBuilder, SeriesColumns
 from twin.core.redact import redact_text
+from twin.core.metrics import Figures
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
 from twin.ingest.stats import IngestStats
@@ -76,7 +80,7 @@ class Item:
     calibration: CalibrationEvent | None = None
     ack: Callable[[], Awaitable[None]] | None = None
     link: Any = None  # the producer's SpanContext (tracing on and headers present)
-    subject: str = ""  # where it came from (for dead letters raised at apply time)
+    subject: str = ""  # where it came from (dead letters raised at apply time, span names)
 
     @property
     def size(self) -> int:
@@ -159,6 +163,7 @@ class Ingestor:
         twin_id: str = "",
         on_status: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.cfg = cfg
         self.state = state
@@ -175,6 +180,8 @@ class Ingestor:
         self.connected = False
         self.closed_unexpectedly = asyncio.Event()
         self._stopping = False
+        if registry is not None:
+            Figures(registry).gauge("queue_size", "Decoded messages waiting to be applied.", self.queue.qsize)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self, url: str) -> None:
@@ -203,6 +210,11 @@ class Ingestor:
     def mode(self) -> str:
         """How this ingestor consumes, for logs."""
         return f"core NATS, queue group {self.cfg.queue_group!r}"
+
+    @property
+    def consumer_group(self) -> str:
+        """The group this replica consumes in (``messaging.consumer.group.name``)."""
+        return self.cfg.queue_group
 
     async def subscribe(self) -> None:
         """Core-NATS subscriptions (JetStream mode replaces this)."""
@@ -289,8 +301,16 @@ class Ingestor:
     async def _traced_dead_letter(self, reason: str, subject: str, record: bytes, parent: Any) -> None:
         assert trace is not None
         ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
-        attrs = {"messaging.system": "nats", "messaging.destination.name": self.cfg.error_subject, "polaris.source_subject": subject, "polaris.reason": reason_class(reason)}
-        with trace.get_tracer(__name__).start_as_current_span("ingest.dead_letter", context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attrs):
+        dest = self.cfg.error_subject
+        attrs = {
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.destination.name": dest,
+            "polaris.source_subject": subject,
+            "polaris.reason": reason_class(reason),
+        }
+        with trace.get_tracer(__name__).start_as_current_span(f"send {dest}", context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attrs):
             await self._publish_dead_letter(record, inject_headers())
 
     async def _publish_dead_letter(self, record: bytes, headers: dict[str, str] | None) -> None:
@@ -351,9 +371,9 @@ class Ingestor:
             if subject == c.telemetry_stream_subject:
                 item = Item([self.decoder.stream(data, now)], None, None, ack, link, subject)  # positional: hot path
             elif subject == c.execution_subject:
-                item = Item(execution=self.decoder.execution(data, now), ack=ack, link=link)
+                item = Item(execution=self.decoder.execution(data, now), ack=ack, link=link, subject=subject)
             elif subject == c.calibrate_subject:
-                item = Item(calibration=self.decoder.calibration(data, now), ack=ack, link=link)
+                item = Item(calibration=self.decoder.calibration(data, now), ack=ack, link=link, subject=subject)
             else:
                 raise DecodeError(f"no decoder for subject {subject!r}")
         except DecodeError as err:
@@ -438,15 +458,26 @@ class Ingestor:
     async def _traced_apply(self, items: list[Item]) -> None:
         assert trace is not None
         links = [trace.Link(it.link) for it in items if it.link is not None][:MAX_LINKS]
-        attrs = {
+        subjects = {it.subject for it in items}
+        attrs: dict[str, Any] = {
             "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.batch.message_count": len(items),
+            "messaging.consumer.group.name": self.consumer_group,
             "polaris.messages": len(items),
             "polaris.events": sum(len(it.points) for it in items),
             "polaris.executions": sum(it.execution is not None for it in items),
             "polaris.calibrations": sum(it.calibration is not None for it in items),
             "polaris.linked_producers": len(links),
         }
-        with trace.get_tracer(__name__).start_as_current_span("ingest.apply", links=links, attributes=attrs) as span:
+        name = "process"
+        if len(subjects) == 1 and "" not in subjects:
+            (subject,) = subjects
+            name = f"process {subject}"
+            attrs["messaging.destination.name"] = subject
+        tracer = trace.get_tracer(__name__)
+        with tracer.start_as_current_span(name, kind=trace.SpanKind.CONSUMER, links=links, attributes=attrs) as span:
             errors = self.stats.apply_errors
             await self._apply(items)
             if span.is_recording():

@@ -454,7 +454,7 @@ class StatisticalWorldModel(WorldModel):
             "detectors": float(len(self.tracks)),
             "anomalous_series": float(len(self.anomalous)),
             "points_scored_total": float(self.points_scored),
-            "update_us_per_point": 1e6 * self.update_seconds / self.points_scored if self.points_scored else 0.0,
+            "update_seconds_per_point": self.update_seconds / self.points_scored if self.points_scored else 0.0,
             "fallback_forecasts_total": float(self.fallback_forecasts),
             "calibration_records_total": float(self.calibrator.records),
             "calibration_pairs_total": float(self.calibrator.pairs),
