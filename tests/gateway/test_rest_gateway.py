@@ -157,7 +157,7 @@ async def test_admission_limit_is_shared_and_maps_to_429(nats_server, make_twin)
     assert codes == [200] * 4 + [429] * 4  # 2 running + 2 waiting, as over gRPC
     busy = next(r for r in results if r.status_code == 429).json()
     assert busy["status"] == "RESOURCE_EXHAUSTED" and "in flight" in busy["message"]
-    assert app.runtime.rpc_metrics.rejected_busy == 4
+    assert app.servicer.rpc_metrics.rejected_busy == 4
 
 
 async def test_in_flight_requests_are_limited_like_grpc_max_workers(nats_server, make_twin) -> None:
