@@ -90,6 +90,8 @@ async def test_every_rpc_over_http_matches_grpc(nats_server, nc, make_twin, chan
         figures = json.loads(m["result"])
         assert figures["rpc_query_responses_total.OK"] >= 2  # one over gRPC, one over HTTP: one set of metrics
         assert figures["rpc_simulate_responses_total.OK"] == 1
+        assert figures["http_requests_total"] >= 4 and figures["events_watchers"] == 0
+        assert figures["events_published_total.diagnosis"] == 1  # the Diagnose above
         # An empty body is the default request (as grpcurl -d '{}').
         r = await http.post("/v1/manage", content=b"")
         assert r.status_code == 400 and "unknown operation ''" in r.json()["message"]
