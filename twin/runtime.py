@@ -114,17 +114,13 @@ class TwinRuntime:
         FigureDict(self.registry, lambda: self.supervisor.metrics() if self.supervisor is not None else {}, owner="Model supervisor")
 
     async def initialize(self) -> None:
-        # Worker processes for heavy computation (fits): started in the background, so
-        # start-up never waits for them; until they are up, calls wait or use a thread.
+        # Worker processes for heavy computation (fits): started on first use, in a thread,
+        # so start-up (start_to_serving_s) never pays for them.
         self.workers = workers.configure(self.config.performance.compute_workers)
-        self._workers_start = asyncio.get_running_loop().create_task(self.workers.start(), name="compute-workers")
         await self.model.initialize()
 
     async def shutdown(self) -> None:
         await self.model.shutdown()
-        task = getattr(self, "_workers_start", None)
-        if task is not None and not task.done():
-            task.cancel()
         await asyncio.to_thread(self.workers.close)
 
     def ingest_points(self, points: list[Point]) -> None:
