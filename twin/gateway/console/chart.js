@@ -93,7 +93,21 @@ export class TimeChart {
       }
     };
     for (const l of this.data.lines) scan(l.t, l.v);
-    for (const b of this.data.bands) { scan(b.t, b.lo); scan(b.t, b.hi); }
+    // Interval bands widen the range by at most the lines' own span on each side, so a
+    // young model's very wide interval does not flatten the history into a line.
+    if (Number.isFinite(v0)) {
+      const room = Math.max(v1 - v0, Math.abs(v1) * 0.1, 1e-9);
+      const lo0 = v0 - room, hi1 = v1 + room;
+      for (const b of this.data.bands) {
+        for (let i = 0; i < b.t.length; i++) {
+          if (b.t[i] < t0 || b.t[i] > t1) continue;
+          if (Number.isFinite(b.lo[i])) v0 = Math.min(v0, Math.max(lo0, b.lo[i]));
+          if (Number.isFinite(b.hi[i])) v1 = Math.max(v1, Math.min(hi1, b.hi[i]));
+        }
+      }
+    } else {
+      for (const b of this.data.bands) { scan(b.t, b.lo); scan(b.t, b.hi); }
+    }
     if (!Number.isFinite(v0)) { v0 = 0; v1 = 1; }
     if (t1 === t0) { t0 -= 30000; t1 += 30000; }
     if (v1 === v0) { const d = Math.abs(v0) * 0.1 || 1; v0 -= d; v1 += d; }
