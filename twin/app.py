@@ -18,7 +18,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from twin.core.config import TwinConfig
-from twin.durability.jetstream import JetStreamIngestor
+from twin.ingest.jetstream import JetStreamIngestor
 from twin.durability.manager import Durability
 from twin.ingest.embedded import DEFAULT_PORT, EmbeddedNatsServer, port_is_free
 from twin.ingest.nats_ingest import Ingestor

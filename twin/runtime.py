@@ -10,18 +10,49 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from twin.core import workers
 from twin.core.config import TwinConfig
 from twin.core.events import Point
+from twin.core.memory import release_memory
 from twin.core.state import TwinState
 from twin.core.store import Retention
 from twin.ingest.stats import IngestStats
-from twin.models.base import EventBatch, Health, WorldModel
+from twin.models.base import WorldModel
+from twin.models.domain import EventBatch, Health
 from twin.models.registry import create_model
 from twin.core.rpc_metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
+
+
+class DurabilityView(Protocol):
+    """What health, ``get_metrics`` and ``Manage`` need of durability.
+
+    ``twin.durability.Durability`` implements it; the runtime holds one only when
+    snapshots or JetStream are on, so neither the runtime nor the service imports
+    the durability package.
+    """
+
+    @property
+    def applied_sequence(self) -> int | None: ...
+
+    @property
+    def replay_available(self) -> bool: ...
+
+    def health_issues(self) -> list[str]: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+    async def replay(
+        self, from_sequence: int | None = None, from_time: float | None = None
+    ) -> dict[str, Any]: ...
+
+    def replay_status(self) -> dict[str, Any]: ...
+
+    async def snapshot_now(self) -> Path | None: ...
 
 
 class TwinRuntime:
@@ -30,6 +61,10 @@ class TwinRuntime:
         self.state = TwinState(
             Retention(config.state.max_points_per_series, config.state.max_age_sec),
             config.state.action_log_size,
+            max_series=config.state.max_series,
+            max_series_per_system=config.state.max_series_per_system,
+            action_log_max_bytes=config.state.action_log_max_bytes,
+            limits=config.limits,
         )
         self.model_name = model_name or config.world_model.implementation
         self.model: WorldModel = create_model(self.model_name, self.state, config.world_model.settings)
@@ -38,22 +73,35 @@ class TwinRuntime:
         self.ingest_connected = False
         self.started_at = time.time()
         self._model_lock = asyncio.Lock()
-        self.extra_metrics: dict[str, Any] = {}
-        # twin.durability.manager.Durability when snapshots or JetStream are on (set by the app):
-        # its applied stream sequence, issues and figures show in health and get_metrics.
-        self.durability: Any = None
+        # Set by the app when snapshots or JetStream are on: its applied stream sequence,
+        # issues and figures show in health and get_metrics.
+        self.durability: DurabilityView | None = None
+        self.workers = workers.pool()
         # twin.supervisor.ModelSupervisor, started by the app (health_check_interval_sec).
         self.supervisor: Any = None
 
     async def initialize(self) -> None:
+        # Worker processes for heavy computation (fits): started in the background, so
+        # start-up never waits for them; until they are up, calls wait or use a thread.
+        self.workers = workers.configure(self.config.performance.compute_workers)
+        self._workers_start = asyncio.get_running_loop().create_task(self.workers.start(), name="compute-workers")
         await self.model.initialize()
 
     async def shutdown(self) -> None:
         await self.model.shutdown()
+        task = getattr(self, "_workers_start", None)
+        if task is not None and not task.done():
+            task.cancel()
+        await asyncio.to_thread(self.workers.close)
 
     def ingest_points(self, points: list[Point]) -> None:
         """In-process ingestion (evaluations, tests): same store + model path as NATS."""
-        self.state.apply_points(points)
+        _, refused = self.state.apply(points)
+        if refused:
+            skip = {id(p) for p, _ in refused}
+            points = [p for p in points if id(p) not in skip]
+            self.ingest_stats.dead_lettered += len(refused)
+            self.ingest_stats.dead_letter_reasons["series_limit"] += len(refused)
         self.model.update(EventBatch(points, (), ()))
         self.ingest_stats.events_received += len(points)
         self.ingest_stats.events_applied += len(points)
@@ -73,6 +121,7 @@ class TwinRuntime:
     def reset(self) -> dict[str, int]:
         dropped = self.state.reset()
         self.model.reset()
+        release_memory()  # without it RSS stays at its high-water mark
         return dropped
 
     async def health(self) -> Health:
@@ -81,6 +130,11 @@ class TwinRuntime:
         status = h.status
         if not self.ingest_connected:
             issues.append("ingestion is not connected to NATS")
+            if status == "healthy":
+                status = "degraded"
+        caps = self.state.store.cap_issues()
+        if caps:
+            issues.extend(caps)
             if status == "healthy":
                 status = "degraded"
         if self.durability is not None:
@@ -124,6 +178,10 @@ class TwinRuntime:
             "series": len(self.state.store),
             "samples_retained": self.state.store.sample_count,
             "store_bytes": self.state.store.nbytes,
+            "series_rejected_total": self.state.store.rejected_series,
+            "series_rejected_events_total": self.state.store.rejected_events,
+            "action_log_bytes": self.state.actions.nbytes,
+            "calibration_log_bytes": self.state.calibrations.nbytes,
             "rpc_errors_total": self.rpc_metrics.errors(),
             "rpc_rejected_busy_total": self.rpc_metrics.rejected_busy,
             "uptime_seconds": time.time() - self.started_at,
@@ -144,8 +202,7 @@ class TwinRuntime:
             m[f"model_{op}_p99_ms"] = rec.quantile(0.99) * 1000
         for k, v in self.model.metrics().items():
             m[f"model.{k}"] = v
-        for k, v in self.extra_metrics.items():
-            m[k] = v() if callable(v) else v
+        m.update(self.workers.metrics())
         if self.supervisor is not None:
             m.update(self.supervisor.metrics())
         if self.durability is not None:

@@ -94,3 +94,29 @@ def test_reset_forgets_everything() -> None:
     store.append("a", "b", 1.0, 2.0)
     assert store.reset() == 1
     assert len(store) == 0 and store.get("a", "b") is None
+
+
+def test_chunks_follow_max_points_so_memory_follows_the_setting() -> None:
+    """Issue 17 defect 3: with 4 096-sample chunks ``max_points: 300`` cost 64 KB per series."""
+    for max_points in (1, 3, 300, 5_000, 100_000):
+        s = Series("a", "x", Retention(max_points=max_points))
+        for i in range(3 * max_points + 10):
+            s.append(float(i), float(i))
+        assert len(s) == max_points
+        # retained x 16 B, plus at most about two chunks of slack (and the first chunk's 64)
+        assert s.nbytes <= 16 * max_points * 1.3 + 16 * 2 * 64, (max_points, s.nbytes)
+        assert s.arrays()[0][0] == 2 * max_points + 10
+
+
+def test_series_cap_total_and_per_source() -> None:
+    store = SeriesStore(max_series=3, max_per_source=2)
+    assert isinstance(store.admit("a", "x"), Series) and isinstance(store.admit("a", "y"), Series)
+    assert "max_series_per_system 2 reached for a" in str(store.admit("a", "z"))
+    assert isinstance(store.admit("b", "x"), Series)
+    assert "state.max_series 3 reached" in str(store.admit("c", "x"))
+    assert isinstance(store.admit("a", "x"), Series)  # existing series are never refused
+    assert (len(store), store.rejected_series, store.rejected_events) == (3, 2, 2)
+    assert len(store.cap_issues()) == 2
+    store.reset()
+    assert store.cap_issues() == [] and isinstance(store.admit("c", "x"), Series)
+    assert store.rejected_series == 2  # a counter

@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
-from twin.durability.jetstream import SequenceTracker
+from twin.ingest.jetstream import SequenceTracker
 from twin.durability.snapshot import decode, encode_v1
 
 

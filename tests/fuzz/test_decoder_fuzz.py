@@ -95,7 +95,6 @@ def test_decode_calibration_returns_a_valid_event_or_a_reason(payload: bytes) ->
 DEEP = b'{"name": "x", "value": 1, "action_id": "a", "prediction_id": "p", "actual_outcome": {}, "predicted_outcome": {}, "metadata": {"m": ' + deep(5000) + b"}}"
 DECODERS = {
     "stream": lambda p: decode_stream(p, NOW),
-    "batch": lambda p: decode_batch(b'{"events": [' + p + b"]}", NOW),
     "execution": decode_execution,
     "calibration": decode_calibration,
 }
@@ -109,6 +108,16 @@ def test_extremely_deep_json_is_a_decode_error_not_a_recursion_error(name: str) 
     with pytest.raises(DecodeError) as info:
         DECODERS[name](DEEP)
     _rejected(info.value)
+
+
+def test_extremely_deep_event_in_a_batch_is_its_own_dead_letter() -> None:
+    """Issue 17 defect 9: the deep event alone is rejected (it used to take the whole
+    batch with it); a good neighbour on either side is kept."""
+    good = b'{"name": "ok", "value": 1}'
+    points, errors = decode_batch(b'{"events": [' + good + b", " + DEEP + b", " + good + b"]}", NOW)
+    assert [p.name for p in points] == ["ok", "ok"]
+    assert [e.index for e in errors] == [1]
+    assert "nested too deeply" in errors[0].reason and errors[0].raw == DEEP
 
 
 def test_oversized_event_name_and_source_are_rejected_with_a_reason() -> None:

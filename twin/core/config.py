@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from twin.core.errors import ConfigError
+from twin.core.limits import EventLimits
 from twin.core.redact import redact
 
 ENV_PREFIX = "POLARIS_DT__"
@@ -170,6 +171,7 @@ class PerformanceConfig:
     simulation_timeout_sec: float
     diagnosis_timeout_sec: float
     management_timeout_sec: float
+    compute_workers: int = -1
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,9 @@ class StateConfig:
     snapshot_interval_sec: float
     snapshot_every_events: int
     snapshot_keep: int = 3
+    max_series: int = 50_000
+    max_series_per_system: int = 10_000
+    action_log_max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,7 @@ class TwinConfig:
     state: StateConfig
     telemetry: TelemetryConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    limits: EventLimits = field(default_factory=EventLimits)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TwinConfig:
@@ -224,6 +230,7 @@ class TwinConfig:
             state=StateConfig(**dt["state"]),
             telemetry=TelemetryConfig(**dt["telemetry"]),
             raw={"digital_twin": dt},
+            limits=EventLimits.from_settings(dt.get("limits")),
         )
 
 

@@ -4,12 +4,22 @@
 
     TwinError
     ├── ConfigError          invalid or unreadable configuration (.errors: list of "path: message")
+    │   ├── ChatModelConfigError   the LLM chat model cannot be built (models.llm.chat_factory)
+    │   └── PortInUse        a configured port cannot be bound (.setting, .address) → exit 2
     ├── DecodeError          a NATS payload that cannot be decoded or validated (.reason, .index, .raw)
     ├── InvalidRequest       a malformed gRPC request → INVALID_ARGUMENT
+    ├── Busy                 admission refused: too many requests in flight → RESOURCE_EXHAUSTED
     ├── IngestError          NATS connection / subscription failures
+    ├── SnapshotError        a snapshot file that cannot be used (durability.snapshot; .path, .reason)
     └── ModelError           a world model failed to answer
         ├── ModelNotFound    no model registered under that name
-        └── ModelUnavailable the model is not initialised or a dependency is missing
+        ├── ModelUnavailable the model is not initialised or a dependency is missing
+        ├── LLMFailure       an LLM task produced no valid answer (models.llm.runner; .reason)
+        ├── BudgetExceeded   the LLM's per-minute budget refuses a call now (models.llm.budget)
+        └── AnswerError      an LLM reply that fails its schema (models.llm.schemas; also a ValueError)
+
+The errors of one area are defined next to the code that raises them and listed here,
+so ``except TwinError`` catches everything the twin raises on purpose.
 
 Domain failures (a question the model cannot answer) are *not* errors: they are
 returned in-band as ``success=False`` with an explanation, as existing clients expect.
@@ -29,6 +39,19 @@ class ConfigError(TwinError):
         super().__init__(f"{message}\n{detail}" if detail else message)
 
 
+class PortInUse(ConfigError):
+    """A configured listen address cannot be bound; ``setting`` names the config key."""
+
+    def __init__(self, setting: str, address: str, flag: str = "") -> None:
+        self.setting = setting
+        self.address = address
+        how = f"digital_twin.{setting}" + (f" or {flag}" if flag else "")
+        super().__init__(
+            f"{setting}: cannot listen on {address}: the address is in use (or not this host's); "
+            f"choose another port with {how} (0 picks a free one)"
+        )
+
+
 class DecodeError(TwinError):
     """Carries the reason that goes to the dead-letter subject."""
 
@@ -46,6 +69,10 @@ class InvalidRequest(TwinError):
     def __init__(self, message: str, field: str = "") -> None:
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class Busy(TwinError):
+    """Admission refused a request: as many are waiting as may run (→ RESOURCE_EXHAUSTED)."""
 
 
 class IngestError(TwinError):

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+import msgspec
 
 from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
-from twin.core.store import Retention, SeriesStore
+from twin.core.limits import DEFAULT_LIMITS, EventLimits
+from twin.core.columns import SeriesColumns
+from twin.core.store import Retention, Series, SeriesStore
+
+_R = TypeVar("_R")
+RECORD_OVERHEAD = 256  # bytes a record costs beyond its payload (objects, dicts)
 
 
 @dataclass(slots=True)
@@ -40,39 +47,153 @@ class CalibrationRecord:
     accuracy: dict[str, Any]
 
 
+class BoundedLog(deque, Generic[_R]):  # type: ignore[type-arg]
+    """A deque of records bounded in count *and* in bytes (oldest dropped first).
+
+    ``size_of`` estimates a record's bytes once, when it is appended; ``nbytes`` is
+    the running total. Only ``append`` and ``clear`` mutate it (as the twin does).
+    """
+
+    def __init__(self, max_items: int, max_bytes: int, size_of: Callable[[Any], int]) -> None:
+        super().__init__()
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._size_of = size_of
+        self._sizes: deque[int] = deque()
+        self.nbytes = 0
+        self.dropped = 0
+
+    def append(self, rec: _R) -> None:
+        n = self._size_of(rec)
+        super().append(rec)
+        self._sizes.append(n)
+        self.nbytes += n
+        while len(self) > self.max_items or (self.nbytes > self.max_bytes and len(self) > 1):
+            super().popleft()
+            self.nbytes -= self._sizes.popleft()
+            self.dropped += 1
+
+    def clear(self) -> None:
+        super().clear()
+        self._sizes.clear()
+        self.nbytes = 0
+
+
+def _record_size(*parts: Any) -> int:
+    """Bytes of a record's variable parts, as JSON (what a snapshot will hold)."""
+    try:
+        return RECORD_OVERHEAD + sum(len(msgspec.json.encode(p)) for p in parts)
+    except (TypeError, ValueError, OverflowError):
+        return RECORD_OVERHEAD + sum(len(repr(p)) for p in parts)
+
+
+def _action_size(rec: ActionRecord) -> int:
+    return _record_size(rec.action_id, rec.action_type, rec.target, rec.status, rec.message, rec.output)
+
+
+def _calibration_size(rec: CalibrationRecord) -> int:
+    return _record_size(rec.calibration_id, rec.prediction_id, rec.predicted, rec.actual, rec.accuracy)
+
+
 class TwinState:
     """Store + action log + calibration log, with counters of what was applied."""
 
-    def __init__(self, retention: Retention | None = None, action_log_size: int = 10_000) -> None:
-        self.store = SeriesStore(retention)
-        self.actions: deque[ActionRecord] = deque(maxlen=action_log_size)
-        self.calibrations: deque[CalibrationRecord] = deque(maxlen=action_log_size)
+    def __init__(
+        self,
+        retention: Retention | None = None,
+        action_log_size: int = 10_000,
+        *,
+        max_series: int | None = None,
+        max_series_per_system: int | None = None,
+        action_log_max_bytes: int = 64 * 1024 * 1024,
+        limits: EventLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self.store = SeriesStore(retention, max_series, max_series_per_system)
+        self.actions: BoundedLog[ActionRecord] = BoundedLog(action_log_size, action_log_max_bytes, _action_size)
+        self.calibrations: BoundedLog[CalibrationRecord] = BoundedLog(action_log_size, action_log_max_bytes, _calibration_size)
+        self.limits = limits  # what ingestion accepts; request times are checked against it too
         self.points_applied = 0
         self.text_values = 0
 
     def apply_points(self, points: Iterable[Point]) -> int:
-        """Appends decoded points; string values become the series' latest text."""
+        """Appends decoded points; string values become the series' latest text.
+
+        Points of new series over the store's caps are skipped; ``apply`` says which.
+        """
+        return self.apply(points)[0]
+
+    def apply(self, points: Iterable[Point]) -> tuple[int, list[tuple[Point, str]]]:
+        """Appends decoded points: (points applied, [(refused point, reason)]).
+
+        A point is refused only when it would create a series beyond a cap
+        (``state.max_series``, ``state.max_series_per_system``); the caller
+        dead-letters it and keeps it from the model.
+        """
         # The ingestion hot path: SeriesStore.append inlined (one dict lookup and
         # one Series.append per point, tuple unpacking instead of attribute access).
         store = self.store
         get = store._series.get
         n = appended = 0
+        refused: list[tuple[Point, str]] = []
         try:
-            for source, name, t, value, unit, text in points:
+            for p in points:
+                source, name, t, value, unit, text = p
+                s = get((source, name))
+                if s is None:
+                    s = store.admit(source, name, unit)
+                    if s.__class__ is str:
+                        refused.append((p, s))  # type: ignore[arg-type]
+                        continue
                 if text is None:
-                    s = get((source, name))
-                    if s is None:
-                        s = store.series(source, name, unit)
-                    s.append(t, value)
+                    s.append(t, value)  # type: ignore[union-attr]
                     appended += 1
                 else:
-                    store.series(source, name, unit).last_text = text
+                    s.last_text = text  # type: ignore[union-attr]
                     self.text_values += 1
                 n += 1
         finally:
             store.samples_appended += appended  # counted per append, as SeriesStore.append does
         self.points_applied += n
-        return n
+        return n, refused
+
+    def apply_columns(self, cols: SeriesColumns) -> tuple[int, dict[int, str]]:
+        """The columnar ``apply``: one vectorised append per series.
+
+        Returns (points applied, {group: reason} of groups refused by a series cap).
+        """
+        store = self.store
+        get = store._series.get
+        n = appended = 0
+        refused: dict[int, str] = {}
+        series: list[Series | None] = []
+        try:
+            for g, key in enumerate(cols.keys):
+                s = get(key)
+                if s is None:
+                    got = store.admit(key[0], key[1], cols.units[g])
+                    if isinstance(got, str):
+                        refused[g] = got
+                        store.rejected_events += cols.ts[g].shape[0] + sum(1 for x in cols.texts if x[0] == g) - 1
+                        series.append(None)
+                        continue
+                    s = got
+                series.append(s)
+                t = cols.ts[g]
+                k = t.shape[0]
+                if k:
+                    s.extend(t, cols.vs[g])
+                    appended += k
+            for g, _, text in cols.texts:
+                s = series[g]
+                if s is not None:
+                    s.last_text = text
+                    self.text_values += 1
+                    n += 1
+        finally:
+            store.samples_appended += appended
+        n += appended
+        self.points_applied += n
+        return n, refused
 
     def apply_execution(self, res: ExecutionResult, now: float) -> ActionRecord:
         t = to_epoch(res.finished_at, math.nan)

@@ -32,6 +32,17 @@ class Retention:
     max_points: int = 100_000
     max_age_sec: float = 0.0  # 0 = no age limit
 
+    @property
+    def chunk(self) -> int:
+        """Chunk size for this bound: about an eighth of ``max_points`` (a power of two
+        between 64 and ``CHUNK``), so a full series wastes at most ~2 chunks, i.e. about a
+        quarter of what it keeps, and ``max_points: 300`` costs ~7 KB, not 2 x 64 KB."""
+        want = max(1, -(-self.max_points // 8))
+        size = _FIRST_CHUNK
+        while size < want and size < CHUNK:
+            size *= 2
+        return size
+
 
 class Series:
     """One time series; O(1) append, binary-searched reads."""
@@ -102,15 +113,47 @@ class Series:
             self._trim_age()
 
     def extend(self, ts: np.ndarray, vs: np.ndarray) -> None:
-        """Appends many samples; same result as calling ``append`` for each."""
-        for t, v in zip(ts.tolist(), vs.tolist()):
-            self.append(t, v)
+        """Appends many samples (float64 arrays, arrival order) with vectorised copies;
+        the same result as calling ``append`` for each."""
+        n = ts.shape[0]
+        if n < 4:
+            for t, v in zip(ts.tolist(), vs.tolist()):
+                self.append(t, v)
+            return
+        last = self.last_t
+        if ts[0] < last or bool((ts[1:] < ts[:-1]).any()):
+            self._sorted = False
+        top = float(ts.max())
+        if top >= last:  # as append: the newest time wins, the later sample on a tie
+            self.last_t = top
+            self.last_v = float(vs[n - 1 - int(np.argmax(ts[::-1] == top))])
+        off = 0
+        while off < n:
+            tc = self._t[-1]
+            fill = self._fill
+            if fill == tc.shape[0]:
+                self._grow()
+                continue
+            take = min(tc.shape[0] - fill, n - off)
+            tc[fill : fill + take] = ts[off : off + take]
+            self._v[-1][fill : fill + take] = vs[off : off + take]
+            self._fill = fill + take
+            off += take
+        self._len += n
+        self.appended += n
+        self.version += n
+        r = self._retention
+        if self._len > r.max_points:
+            self._drop_front(self._len - r.max_points)
+        elif r.max_age_sec and self._t[0][self._head] < self.last_t - r.max_age_sec:
+            self._trim_age()
 
     def _grow(self) -> None:
         size = self._t[-1].shape[0]
-        if len(self._t) == 1 and self._head == 0 and size < CHUNK:
+        chunk = self._retention.chunk
+        if len(self._t) == 1 and self._head == 0 and size < chunk:
             # Still the small first chunk: double it in place.
-            new = min(CHUNK, size * 2)
+            new = min(chunk, size * 2)
             t = np.empty(new, dtype=np.float64)
             v = np.empty(new, dtype=np.float64)
             t[:size] = self._t[0]
@@ -118,8 +161,8 @@ class Series:
             self._t[0], self._v[0] = t, v
             self._fill = size
             return
-        self._t.append(np.empty(CHUNK, dtype=np.float64))
-        self._v.append(np.empty(CHUNK, dtype=np.float64))
+        self._t.append(np.empty(chunk, dtype=np.float64))
+        self._v.append(np.empty(chunk, dtype=np.float64))
         self._fill = 0
 
     def _drop_front(self, n: int) -> None:
@@ -152,16 +195,17 @@ class Series:
 
     def _rebuild(self, t: np.ndarray, v: np.ndarray) -> None:
         n = t.shape[0]
+        chunk = self._retention.chunk
         self._t, self._v = [], []
-        for i in range(0, max(n, 1), CHUNK):
-            ct = np.empty(CHUNK, dtype=np.float64)
-            cv = np.empty(CHUNK, dtype=np.float64)
-            part = t[i : i + CHUNK]
+        for i in range(0, max(n, 1), chunk):
+            ct = np.empty(chunk, dtype=np.float64)
+            cv = np.empty(chunk, dtype=np.float64)
+            part = t[i : i + chunk]
             ct[: part.shape[0]] = part
-            cv[: part.shape[0]] = v[i : i + CHUNK]
+            cv[: part.shape[0]] = v[i : i + chunk]
             self._t.append(ct)
             self._v.append(cv)
-        self._fill = n - (len(self._t) - 1) * CHUNK
+        self._fill = n - (len(self._t) - 1) * chunk
         self._head = 0
         self._len = n
 
@@ -220,11 +264,12 @@ class Series:
         t = np.asarray(t, dtype=np.float64)[order]
         v = np.asarray(v, dtype=np.float64)[order]
         n = int(t.shape[0])
-        if n <= CHUNK:
+        chunk = self._retention.chunk
+        if n <= chunk:
             size = _FIRST_CHUNK
             while size < n:
                 size *= 2
-            size = min(CHUNK, max(1, min(size, max(n, self._retention.max_points))))
+            size = min(chunk, max(1, min(size, max(n, self._retention.max_points))))
             ct = np.empty(size, dtype=np.float64)
             cv = np.empty(size, dtype=np.float64)
             ct[:n], cv[:n] = t, v
@@ -260,26 +305,96 @@ def downsample(times: np.ndarray, values: np.ndarray, max_points: int) -> tuple[
     return t_sum / counts, v_sum / counts
 
 
-class SeriesStore:
-    """Every series the twin knows, keyed by (source, metric name)."""
+_REJECTED_KEYS_MAX = 100_000  # distinct refused series remembered, for the counter
 
-    def __init__(self, retention: Retention | None = None) -> None:
+
+class SeriesStore:
+    """Every series the twin knows, keyed by (source, metric name).
+
+    Bounded in count: at most ``max_series`` series, and ``max_per_source`` per
+    source. ``admit`` refuses a new series beyond either (the caller dead-letters
+    its events); existing series are never refused.
+    """
+
+    def __init__(
+        self,
+        retention: Retention | None = None,
+        max_series: int | None = None,
+        max_per_source: int | None = None,
+    ) -> None:
         self.retention = retention or Retention()
+        self.max_series = max_series
+        self.max_per_source = max_per_source
         self._series: dict[tuple[str, str], Series] = {}
+        self._per_source: dict[str, int] = {}
         self.samples_appended = 0
+        # Counters (never reset): events refused because their new series was over a cap,
+        # and distinct such series (distinct since the last reset, up to 100 000 at once).
+        self.rejected_events = 0
+        self.rejected_series = 0
+        self._rejected_keys: set[tuple[str, str]] = set()
+        self._full_sources: set[str] = set()
+
+    def _create(self, source: str, name: str, unit: str) -> Series:
+        s = self._series[(source, name)] = Series(source, name, self.retention, unit)
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+        return s
 
     def series(self, source: str, name: str, unit: str = "unknown") -> Series:
-        """The series for (source, name), created on first use."""
+        """The series for (source, name), created on first use (no cap: see ``admit``)."""
         key = (source, name)
         s = self._series.get(key)
         if s is None:
-            s = self._series[key] = Series(source, name, self.retention, unit)
+            s = self._create(source, name, unit)
         return s
+
+    def admit(self, source: str, name: str, unit: str = "unknown") -> Series | str:
+        """The series for (source, name), created if the caps allow; else the reason."""
+        s = self._series.get((source, name))
+        if s is not None:
+            return s
+        reason = self.refusal(source)
+        if reason is None:
+            return self._create(source, name, unit)
+        self.rejected_events += 1
+        key = (source, name)
+        if key not in self._rejected_keys and len(self._rejected_keys) < _REJECTED_KEYS_MAX:
+            self._rejected_keys.add(key)
+            self.rejected_series += 1
+        return f"{reason}: new series {source}/{name} refused"
+
+    def refusal(self, source: str) -> str | None:
+        """Why a new series of ``source`` would be refused now, or None."""
+        if self.max_series is not None and len(self._series) >= self.max_series:
+            self._full_sources.add("")
+            return f"series_limit: state.max_series {self.max_series} reached"
+        if self.max_per_source is not None and self._per_source.get(source, 0) >= self.max_per_source:
+            self._full_sources.add(source)
+            return f"series_limit: state.max_series_per_system {self.max_per_source} reached for {source}"
+        return None
+
+    def cap_issues(self) -> list[str]:
+        """Health issues: caps that are reached and have refused series."""
+        if not self._full_sources:
+            return []
+        out = []
+        if "" in self._full_sources and self.max_series is not None and len(self._series) >= self.max_series:
+            out.append(f"series cap reached: {len(self._series)} series = state.max_series")
+        full = sorted(
+            src for src in self._full_sources
+            if src and self.max_per_source is not None and self._per_source.get(src, 0) >= self.max_per_source
+        )
+        if full:
+            shown = ", ".join(full[:5]) + (" ..." if len(full) > 5 else "")
+            out.append(f"series cap per system reached (state.max_series_per_system {self.max_per_source}): {shown}")
+        if out:
+            out[-1] += f"; {self.rejected_series} new series ({self.rejected_events} events) refused"
+        return out
 
     def append(self, source: str, name: str, t: float, v: float, unit: str = "unknown") -> Series:
         s = self._series.get((source, name))
         if s is None:
-            s = self.series(source, name, unit)
+            s = self._create(source, name, unit)
         s.append(t, v)
         self.samples_appended += 1
         return s
@@ -340,7 +455,9 @@ class SeriesStore:
 
     def import_series(self, source: str, name: str, unit: str, t: np.ndarray, v: np.ndarray, last_text: str | None = None, appended: int = 0) -> Series:
         """Recreates one exported series (snapshot restore); replaces an existing one."""
-        s = self._series[(source, name)] = Series(source, name, self.retention, unit)
+        if (source, name) in self._series:
+            self._per_source[source] -= 1
+        s = self._create(source, name, unit)
         s.load_arrays(t, v)
         if len(s) > self.retention.max_points:
             s._drop_front(len(s) - self.retention.max_points)
@@ -353,4 +470,7 @@ class SeriesStore:
         """Forgets every series; returns how many samples were dropped."""
         n = self.sample_count
         self._series.clear()
+        self._per_source.clear()
+        self._rejected_keys.clear()
+        self._full_sources.clear()
         return n

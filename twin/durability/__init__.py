@@ -28,13 +28,13 @@ Consistency model (several replicas):
   restore; it is not part of the snapshot.
 """
 
-from twin.durability.jetstream import (
+from twin.ingest.jetstream import (
     JetStreamIngestor,
     SequenceTracker,
     StartPosition,
     durable_name,
 )
-from twin.durability.manager import Durability, parse_replay_params, series_stats
+from twin.durability.manager import Durability
 from twin.durability.snapshot import FORMAT_VERSION, Snapshot, SnapshotError, SnapshotStore
 
 __all__ = [
@@ -47,6 +47,4 @@ __all__ = [
     "SnapshotStore",
     "StartPosition",
     "durable_name",
-    "parse_replay_params",
-    "series_stats",
 ]

@@ -24,9 +24,9 @@ from typing import Any
 
 from twin.core.config import TwinConfig
 from twin.core.events import Point, parse_time
-from twin.durability.jetstream import JetStreamIngestor, StartPosition
+from twin.ingest.jetstream import JetStreamIngestor, StartPosition
 from twin.durability.snapshot import Snapshot, SnapshotStore, capture, encode, restore
-from twin.models.base import EventBatch
+from twin.models.domain import EventBatch
 
 log = logging.getLogger(__name__)
 _MODEL_CHUNK = 20_000
@@ -240,6 +240,11 @@ class Durability:
         return self.caught_up_once or not self.gate_readiness
 
     @property
+    def replay_available(self) -> bool:
+        """Replay needs the stream: JetStream ingestion, not only snapshots."""
+        return self.jetstream is not None
+
+    @property
     def applied_sequence(self) -> int | None:
         js = self.jetstream
         return js.applied_sequence if js is not None else None
@@ -276,51 +281,3 @@ class Durability:
             m.update(js.metrics())
         return {k: float(v) if math.isfinite(float(v)) else 0.0 for k, v in m.items()}
 
-
-def parse_replay_params(params: dict[str, str]) -> tuple[int | None, float | None]:
-    """``from_sequence`` (integer >= 1) or ``from_time`` (ISO-8601 or epoch seconds), exactly one."""
-    seq_raw = (params.get("from_sequence") or "").strip()
-    time_raw = (params.get("from_time") or "").strip()
-    if bool(seq_raw) == bool(time_raw):
-        raise ValueError("replay needs exactly one of parameters.from_sequence or parameters.from_time")
-    if seq_raw:
-        try:
-            seq = int(seq_raw)
-        except ValueError as exc:
-            raise ValueError(f"parameters.from_sequence is not an integer: {seq_raw[:64]!r}") from exc
-        if seq < 1:
-            raise ValueError("parameters.from_sequence must be >= 1")
-        return seq, None
-    try:
-        t = parse_time(time_raw)
-    except (ValueError, OverflowError) as exc:
-        raise ValueError(f"parameters.from_time is not an ISO-8601 time or epoch seconds: {time_raw[:64]!r}") from exc
-    if not math.isfinite(t):
-        raise ValueError("parameters.from_time is not finite")
-    return None, t
-
-
-def series_stats(state: Any, system: str | None = None, metric: str | None = None) -> dict[str, Any]:
-    """Exact per-series figures (retained count, sum, first/last time, ever appended) for audits."""
-    from twin.core.events import normalise_name
-
-    want = normalise_name(metric) if metric else None
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    samples = 0
-    total = 0.0
-    for s in state.store:
-        if (system and s.source != system) or (want and s.name != want):
-            continue
-        t, v = s.arrays()
-        ssum = float(v.sum()) if v.shape[0] else 0.0
-        n = int(v.shape[0])
-        out.setdefault(s.source, {})[s.name] = {
-            "count": n,
-            "sum": ssum,
-            "first_t": float(t[0]) if n else None,
-            "last_t": float(t[-1]) if n else None,
-            "appended": s.appended,
-        }
-        samples += n
-        total += ssum
-    return {"series": [f"{src}/{m}" for src, ms in out.items() for m in ms], "by_series": out, "samples": samples, "sum": total}

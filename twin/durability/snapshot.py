@@ -38,6 +38,7 @@ import msgspec
 import numpy as np
 import orjson
 
+from twin.core.errors import TwinError
 from twin.core.state import ActionRecord, CalibrationRecord, TwinState
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ _NAME = re.compile(r"^snapshot-(\d{20})\.pts$")
 _MAX_HEADER = 4096
 
 
-class SnapshotError(Exception):
+class SnapshotError(TwinError):
     """A snapshot file that cannot be used; ``reason`` says why (shown in health)."""
 
     def __init__(self, path: Path, reason: str) -> None:

@@ -19,9 +19,24 @@ from twin.core.redact import redact_text
 MAX_ECHO = 64 * 1024
 
 
+# Rejections by the configured limits (twin.core.limits), each its own class.
+_LIMITS = (
+    ("outside the accepted window", "timestamp"),
+    ("series_limit", "series_limit"),
+    ("nested deeper than", "too_deep"),
+    ("of length <=", "too_long"),
+    ("longer than limits.", "too_long"),
+)
+
+
 def reason_class(reason: str) -> str:
     """A short, bounded label for counting reasons (the full text goes in the record)."""
     r = reason.lower()
+    if r.startswith("oversize"):
+        return "oversize"
+    for key, label in _LIMITS:
+        if key in r:
+            return label
     for key in ("oversize", "invalid json", "not finite", "regex", "unknown status", "unsupported event_type", "calibration", "execution", "batch"):
         if key in r:
             return key.replace(" ", "_")

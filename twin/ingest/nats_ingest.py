@@ -39,21 +39,22 @@ from nats.aio.msg import Msg
 
 from twin.core.config import NatsConfig
 from twin.core.errors import IngestError
+import orjson
+
 from twin.core.events import (
     CalibrationEvent,
     DecodeError,
     ExecutionResult,
     Point,
-    decode_batch,
-    decode_calibration,
-    decode_execution,
-    decode_stream,
+    decoder_for,
 )
+from twin.core.columns import ColumnsBuilder, SeriesColumns
 from twin.core.redact import redact_text
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
 from twin.ingest.stats import IngestStats
-from twin.models.base import EventBatch, WorldModel
+from twin.models.base import WorldModel
+from twin.models.domain import EventBatch
 from twin.observability.propagation import inject_headers, remote_span_context, tracing_active
 
 try:
@@ -75,6 +76,7 @@ class Item:
     calibration: CalibrationEvent | None = None
     ack: Callable[[], Awaitable[None]] | None = None
     link: Any = None  # the producer's SpanContext (tracing on and headers present)
+    subject: str = ""  # where it came from (for dead letters raised at apply time)
 
     @property
     def size(self) -> int:
@@ -109,6 +111,13 @@ def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] 
             ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
         opts["tls"] = ctx
     return opts
+
+
+def _point_json(p: Point) -> bytes:
+    """A refused point as JSON for its dead-letter record (its original bytes are gone)."""
+    return orjson.dumps(
+        {"source": p.source, "name": p.name, "timestamp": p.t, "unit": p.unit, "value": p.text if p.text is not None else p.value}
+    )
 
 
 async def confirm_interest(nc: NATS, timeout: float = 10.0) -> None:
@@ -159,6 +168,8 @@ class Ingestor:
         self._on_status = on_status
         self._clock = clock
         self.nc: NATS | None = None
+        # Every limit is checked here, once, by the decoders (twin.core.limits).
+        self.decoder = decoder_for(state.limits)
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=cfg.queue_maxsize)
         self._applier: asyncio.Task[None] | None = None
         self.connected = False
@@ -290,9 +301,6 @@ class Ingestor:
             self.stats.dead_letter_publish_failures += 1
             log.warning("dead-letter publish failed: %s", exc)
 
-    def _oversize(self, msg: Msg) -> bool:
-        return len(msg.data) > self.cfg.max_payload_bytes
-
     # ---------------------------------------------------------------- handlers
     async def _put(self, item: Item) -> None:
         q = self.queue
@@ -323,7 +331,7 @@ class Ingestor:
         now = self._clock()
         if subject == c.telemetry_batch_subject:
             try:
-                points, errors = decode_batch(data, now)
+                points, errors = self.decoder.batch_columns(data, now)  # columnar: no Point per event
             except DecodeError as err:
                 stats.events_received += 1
                 await self.dead_letter(err.reason, subject, data, parent=link)
@@ -334,18 +342,18 @@ class Ingestor:
             for err in errors:
                 await self.dead_letter(err.reason, subject, err.raw or b"", index=err.index, parent=link)
             if points:
-                await self._put(Item(points=points, ack=ack, link=link))
+                await self._put(Item(points=points, ack=ack, link=link, subject=subject))
             elif ack:
                 await ack()
             return
         stats.events_received += 1
         try:
             if subject == c.telemetry_stream_subject:
-                item = Item([decode_stream(data, now)], None, None, ack, link)  # positional: hot path
+                item = Item([self.decoder.stream(data, now)], None, None, ack, link, subject)  # positional: hot path
             elif subject == c.execution_subject:
-                item = Item(execution=decode_execution(data), ack=ack, link=link)
+                item = Item(execution=self.decoder.execution(data, now), ack=ack, link=link)
             elif subject == c.calibrate_subject:
-                item = Item(calibration=decode_calibration(data), ack=ack, link=link)
+                item = Item(calibration=self.decoder.calibration(data, now), ack=ack, link=link)
             else:
                 raise DecodeError(f"no decoder for subject {subject!r}")
         except DecodeError as err:
@@ -410,6 +418,23 @@ class Ingestor:
         else:
             await self._apply(items)
 
+    async def _dead_letter_refused(self, items: list[Item], cols: SeriesColumns, refused: dict[int, str]) -> None:
+        """One record per event of a refused series, under the subject it came from."""
+        origin: dict[tuple[str, str], str] = {}
+        for it in items:
+            pts = it.points
+            keys = pts.keys if isinstance(pts, SeriesColumns) else [(p.source, p.name) for p in pts]
+            for key in keys:
+                origin.setdefault(key, it.subject)
+        for g, reason in refused.items():
+            key, unit = cols.keys[g], cols.units[g]
+            subject = origin.get(key, "")
+            for t, v in zip(cols.ts[g].tolist(), cols.vs[g].tolist()):
+                await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, v, unit, None)))
+            for gi, t, text in cols.texts:
+                if gi == g:
+                    await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, float("nan"), unit, text)))
+
     async def _traced_apply(self, items: list[Item]) -> None:
         assert trace is not None
         links = [trace.Link(it.link) for it in items if it.link is not None][:MAX_LINKS]
@@ -430,12 +455,20 @@ class Ingestor:
     async def _apply(self, items: list[Item]) -> None:
         state = self.state
         now = self._clock()
-        points: list[Point] = []
         actions = []
         calibrations = []
+        with_points = [it for it in items if it.points]
+        if len(with_points) == 1 and isinstance(with_points[0].points, SeriesColumns):
+            cols = with_points[0].points  # one batch message: already grouped per series
+        else:
+            builder = ColumnsBuilder()
+            for it in with_points:
+                if isinstance(it.points, SeriesColumns):
+                    builder.add_columns(it.points)
+                else:
+                    builder.add_points(it.points)
+            cols = builder.build()
         for it in items:
-            if it.points:
-                points.extend(it.points)
             try:
                 if it.execution is not None:
                     actions.append(state.apply_execution(it.execution, now))
@@ -444,7 +477,11 @@ class Ingestor:
             except Exception:  # noqa: BLE001 - one odd record must never stop the applier
                 self.stats.apply_errors += 1
                 log.exception("could not apply an execution/calibration record")
-        state.apply_points(points)
+        _, refused = state.apply_columns(cols)
+        if refused:  # new series over a cap: dead-lettered, and kept from the model
+            await self._dead_letter_refused(items, cols, refused)
+            cols = cols.without(set(refused))
+        points = cols
         model = self._model()
         t0 = time.perf_counter()
         try:

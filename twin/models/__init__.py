@@ -1,6 +1,7 @@
 """World models: the reasoning layer. Each implements ``WorldModel`` over ``TwinState``."""
 
-from twin.models.base import (
+from twin.models.base import WorldModel
+from twin.models.domain import (
     Action,
     DiagnosisRequest,
     DiagnosisResult,
@@ -12,7 +13,6 @@ from twin.models.base import (
     QueryResult,
     SimulationRequest,
     SimulationResult,
-    WorldModel,
 )
 from twin.models.registry import available_models, create_model, register_model
 

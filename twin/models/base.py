@@ -1,139 +1,51 @@
-"""The ``WorldModel`` interface and the domain types it speaks.
+"""The ``WorldModel`` interface.
 
-Models never see protobuf: the service maps proto ⇄ these dataclasses at the
-edge, so a model can be driven in process (evaluations, tests) through exactly
-the code path the RPCs use. ``current_state`` and ``historical`` queries are
-answered from the store for every model (``state_queries``); models add
-predictions, diagnoses and natural language on top.
+Lifecycle and the four RPC-facing calls every model implements. The domain types it
+speaks live in ``twin.models.domain`` (re-exported here for existing imports);
+``current_state`` and ``historical`` queries are answered from the store for every
+model (``state_queries``); models add predictions, diagnoses and natural language.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from twin.core.events import Point
-from twin.core.state import ActionRecord, CalibrationRecord, TwinState
+from twin.core.state import CalibrationRecord, TwinState
+from twin.models import state_queries
+from twin.models.domain import (
+    HEALTH_STATUSES,
+    Action,
+    DiagnosisRequest,
+    DiagnosisResult,
+    EventBatch,
+    Health,
+    Hypothesis,
+    Impact,
+    PredictedState,
+    QueryRequest,
+    QueryResult,
+    SimulationRequest,
+    SimulationResult,
+)
 
-
-@dataclass(slots=True)
-class QueryRequest:
-    query_id: str
-    query_type: str
-    content: str = ""
-    parameters: dict[str, str] = field(default_factory=dict)
-    timestamp: float | None = None
-
-
-@dataclass(slots=True)
-class QueryResult:
-    success: bool
-    result: Any = None  # JSON-serialisable; the service encodes it
-    confidence: float = 0.0
-    explanation: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Action:
-    action_type: str
-    target: str = ""
-    params: dict[str, str] = field(default_factory=dict)
-    action_id: str = ""
-    priority: str = "normal"
-    timeout: float = 0.0
-
-
-@dataclass(slots=True)
-class SimulationRequest:
-    simulation_id: str
-    simulation_type: str
-    actions: list[Action] = field(default_factory=list)
-    horizon_minutes: int = 60
-    parameters: dict[str, str] = field(default_factory=dict)
-    timestamp: float | None = None
-
-
-@dataclass(slots=True)
-class PredictedState:
-    t: float
-    metrics: dict[str, float]
-    confidence: float
-    description: str = ""
-
-
-@dataclass(slots=True)
-class Impact:
-    cost_impact: float = 0.0
-    performance_impact: float = 0.0
-    reliability_impact: float = 0.0
-    cost_currency: str = "USD"
-    impact_description: str = ""
-
-
-@dataclass(slots=True)
-class SimulationResult:
-    success: bool
-    future_states: list[PredictedState] = field(default_factory=list)
-    confidence: float = 0.0
-    uncertainty_lower: float = 0.0
-    uncertainty_upper: float = 0.0
-    explanation: str = ""
-    impact: Impact | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    custom_metrics: dict[str, float] = field(default_factory=dict)
-    scenarios_processed: int = 1
-
-
-@dataclass(slots=True)
-class DiagnosisRequest:
-    diagnosis_id: str
-    anomaly_description: str = ""
-    timestamp: float | None = None
-    context: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Hypothesis:
-    hypothesis: str
-    probability: float
-    reasoning: str = ""
-    evidence: list[str] = field(default_factory=list)
-    rank: int = 0
-
-
-@dataclass(slots=True)
-class DiagnosisResult:
-    success: bool
-    hypotheses: list[Hypothesis] = field(default_factory=list)
-    causal_chain: str = ""
-    confidence: float = 0.0
-    explanation: str = ""
-    supporting_evidence: list[str] = field(default_factory=list)
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-HEALTH_STATUSES = ("healthy", "degraded", "unhealthy", "not_initialized")
-
-
-@dataclass(slots=True)
-class Health:
-    status: str
-    issues: list[str] = field(default_factory=list)
-    performance_metrics: dict[str, float] = field(default_factory=dict)
-    model_type: str = ""
-    model_version: str = ""
-
-
-@dataclass(slots=True)
-class EventBatch:
-    """What one ingestion batch applied to the state, handed to the model afterwards."""
-
-    points: Sequence[Point] = ()
-    actions: Sequence[ActionRecord] = ()
-    calibrations: Sequence[CalibrationRecord] = ()
+__all__ = [
+    "HEALTH_STATUSES",
+    "Action",
+    "DiagnosisRequest",
+    "DiagnosisResult",
+    "EventBatch",
+    "Health",
+    "Hypothesis",
+    "Impact",
+    "PredictedState",
+    "QueryRequest",
+    "QueryResult",
+    "SimulationRequest",
+    "SimulationResult",
+    "WorldModel",
+]
 
 
 class WorldModel(abc.ABC):
@@ -172,8 +84,6 @@ class WorldModel(abc.ABC):
         return {}
 
     async def query(self, request: QueryRequest) -> QueryResult:
-        from twin.models import state_queries
-
         return state_queries.answer(self.state, request)
 
     @abc.abstractmethod

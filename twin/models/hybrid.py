@@ -7,28 +7,13 @@ dropped and reported in ``health`` - the hybrid keeps serving with the rest.
 ``update``/``calibrate``/``reset``/``shutdown`` fan out to every member.
 
 Per request (Simulate, Diagnose) the *primary* members run concurrently, each
-within its latency budget (``settings.latency_budget_sec``); members listed in
-``settings.last_resort`` (default ``mock``) are asked only when no primary member
-answered. Successful answers are fused:
+within its latency budget (``settings.latency_budget_sec``; a ``LatencyBounded`` member
+declares its own default); members listed in ``settings.last_resort`` (default ``mock``)
+are asked only when no primary member answered. Successful answers are fused by the
+pure functions of ``twin.models.fusion`` (weighted means, opinion pools, consensus).
 
-- **simulations** - per metric per timestamp, a weighted mean with weights =
-  configured weight × the member's confidence at that time, normalised (members on
-  other time grids are interpolated linearly onto the grid of the most trusted
-  member, never extrapolated). The result's confidence is the configured-weight
-  mean of the members' confidences; its uncertainty band is the weighted mean of
-  the members' bands under consensus and their envelope otherwise.
-- **diagnoses** - hypotheses from several members that say the same thing (token
-  Jaccard similarity ≥ ``hypothesis_match``) are merged; the combined probability
-  is the linear opinion pool Σ aᵢ·pᵢ (aᵢ = normalised weight × confidence of the
-  member; a member that did not propose it contributes 0), so the probabilities
-  still sum to at most 1; then re-ranked.
-
-**Consensus**: at least ``consensus.min_models`` members answered and they agree -
-for simulations the mean relative spread ((max − min) / |fused|) of the values they
-predicted in common is ≤ ``consensus.agreement_threshold``; for diagnoses the
-members whose top hypothesis is the fused top one carry ≥ ``consensus.min_top_agreement``
-of the weight. Without consensus the confidence is multiplied by
-``consensus.penalty`` and the explanation says so.
+A ``ForecastConsumer`` member (the LLM) is grounded in the forecasts of the
+``statistical`` member instead of starting a private forecaster.
 
 Natural-language queries go to the members in ``settings.fallback_order`` (default:
 the members order) one at a time, all within ``settings.query_deadline_sec`` (default
@@ -43,29 +28,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from twin.core.errors import InvalidRequest
-from twin.core.events import new_id
+from twin.core.errors import InvalidRequest, ModelError, ModelNotFound, ModelUnavailable
 from twin.core.state import CalibrationRecord, TwinState
-from twin.models.base import (
+from twin.models.base import WorldModel
+from twin.models.capabilities import (
+    ForecastConsumer,
+    LatencyBounded,
+    anomaly_source_from_model,
+    forecaster_from_model,
+)
+from twin.models.domain import (
     DiagnosisRequest,
     DiagnosisResult,
     EventBatch,
     Health,
-    Hypothesis,
-    Impact,
-    PredictedState,
     QueryRequest,
     QueryResult,
     SimulationRequest,
     SimulationResult,
-    WorldModel,
 )
+from twin.models.fusion import (
+    OTHER_WEIGHT,
+    Consensus,
+    Fused,
+    Outcome,
+    R,
+    fuse_diagnoses,
+    fuse_simulations,
+    member_metadata,
+)
+from twin.models.registry import create_model, model_class
+from twin.models.settings import parse_settings
 
 log = logging.getLogger(__name__)
 
@@ -74,86 +71,17 @@ DEFAULT_WEIGHTS = {"gemini": 0.6, "statistical": 0.3, "mock": 0.1}
 DEFAULT_LAST_RESORT = ("mock",)
 DEFAULT_BUDGETS = {"gemini": 26.0, "statistical": 10.0, "mock": 2.0}
 OTHER_BUDGET = 10.0
-OTHER_WEIGHT = 0.1
+FORECAST_PROVIDER = "statistical"  # the member whose forecasts ground a ForecastConsumer
 HYBRID_KEYS = {
     "members", "weights", "last_resort", "fallback_order", "latency_budget_sec", "consensus",
     "hypothesis_match", "member_settings", "query_deadline_sec",
 }
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP = {"the", "a", "an", "of", "to", "in", "on", "is", "are", "and", "or", "from", "its", "by", "for", "with", "due", "be"}
 
 MemberFactory = Callable[[str, TwinState, Mapping[str, Any]], WorldModel]
 
 
 def _registry_factory(name: str, state: TwinState, settings: Mapping[str, Any]) -> WorldModel:
-    from twin.models.registry import create_model
-
     return create_model(name, state, settings)
-
-
-@dataclass(frozen=True, slots=True)
-class Consensus:
-    min_models: int = 2
-    agreement_threshold: float = 0.25
-    min_top_agreement: float = 0.5
-    penalty: float = 0.5
-
-
-@dataclass(slots=True)
-class Outcome:
-    """One member's part in one answer."""
-
-    name: str
-    result: Any = None
-    reason: str = ""
-    latency: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.result is not None and not self.reason
-
-
-@dataclass(slots=True)
-class _Group:
-    texts: dict[str, Hypothesis] = field(default_factory=dict)  # member → its hypothesis
-    tokens: set[str] = field(default_factory=set)
-    probability: float = 0.0
-    contributions: dict[str, float] = field(default_factory=dict)
-
-
-def tokens(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b) if (a | b) else 0.0
-
-
-def _is_bound(key: str, metrics: Mapping[str, float]) -> bool:
-    """``cpu.lower``/``cpu.upper`` next to ``cpu``: an interval bound, fused with its metric."""
-    for suffix in (".lower", ".upper"):
-        if key.endswith(suffix) and key[: -len(suffix)] in metrics:
-            return True
-    return False
-
-
-def _interp(states: list[PredictedState], t: float, tol: float = 1.0) -> tuple[dict[str, float], float] | None:
-    """Metrics and confidence of a member's trajectory at ``t`` (linear, no extrapolation)."""
-    if not states:
-        return None
-    if t < states[0].t - tol or t > states[-1].t + tol:
-        return None
-    for i, s in enumerate(states):
-        if abs(s.t - t) <= tol:
-            return dict(s.metrics), s.confidence
-        if s.t > t and i > 0:
-            a, b = states[i - 1], s
-            f = (t - a.t) / (b.t - a.t)
-            metrics = {k: a.metrics[k] + f * (b.metrics[k] - a.metrics[k]) for k in a.metrics if k in b.metrics}
-            return metrics, a.confidence + f * (b.confidence - a.confidence)
-    return None
 
 
 class HybridWorldModel(WorldModel):
@@ -193,9 +121,6 @@ class HybridWorldModel(WorldModel):
         # not an error here: the hybrid serves without the LLM (degraded). A member whose
         # class cannot be imported is dropped at start and reported in health.
         if isinstance(members, list) and not errors:
-            from twin.core.errors import ModelNotFound, ModelUnavailable
-            from twin.models.registry import model_class
-
             for name in members:
                 try:
                     member_cls = model_class(name)
@@ -204,15 +129,19 @@ class HybridWorldModel(WorldModel):
                     continue
                 except ModelUnavailable:
                     continue
-                inner = cls._member_settings_of(settings, name)
+                inner = cls._member_settings_of(settings, name, member_cls)
                 errors += [
                     f"member {name}: {e}" for e in member_cls.validate_settings(inner, environ) if "API_KEY" not in e
                 ]
         return errors
 
     @staticmethod
-    def _member_settings_of(settings: Mapping[str, Any], name: str) -> dict[str, Any]:
-        """Top-level non-hybrid keys (e.g. ``model_name``) + ``settings[<name>]`` / ``member_settings[<name>]``."""
+    def _member_settings_of(settings: Mapping[str, Any], name: str, member_cls: type[Any] | None) -> dict[str, Any]:
+        """Top-level non-hybrid keys (e.g. ``model_name``) + ``settings[<name>]`` / ``member_settings[<name>]``.
+
+        A ``ForecastConsumer`` gets its settings for a shared forecaster: the hybrid
+        grounds it in its own statistical member.
+        """
         members = set(settings.get("members", DEFAULT_MEMBERS) or ())
         base = {k: v for k, v in settings.items() if k not in HYBRID_KEYS and k not in members and k not in DEFAULT_MEMBERS}
         own = settings.get(name)
@@ -221,9 +150,18 @@ class HybridWorldModel(WorldModel):
         extra = (settings.get("member_settings") or {}).get(name)
         if isinstance(extra, Mapping):
             base.update(extra)
-        if name == "gemini":
-            base.setdefault("forecast_helper", "none")  # the hybrid shares its statistical member
+        if member_cls is not None and issubclass(member_cls, ForecastConsumer):
+            base = member_cls.shared_forecaster_settings(base)
         return base
+
+    def _member_class(self, name: str) -> type[Any] | None:
+        """The class a member is (injected) or will be (registry), None when unknown."""
+        if name in self._injected:
+            return type(self._injected[name])
+        try:
+            return model_class(name)
+        except ModelError:
+            return None
 
     def __init__(
         self,
@@ -265,11 +203,11 @@ class HybridWorldModel(WorldModel):
                 self.budgets[n] = float(budgets)
             else:
                 default = DEFAULT_BUDGETS.get(n, OTHER_BUDGET)
-                if n == "gemini":
-                    inner = self._member_settings_of(s, "gemini")
-                    default = float(inner.get("request_timeout_sec", default - 1.0)) + 1.0
+                cls = self._member_class(n)
+                if cls is not None and issubclass(cls, LatencyBounded):
+                    default = cls.latency_budget_sec(self._member_settings_of(s, n, cls))
                 self.budgets[n] = float((budgets or {}).get(n, default))
-        self.consensus = Consensus(**{k: type(getattr(Consensus(), k))(v) for k, v in (s.get("consensus") or {}).items() if k in Consensus.__dataclass_fields__})
+        self.consensus = parse_settings(Consensus, s.get("consensus") or {}, prefix="settings.consensus")
         self.hypothesis_match = float(s.get("hypothesis_match", 0.6))
         # Natural-language queries try members one after another; together they must stay
         # below the servicer's query timeout (30 s by default).
@@ -281,7 +219,9 @@ class HybridWorldModel(WorldModel):
         self.unavailable = {}
         for name in self.member_names:
             try:
-                member = self._injected.get(name) or self._factory(name, self.state, self._member_settings_of(self.settings, name))
+                member = self._injected.get(name) or self._factory(
+                    name, self.state, self._member_settings_of(self.settings, name, self._member_class(name))
+                )
             except Exception as exc:  # noqa: BLE001 - a missing member is reported, not fatal
                 self.unavailable[name] = f"cannot be created: {exc}"
                 log.warning("hybrid: member %s unavailable: %s", name, exc)
@@ -297,18 +237,13 @@ class HybridWorldModel(WorldModel):
         self.initialized = True
 
     def _wire_forecasts(self) -> None:
-        """Lets the LLM member ground its prompts in the statistical member's forecasts."""
-        stat = self.members.get("statistical")
+        """Grounds every ``ForecastConsumer`` member in the forecasting member's forecasts."""
+        provider = self.members.get(FORECAST_PROVIDER)
+        if provider is None:
+            return
         for name, member in self.members.items():
-            hook = getattr(member, "set_forecaster", None)
-            if stat is None or name == "statistical" or not callable(hook):
-                continue
-
-            async def forecast(system: str | None, horizon: int, now: float | None, _m: WorldModel = stat) -> SimulationResult:
-                return await _m.simulate(SimulationRequest(new_id(), "forecast", [], max(1, horizon), {"system": system} if system else {}, now))
-
-            fn = getattr(stat, "current_anomalies", None)
-            hook(forecast, fn if callable(fn) else None)
+            if name != FORECAST_PROVIDER and isinstance(member, ForecastConsumer):
+                member.set_forecaster(forecaster_from_model(provider), anomaly_source_from_model(provider))
 
     async def shutdown(self) -> None:
         for name, member in list(self.members.items()):
@@ -457,32 +392,8 @@ class HybridWorldModel(WorldModel):
             self.member_contributions[o.name] = self.member_contributions.get(o.name, 0) + 1
         return good, dropped
 
-    def _shares(self, good: list[Outcome]) -> tuple[dict[str, float], dict[str, float]]:
-        """(normalised configured weights, normalised weight × confidence) of the contributors."""
-        w = {o.name: self.weights.get(o.name, OTHER_WEIGHT) for o in good}
-        tw = sum(w.values())
-        base = {n: (v / tw if tw > 0 else 1.0 / len(w)) for n, v in w.items()}
-        eff = {o.name: w[o.name] * max(0.0, float(o.result.confidence)) for o in good}
-        te = sum(eff.values())
-        eff = {n: (v / te) for n, v in eff.items()} if te > 0 else dict(base)
-        return base, eff
-
     def _metadata(self, good: list[Outcome], dropped: dict[str, str], eff: dict[str, float]) -> dict[str, str]:
-        meta = {
-            "model": self.name,
-            "members": ",".join(o.name for o in good),
-            "weights": ",".join(f"{o.name}={self.weights.get(o.name, OTHER_WEIGHT):g}" for o in good),
-            "dropped": ",".join(dropped),
-        }
-        for o in good:
-            p = f"member.{o.name}"
-            meta[f"{p}.weight"] = f"{self.weights.get(o.name, OTHER_WEIGHT):g}"
-            meta[f"{p}.confidence"] = f"{float(o.result.confidence):.4g}"
-            meta[f"{p}.effective_weight"] = f"{eff.get(o.name, 0.0):.4g}"
-            meta[f"{p}.latency_ms"] = f"{o.latency * 1000:.1f}"
-        for n, why in dropped.items():
-            meta[f"dropped.{n}"] = why
-        return meta
+        return member_metadata(self.name, self.weights, good, dropped, eff)
 
     def _failure_text(self, what: str, dropped: dict[str, str]) -> str:
         reasons = "; ".join(f"{n}: {why}" for n, why in dropped.items() if why != "last resort, not needed")
@@ -521,126 +432,8 @@ class HybridWorldModel(WorldModel):
             self.all_failed_total += 1
             return SimulationResult(False, explanation=self._failure_text("simulate", dropped), metadata=self._metadata([], dropped, {}))
         self.answers_total += 1
-        base, eff = self._shares(good)
-        order = sorted(good, key=lambda o: -eff[o.name])
-        grid = [s.t for s in sorted(order[0].result.future_states, key=lambda s: s.t)]
-        trajectories = {o.name: sorted(o.result.future_states, key=lambda s: s.t) for o in good}
-        spreads: list[float] = []
-        states: list[PredictedState] = []
-        envelopes: list[dict[str, tuple[float, float]]] = []
-        for t in grid:
-            at = {n: _interp(tr, t) for n, tr in trajectories.items()}
-            at = {n: v for n, v in at.items() if v is not None}
-            names = sorted({k for metrics, _ in at.values() for k in metrics if not _is_bound(k, metrics)})
-            fused: dict[str, float] = {}
-            envelope: dict[str, tuple[float, float]] = {}
-            for k in names:
-                vals = [(n, metrics, conf) for n, (metrics, conf) in at.items() if k in metrics and math.isfinite(metrics[k])]
-                if not vals:
-                    continue
-                ws = [self.weights.get(n, OTHER_WEIGHT) * max(0.0, c) for n, _, c in vals]
-                if sum(ws) <= 0:
-                    ws = [self.weights.get(n, OTHER_WEIGHT) for n, _, _ in vals]
-                total = sum(ws)
-                if total <= 0:
-                    ws, total = [1.0] * len(vals), float(len(vals))
-                xs = [m[k] for _, m, _ in vals]
-                value = xs[0] if len(vals) == 1 else sum(w * x for w, x in zip(ws, xs)) / total
-                fused[k] = value
-                # Prediction intervals (``<metric>.lower``/``.upper``, e.g. from the statistical
-                # member): weighted mean of the bounds, a member without bounds counting as a
-                # point (lower = upper = its value), so the fused interval holds the fused value.
-                los = [min(m.get(f"{k}.lower", m[k]), m[k]) for _, m, _ in vals]
-                his = [max(m.get(f"{k}.upper", m[k]), m[k]) for _, m, _ in vals]
-                if any(f"{k}.lower" in m or f"{k}.upper" in m for _, m, _ in vals):
-                    fused[f"{k}.lower"] = los[0] if len(vals) == 1 else sum(w * x for w, x in zip(ws, los)) / total
-                    fused[f"{k}.upper"] = his[0] if len(vals) == 1 else sum(w * x for w, x in zip(ws, his)) / total
-                if len(vals) >= 2:
-                    envelope[k] = (min(los), max(his))
-                    spreads.append((max(xs) - min(xs)) / max(abs(value), 1e-9))
-            wsum = sum(self.weights.get(n, OTHER_WEIGHT) for n in at)
-            conf = sum(self.weights.get(n, OTHER_WEIGHT) * c for n, (_, c) in at.items()) / wsum if wsum > 0 else 0.0
-            states.append(PredictedState(t, fused, conf, "fused from " + ", ".join(sorted(at))))
-            envelopes.append(envelope)
-        mean_spread = sum(spreads) / len(spreads) if spreads else math.nan
-        max_spread = max(spreads) if spreads else math.nan
-        n = len(good)
-        cons = self.consensus
-        if n < cons.min_models:
-            agreed, why = False, f"only {n} member(s) answered (consensus needs {cons.min_models})"
-        elif n == 1:
-            agreed, why = True, "single member answered (settings.consensus.min_models <= 1)"
-        elif not spreads:
-            agreed, why = False, "the members predicted no metric in common"
-        elif mean_spread > cons.agreement_threshold:
-            agreed, why = False, f"members disagree: mean relative spread {mean_spread:.1%} > {cons.agreement_threshold:.0%} (max {max_spread:.1%})"
-        else:
-            agreed, why = True, f"consensus of {n} members: mean relative spread {mean_spread:.1%} <= {cons.agreement_threshold:.0%}"
-        confidence = sum(base[o.name] * float(o.result.confidence) for o in good)
-        if not agreed:
-            self.no_consensus_total += 1
-            confidence *= cons.penalty
-            for st, env in zip(states, envelopes):
-                st.confidence *= cons.penalty
-                # Disagreement: every metric's interval widens to cover all members.
-                for k, (lo, hi) in env.items():
-                    st.metrics[f"{k}.lower"] = min(lo, st.metrics.get(f"{k}.lower", lo))
-                    st.metrics[f"{k}.upper"] = max(hi, st.metrics.get(f"{k}.upper", hi))
-        # The result-level band: members declaring ``uncertainty_metric`` (the statistical
-        # model) give an interval of that metric's value - then it is the fused interval
-        # of that metric at the horizon; otherwise it is a band around the confidence.
-        unc_metric = next((o.result.metadata.get("uncertainty_metric") for o in order if o.result.metadata.get("uncertainty_metric")), None)
-        last = states[-1].metrics if states else {}
-        if unc_metric and f"{unc_metric}.lower" in last:
-            lower, upper = last[f"{unc_metric}.lower"], last[f"{unc_metric}.upper"]
-        else:
-            unc_metric = None
-            banded = [o for o in good if not o.result.metadata.get("uncertainty_metric")] or good
-            if agreed:
-                tw = sum(eff[o.name] for o in banded) or 1.0
-                lower = sum(eff[o.name] * float(o.result.uncertainty_lower) for o in banded) / tw
-                upper = sum(eff[o.name] * float(o.result.uncertainty_upper) for o in banded) / tw
-            else:
-                lower = min(float(o.result.uncertainty_lower) for o in banded)
-                upper = max(float(o.result.uncertainty_upper) for o in banded)
-            lower, upper = min(lower, confidence), max(upper, confidence)
-        impacts = [(o, o.result.impact) for o in good if o.result.impact is not None]
-        impact = None
-        if impacts:
-            tw = sum(eff[o.name] for o, _ in impacts) or 1.0
-            impact = Impact(
-                sum(eff[o.name] * i.cost_impact for o, i in impacts) / tw,
-                sum(eff[o.name] * i.performance_impact for o, i in impacts) / tw,
-                sum(eff[o.name] * i.reliability_impact for o, i in impacts) / tw,
-                impacts[0][1].cost_currency,
-                "; ".join(f"[{o.name}] {i.impact_description}" for o, i in impacts if i.impact_description),
-            )
-        shares = ", ".join(f"{o.name} {eff[o.name]:.2f}" for o in order)
-        explanation = (
-            f"hybrid simulation fused from {shares} (weight x confidence); "
-            + (why if agreed else f"NO CONSENSUS - {why}; confidence lowered x{cons.penalty:g}")
-            + "".join(f" | [{o.name}] {o.result.explanation}" for o in order if o.result.explanation)
-        )
-        meta = self._metadata(good, dropped, eff)
-        meta.update(
-            {
-                "fusion": "confidence_weighted_mean",
-                "consensus": str(agreed).lower(),
-                "consensus_reason": why,
-                "agreement.mean_relative_spread": "" if math.isnan(mean_spread) else f"{mean_spread:.4g}",
-                "agreement.max_relative_spread": "" if math.isnan(max_spread) else f"{max_spread:.4g}",
-                "time_grid": order[0].name,
-            }
-        )
-        if unc_metric:
-            meta["uncertainty_metric"] = unc_metric
-        custom = {"members_contributing": float(n), "consensus": 1.0 if agreed else 0.0}
-        if spreads:
-            custom["mean_relative_spread"] = mean_spread
-            custom["max_relative_spread"] = max_spread
-        return SimulationResult(
-            True, states, confidence, lower, upper, explanation, impact, meta, custom, sum(o.result.scenarios_processed for o in good)
-        )
+        fused = fuse_simulations(good, self.weights, self.consensus)
+        return self._finish(fused, good, dropped)
 
     async def diagnose(self, request: DiagnosisRequest) -> DiagnosisResult:
         good, dropped = await self._fan_out("diagnose", request)
@@ -648,78 +441,13 @@ class HybridWorldModel(WorldModel):
             self.all_failed_total += 1
             return DiagnosisResult(False, explanation=self._failure_text("diagnose", dropped), metadata=self._metadata([], dropped, {}))
         self.answers_total += 1
-        base, eff = self._shares(good)
-        order = sorted(good, key=lambda o: -eff[o.name])
-        groups: list[_Group] = []
-        tops: dict[str, _Group] = {}
-        for o in order:
-            hyps = sorted(o.result.hypotheses, key=lambda h: -h.probability)
-            total = sum(max(0.0, h.probability) for h in hyps)
-            scale = 1.0 / total if total > 1.0 else 1.0  # a member's probabilities may not sum above 1
-            for i, h in enumerate(hyps):
-                tk = tokens(h.hypothesis)
-                best, best_sim = None, 0.0
-                for g in groups:
-                    if o.name in g.texts:
-                        continue
-                    sim = jaccard(tk, g.tokens)
-                    if sim > best_sim:
-                        best, best_sim = g, sim
-                if best is None or best_sim < self.hypothesis_match:
-                    best = _Group(tokens=set(tk))
-                    groups.append(best)
-                best.texts[o.name] = h
-                contribution = eff[o.name] * max(0.0, h.probability) * scale
-                best.contributions[o.name] = contribution
-                best.probability += contribution
-                if i == 0:
-                    tops[o.name] = best
-        groups.sort(key=lambda g: -g.probability)
-        hypotheses = []
-        for rank, g in enumerate(groups, 1):
-            lead = max(g.contributions, key=lambda n: g.contributions[n])
-            h0 = g.texts[lead]
-            evidence: list[str] = []
-            for n in g.texts:
-                for e in g.texts[n].evidence:
-                    if e not in evidence:
-                        evidence.append(e)
-            reasoning = f"supported by {', '.join(f'{n} ({g.contributions[n]:.3f})' for n in g.texts)}"
-            reasoning += "".join(f" | [{n}] {g.texts[n].reasoning}" for n in g.texts if g.texts[n].reasoning)
-            hypotheses.append(Hypothesis(h0.hypothesis, round(g.probability, 12), reasoning, evidence[:10], rank))
-        top = groups[0]
-        support = sum(eff[n] for n, g in tops.items() if g is top)
-        n = len(good)
-        cons = self.consensus
-        if n < cons.min_models:
-            agreed, why = False, f"only {n} member(s) answered (consensus needs {cons.min_models})"
-        elif support < cons.min_top_agreement:
-            agreed, why = False, f"members disagree on the top hypothesis: {support:.0%} of the weight supports it (< {cons.min_top_agreement:.0%})"
-        else:
-            agreed, why = True, f"consensus of {n} members: {support:.0%} of the weight has the same top hypothesis"
-        confidence = sum(base[o.name] * float(o.result.confidence) for o in good)
-        if not agreed:
+        fused = fuse_diagnoses(good, self.weights, self.consensus, self.hypothesis_match)
+        return self._finish(fused, good, dropped)
+
+    def _finish(self, fused: Fused[R], good: list[Outcome], dropped: dict[str, str]) -> R:
+        """Counts a disagreement and puts the membership report before the fusion's."""
+        if not fused.agreed:
             self.no_consensus_total += 1
-            confidence *= cons.penalty
-        lead_member = next((o for o in order if tops.get(o.name) is top), order[0])
-        supporting: list[str] = []
-        for o in order:
-            for e in o.result.supporting_evidence:
-                if e not in supporting:
-                    supporting.append(e)
-        shares = ", ".join(f"{o.name} {eff[o.name]:.2f}" for o in order)
-        explanation = (
-            f"hybrid diagnosis: hypotheses of {shares} (weight x confidence) merged and re-ranked; "
-            + (why if agreed else f"NO CONSENSUS - {why}; confidence lowered x{cons.penalty:g}")
-        )
-        meta = self._metadata(good, dropped, eff)
-        meta.update(
-            {
-                "fusion": "linear_opinion_pool",
-                "consensus": str(agreed).lower(),
-                "consensus_reason": why,
-                "agreement.top_support": f"{support:.4g}",
-                "hypotheses_merged": str(sum(len(g.texts) for g in groups) - len(groups)),
-            }
-        )
-        return DiagnosisResult(True, hypotheses, lead_member.result.causal_chain, confidence, explanation, supporting[:20], meta)
+        result = fused.result
+        result.metadata = {**self._metadata(good, dropped, fused.effective), **result.metadata}
+        return result

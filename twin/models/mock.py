@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from twin.core.events import normalise_name
-from twin.models.base import (
+from twin.models.base import WorldModel
+from twin.models.domain import (
     Action,
     DiagnosisRequest,
     DiagnosisResult,
@@ -24,7 +25,6 @@ from twin.models.base import (
     QueryResult,
     SimulationRequest,
     SimulationResult,
-    WorldModel,
 )
 from twin.models.state_queries import requested_system
 

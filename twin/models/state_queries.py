@@ -22,21 +22,24 @@ from typing import Any
 
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso, normalise_name, parse_time
+from twin.core.limits import DEFAULT_LIMITS, EventLimits
 from twin.core.state import TwinState
 from twin.core.store import Series, downsample
-from twin.models.base import QueryRequest, QueryResult
+from twin.models.domain import QueryRequest, QueryResult
 
 MAX_SERIES_IN_ANSWER = 2000
 
 
-def param_time(params: dict[str, str], key: str) -> float | None:
+def param_time(params: dict[str, str], key: str, limits: EventLimits = DEFAULT_LIMITS) -> float | None:
+    """A time parameter, checked against the window event times are held to."""
     raw = params.get(key)
     if raw is None or raw == "":
         return None
     try:
-        return parse_time(raw)
-    except ValueError as exc:
+        t = parse_time(raw)
+    except (ValueError, OverflowError) as exc:
         raise InvalidRequest(f"not an ISO-8601 time or epoch seconds: {raw!r}", f"parameters.{key}") from exc
+    return limits.check_request_time(t, f"parameters.{key}")
 
 
 def param_float(params: dict[str, str], key: str, default: float) -> float:
@@ -114,9 +117,10 @@ def _series_for(state: TwinState, params: dict[str, str]) -> tuple[list[Series],
 
 
 def historical(state: TwinState, params: dict[str, str], request_time: float | None) -> QueryResult:
-    at = param_time(params, "at")
-    start = param_time(params, "start")
-    end = param_time(params, "end")
+    limits = getattr(state, "limits", DEFAULT_LIMITS)
+    at = param_time(params, "at", limits)
+    start = param_time(params, "start", limits)
+    end = param_time(params, "end", limits)
     window = param_float(params, "window_minutes", 0.0)
     max_points = int(param_float(params, "max_points", 500))
     if max_points < 1:
@@ -157,6 +161,34 @@ def historical(state: TwinState, params: dict[str, str], request_time: float | N
             "downsampled": bool(t.shape[0] < n),
         }
     return QueryResult(True, {"systems": ranges}, 1.0 if total else 0.0, f"{total} samples in range", {"series": str(len(series))})
+
+
+def series_stats(state: TwinState, system: str | None = None, metric: str | None = None) -> dict[str, Any]:
+    """Exact per-series figures (retained count, sum, first/last time, ever appended) for audits.
+
+    ``Manage series_stats`` answers with it: a fault test audits what a twin holds
+    through its public API, so this counts every retained sample, never a downsample.
+    """
+    want = normalise_name(metric) if metric else None
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    samples = 0
+    total = 0.0
+    for s in state.store:
+        if (system and s.source != system) or (want and s.name != want):
+            continue
+        t, v = s.arrays()
+        ssum = float(v.sum()) if v.shape[0] else 0.0
+        n = int(v.shape[0])
+        out.setdefault(s.source, {})[s.name] = {
+            "count": n,
+            "sum": ssum,
+            "first_t": float(t[0]) if n else None,
+            "last_t": float(t[-1]) if n else None,
+            "appended": s.appended,
+        }
+        samples += n
+        total += ssum
+    return {"series": [f"{src}/{m}" for src, ms in out.items() for m in ms], "by_series": out, "samples": samples, "sum": total}
 
 
 def answer(state: TwinState, request: QueryRequest) -> QueryResult:

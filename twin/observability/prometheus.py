@@ -30,6 +30,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from twin.core.errors import PortInUse
 from twin.core.rpc_metrics import BUCKETS, LatencyRecorder
 
 PREFIX = "polaris_twin_"
@@ -225,9 +226,14 @@ class MetricsServer:
     def start(self) -> None:
         from prometheus_client import start_http_server
 
-        self._server, self._thread = start_http_server(
-            self.port, addr=self.host, registry=self.registry
-        )
+        try:
+            self._server, self._thread = start_http_server(
+                self.port, addr=self.host, registry=self.registry
+            )
+        except OSError as exc:
+            raise PortInUse(
+                "telemetry.metrics_port", f"{self.host}:{self.port}", "--metrics-port"
+            ) from exc
         self.port = self._server.server_port
 
     def stop(self) -> None:

@@ -15,7 +15,8 @@ import orjson
 from twin._proto import digital_twin_pb2 as pb
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso, new_id, parse_time
-from twin.models.base import (
+from twin.core.limits import DEFAULT_LIMITS, EventLimits
+from twin.models.domain import (
     Action,
     DiagnosisRequest,
     DiagnosisResult,
@@ -38,13 +39,15 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _time(text: str, field: str) -> float | None:
+def _time(text: str, field: str, limits: EventLimits = DEFAULT_LIMITS) -> float | None:
+    """A request time, checked against the same window as event times (``limits``)."""
     if not text:
         return None
     try:
-        return parse_time(text)
-    except ValueError as exc:
+        t = parse_time(text)
+    except (ValueError, OverflowError) as exc:
         raise InvalidRequest(f"not an ISO-8601 time or epoch seconds: {text!r}", field) from exc
+    return limits.check_request_time(t, field)
 
 
 def _text(text: str, field: str) -> str:
@@ -53,7 +56,7 @@ def _text(text: str, field: str) -> str:
     return text
 
 
-def to_query(req: pb.QueryRequest) -> QueryRequest:
+def to_query(req: pb.QueryRequest, limits: EventLimits = DEFAULT_LIMITS) -> QueryRequest:
     if req.query_type not in QUERY_TYPES:
         raise InvalidRequest(f"unknown query_type {req.query_type!r}; expected one of {', '.join(QUERY_TYPES)}", "query_type")
     if req.query_type == "natural_language" and not req.query_content.strip():
@@ -63,11 +66,11 @@ def to_query(req: pb.QueryRequest) -> QueryRequest:
         req.query_type,
         _text(req.query_content, "query_content"),
         dict(req.parameters),
-        _time(req.timestamp, "timestamp"),
+        _time(req.timestamp, "timestamp", limits),
     )
 
 
-def to_simulation(req: pb.SimulationRequest) -> SimulationRequest:
+def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMITS) -> SimulationRequest:
     if req.simulation_type not in SIMULATION_TYPES:
         raise InvalidRequest(
             f"unknown simulation_type {req.simulation_type!r}; expected one of {', '.join(SIMULATION_TYPES)}", "simulation_type"
@@ -95,15 +98,15 @@ def to_simulation(req: pb.SimulationRequest) -> SimulationRequest:
         actions,
         req.horizon_minutes,
         dict(req.parameters),
-        _time(req.timestamp, "timestamp"),
+        _time(req.timestamp, "timestamp", limits),
     )
 
 
-def to_diagnosis(req: pb.DiagnosisRequest) -> DiagnosisRequest:
+def to_diagnosis(req: pb.DiagnosisRequest, limits: EventLimits = DEFAULT_LIMITS) -> DiagnosisRequest:
     return DiagnosisRequest(
         req.diagnosis_id or new_id(),
         _text(req.anomaly_description, "anomaly_description"),
-        _time(req.timestamp, "timestamp"),
+        _time(req.timestamp, "timestamp", limits),
         dict(req.context),
     )
 
@@ -200,3 +203,36 @@ def from_health(h: Health) -> pb.HealthStatus:
         model_type=h.model_type,
         model_version=h.model_version,
     )
+
+
+def parse_replay_params(params: dict[str, str]) -> tuple[int | None, float | None]:
+    """``from_sequence`` (integer >= 1) or ``from_time`` (ISO-8601 or epoch seconds), exactly one.
+
+    Raises ``InvalidRequest`` naming the parameter, like every other request check.
+    """
+    seq_raw = (params.get("from_sequence") or "").strip()
+    time_raw = (params.get("from_time") or "").strip()
+    if bool(seq_raw) == bool(time_raw):
+        raise InvalidRequest(
+            "replay needs exactly one of parameters.from_sequence or parameters.from_time",
+            "parameters",
+        )
+    if seq_raw:
+        try:
+            seq = int(seq_raw)
+        except ValueError as exc:
+            raise InvalidRequest(
+                f"not an integer: {seq_raw[:64]!r}", "parameters.from_sequence"
+            ) from exc
+        if seq < 1:
+            raise InvalidRequest("must be >= 1", "parameters.from_sequence")
+        return seq, None
+    try:
+        t = parse_time(time_raw)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(
+            f"not an ISO-8601 time or epoch seconds: {time_raw[:64]!r}", "parameters.from_time"
+        ) from exc
+    if not math.isfinite(t):
+        raise InvalidRequest("not finite", "parameters.from_time")
+    return None, t

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 from twin.core.config import GrpcConfig
+from twin.core.errors import PortInUse
 from twin.service.servicer import DigitalTwinServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DigitalTwin"].full_name
@@ -69,9 +70,12 @@ class TwinServer:
         )
         address = f"{cfg.host}:{cfg.port}"
         creds = server_credentials(cfg)
-        self.port = self.server.add_secure_port(address, creds) if creds else self.server.add_insecure_port(address)
+        try:
+            self.port = self.server.add_secure_port(address, creds) if creds else self.server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc's "Failed to bind to address"
+            raise PortInUse("grpc.port", address, "--grpc-port") from exc
         if self.port == 0:
-            raise OSError(f"cannot bind gRPC to {address}")
+            raise PortInUse("grpc.port", address, "--grpc-port")
 
     async def start(self) -> None:
         for name in READINESS_SERVICES:

@@ -2,7 +2,7 @@
 
 Every RPC: validate (INVALID_ARGUMENT with a message) → admission (at most
 ``max_concurrent_queries`` model calls run at once and as many wait; past that
-RESOURCE_EXHAUSTED instead of an unbounded pile-up) → the model call under the
+RESOURCE_EXHAUSTED instead of an unbounded pile-up, ``Busy``) → the model call under the
 smaller of the configured per-RPC timeout and the client's deadline → map back.
 A model that fails or overruns the configured timeout is answered in-band
 (``success=false`` + explanation), as the original's clients expect.
@@ -21,20 +21,32 @@ import orjson
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
-from twin.core.errors import InvalidRequest, ModelError
+from twin.core.config import redact_config
+from twin.core.errors import Busy, InvalidRequest, ModelError
 from twin.core.events import new_id
-from twin.models.base import DiagnosisResult, QueryResult, SimulationResult
+from twin.models.domain import DiagnosisResult, QueryResult, SimulationResult
+from twin.models.registry import available_models
+from twin.models.state_queries import series_stats
 from twin.runtime import TwinRuntime
 from twin.service import mapping
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MANAGE_OPERATIONS = ("health_check", "get_metrics", "reload_model", "reset_state", "list_models", "get_config", "replay", "replay_status", "snapshot", "series_stats")
+ManageResult = tuple[bool, str, dict[str, str]]
+ManageHandler = Callable[["DigitalTwinServicer", dict[str, str]], Awaitable[ManageResult]]
+_MANAGE: dict[str, ManageHandler] = {}  # operation name → handler, in the order documented
+_NO_DURABILITY = "{op} needs snapshots (state.snapshot_dir) or JetStream ingestion (nats.jetstream.enabled)"
 
 
-class Busy(Exception):
-    pass
+def _operation(name: str) -> Callable[[ManageHandler], ManageHandler]:
+    """Registers a ``Manage`` operation handler under its wire name."""
+
+    def register(handler: ManageHandler) -> ManageHandler:
+        _MANAGE[name] = handler
+        return handler
+
+    return register
 
 
 class Admission:
@@ -117,7 +129,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
     # ------------------------------------------------------------------ RPCs
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:  # noqa: N802
         async def handle() -> pb.QueryResponse:
-            req = mapping.to_query(request)
+            req = mapping.to_query(request, self.rt.state.limits)
             out = await self._run("Query", "query", self.perf.query_timeout_sec, context, lambda: self.rt.model.query(req))
             res = out if isinstance(out, QueryResult) else QueryResult(False, None, 0.0, out)
             resp = mapping.from_query(req.query_id, res)
@@ -130,7 +142,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
     async def Simulate(self, request: pb.SimulationRequest, context: grpc.aio.ServicerContext) -> pb.SimulationResponse:  # noqa: N802
         async def handle() -> pb.SimulationResponse:
-            req = mapping.to_simulation(request)
+            req = mapping.to_simulation(request, self.rt.state.limits)
             t0 = time.perf_counter()
             out = await self._run("Simulate", "simulate", self.perf.simulation_timeout_sec, context, lambda: self.rt.model.simulate(req))
             res = out if isinstance(out, SimulationResult) else SimulationResult(False, explanation=out)
@@ -140,7 +152,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
     async def Diagnose(self, request: pb.DiagnosisRequest, context: grpc.aio.ServicerContext) -> pb.DiagnosisResponse:  # noqa: N802
         async def handle() -> pb.DiagnosisResponse:
-            req = mapping.to_diagnosis(request)
+            req = mapping.to_diagnosis(request, self.rt.state.limits)
             out = await self._run("Diagnose", "diagnose", self.perf.diagnosis_timeout_sec, context, lambda: self.rt.model.diagnose(req))
             res = out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
             return mapping.from_diagnosis(req.diagnosis_id, res)
@@ -150,12 +162,13 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
     async def Manage(self, request: pb.ManagementRequest, context: grpc.aio.ServicerContext) -> pb.ManagementResponse:  # noqa: N802
         async def handle() -> pb.ManagementResponse:
             op = request.operation
-            if op not in MANAGE_OPERATIONS:
-                raise InvalidRequest(f"unknown operation {op!r}; expected one of {', '.join(MANAGE_OPERATIONS)}", "operation")
+            handler = _MANAGE.get(op)
+            if handler is None:
+                raise InvalidRequest(f"unknown operation {op!r}; expected one of {', '.join(_MANAGE)}", "operation")
             rid = request.request_id or new_id()
             params = dict(request.parameters)
             try:
-                success, result, metrics = await asyncio.wait_for(self._manage(op, params), self.perf.management_timeout_sec)
+                success, result, metrics = await asyncio.wait_for(handler(self, params), self.perf.management_timeout_sec)
             except TimeoutError:
                 success, result, metrics = False, f"{op} timed out after {self.perf.management_timeout_sec}s", {}
             except InvalidRequest:
@@ -175,75 +188,97 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
         return await self._observe("Manage", context, handle)
 
-    async def _manage(self, op: str, params: dict[str, str]) -> tuple[bool, str, dict[str, str]]:
-        rt = self.rt
-        if op == "health_check":
-            h = await rt.health()
-            return h.status in ("healthy", "degraded"), h.status, {}
-        if op == "get_metrics":
-            snap = rt.metrics_snapshot(self._queue_size())
-            return True, orjson.dumps(snap).decode(), {k: _fmt(v) for k, v in snap.items()}
-        if op == "reload_model":
-            settings: dict[str, Any] | None = None
-            if "settings" in params:
-                try:
-                    settings = orjson.loads(params["settings"])
-                except orjson.JSONDecodeError as exc:
-                    raise InvalidRequest(f"not JSON: {exc}", "parameters.settings") from exc
-                if not isinstance(settings, dict):
-                    raise InvalidRequest("must be a JSON object", "parameters.settings")
-            impl = params.get("implementation")
-            if impl:
-                from twin.models.registry import available_models
+    # ------------------------------------------------------------ Manage operations
+    # One method per operation, registered in ``_MANAGE`` by ``@_operation``; each gets
+    # the request's parameters and returns (success, result text, metrics map).
 
-                if impl not in available_models():
-                    raise InvalidRequest(f"unknown world model {impl!r}; available: {', '.join(available_models())}", "parameters.implementation")
-            msg = await rt.reload(impl, settings)
-            return True, msg, {"model": rt.model_name}
-        if op == "reset_state":
-            dropped = rt.reset()
-            return True, f"state reset: dropped {dropped['samples']} samples, {dropped['actions']} actions, {dropped['calibrations']} calibrations", {k: str(v) for k, v in dropped.items()}
-        if op == "list_models":
-            from twin.models.registry import available_models
+    @_operation("health_check")
+    async def _health_check(self, params: dict[str, str]) -> ManageResult:
+        h = await self.rt.health()
+        return h.status in ("healthy", "degraded"), h.status, {}
 
-            return True, orjson.dumps(available_models()).decode(), {"current": rt.model_name}
-        if op in ("replay", "replay_status", "snapshot", "series_stats"):
-            return await self._manage_durability(op, params)
-        if op == "get_config":
-            from twin.core.config import redact_config
+    @_operation("get_metrics")
+    async def _get_metrics(self, params: dict[str, str]) -> ManageResult:
+        snap = self.rt.metrics_snapshot(self._queue_size())
+        return True, orjson.dumps(snap).decode(), {k: _fmt(v) for k, v in snap.items()}
 
-            return True, orjson.dumps(redact_config(rt.config.raw)).decode(), {}
-        raise InvalidRequest(f"unknown operation {op!r}", "operation")  # pragma: no cover - guarded above
-
-
-    async def _manage_durability(self, op: str, params: dict[str, str]) -> tuple[bool, str, dict[str, str]]:
-        from twin.durability.manager import parse_replay_params, series_stats
-
-        dur = self.rt.durability
-        if op == "series_stats":
-            stats = series_stats(self.rt.state, params.get("system") or params.get("source"), params.get("metric"))
-            totals = {"series": str(len(stats["series"])), "samples": str(stats["samples"]), "sum": repr(stats["sum"])}
-            if dur is not None and dur.applied_sequence is not None:
-                totals["applied_sequence"] = str(dur.applied_sequence)
-            return True, orjson.dumps(stats).decode(), totals
-        if dur is None:
-            return False, f"{op} needs snapshots (state.snapshot_dir) or JetStream ingestion (nats.jetstream.enabled)", {}
-        if op == "replay":
+    @_operation("reload_model")
+    async def _reload_model(self, params: dict[str, str]) -> ManageResult:
+        settings: dict[str, Any] | None = None
+        if "settings" in params:
             try:
-                from_sequence, from_time = parse_replay_params(params)
-            except ValueError as exc:
-                raise InvalidRequest(str(exc), "parameters") from exc
-            if dur.jetstream is None:
-                return False, "replay needs JetStream ingestion (nats.jetstream.enabled: true)", {}
-            status = await dur.replay(from_sequence, from_time)
-            return True, orjson.dumps(status).decode(), {k: str(v) for k, v in status.items()}
-        if op == "replay_status":
-            status = dur.replay_status()
-            return True, orjson.dumps(status).decode(), {k: str(v) for k, v in status.items()}
+                settings = orjson.loads(params["settings"])
+            except orjson.JSONDecodeError as exc:
+                raise InvalidRequest(f"not JSON: {exc}", "parameters.settings") from exc
+            if not isinstance(settings, dict):
+                raise InvalidRequest("must be a JSON object", "parameters.settings")
+        impl = params.get("implementation")
+        if impl and impl not in available_models():
+            raise InvalidRequest(
+                f"unknown world model {impl!r}; available: {', '.join(available_models())}",
+                "parameters.implementation",
+            )
+        msg = await self.rt.reload(impl, settings)
+        return True, msg, {"model": self.rt.model_name}
+
+    @_operation("reset_state")
+    async def _reset_state(self, params: dict[str, str]) -> ManageResult:
+        dropped = self.rt.reset()
+        text = (
+            f"state reset: dropped {dropped['samples']} samples, {dropped['actions']} actions, "
+            f"{dropped['calibrations']} calibrations"
+        )
+        return True, text, {k: str(v) for k, v in dropped.items()}
+
+    @_operation("list_models")
+    async def _list_models(self, params: dict[str, str]) -> ManageResult:
+        return True, orjson.dumps(available_models()).decode(), {"current": self.rt.model_name}
+
+    @_operation("get_config")
+    async def _get_config(self, params: dict[str, str]) -> ManageResult:
+        return True, orjson.dumps(redact_config(self.rt.config.raw)).decode(), {}
+
+    @_operation("replay")
+    async def _replay(self, params: dict[str, str]) -> ManageResult:
+        dur = self.rt.durability
+        if dur is None:
+            return False, _NO_DURABILITY.format(op="replay"), {}
+        from_sequence, from_time = mapping.parse_replay_params(params)
+        if not dur.replay_available:
+            return False, "replay needs JetStream ingestion (nats.jetstream.enabled: true)", {}
+        status = await dur.replay(from_sequence, from_time)
+        return True, orjson.dumps(status).decode(), {k: str(v) for k, v in status.items()}
+
+    @_operation("replay_status")
+    async def _replay_status(self, params: dict[str, str]) -> ManageResult:
+        dur = self.rt.durability
+        if dur is None:
+            return False, _NO_DURABILITY.format(op="replay_status"), {}
+        status = dur.replay_status()
+        return True, orjson.dumps(status).decode(), {k: str(v) for k, v in status.items()}
+
+    @_operation("snapshot")
+    async def _snapshot(self, params: dict[str, str]) -> ManageResult:
+        dur = self.rt.durability
+        if dur is None:
+            return False, _NO_DURABILITY.format(op="snapshot"), {}
         path = await dur.snapshot_now()
         if path is None:
             return False, "no snapshot written (state.snapshot_dir is not set, or the write failed; see health)", {}
         return True, path.name, {"applied_sequence": str(dur.applied_sequence or 0), "file": path.name}
+
+    @_operation("series_stats")
+    async def _series_stats(self, params: dict[str, str]) -> ManageResult:
+        system = params.get("system") or params.get("source")
+        stats = series_stats(self.rt.state, system, params.get("metric"))
+        totals = {"series": str(len(stats["series"])), "samples": str(stats["samples"]), "sum": repr(stats["sum"])}
+        dur = self.rt.durability
+        if dur is not None and dur.applied_sequence is not None:
+            totals["applied_sequence"] = str(dur.applied_sequence)
+        return True, orjson.dumps(stats).decode(), totals
+
+
+MANAGE_OPERATIONS = tuple(_MANAGE)
 
 
 def _fmt(v: float) -> str:

@@ -119,10 +119,29 @@ def execution_result(action_type: str = "ADD_SERVER", target: str = "swim", succ
 
 async def run(args: argparse.Namespace) -> int:
     import nats
+    import nats.errors
 
+    from twin.ingest.nats_ingest import redact_url
     from twin.observability.propagation import inject_headers
 
-    nc = await nats.connect(args.nats_url, max_reconnect_attempts=5)
+    connected = False
+
+    async def on_error(exc: Exception) -> None:  # one line, not nats-py's traceback
+        if connected and not args.quiet:
+            print(f"nats: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+
+    try:
+        nc = await nats.connect(
+            args.nats_url, max_reconnect_attempts=5, reconnect_time_wait=0.5, error_cb=on_error
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        print(
+            f"error: cannot reach NATS at {redact_url(args.nats_url)} ({exc.__class__.__name__}: {exc}); "
+            "start a twin (it embeds nats-server) or pass --nats-url / set $NATS_URL",
+            file=sys.stderr,
+        )
+        return 1
+    connected = True
     rate = max(1.0, float(args.telemetry_rate))
     total = int(rate * args.duration)
     gen = telemetry(args.seed, step=args.sim_step, wall_clock=args.realtime_clock)
@@ -174,15 +193,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--telemetry-rate", type=float, default=100.0, help="events per second")
     p.add_argument("--duration", type=float, default=60.0, help="seconds")
     p.add_argument("--mode", choices=("stream", "batch"), default="stream", help="one event per message, or batch messages")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=100, help="events per message with --mode batch")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the simulated telemetry")
     p.add_argument("--sim-step", type=float, default=1.0, help="simulated seconds between rounds of samples")
     p.add_argument("--realtime-clock", action="store_true", help="event time = publish time (default: simulated time advances --sim-step per round)")
     p.add_argument("--actions-every", type=int, default=0, help="publish an execution result every N events (0 = never)")
-    p.add_argument("--stream-subject", default="polaris.telemetry.events.stream")
-    p.add_argument("--batch-subject", default="polaris.telemetry.events.batch")
-    p.add_argument("--execution-subject", default="polaris.execution.results")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--stream-subject", default="polaris.telemetry.events.stream", help="subject of single events")
+    p.add_argument("--batch-subject", default="polaris.telemetry.events.batch", help="subject of batch messages")
+    p.add_argument("--execution-subject", default="polaris.execution.results", help="subject of execution results")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,10 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twin.core.errors import ModelError
+
 WINDOW_SEC = 60.0
 
 
-class BudgetExceeded(Exception):
+class BudgetExceeded(ModelError):
     """The per-minute budget does not allow this call now."""
 
 

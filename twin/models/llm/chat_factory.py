@@ -22,12 +22,14 @@ from collections.abc import Mapping
 from importlib import import_module
 from typing import Any
 
+from twin.core.errors import ConfigError
+
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 GEMINI_KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 PROVIDERS = ("google", "gemini", "openai")
 
 
-class ChatModelConfigError(Exception):
+class ChatModelConfigError(ConfigError):
     """The configured chat model cannot be built (missing key, package, class)."""
 
 

@@ -28,12 +28,13 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from twin.core.events import iso, new_id, parse_time
+from twin.core.events import iso, parse_time
 from twin.core.state import CalibrationRecord, TwinState
-from twin.models.base import (
+from twin.models.base import WorldModel
+from twin.models.domain import (
     DiagnosisRequest,
     DiagnosisResult,
     EventBatch,
@@ -45,7 +46,12 @@ from twin.models.base import (
     QueryResult,
     SimulationRequest,
     SimulationResult,
-    WorldModel,
+)
+from twin.models.capabilities import (
+    AnomalySource,
+    Forecaster,
+    anomaly_source_from_model,
+    forecaster_from_model,
 )
 from twin.models.llm import chat_factory, grounding
 from twin.models.llm.budget import UsageStats
@@ -55,25 +61,7 @@ from twin.models.state_queries import requested_system
 
 log = logging.getLogger(__name__)
 
-Forecaster = Callable[[str | None, int, float | None], Awaitable[SimulationResult | None]]
-AnomalySource = Callable[[], Any]  # () -> iterable of str or mappings (system, metric, score, since)
 DEGRADED_AFTER_FAILURES = 3
-
-
-def forecaster_from_model(model: WorldModel) -> Forecaster:
-    """A forecaster that asks another world model for a ``forecast`` simulation."""
-
-    async def forecast(system: str | None, horizon_minutes: int, now: float | None) -> SimulationResult | None:
-        params = {"system": system} if system else {}
-        return await model.simulate(SimulationRequest(new_id(), "forecast", [], max(1, horizon_minutes), params, now))
-
-    return forecast
-
-
-def anomaly_source_from_model(model: WorldModel) -> AnomalySource | None:
-    """A model's ``current_anomalies()`` (the statistical model has one), if any."""
-    fn = getattr(model, "current_anomalies", None)
-    return fn if callable(fn) else None
 
 
 def format_anomaly(item: Any) -> str:
@@ -104,11 +92,23 @@ class GeminiWorldModel(WorldModel):
         try:
             grounding.GroundingConfig.from_settings(settings)
         except (TypeError, ValueError) as exc:
-            errors.append(f"settings.grounding: {exc}")
+            errors.append(str(exc))
         helper = str(settings.get("forecast_helper", "auto"))
         if helper not in ("auto", "statistical", "none"):
             errors.append(f"settings.forecast_helper: expected auto, statistical or none, got {helper!r}")
         return errors
+
+    @classmethod
+    def shared_forecaster_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Inside a hybrid: the hybrid's statistical member forecasts, no private helper."""
+        out = dict(settings)
+        out.setdefault("forecast_helper", "none")
+        return out
+
+    @classmethod
+    def latency_budget_sec(cls, settings: Mapping[str, Any]) -> float:
+        """The whole LLM task's deadline plus a second for the mapping around it."""
+        return RunnerConfig.from_settings(settings).request_timeout_sec + 1.0
 
     def __init__(
         self,
@@ -135,7 +135,6 @@ class GeminiWorldModel(WorldModel):
         self._helper_issue: str | None = None
         self.forecasts_total = 0
         self.forecast_failures_total = 0
-        self.calibrations_seen = 0
 
     # ------------------------------------------------------------ lifecycle
     def set_forecaster(self, forecaster: Forecaster | None, anomaly_source: AnomalySource | None = None) -> None:
@@ -214,7 +213,6 @@ class GeminiWorldModel(WorldModel):
 
     async def calibrate(self, record: CalibrationRecord) -> dict[str, float]:
         # Calibrations reach the prompt through the grounding (recent calibrations).
-        self.calibrations_seen += 1
         if self._helper is not None:
             return await self._helper.calibrate(record)
         return {}
@@ -255,10 +253,6 @@ class GeminiWorldModel(WorldModel):
         return {k: float(v) for k, v in m.items()}
 
     # ------------------------------------------------------------ helpers
-    @property
-    def available(self) -> bool:
-        return self.runner is not None
-
     def _unavailable_text(self) -> str:
         return f"gemini world model unavailable: {self.config_error or 'not initialised'}"
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from twin.core.events import iso
 from twin.core.state import TwinState
-from twin.models.base import PredictedState, SimulationResult
+from twin.models.domain import PredictedState, SimulationResult
+from twin.models.settings import parse_settings
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = {"the", "and", "for", "what", "why", "how", "is", "are", "was", "of", "to", "in", "on", "at", "a", "an", "it", "if", "we", "do", "be", "now", "will", "with", "this", "that", "from", "by", "or"}
@@ -45,9 +46,7 @@ class GroundingConfig:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> GroundingConfig:
-        raw = settings.get("grounding") or {}
-        known = {k: type(getattr(cls(), k))(v) for k, v in raw.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return parse_settings(cls, settings.get("grounding") or {}, prefix="settings.grounding")
 
 
 @dataclass(slots=True)

@@ -31,6 +31,8 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel
 
+from twin.core.errors import ModelError
+from twin.models.settings import parse_settings
 from twin.models.llm import prompts
 from twin.models.llm.budget import BudgetExceeded, RateBudget, UsageStats, estimate_tokens
 from twin.models.llm.schemas import AnswerError, message_text, parse_answer, schema_text
@@ -39,7 +41,7 @@ _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _TRANSIENT_NAMES = ("timeout", "ratelimit", "rate_limit", "unavailable", "connection", "temporar", "overloaded", "resourceexhausted", "serviceunavailable", "internalservererror", "deadline")
 
 
-class LLMFailure(Exception):
+class LLMFailure(ModelError):
     """A task that could not produce a valid answer; ``reason`` is a short category."""
 
     def __init__(self, message: str, reason: str) -> None:
@@ -81,11 +83,7 @@ class RunnerConfig:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> RunnerConfig:
-        kwargs = {}
-        for k, f in cls.__dataclass_fields__.items():
-            if k in settings and settings[k] is not None:
-                kwargs[k] = type(f.default)(settings[k])  # type: ignore[operator]
-        return cls(**kwargs)
+        return parse_settings(cls, settings)
 
     def problems(self) -> list[str]:
         out = []

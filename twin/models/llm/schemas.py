@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from twin.core.errors import ModelError
 from twin.core.events import parse_time
 
 MAX_FUTURE_STATES = 200
@@ -25,7 +26,7 @@ MAX_HYPOTHESES = 10
 MAX_METRICS_PER_STATE = 100
 
 
-class AnswerError(ValueError):
+class AnswerError(ModelError, ValueError):
     """The reply is not a valid answer; ``str(exc)`` is what the model is told."""
 
 

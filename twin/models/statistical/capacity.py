@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from twin.models.base import Action
+from twin.models.domain import Action
 
 SERVER_DELTA = {"ADD_SERVER": 1, "SCALE_UP": 1, "REMOVE_SERVER": -1, "SCALE_DOWN": -1}
 KNOWN_ACTIONS = frozenset(SERVER_DELTA) | {"SET_DIMMER"}

@@ -82,7 +82,7 @@ import numpy as np
 from twin.core.events import iso
 from twin.core.state import TwinState
 from twin.core.store import Series
-from twin.models.base import DiagnosisRequest, DiagnosisResult, Hypothesis
+from twin.models.domain import DiagnosisRequest, DiagnosisResult, Hypothesis
 
 AnomalyScores = Callable[[str, str], tuple[np.ndarray, np.ndarray]]
 

@@ -19,24 +19,15 @@ Request types:
 - ``query``: ``current_state`` / ``historical`` from the store (shared code), plus
   ``include=anomalies`` (and ``include=forecasters``) on ``current_state``, and
   ``natural_language`` (``nl.py``).
-- ``simulate``: ``forecast`` (``forecast.py``; parameters ``system``, ``metric`` or
-  ``metrics``; states at the metrics' own sampling step, at most
-  ``max_forecast_states`` states by striding), ``what_if``/``scenario``
-  (``capacity.py``; parameters ``system`` or the actions' ``target``, and for
-  scenarios ``load_factor`` (multiplies the arrival-rate forecast) or ``arrival_rate``
-  (req/s held over the horizon)).
+- ``simulate``: ``forecast`` (``forecast_simulation.py``; parameters ``system``,
+  ``metric`` or ``metrics``) and ``what_if``/``scenario`` (``whatif.py`` over the
+  queueing model of ``capacity.py``; scenarios take ``load_factor`` or
+  ``arrival_rate``); both pick their system with ``simulation.pick_system``.
 - ``diagnose``: delegated to ``diagnosis.diagnose`` (imported lazily).
 - ``calibrate``: per-metric corrections (``calibration.py``).
 
-Settings (``world_model.settings``; all optional): ``anomaly_threshold``,
-``anomaly_ring_size`` (1024), ``anomaly_hold_points`` (10), ``background_fitting``
-(true), ``fit_interval_sec`` (1.0), ``max_fits_per_cycle`` (8), ``min_fit_points`` (40),
-``max_fit_points`` (4000), ``refit_every_points`` (2000), ``refit_interval_sec`` (21600,
-event time), ``drift_threshold`` (2.5), ``selection_horizon_steps`` (60),
-``max_forecast_steps`` (20000), ``max_forecast_states`` (1440), ``max_whatif_states``
-(360), ``interval_level`` (0.95), ``capacity_window_sec`` (3600, event time),
-``cost_per_server_hour`` (0.5), ``cost_currency`` ("USD"), ``calibration_min_weight``
-(0.3).
+Settings (``world_model.settings``; all optional): see ``settings.StatisticalSettings``,
+where each key's type and default live.
 """
 
 from __future__ import annotations
@@ -45,7 +36,6 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -55,28 +45,31 @@ import numpy as np
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso
 from twin.core.state import CalibrationRecord, TwinState
-from twin.models.base import (
+from twin.models.base import WorldModel
+from twin.models.domain import (
     DiagnosisRequest,
     DiagnosisResult,
     EventBatch,
     Health,
-    Impact,
-    PredictedState,
     QueryRequest,
     QueryResult,
     SimulationRequest,
     SimulationResult,
-    WorldModel,
 )
-from twin.models.state_queries import param_float, requested_metrics, requested_system
-from twin.models.statistical.anomaly import DEFAULT_THRESHOLD, StreamingAnomalyDetector
+from twin.models.settings import parse_settings
+from twin.models.state_queries import requested_system
+from twin.models.statistical.anomaly import StreamingAnomalyDetector
 from twin.models.statistical.calibration import Calibrator
-from twin.models.statistical.forecast import ForecastEngine, ForecastOut, select_and_fit
+from twin.models.statistical.forecast import ForecastEngine
+from twin.models.statistical.forecast_simulation import simulate_forecast
+from twin.models.statistical.selection import select_and_fit
+from twin.models.statistical.settings import StatisticalSettings
+from twin.models.statistical.simulation import SimulationContext, calibrated
+from twin.models.statistical.whatif import simulate_what_if
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-MAX_FORECAST_METRICS = 64
 
 
 class _Track:
@@ -134,28 +127,28 @@ class StatisticalWorldModel(WorldModel):
     # ------------------------------------------------------------------ setup
 
     def _configure(self) -> None:
-        s = self.settings
-        self.threshold = float(s.get("anomaly_threshold", DEFAULT_THRESHOLD))
-        self.ring_size = max(1, int(s.get("anomaly_ring_size", 1024)))
-        self.hold = int(s.get("anomaly_hold_points", 10))
-        self.background = bool(s.get("background_fitting", True))
-        self.fit_interval = float(s.get("fit_interval_sec", 1.0))
-        self.fits_per_cycle = int(s.get("max_fits_per_cycle", 8))
-        self.max_states = int(s.get("max_forecast_states", 1440))
-        self.max_whatif_states = int(s.get("max_whatif_states", 360))
-        self.level = float(s.get("interval_level", 0.95))
-        self.window_sec = float(s.get("capacity_window_sec", 3600.0))
-        self.cost_per_server_hour = float(s.get("cost_per_server_hour", 0.5))
-        self.currency = str(s.get("cost_currency", "USD"))
+        cfg = self.config = parse_settings(StatisticalSettings, self.settings)
+        self.threshold = cfg.anomaly_threshold
+        self.ring_size = max(1, cfg.anomaly_ring_size)
+        self.hold = cfg.anomaly_hold_points
+        self.background = cfg.background_fitting
+        self.fit_interval = cfg.fit_interval_sec
+        self.fits_per_cycle = cfg.max_fits_per_cycle
+        self.level = cfg.interval_level
         self.tracks: dict[Key, _Track] = {}
         self.anomalous: dict[Key, list[float]] = {}  # key -> [since, last_t, max_score]
-        self.engine = ForecastEngine(dict(s))
-        self.calibrator = Calibrator(float(s.get("calibration_min_weight", 0.3)))
+        self.engine = ForecastEngine(cfg)
+        self.calibrator = Calibrator(cfg.calibration_min_weight)
+        self.sim = SimulationContext(self.state, self.engine, self.calibrator, cfg)
         self.points_scored = 0
         self.update_seconds = 0.0
         self.fit_failures = 0
-        self.fallback_forecasts = 0
         self.fit_cycles = 0
+
+    @property
+    def fallback_forecasts(self) -> int:
+        """Simulations answered by an unfitted series' fallback forecast."""
+        return self.sim.fallback_forecasts
 
     async def initialize(self) -> None:
         self._configure()
@@ -358,7 +351,7 @@ class StatisticalWorldModel(WorldModel):
         s = self.state.store.get(system, metric)
         if s is None or not len(s):
             return None
-        out = self._corrected(system, metric, self.engine.forecast((system, metric), s, horizon_sec, self.level))
+        out = calibrated(self.calibrator, system, metric, self.engine.forecast((system, metric), s, horizon_sec, self.level))
         return {
             "value": float(out.mean[-1]),
             "lower": float(out.lower[-1]),
@@ -367,303 +360,15 @@ class StatisticalWorldModel(WorldModel):
             "method": out.method,
         }
 
-    def _corrected(self, system: str, metric: str, out: ForecastOut) -> ForecastOut:
-        c = self.calibrator.corrections.get((system, metric))
-        if c is None:
-            return out
-        if c.additive:
-            return ForecastOut(out.times, out.mean + c.bias, out.lower + c.bias, out.upper + c.bias, out.step, out.fitted, out.method + f" + calibration bias {c.bias:.4g}", out.truncated)
-        f = c.factor
-        return ForecastOut(out.times, out.mean * f, out.lower * f, out.upper * f, out.step, out.fitted, out.method + f" × calibration factor {f:.4g}", out.truncated)
-
     # ------------------------------------------------------------------ simulations
-
-    def _pick_system(self, request: SimulationRequest) -> tuple[str | None, str]:
-        target = next((a.target for a in request.actions if a.target), None) or requested_system(request.parameters)
-        sources = self.state.store.sources()
-        if target:
-            return target, ""
-        if not sources:
-            return None, ""
-        chosen = "swim" if "swim" in sources else sources[0]
-        return chosen, f" (no system given; chose {chosen!r} of {', '.join(sources)})"
 
     async def simulate(self, request: SimulationRequest) -> SimulationResult:
         kind = request.simulation_type
         if kind == "forecast":
-            return self._simulate_forecast(request)
+            return simulate_forecast(self.sim, request)
         if kind in ("what_if", "scenario"):
-            return self._simulate_what_if(request)
+            return simulate_what_if(self.sim, request)
         return SimulationResult(False, explanation=f"simulation_type {kind!r} is not supported; use forecast, what_if or scenario")
-
-    def _simulate_forecast(self, request: SimulationRequest) -> SimulationResult:
-        store = self.state.store
-        system, note = self._pick_system(request)
-        if system is None:
-            return SimulationResult(False, explanation="the twin has received no telemetry yet; nothing to forecast")
-        if system not in store.sources():
-            return SimulationResult(False, explanation=f"unknown system {system!r}; known: {', '.join(store.sources()) or 'none yet'}")
-        known = [n for n in store.metrics_of(system) if len(store.get(system, n) or ())]
-        wanted = requested_metrics(request.parameters) or known
-        missing = [m for m in wanted if m not in known]
-        if missing:
-            return SimulationResult(False, explanation=f"unknown metric {missing[0]!r} of {system}; known: {', '.join(known[:40])}")
-        if not wanted:
-            return SimulationResult(False, explanation=f"{system} has no numeric series to forecast")
-        truncated_metrics = len(wanted) > MAX_FORECAST_METRICS
-        wanted = wanted[:MAX_FORECAST_METRICS]
-        horizon_sec = max(0.0, request.horizon_minutes * 60.0)
-        by_time: dict[float, dict[str, float]] = {}
-        conf_at: dict[float, float] = {}
-        methods: dict[str, str] = {}
-        raw_states: dict[float, dict[str, float]] = {}
-        first: ForecastOut | None = None
-        unfitted: list[str] = []
-        truncated = False
-        for metric in wanted:
-            s = store.get(system, metric)
-            assert s is not None
-            raw = self.engine.forecast((system, metric), s, horizon_sec, self.level)
-            out = self._corrected(system, metric, raw)
-            if not out.fitted:
-                unfitted.append(metric)
-                self.fallback_forecasts += 1
-            truncated |= out.truncated
-            methods[metric] = out.method
-            first = first or out
-            n = out.times.shape[0]
-            stride = max(1, math.ceil(n / self.max_states))
-            idx = np.arange(n - 1, -1, -stride)[::-1]
-            _, recent = s.tail(500)
-            scale = max(float(np.std(recent)), float(np.mean(np.abs(recent))) * 0.05, 1e-9)
-            base = 0.9 if out.fitted else 0.4
-            half = (out.upper - out.lower) / 2.0
-            for i in idx.tolist():
-                t = round(float(out.times[i]), 3)
-                m = by_time.setdefault(t, {})
-                m[metric] = float(out.mean[i])
-                m[f"{metric}.lower"] = float(out.lower[i])
-                m[f"{metric}.upper"] = float(out.upper[i])
-                raw_states.setdefault(t, {})[metric] = float(raw.mean[i])
-                c = base / (1.0 + float(half[i]) / scale)
-                conf_at[t] = min(conf_at.get(t, 1.0), c)
-        times = sorted(by_time)
-        states = [
-            PredictedState(t, by_time[t], round(conf_at[t], 6), f"{system} forecast +{(t - store.get(system, wanted[0]).last_t) / 60.0:.1f} min")  # type: ignore[union-attr]
-            for t in times
-        ]
-        self.calibrator.remember(request.simulation_id, system, [(t, raw_states[t]) for t in times[:: max(1, len(times) // 200)]])
-        assert first is not None
-        confidence = float(np.mean([s.confidence for s in states])) if states else 0.0
-        expl = [f"forecast of {len(wanted)} metric(s) of {system}{note} over {request.horizon_minutes} min, {int(self.level * 100)}% prediction intervals as <metric>.lower/.upper"]
-        expl.append("; ".join(f"{m}: {methods[m]}" for m in wanted[:10]) + (" ..." if len(wanted) > 10 else ""))
-        if unfitted:
-            expl.append(f"not fitted yet (fallback with wide intervals; queued for fitting): {', '.join(unfitted[:10])}")
-        if truncated:
-            expl.append(f"horizon truncated to {self.engine.max_steps} steps of the sampling interval")
-        if truncated_metrics:
-            expl.append(f"only the first {MAX_FORECAST_METRICS} metrics were forecast")
-        meta = {
-            "system": system,
-            "metrics": ",".join(wanted),
-            "interval_level": str(self.level),
-            "uncertainty_metric": wanted[0],
-            "fitted": str(not unfitted).lower(),
-            "fallback_metrics": ",".join(unfitted),
-            "step_sec": f"{first.step:g}",
-            "states": str(len(states)),
-        }
-        for m in wanted[:10]:
-            meta[f"method.{m}"] = methods[m]
-        return SimulationResult(
-            True,
-            states,
-            round(confidence, 6),
-            float(first.lower[-1]),
-            float(first.upper[-1]),
-            "; ".join(expl),
-            None,
-            meta,
-            {"metrics_forecast": float(len(wanted)), "fallback_metrics": float(len(unfitted))},
-        )
-
-    def _simulate_what_if(self, request: SimulationRequest) -> SimulationResult:
-        from twin.models.statistical import capacity
-
-        store = self.state.store
-        system, note = self._pick_system(request)
-        if system is None:
-            return SimulationResult(False, explanation="the twin has received no telemetry yet; nothing to simulate")
-        if system not in store.sources():
-            return SimulationResult(False, explanation=f"unknown system {system!r}; known: {', '.join(store.sources()) or 'none yet'}")
-        cal = capacity.calibrate_tier(store, system, self.window_sec)
-        if cal is None:
-            return SimulationResult(
-                False,
-                explanation=(
-                    f"no capacity model for {system}: a what-if needs an arrival rate (arrival.rate/request.rate or "
-                    f"basic/optional.throughput) and a server count (active.servers/servers); {system} has: "
-                    f"{', '.join(store.metrics_of(system)[:30])}. A forecast simulation still predicts its metrics."
-                ),
-                metadata={"system": system, "action_effects_modelled": "false"},
-            )
-        for i, a in enumerate(request.actions):
-            if a.action_type.upper() == "SET_DIMMER":
-                v = next((a.params[k] for k in ("value", "dimmer", "level") if k in a.params), None)
-                try:
-                    ok = v is not None and math.isfinite(float(v))
-                except ValueError:
-                    ok = False
-                if not ok:
-                    raise InvalidRequest("SET_DIMMER needs a numeric value in [0, 1]", f"actions[{i}].params.value")
-            elif a.action_type.upper() in capacity.SERVER_DELTA:
-                v = next((a.params[k] for k in ("count", "servers", "delta", "value") if k in a.params), "1")
-                try:
-                    ok = math.isfinite(float(v)) and float(v) >= 0
-                except ValueError:
-                    ok = False
-                if not ok:
-                    raise InvalidRequest(f"{a.action_type} needs a count >= 0", f"actions[{i}].params.count")
-        plan = capacity.plan_actions(cal, list(request.actions))
-        # Arrival rate over the horizon: the forecaster of the arrival series (cached state).
-        horizon_sec = max(60.0, request.horizon_minutes * 60.0)
-        lam_series = next((store.get(system, n) for n in ("arrival.rate", "request.rate") if store.get(system, n) is not None and len(store.get(system, n))), None)  # type: ignore[arg-type]
-        if lam_series is not None:
-            lf = self.engine.forecast((system, lam_series.name), lam_series, horizon_sec, self.level)
-            n = lf.times.shape[0]
-            stride = max(1, math.ceil(n / self.max_whatif_states))
-            idx = np.arange(n - 1, -1, -stride)[::-1]
-            times, lam, lam_lo, lam_hi = lf.times[idx], lf.mean[idx], lf.lower[idx], lf.upper[idx]
-            lam_method = lf.method
-            lam_fitted = lf.fitted
-            if not lf.fitted:
-                self.fallback_forecasts += 1
-        else:
-            newest = capacity.tier_newest(store, system)
-            times = newest + np.linspace(horizon_sec / 10, horizon_sec, 10)
-            lam = lam_lo = lam_hi = np.full(10, cal.arrival_rate)
-            lam_method, lam_fitted = "held at the observed throughput (no arrival-rate series)", False
-        # Scenario knobs: a load multiplier or an absolute arrival rate over the horizon.
-        load_factor = param_float(request.parameters, "load_factor", 1.0)
-        if load_factor < 0:
-            raise InvalidRequest("must be >= 0", "parameters.load_factor")
-        fixed_rate = request.parameters.get("arrival_rate")
-        if fixed_rate not in (None, ""):
-            rate = param_float(request.parameters, "arrival_rate", 0.0)
-            if rate < 0:
-                raise InvalidRequest("must be >= 0", "parameters.arrival_rate")
-            spread_lo, spread_hi = lam_lo / np.maximum(lam, 1e-12), lam_hi / np.maximum(lam, 1e-12)
-            lam = np.full(times.shape[0], rate)
-            lam_lo, lam_hi = lam * spread_lo, lam * spread_hi
-            lam_method = f"fixed at {rate:g} req/s (parameters.arrival_rate)"
-        if load_factor != 1.0:
-            lam, lam_lo, lam_hi = lam * load_factor, lam_lo * load_factor, lam_hi * load_factor
-            lam_method += f", × load_factor {load_factor:g}"
-        lam_lo = np.maximum(lam_lo, 0.0)
-        corr = self.calibrator.correct
-        t_ref = capacity.tier_newest(store, system)
-        states: list[PredictedState] = []
-        raw_states: list[tuple[float, dict[str, float]]] = []
-        rt_new, rt_base, u_new, u_base = [], [], [], []
-        unstable_states = 0
-        base_conf = 0.85
-        if cal.assumed:
-            base_conf *= 0.6
-        mismatch = not (0.5 <= cal.rt_factor <= 2.0)
-        if mismatch:
-            base_conf *= 0.7
-        if plan.unknown:
-            base_conf *= 0.3
-        if not lam_fitted:
-            base_conf *= 0.7
-        for i in range(times.shape[0]):
-            after, stable = capacity.tier_metrics(cal, float(lam[i]), plan.servers, plan.dimmer)
-            base, _ = capacity.tier_metrics(cal, float(lam[i]), cal.servers, cal.dimmer)
-            lo, _ = capacity.tier_metrics(cal, float(lam_lo[i]), plan.servers, plan.dimmer)
-            hi, _ = capacity.tier_metrics(cal, float(lam_hi[i]), plan.servers, plan.dimmer)
-            raw = dict(after)
-            u_after = after["server.utilization"]
-            metrics = {k: corr(system, k, v, u_after) for k, v in after.items()}
-            for k in ("average.response.time", "server.utilization"):
-                metrics[f"{k}.lower"] = corr(system, k, lo[k], lo["server.utilization"])
-                metrics[f"{k}.upper"] = corr(system, k, hi[k], hi["server.utilization"])
-                metrics[f"baseline.{k}"] = corr(system, k, base[k], base["server.utilization"])
-            rt_new.append(metrics["average.response.time"])
-            rt_base.append(metrics["baseline.average.response.time"])
-            u_new.append(min(1.0, after["server.utilization"]))
-            u_base.append(min(1.0, base["server.utilization"]))
-            spread = (metrics["average.response.time.upper"] - metrics["average.response.time.lower"]) / (2 * max(metrics["average.response.time"], 1e-9))
-            conf = base_conf / (1.0 + spread) if stable else 0.2 * base_conf
-            if not stable:
-                unstable_states += 1
-            t = float(times[i])
-            minutes = (t - t_ref) / 60.0
-            desc = f"{system} +{minutes:.0f} min: {plan.servers} servers, dimmer {plan.dimmer:g}" + ("" if stable else " — SATURATED (utilisation >= 1, queue grows without bound)")
-            states.append(PredictedState(t, metrics, round(conf, 6), desc))
-            raw_states.append((t, raw))
-        self.calibrator.remember(request.simulation_id, system, raw_states[:: max(1, len(raw_states) // 200)])
-        rt_new_a, rt_base_a = np.array(rt_new), np.array(rt_base)
-        finite = (rt_new_a < capacity.UNSTABLE_RT_MS) & (rt_base_a < capacity.UNSTABLE_RT_MS)
-        perf = float(np.mean((rt_base_a[finite] - rt_new_a[finite]) / rt_base_a[finite])) if finite.any() else (-1.0 if unstable_states else 0.0)
-        headroom = float(np.mean(u_base) - np.mean(u_new))
-        hours = horizon_sec / 3600.0
-        cost = plan.server_delta * self.cost_per_server_hour * hours
-        impact = Impact(
-            cost_impact=cost,
-            performance_impact=perf,
-            reliability_impact=headroom,
-            cost_currency=self.currency,
-            impact_description=(
-                f"cost: {plan.server_delta:+d} servers × {self.cost_per_server_hour:g} {self.currency}/h × {hours:g} h = {cost:+.2f} {self.currency}; "
-                f"performance: mean relative response-time change vs. no action = {perf:+.1%} (positive = faster); "
-                f"reliability: utilisation headroom change = {headroom:+.3f} (positive = more headroom)"
-                + (f"; {unstable_states} of {len(states)} states saturated" if unstable_states else "")
-            ),
-        )
-        expl = [f"what-if on {system}{note} with an M/G/c queue (Erlang C + Allen–Cunneen) calibrated from the last {self.window_sec:g} s of telemetry"]
-        expl += plan.notes or ["no modelled actions: baseline only"]
-        expl.append(f"calibration: {'; '.join(cal.notes)}")
-        if mismatch:
-            expl.append(f"the queueing shape matches the observed response times only after a factor {cal.rt_factor:.2f}: relative changes are more reliable than absolute values")
-        if cal.assumed:
-            expl.append(f"assumed (missing telemetry): {', '.join(cal.assumed)}")
-        expl.append(f"arrival rate over the horizon: {lam_method}")
-        if plan.unknown:
-            expl.append(f"no effect model for {', '.join(plan.unknown)}: these actions are NOT reflected in the prediction (low confidence)")
-        if unstable_states:
-            expl.append(f"the configuration saturates in {unstable_states} of {len(states)} states")
-        confidence = float(np.mean([s.confidence for s in states])) if states else 0.0
-        last = states[-1].metrics if states else {}
-        custom = {k: float(v) for k, v in cal.as_dict().items() if isinstance(v, (int, float)) and v is not None and math.isfinite(float(v))}
-        custom.update(
-            {
-                "predicted_avg_rt_ms_mean": float(np.mean(rt_new_a[finite])) if finite.any() else capacity.UNSTABLE_RT_MS,
-                "baseline_avg_rt_ms_mean": float(np.mean(rt_base_a[finite])) if finite.any() else capacity.UNSTABLE_RT_MS,
-                "servers_after": float(plan.servers),
-                "dimmer_after": plan.dimmer,
-                "saturated_states": float(unstable_states),
-            }
-        )
-        return SimulationResult(
-            True,
-            states,
-            round(confidence, 6),
-            float(last.get("average.response.time.lower", 0.0)),
-            float(last.get("average.response.time.upper", 0.0)),
-            "; ".join(expl),
-            impact,
-            {
-                "system": system,
-                "model": "M/G/c (Erlang C, Allen-Cunneen)",
-                "unknown_actions": ",".join(plan.unknown),
-                "action_effects_modelled": str(not plan.unknown).lower(),
-                "arrival_forecast": lam_method,
-                "uncertainty_metric": "average.response.time",
-                "interval_level": str(self.level),
-            },
-            custom,
-            max(1, len(request.actions)),
-        )
 
     # ------------------------------------------------------------------ diagnosis, calibration
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from twin.core.events import iso, parse_time
 from twin.core.store import SeriesStore
-from twin.models.base import QueryResult
+from twin.models.domain import QueryResult
 
 UNITS = {
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
