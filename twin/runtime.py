@@ -187,6 +187,10 @@ class TwinRuntime:
             "uptime_seconds": time.time() - self.started_at,
             "ingest_connected": 1.0 if self.ingest_connected else 0.0,
         }
+        for limit, n in self.rpc_metrics.rejected_by.items():
+            m[f"rpc_rejected_busy_total.{limit}"] = n
+        for (op, code), n in self.rpc_metrics.auth_denied.items():
+            m[f"manage_denied_total.{op}.{code}"] = n
         for reason, n in s.dead_letter_reasons.items():
             m[f"dead_lettered_total.{reason}"] = n
         for method, rec in self.rpc_metrics.latency.items():

@@ -7,12 +7,14 @@ import logging
 import orjson
 import pytest
 
+from twin.core.config import AuthConfig
 from twin.service.auth import PROTECTED_OPERATIONS, AuthPolicy, Caller, TokenSource, audit, authorize, is_loopback_host
 
 
 def policy(token: str | None = None, path: str | None = None, allow: dict | None = None, host: str = "0.0.0.0") -> AuthPolicy:
     env = {"POLARIS_TWIN_ADMIN_TOKEN": token} if token else {}
-    return AuthPolicy.from_config({"admin_token_file": path, "mtls_allow": allow or {}}, host, env)
+    cfg = AuthConfig(path, {op: list(ids) for op, ids in (allow or {}).items()}, list(PROTECTED_OPERATIONS))
+    return AuthPolicy.from_config(cfg, host, env)
 
 
 def bearer(token: str) -> Caller:

@@ -197,6 +197,16 @@ class StateConfig:
     action_log_max_bytes: int = 64 * 1024 * 1024
 
 
+DEFAULT_PROTECTED = ("reset_state", "replay", "reload_model", "snapshot")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    admin_token_file: str | None
+    mtls_allow: dict[str, list[str]]
+    protected_operations: list[str]
+
+
 @dataclass(frozen=True)
 class TelemetryConfig:
     otlp_endpoint: str | None
@@ -216,6 +226,7 @@ class TwinConfig:
     telemetry: TelemetryConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     limits: EventLimits = field(default_factory=EventLimits)
+    auth: AuthConfig = field(default_factory=lambda: AuthConfig(None, {}, list(DEFAULT_PROTECTED)))
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TwinConfig:
@@ -229,6 +240,7 @@ class TwinConfig:
             debugging=DebuggingConfig(**dt["debugging"]),
             state=StateConfig(**dt["state"]),
             telemetry=TelemetryConfig(**dt["telemetry"]),
+            auth=AuthConfig(**dt["auth"] | _nullable(dt["auth"], "admin_token_file")),
             raw={"digital_twin": dt},
             limits=EventLimits.from_settings(dt.get("limits")),
         )

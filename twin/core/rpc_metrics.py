@@ -44,6 +44,13 @@ class RpcMetrics:
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (method, code)
     model_time: dict[str, LatencyRecorder] = field(default_factory=dict)
     rejected_busy: int = 0
+    rejected_by: Counter[str] = field(default_factory=Counter)  # limit setting → refusals
+    auth_denied: Counter[tuple[str, str]] = field(default_factory=Counter)  # (operation, code)
+
+    def reject(self, limit: str) -> None:
+        """One RPC refused as busy by ``limit`` (the setting's name)."""
+        self.rejected_busy += 1
+        self.rejected_by[limit] += 1
 
     def observe_rpc(self, method: str, seconds: float, code: str) -> None:
         rec = self.latency.get(method)

@@ -34,11 +34,12 @@ from typing import Any
 
 import orjson
 
+from twin.core.config import DEFAULT_PROTECTED, AuthConfig
 from twin.core.redact import redact
 
 audit_log = logging.getLogger("twin.audit")
 
-PROTECTED_OPERATIONS = ("reset_state", "replay", "reload_model", "snapshot")
+PROTECTED_OPERATIONS = DEFAULT_PROTECTED
 TOKEN_ENV = "POLARIS_TWIN_ADMIN_TOKEN"
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -92,13 +93,12 @@ class AuthPolicy:
     protected: frozenset[str] = frozenset(PROTECTED_OPERATIONS)
 
     @classmethod
-    def from_config(cls, auth: Mapping[str, Any], listen_host: str, environ: Mapping[str, str] = os.environ) -> AuthPolicy:
-        allow = {str(op): tuple(str(i) for i in ids) for op, ids in (auth.get("mtls_allow") or {}).items()}
+    def from_config(cls, auth: AuthConfig, listen_host: str, environ: Mapping[str, str] = os.environ) -> AuthPolicy:
         return cls(
-            tokens=TokenSource(environ.get(TOKEN_ENV), auth.get("admin_token_file") or None),
-            mtls_allow=allow,
+            tokens=TokenSource(environ.get(TOKEN_ENV), auth.admin_token_file),
+            mtls_allow={op: tuple(ids) for op, ids in auth.mtls_allow.items()},
             loopback_listener=is_loopback_host(listen_host),
-            protected=frozenset(auth.get("protected_operations") or PROTECTED_OPERATIONS),
+            protected=frozenset(auth.protected_operations),
         )
 
     def allowed_identities(self, op: str) -> tuple[str, ...]:
@@ -135,6 +135,21 @@ class Caller:
             scheme, _, rest = header.strip().partition(" ")
             bearer = rest.strip() if scheme.lower() == "bearer" and rest.strip() else None
         return cls(peer, tuple(identities), bearer, header is not None)
+
+
+def caller_of(context: Any) -> Caller:
+    """The caller as a gRPC (or REST gateway) context shows it: metadata, mTLS identity, peer."""
+    identities: list[str] = []
+    auth_context = getattr(context, "auth_context", None)
+    if auth_context is not None:
+        ctx = auth_context() or {}
+        for key in ("x509_common_name", "x509_subject_alternative_name"):
+            for value in ctx.get(key, ()):
+                ident = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                if ident and ident not in identities:
+                    identities.append(ident)
+    peer = getattr(context, "peer", None)
+    return Caller.from_metadata(context.invocation_metadata() or (), identities, peer() if peer else "")
 
 
 @dataclass(frozen=True)
