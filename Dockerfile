@@ -15,11 +15,16 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# gcc builds the detector's optional C kernel (setup.py); it stays in this stage.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first (cached until pyproject.toml changes), then the sources.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md setup.py ./
 COPY twin ./twin
 COPY operator ./operator
 ARG EXTRAS=statistical,operator,llm,otel

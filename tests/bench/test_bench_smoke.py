@@ -83,6 +83,7 @@ async def test_run_prints_table_and_json_last_line(capsys: pytest.CaptureFixture
         "forecast_p99_ms",
         "bytes_per_sample",
         "start_to_serving_s",
+        "detector_us_per_point",
     }
     assert figures["start_to_serving_s"] > 0
     assert any("decode_batch" in line for line in lines)

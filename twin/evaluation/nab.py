@@ -40,21 +40,26 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "PROFILES",
     "CostProfile",
+    "CvFold",
+    "CvResult",
     "FileScoring",
     "NabReport",
     "ProfileResult",
     "configure_parser",
+    "cross_validate",
     "default_nab_dir",
     "evaluate",
+    "evaluate_series",
     "load_series",
     "load_windows",
     "main",
@@ -317,6 +322,7 @@ class NabReport:
     seconds_detect: float
     operating: list[ProfileResult] = field(default_factory=list)
     operating_threshold: float | None = None
+    cv: list[CvResult] = field(default_factory=list)
 
     @property
     def us_per_point(self) -> float:
@@ -325,7 +331,7 @@ class NabReport:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form of the report (``--json``)."""
-        return {
+        out: dict[str, object] = {
             "n_files": self.n_files,
             "n_points": self.n_points,
             "us_per_point": self.us_per_point,
@@ -347,6 +353,9 @@ class NabReport:
                 for p in self.profiles
             },
         }
+        if self.cv:
+            out["cv"] = {c.profile: c.to_dict() for c in self.cv}
+        return out
 
 
 def normalised(raw: float, null: float, perfect: float) -> float:
@@ -410,6 +419,131 @@ def score_corpus(
     return results
 
 
+# --------------------------------------------------------------------------- cross-validation
+
+
+def category_of(name: str) -> str:
+    """``"<category>/<file>.csv"`` -> ``"<category>"``."""
+    return name.split("/")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class CvFold:
+    """One held-out category: what was chosen on the others, and how it scored here."""
+
+    held_out: str
+    candidate: str
+    threshold: float
+    raw: float
+    null: float
+    perfect: float
+    score: float
+    tp: int
+    fp: int
+    fn: int
+
+
+@dataclass(frozen=True, slots=True)
+class CvResult:
+    """Leave-one-category-out result of one profile.
+
+    ``score`` normalises the sum of the held-out raw scores over the corpus's windows, so
+    it is directly comparable with the in-sample corpus score (every point is scored once,
+    at a threshold chosen without its category).
+    """
+
+    profile: str
+    score: float
+    raw: float
+    null: float
+    perfect: float
+    folds: tuple[CvFold, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "score": self.score,
+            "raw": self.raw,
+            "folds": {
+                f.held_out: {
+                    "score": f.score,
+                    "raw": f.raw,
+                    "threshold": f.threshold,
+                    "candidate": f.candidate,
+                    "tp": f.tp,
+                    "fp": f.fp,
+                    "fn": f.fn,
+                }
+                for f in self.folds
+            },
+        }
+
+
+def cross_validate(
+    candidates: Mapping[str, Sequence[FileScoring]] | Sequence[FileScoring],
+    profiles: Iterable[CostProfile] = PROFILES,
+) -> list[CvResult]:
+    """Leave-one-category-out: choose on the other categories, score the held-out one.
+
+    ``candidates`` maps a name to the scored corpus of one detector variant (the same files
+    in the same order); a plain sequence is a single variant. In each fold the variant and
+    the threshold with the best raw score on the training categories are chosen together
+    (NAB's exact sweep), then applied unchanged to the held-out category. With one variant
+    this cross-validates the threshold alone.
+    """
+    cands = {"default": candidates} if not isinstance(candidates, Mapping) else candidates
+    if not cands:
+        raise ValueError("cross_validate needs at least one candidate")
+    names = list(cands)
+    corpus = list(cands[names[0]])
+    cats = sorted({category_of(f.name) for f in corpus})
+    results = []
+    for prof in profiles:
+        folds = []
+        for cat in cats:
+            best: tuple[float, str, float] | None = None
+            for cname in names:
+                train = [f for f in cands[cname] if category_of(f.name) != cat]
+                thr, raw = sweep_threshold(train, prof)
+                if best is None or raw > best[0]:
+                    best = (raw, cname, thr)
+            assert best is not None
+            _, cname, thr = best
+            test = [f for f in cands[cname] if category_of(f.name) == cat]
+            per = [score_at_threshold(f, thr, prof) for f in test]
+            n_win = sum(f.n_windows for f in test)
+            null, perfect = -prof.fn_weight * n_win, prof.tp_weight * n_win
+            raw = sum(s["raw"] for s in per)
+            folds.append(
+                CvFold(
+                    held_out=cat,
+                    candidate=cname,
+                    threshold=thr,
+                    raw=raw,
+                    null=null,
+                    perfect=perfect,
+                    score=normalised(raw, null, perfect),
+                    tp=sum(int(s["tp"]) for s in per),
+                    fp=sum(int(s["fp"]) for s in per),
+                    fn=sum(int(s["fn"]) for s in per),
+                )
+            )
+        raw = sum(f.raw for f in folds)
+        null = sum(f.null for f in folds)
+        perfect = sum(f.perfect for f in folds)
+        results.append(
+            CvResult(
+                profile=prof.name,
+                score=normalised(raw, null, perfect),
+                raw=raw,
+                null=null,
+                perfect=perfect,
+                folds=tuple(folds),
+            )
+        )
+    return results
+
+
 def discover_files(data_dir: Path) -> list[str]:
     """All ``<category>/<file>.csv`` below ``data_dir``, sorted."""
     return sorted(
@@ -431,6 +565,8 @@ def evaluate(
     score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     profiles: Iterable[CostProfile] = PROFILES,
     operating_threshold: float | None = None,
+    cv: bool = False,
+    keep: list[Any] | None = None,
 ) -> NabReport:
     """Stream every file through a fresh detector, optionally write NAB results, score.
 
@@ -438,6 +574,41 @@ def evaluate(
     :class:`StreamingAnomalyDetector` per file, i.e. exactly what the twin runs per series;
     in that case the report also scores the detector's fixed ``DEFAULT_THRESHOLD`` (or
     ``operating_threshold`` if given), the number that matters for the twin's alerts.
+    ``cv=True`` adds the leave-one-category-out scores (:func:`cross_validate`).
+    """
+    windows = load_windows(windows_file)
+    names = list(files) if files is not None else discover_files(data_dir)
+
+    def items() -> Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[tuple[object, object]]]]:
+        for name in names:
+            stamps, values = load_series(data_dir / name)
+            yield name, stamps, values, windows.get(name, [])
+
+    return evaluate_series(
+        items(),
+        score_fn=score_fn,
+        profiles=profiles,
+        operating_threshold=operating_threshold,
+        cv=cv,
+        results_dir=results_dir,
+        keep=keep,
+    )
+
+
+def evaluate_series(
+    series: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[tuple[Any, Any]]]],
+    score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    profiles: Iterable[CostProfile] = PROFILES,
+    operating_threshold: float | None = None,
+    cv: bool = False,
+    results_dir: Path | None = None,
+    keep: list[Any] | None = None,
+) -> NabReport:
+    """Score in-memory series ``(name, stamps, values, windows)``; see :func:`evaluate`.
+
+    ``stamps`` are ``datetime64`` or epoch seconds (float), with windows of the same kind;
+    the robustness batteries feed transformed copies of the corpus through here. ``keep``, if
+    given, receives a :class:`twin.evaluation.nab_plot.SeriesTrace` per series (for plots).
     """
     if score_fn is None and operating_threshold is None:
         from twin.models.statistical.anomaly import DEFAULT_THRESHOLD
@@ -445,31 +616,35 @@ def evaluate(
         operating_threshold = DEFAULT_THRESHOLD
     fn = score_fn or _default_score_fn
     profiles = list(profiles)
-    windows = load_windows(windows_file)
-    names = list(files) if files is not None else discover_files(data_dir)
     prepared = []
     n_points = 0
     t_detect = 0.0
-    for name in names:
-        stamps, values = load_series(data_dir / name)
-        epoch = stamps.astype("int64").astype(float)
+    for name, stamps, values, wins in series:
+        if np.issubdtype(stamps.dtype, np.datetime64):
+            epoch = stamps.astype("datetime64[s]").astype("int64").astype(float)
+        else:
+            epoch = np.asarray(stamps, dtype=float)
         t0 = time.thread_time()  # CPU time: the machine may be shared
         scores = np.asarray(fn(epoch, values), dtype=float)
         t_detect += time.thread_time() - t0
         n_points += len(values)
-        wins = windows.get(name, [])
         if results_dir is not None:
             _write_result(results_dir / name, stamps, values, scores, wins)
+        if keep is not None:
+            from twin.evaluation.nab_plot import SeriesTrace
+
+            keep.append(SeriesTrace(name, stamps, values, scores, wins))
         prepared.append(prepare_file(name, stamps, scores, wins))
     return NabReport(
         profiles=score_corpus(prepared, profiles),
-        n_files=len(names),
+        n_files=len(prepared),
         n_points=n_points,
         seconds_detect=t_detect,
         operating=[]
         if operating_threshold is None
         else score_corpus(prepared, profiles, operating_threshold),
         operating_threshold=operating_threshold,
+        cv=cross_validate(prepared, profiles) if cv else [],
     )
 
 
@@ -520,6 +695,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json", action="store_true", help="print machine-readable JSON instead of tables"
     )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write one PNG per series here (values, windows, detections, scores; matplotlib)",
+    )
+    p.add_argument(
+        "--cv",
+        action="store_true",
+        help="also score leave-one-category-out (threshold chosen without the held-out category)",
+    )
 
 
 def _fmt(x: float) -> str:
@@ -559,7 +746,31 @@ def format_report(report: NabReport) -> str:
             cell = "" if d is None else f"{_fmt(d['score'])} / {d['raw']:7.2f} fp={int(d['fp']):3d}"
             row += f" {cell:>26}"
         lines.append(row)
+    if report.cv:
+        lines += _format_cv(report)
     return "\n".join(lines)
+
+
+def _format_cv(report: NabReport) -> list[str]:
+    insample = {p.profile: p for p in report.profiles}
+    lines = [
+        "",
+        "leave-one-category-out (threshold chosen on the other categories; in-sample beside it)",
+        f"{'profile':<20} {'in-sample':>9} {'CV':>6} {'gap':>6}",
+    ]
+    for c in report.cv:
+        ins = insample[c.profile].score
+        lines.append(f"{c.profile:<20} {ins:9.1f} {_fmt(c.score)} {_fmt(ins - c.score)}")
+    lines += ["", f"{'held-out category':<24} {'profile':<20} {'in-sample':>9} {'CV':>6} "
+              f"{'threshold':>10} {'FP':>4} {'FN':>4}"]
+    for c in report.cv:
+        for f in c.folds:
+            ins = insample[c.profile].per_category.get(f.held_out, {}).get("score", math.nan)
+            lines.append(
+                f"{f.held_out:<24} {c.profile:<20} {_fmt(ins):>9} {_fmt(f.score)} "
+                f"{f.threshold:10.6f} {f.fp:4d} {f.fn:4d}"
+            )
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -570,7 +781,32 @@ def run(args: argparse.Namespace) -> int:
         return 2
     wanted = {_ALIASES.get(name, name) for name in (getattr(args, "profile", None) or [])}
     chosen = [pr for pr in PROFILES if not wanted or pr.name in wanted]
-    report = evaluate(data_dir, Path(args.windows), args.results, profiles=chosen)
+    plot_dir = getattr(args, "plot", None)
+    if plot_dir is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(
+                "--plot needs matplotlib: pip install 'polaris-digital-twin[plot]'", file=sys.stderr
+            )
+            return 2
+    traces: list[Any] | None = [] if plot_dir is not None else None
+    report = evaluate(
+        data_dir,
+        Path(args.windows),
+        args.results,
+        profiles=chosen,
+        cv=bool(getattr(args, "cv", False)),
+        keep=traces,
+    )
+    if plot_dir is not None and traces is not None:
+        from twin.evaluation.nab_plot import plot_all
+
+        thr = report.operating_threshold
+        if thr is None:
+            thr = report.profiles[0].threshold
+        written = plot_all(Path(plot_dir), traces, thr)
+        print(f"wrote {len(written)} plots to {plot_dir}", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps(report.to_dict(), indent=2, default=float))
     else:
