@@ -173,6 +173,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             if handler is None:
                 raise InvalidRequest(f"unknown operation {op!r}; expected one of {', '.join(_MANAGE)}", "operation")
             rid = request.request_id or new_id()
+            self.rt.state.limits.check_parameters(request.parameters)
             params = dict(request.parameters)
             caller = None
             if op in self.auth.protected:
