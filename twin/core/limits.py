@@ -48,7 +48,7 @@ class EventLimits:
     max_parameter_length: int = 65_536
     max_query_metrics: int = 100
     max_scanned_samples: int = 5_000_000
-    max_points_returned: int = 200_000
+    max_points_returned: int = 50_000
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None) -> EventLimits:
