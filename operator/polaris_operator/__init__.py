@@ -1,11 +1,13 @@
 """polaris-twin-operator: runs POLARIS DigitalTwin resources on Kubernetes.
 
-Installed as the package ``polaris_operator`` (the source folder is ``operator/polaris_operator/``; a
-top-level package named ``operator`` would shadow the standard library). The operator
-shares only the twin's config schema with the twin runtime (``twin.core.config``).
+Installed as the package ``polaris_operator`` (the source folder is
+``operator/polaris_operator/``; a top-level package named ``operator`` would shadow the
+standard library). The operator shares only the twin's config schema with the twin
+runtime (``twin.core.config``).
 
-Layers: ``main`` (CLI, kopf settings) → ``handlers`` (kopf wiring, API calls) →
-``builders`` (pure) and ``kube`` (a small API client over aiohttp).
+Layers: ``main`` (CLI: run, render) → ``handlers`` (kopf wiring, API calls) →
+``builders`` (pure: names, twin config, manifests, drift, status), ``kube`` (the
+``kubernetes_asyncio`` client fed by kopf's credentials) and ``metrics``.
 """
 
 from .builders import (
@@ -14,12 +16,15 @@ from .builders import (
     KIND,
     PLURAL,
     SpecError,
+    build_children,
     build_configmap,
     build_deployment,
     build_service,
+    build_statefulset,
     build_twin_config,
+    build_workload,
     config_hash,
-    status_from_deployment,
+    status_from_workload,
 )
 
 __all__ = [
@@ -28,10 +33,13 @@ __all__ = [
     "KIND",
     "PLURAL",
     "SpecError",
+    "build_children",
     "build_configmap",
     "build_deployment",
     "build_service",
+    "build_statefulset",
     "build_twin_config",
+    "build_workload",
     "config_hash",
-    "status_from_deployment",
+    "status_from_workload",
 ]

@@ -1,24 +1,32 @@
 """Thin kopf handlers: observe, build (pure), apply idempotently, report.
 
 Reconciliation is level-based: every trigger runs the same :func:`reconcile`, which
-renders the desired ConfigMap / Service / Deployment from the *current* DigitalTwin,
-creates what is missing, replaces what drifted (compare-and-swap on
-``resourceVersion``; a 409 re-reads and retries) and writes ``status`` from the
-Deployment's actual state. Triggers:
+renders the desired ConfigMap / Services / workload from the *current* DigitalTwin
+(``builders.build_children``), creates what is missing, replaces what drifted
+(compare-and-swap on ``resourceVersion``; a 409 re-reads and retries), and writes
+``status`` from the workload's actual state and its pods. Triggers:
 
 - the DigitalTwin is created, updated, or found at operator start (``resume``);
-- one of its children changes or disappears (watched with a server-side label
-  selector on ``app.kubernetes.io/managed-by``): a deleted or edited child is put
-  back at once, and the Deployment's rollout progress lands in the twin's status.
+- one of its children or pods changes or disappears (watched with a server-side label
+  selector on ``app.kubernetes.io/managed-by``): a deleted or edited child is put back at
+  once, and rollout progress and pod-level problems land in the twin's status.
+
+The workload is a Deployment or a StatefulSet (see ``builders.manifests``). When the spec
+moves a twin from one to the other, or changes a StatefulSet field the API server will
+not update in place (its volumeClaimTemplates: snapshots turned on or off), the old
+workload is deleted and the new one created; PersistentVolumeClaims are retained, so a
+StatefulSet that comes back finds its snapshots.
 
 Children carry a controller owner reference (``kopf.adopt``), so Kubernetes' garbage
-collector deletes them with the DigitalTwin: no finalizer, so deleting a twin never
-waits for the operator. kopf keeps its own bookkeeping in annotations, never in
-``status`` (the CRD's structural schema would prune it).
+collector deletes them with the DigitalTwin: no finalizer, so deleting a twin never waits
+for the operator. kopf keeps its own bookkeeping in annotations, never in ``status`` (the
+CRD's structural schema would prune it).
 
-Outcomes: a spec the operator cannot honour → status ``InvalidSpec`` + a Warning event
-+ ``kopf.PermanentError`` (no retries until the spec changes); an API hiccup, a child
-being deleted, or a name still held by a previous twin → ``kopf.TemporaryError``.
+Outcomes: a spec the operator cannot honour → status ``InvalidSpec`` + a Warning event +
+``kopf.PermanentError`` (no retries until the spec changes); an API hiccup, a child being
+deleted, or a name still held by a previous twin → ``kopf.TemporaryError``. A pod that
+cannot pull its image, crash-loops or cannot be scheduled → named in the ``Ready``
+condition's message and reason, plus a Warning event when it first appears.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import datetime
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,19 +49,21 @@ from .builders import (
     API_VERSION,
     MANAGED_BY,
     PLURAL,
+    TWIN_LABEL,
+    PodProblem,
     SpecError,
-    build_configmap,
-    build_deployment,
-    build_service,
-    build_twin_config,
+    build_children,
     conditions_equal,
     config_hash,
     first_difference,
     invalid_spec_status,
     is_subset,
-    status_from_deployment,
+    pod_problems,
+    selector_labels,
+    status_from_workload,
 )
 from .kube import ApiError, KubeClient
+from .metrics import METRICS, OperatorMetrics, serve
 
 __all__ = ["reconcile"]
 
@@ -60,6 +71,16 @@ DT_API = f"{API_GROUP}/{API_VERSION}"
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 IMAGE_ENV = "POLARIS_TWIN_IMAGE"
+METRICS_PORT_ENV = "POLARIS_OPERATOR_METRICS_PORT"
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+# Watched with a server-side label selector (kopf selector keys).
+WATCHED: tuple[tuple[str, ...], ...] = (
+    ("apps", "v1", "deployments"),
+    ("apps", "v1", "statefulsets"),
+    ("v1", "services"),
+    ("v1", "configmaps"),
+    ("v1", "pods"),
+)
 
 # Service fields the API server allocates: a PUT without them would be refused or
 # would re-allocate (new cluster IP, new node ports).
@@ -70,6 +91,8 @@ _SERVICE_ALLOCATED = (
     "ipFamilyPolicy",
     "healthCheckNodePort",
 )
+# StatefulSet fields the API server refuses to change in place.
+_STATEFULSET_IMMUTABLE = ("serviceName", "podManagementPolicy", "selector", "volumeClaimTemplates")
 
 
 def _now() -> str:
@@ -85,13 +108,8 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _validate(config: Mapping[str, Any]) -> list[str]:
-    """Errors of the rendered config against the twin's own schema (shared, not copied)."""
-    try:
-        from twin.core.config import validate_config
-    except ImportError:  # an operator-only install: the twin validates at start instead
-        return []
-    return validate_config(config)
+def _metrics(memo: Any) -> OperatorMetrics:
+    return getattr(memo, "metrics", None) or METRICS
 
 
 # --------------------------------------------------------------------------- setup
@@ -120,12 +138,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf's own log lines become Events from WARNING up; our Normal events are explicit.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
-    for resource in (("apps", "v1", "deployments"), ("v1", "services"), ("v1", "configmaps")):
+    for resource in WATCHED:
         settings.watching.label_selectors[resource] = MANAGED_SELECTOR
     memo.client = KubeClient(lambda: _discover_credentials(settings))
     memo.locks = collections.defaultdict(asyncio.Lock)
     memo.unconverged = {}
+    memo.problems = {}
     memo.default_image = os.environ.get(IMAGE_ENV, "")
+    memo.metrics = getattr(memo, "metrics", None) or METRICS
+    port = getattr(memo, "metrics_port", None)
+    if port is None:
+        port = int(os.environ.get(METRICS_PORT_ENV, "0") or 0)
+    if port and not getattr(memo, "metrics_served", False):
+        serve(port, memo.metrics)
+        memo.metrics_served = True
 
 
 @kopf.on.cleanup()
@@ -155,7 +181,7 @@ def _prepare_replacement(desired: dict[str, Any], live: Mapping[str, Any]) -> di
     if body["kind"] == "Service":
         lspec = live.get("spec") or {}
         for key in _SERVICE_ALLOCATED:
-            if key in lspec:
+            if key in lspec and not (key == "clusterIP" and body["spec"].get(key) == "None"):
                 body["spec"][key] = lspec[key]
         node_ports = {p.get("name"): p.get("nodePort") for p in lspec.get("ports") or []}
         if body["spec"].get("type") in ("NodePort", "LoadBalancer"):
@@ -165,6 +191,20 @@ def _prepare_replacement(desired: dict[str, Any], live: Mapping[str, Any]) -> di
     return body
 
 
+def _immutable_change(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
+    """The StatefulSet field that cannot be updated in place, if the spec changed one."""
+    if desired["kind"] != "StatefulSet":
+        return None
+    dspec, lspec = desired.get("spec") or {}, live.get("spec") or {}
+    for key in _STATEFULSET_IMMUTABLE:
+        want, have = dspec.get(key), lspec.get(key)
+        if want is None and not have:
+            continue
+        if want is None or have is None or not is_subset(want, have):
+            return key
+    return None
+
+
 async def _apply(
     client: KubeClient,
     desired: dict[str, Any],
@@ -172,6 +212,7 @@ async def _apply(
     logger: Any,
     trigger: str,
     unconverged: dict[tuple[str, str, str], str] | None = None,
+    metrics: OperatorMetrics = METRICS,
 ) -> dict[str, Any]:
     """Create or replace one child; returns the live object.
 
@@ -193,6 +234,9 @@ async def _apply(
                 if e.conflict:  # created concurrently: compare with it on the next round
                     continue
                 raise
+            metrics.applied.labels(resource=kind, action="create").inc()
+            if trigger.startswith("child"):
+                metrics.drift_repairs.labels(resource=kind).inc()
             kopf.event(dt, type="Normal", reason="Created", message=f"Created {ident}")
             logger.info(f"Created {ident}")
             return created
@@ -205,13 +249,29 @@ async def _apply(
             labels = live.get("metadata", {}).get("labels") or {}
             if owner and labels.get("app.kubernetes.io/managed-by") == MANAGED_BY:
                 raise kopf.TemporaryError(
-                    f"{ident} still belongs to a deleted DigitalTwin; waiting for garbage collection",
+                    f"{ident} still belongs to a deleted DigitalTwin; waiting for garbage "
+                    "collection",
                     delay=10,
                 )
             raise SpecError(f"{ident} already exists and is not managed by this DigitalTwin")
         if is_subset(desired, live):
             unconverged.pop(key, None)
             return live
+        frozen = _immutable_change(desired, live)
+        if frozen:
+            # The API server refuses this update: replace the StatefulSet (its claims stay).
+            await client.delete(
+                desired["apiVersion"],
+                kind,
+                meta["namespace"],
+                meta["name"],
+                uid=live["metadata"].get("uid"),
+            )
+            metrics.applied.labels(resource=kind, action="replace").inc()
+            message = f"Replacing {ident}: spec.{frozen} cannot change in place"
+            kopf.event(dt, type="Normal", reason="Replaced", message=message)
+            logger.info(message)
+            continue
         if unconverged.get(key) == digest:
             raise SpecError(
                 f"{ident}: the API server does not keep {first_difference(desired, live)} as "
@@ -225,7 +285,11 @@ async def _apply(
             raise
         if not is_subset(desired, replaced):
             unconverged[key] = digest
-        reason = "DriftRepaired" if trigger.startswith("child") else "Updated"
+        drift = trigger.startswith("child")
+        reason = "DriftRepaired" if drift else "Updated"
+        metrics.applied.labels(resource=kind, action="update").inc()
+        if drift:
+            metrics.drift_repairs.labels(resource=kind).inc()
         kopf.event(
             dt,
             type="Normal",
@@ -235,6 +299,28 @@ async def _apply(
         logger.info(f"{reason}: {ident} ({trigger}; differs at {first_difference(desired, live)})")
         return replaced
     raise kopf.TemporaryError(f"{ident} keeps changing concurrently; retrying", delay=2)
+
+
+async def _remove_other_workloads(
+    client: KubeClient, dt: Mapping[str, Any], keep: str, logger: Any, metrics: OperatorMetrics
+) -> None:
+    """Delete this twin's workload of the other kind (Deployment ↔ StatefulSet switch)."""
+    meta = dt["metadata"]
+    for kind in WORKLOAD_KINDS:
+        if kind == keep:
+            continue
+        live = await client.get("apps/v1", kind, meta["namespace"], meta["name"])
+        if live is None or _controller_uid(live) != meta.get("uid"):
+            continue
+        if live["metadata"].get("deletionTimestamp"):
+            continue
+        await client.delete(
+            "apps/v1", kind, meta["namespace"], meta["name"], uid=live["metadata"].get("uid")
+        )
+        metrics.applied.labels(resource=kind, action="delete").inc()
+        message = f"Deleted {kind} {meta['name']}: the twin now runs as a {keep}"
+        kopf.event(dt, type="Normal", reason="WorkloadReplaced", message=message)
+        logger.info(message)
 
 
 async def _write_status(client: KubeClient, dt: Mapping[str, Any], status: dict[str, Any]) -> None:
@@ -252,37 +338,69 @@ async def _write_status(client: KubeClient, dt: Mapping[str, Any], status: dict[
             raise
 
 
+async def _pods(client: KubeClient, dt: Mapping[str, Any], logger: Any) -> list[dict[str, Any]]:
+    meta = dt["metadata"]
+    selector = ",".join(f"{k}={v}" for k, v in sorted(selector_labels(meta["name"]).items()))
+    try:
+        return await client.list("v1", "Pod", meta["namespace"], label_selector=selector)
+    except ApiError as e:  # status without pod details is still status
+        logger.warning(f"cannot list the twin's pods: {e}")
+        return []
+
+
+def _report_pod_problems(dt: Mapping[str, Any], problems: list[PodProblem], memo: Any) -> None:
+    """A Warning event for each problem not reported before; the gauge by reason."""
+    key = (dt["metadata"]["namespace"], dt["metadata"]["name"])
+    known: dict[tuple[str, str, str], list[PodProblem]] = memo.problems
+    before = {(p.pod, p.reason) for p in known.get(key, [])}
+    for problem in problems:
+        if (problem.pod, problem.reason) not in before:
+            kopf.event(dt, type="Warning", reason=problem.reason, message=problem.describe())
+    if problems:
+        known[key] = problems
+    else:
+        known.pop(key, None)
+    metrics = _metrics(memo)
+    counts = collections.Counter(p.reason for ps in known.values() for p in ps)
+    for reason in set(counts) | set(getattr(memo, "problem_reasons", set())):
+        metrics.pod_problems.labels(reason=reason).set(counts.get(reason, 0))
+    memo.problem_reasons = set(counts) | set(getattr(memo, "problem_reasons", set()))
+
+
 async def reconcile(body: Mapping[str, Any], memo: kopf.Memo, logger: Any, *, trigger: str) -> None:
     """Converge one DigitalTwin's children towards its spec and report its status."""
     dt = _plain(body)
     meta = dt["metadata"]
     client: KubeClient = memo.client
+    metrics = _metrics(memo)
+    metrics.reconciles.labels(trigger=trigger.split()[0]).inc()
+    started = time.perf_counter()
     async with memo.locks[(meta["namespace"], meta["name"])]:
         try:
             try:
-                config = build_twin_config(dt)
-                errors = _validate(config)
-                if errors:
-                    raise SpecError("the rendered twin config is invalid: " + "; ".join(errors[:5]))
-                children = [
-                    build_configmap(dt, config),
-                    build_service(dt),
-                    build_deployment(dt, default_image=memo.default_image, config=config),
-                ]
+                config, children = build_children(dt, default_image=memo.default_image)
                 kopf.adopt(children, owner=dt)
-                live = {
-                    c["kind"]: await _apply(client, c, dt, logger, trigger, memo.unconverged)
-                    for c in children
-                }
+                workload: dict[str, Any] = {}
+                for child in children:
+                    live = await _apply(
+                        client, child, dt, logger, trigger, memo.unconverged, metrics
+                    )
+                    if child["kind"] in WORKLOAD_KINDS:
+                        workload = live
+                await _remove_other_workloads(client, dt, workload["kind"], logger, metrics)
             except ApiError as e:
                 if e.status == 422:  # the API refused a manifest built from this spec
                     raise SpecError(f"the API server rejected a child: {e.message}") from e
                 raise
-            status = status_from_deployment(
-                dt, live["Deployment"], now=_now(), config_digest=config_hash(config)
+            pods = await _pods(client, dt, logger)
+            status = status_from_workload(
+                dt, workload, now=_now(), pods=pods, config_digest=config_hash(config)
             )
+            wanted = int((workload.get("spec") or {}).get("replicas", 1))
+            _report_pod_problems(dt, pod_problems(pods) if wanted else [], memo)
             await _write_status(client, dt, status)
         except SpecError as e:
+            metrics.errors.labels(reason="invalid_spec").inc()
             logger.error(f"InvalidSpec: {e}")
             kopf.warn(dt, reason="InvalidSpec", message=str(e))
             try:
@@ -290,13 +408,20 @@ async def reconcile(body: Mapping[str, Any], memo: kopf.Memo, logger: Any, *, tr
             except ApiError as status_error:
                 logger.warning(f"could not write status: {status_error}")
             raise kopf.PermanentError(str(e)) from e
+        except kopf.TemporaryError:
+            metrics.errors.labels(reason="retry").inc()
+            raise
         except ApiError as e:
             if e.status == 403:
+                metrics.errors.labels(reason="forbidden").inc()
                 kopf.warn(dt, reason="Forbidden", message=e.message[:1000])
                 raise kopf.TemporaryError(f"forbidden: {e.message}", delay=60) from e
+            metrics.errors.labels(reason="api").inc()
             if e.transient or e.status == 404:
                 raise kopf.TemporaryError(str(e), delay=10) from e
             raise kopf.PermanentError(str(e)) from e
+        finally:
+            metrics.duration.observe(time.perf_counter() - started)
 
 
 # --------------------------------------------------------------------------- handlers
@@ -322,7 +447,20 @@ def _twin_owner(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+async def _reconcile_owner(
+    name: str, uid: str | None, body: Mapping[str, Any], etype: str, memo: Any, logger: Any
+) -> None:
+    namespace = body["metadata"].get("namespace")
+    dt = await memo.client.get(DT_API, PLURAL, namespace, name)
+    if dt is None or (uid is not None and dt["metadata"].get("uid") != uid):
+        return  # the owner is gone: garbage collection handles the child
+    if dt["metadata"].get("deletionTimestamp"):
+        return
+    await reconcile(dt, memo, logger, trigger=f"child {body.get('kind', '?')} {etype}")
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 async def child_changed(
@@ -335,10 +473,21 @@ async def child_changed(
     owner = _twin_owner(body)
     if owner is None:
         return
-    namespace = body["metadata"].get("namespace")
-    dt = await memo.client.get(DT_API, PLURAL, namespace, owner["name"])
-    if dt is None or dt["metadata"].get("uid") != owner.get("uid"):
-        return  # the owner is gone: garbage collection handles the child
-    if dt["metadata"].get("deletionTimestamp"):
+    await _reconcile_owner(owner["name"], owner.get("uid"), body, str(etype), memo, logger)
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+async def pod_changed(
+    event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """A twin's pod changed (started, became ready, crash-looped): refresh the status.
+
+    Pods are owned by ReplicaSets or StatefulSets, not by the twin: the twin is found by
+    the ``polaris.io/digitaltwin`` label the pod template carries.
+    """
+    etype = event.get("type")
+    if etype is None:
         return
-    await reconcile(dt, memo, logger, trigger=f"child {body.get('kind', '?')} {etype}")
+    name = (body.get("metadata", {}).get("labels") or {}).get(TWIN_LABEL)
+    if name:
+        await _reconcile_owner(name, None, body, str(etype), memo, logger)

@@ -1,5 +1,8 @@
 """Entry point: ``polaris-twin-operator`` (also ``python -m polaris_operator``).
 
+``polaris-twin-operator [options]`` runs the operator; ``polaris-twin-operator render -f
+twin.yaml`` prints the manifests it would apply (see :mod:`.render`).
+
 High availability uses kopf's own peering (``KopfPeering``/``ClusterKopfPeering``
 objects, whose CRDs the chart ships), not a separate Lease loop: each replica
 announces itself in the peering object with a priority, and every replica but the
@@ -17,6 +20,7 @@ import argparse
 import logging
 import os
 import random
+import sys
 import time
 from collections.abc import Sequence
 
@@ -72,6 +76,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--peering-lifetime", type=int, default=60, help="Seconds a silent peer counts as alive."
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env.get("POLARIS_OPERATOR_METRICS_PORT", "0") or 0),
+        help="Port of the operator's Prometheus /metrics (reconciles, errors, drift repairs, "
+        "latency); 0 disables it (env POLARIS_OPERATOR_METRICS_PORT).",
+    )
     p.add_argument("--verbose", action="store_true", help="Debug logging.")
     p.add_argument(
         "--log-format",
@@ -88,6 +99,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["render"]:
+        from .render import main as render
+
+        raise SystemExit(render(argv[1:]))
     args = parse_args(argv)
     kopf.configure(
         verbose=args.verbose,
@@ -118,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.standalone
         else (args.priority if args.priority is not None else unique_priority()),
         liveness_endpoint=args.liveness or None,
+        memo=kopf.Memo(metrics_port=args.metrics_port),
     )
 
 

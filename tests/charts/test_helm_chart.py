@@ -99,28 +99,74 @@ def test_crds_ship_with_the_chart_and_are_valid():
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
-def test_rbac_grants_only_what_the_operator_uses():
-    (role,) = by_kind(render(), "ClusterRole")
-    rules = {
+NAMESPACED_RULES = {
+    ("polaris.io", "digitaltwins"): ["get", "list", "patch", "watch"],
+    ("polaris.io", "digitaltwins/status"): ["get", "patch"],
+    ("polaris.io", "digitaltwins/finalizers"): ["update"],
+    ("apps", "deployments"): ["create", "delete", "get", "list", "update", "watch"],
+    ("apps", "statefulsets"): ["create", "delete", "get", "list", "update", "watch"],
+    ("", "configmaps"): ["create", "get", "list", "update", "watch"],
+    ("", "services"): ["create", "get", "list", "update", "watch"],
+    ("", "pods"): ["get", "list", "watch"],
+    ("", "events"): ["create"],
+    ("events.k8s.io", "events"): ["create"],
+}
+CLUSTER_RULES = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
+    ("kopf.dev", "clusterkopfpeerings"): ["get", "list", "patch", "watch"],
+}
+
+
+def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    return {
         (group, resource): sorted(rule["verbs"])
         for rule in role["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
-    assert rules == {
-        ("polaris.io", "digitaltwins"): ["get", "list", "patch", "watch"],
-        ("polaris.io", "digitaltwins/status"): ["get", "patch"],
-        ("polaris.io", "digitaltwins/finalizers"): ["update"],
-        ("apps", "deployments"): ["create", "get", "list", "update", "watch"],
-        ("", "configmaps"): ["create", "get", "list", "update", "watch"],
-        ("", "services"): ["create", "get", "list", "update", "watch"],
-        ("", "events"): ["create"],
-        ("events.k8s.io", "events"): ["create"],
-        ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
-        ("kopf.dev", "clusterkopfpeerings"): ["get", "list", "patch", "watch"],
-    }
+
+
+def test_rbac_grants_only_what_the_operator_uses():
+    (role,) = by_kind(render(), "ClusterRole")
+    assert rules_of(role) == NAMESPACED_RULES | CLUSTER_RULES
     flat = json.dumps(role["rules"])
-    assert "secrets" not in flat and '"*"' not in flat and "delete" not in flat
+    assert "secrets" not in flat and '"*"' not in flat
+    assert "persistentvolumeclaims" not in flat  # the StatefulSet controller owns them
+    deleting = {k for k, verbs in rules_of(role).items() if "delete" in verbs}
+    assert deleting == {("apps", "deployments"), ("apps", "statefulsets")}
+
+
+def test_namespaced_rbac_grants_writes_only_in_the_watched_namespaces():
+    docs = render("watchNamespaces={team-a,team-b}")
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert rules_of(cluster_role) == CLUSTER_RULES | {("", "namespaces"): ["list", "watch"]}
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert rules_of(role) == NAMESPACED_RULES
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        (subject,) = binding["subjects"]
+        assert (subject["name"], subject["namespace"]) == (
+            "polaris-polaris-twin-operator",
+            "polaris-system",
+        )
+        assert binding["roleRef"]["kind"] == "Role"
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # Cluster-wide again on request (e.g. for glob patterns).
+    docs = render("watchNamespaces={team-*}", "rbac.namespaced=false")
+    assert not by_kind(docs, "Role")
+    assert rules_of(by_kind(docs, "ClusterRole")[0]).keys() >= NAMESPACED_RULES.keys()
+
+
+def test_namespaced_rbac_refuses_namespace_patterns():
+    proc = helm(
+        "template", "polaris", str(CHART), "--set", "watchNamespaces={team-*}", check=False
+    )
+    assert proc.returncode != 0
+    assert 'watchNamespaces entry "team-*" is a pattern' in proc.stderr
 
 
 def test_operator_runs_standalone_hardened_with_a_liveness_probe():
@@ -140,6 +186,12 @@ def test_operator_runs_standalone_hardened_with_a_liveness_probe():
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert "resources" not in c  # no default resources (chart convention)
     assert not by_kind(docs, "ClusterKopfPeering")
+    # Without peering nothing elects a leader: never two operators at once (kopf's guide).
+    assert by_kind(docs, "Deployment")[0]["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--metrics-port=9090" in c["args"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in c["ports"]
+    (svc,) = by_kind(docs, "Service")
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["health", "metrics"]
 
 
 def test_rendered_arguments_are_understood_by_the_operator_cli():
@@ -170,6 +222,7 @@ def test_ha_replicas_elect_a_leader_through_kopf_peering():
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     (dep,) = by_kind(docs, "Deployment")
     assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 1
     args = operator_container(docs)["args"]
     assert "--peering=polaris-twin-operator" in args and "--standalone" not in args
@@ -223,6 +276,10 @@ def test_helm_test_checks_a_twins_grpc_health_when_given_its_endpoint():
         ("replicas=2", "Additional property replicas is not allowed"),
         ("tests.twinEndpoint=http://twin:50051", "twinEndpoint"),
         ("peering.name=Not_A_Name", "peering.name"),
+        ("image.digest=latest", "digest"),
+        ("serviceMonitor.interval=often", "interval"),
+        ("metrics.port=80", "metrics.port"),
+        ("rbac.namespace=true", "Additional property namespace is not allowed"),
     ],
 )
 def test_values_that_break_the_schema_are_refused(bad, message):

@@ -15,10 +15,15 @@ POLARIS_E2E_NATS_IMAGE (default nats:2.10-alpine, pulled by the cluster), HELM (
 .tools/bin/helm, else PATH), KUBECTL (else PATH).
 
 What it proves that the offline suites cannot: the API server accepts the CRD (structural
-schema, CEL cost limits) and refuses bad twins with the rule's message; the chart's RBAC is
-enough; the image starts as UID 10001 on a read-only root filesystem; the kubelet's gRPC
-probes see SERVING; the Service routes; ``kubectl scale`` works through the scale
-subresource; garbage collection removes the children; ``helm test`` passes.
+schema, CEL cost limits, transition rules) and refuses bad twins with the rule's message
+(also through the scale subresource); the chart's namespaced RBAC (a Role in the watched
+namespace) is enough; the image starts as UID 10001 on a read-only root filesystem; the
+kubelet's gRPC probes see SERVING, and a NATS outage makes pods unready without restarting
+them; a JetStream twin scales out as a StatefulSet and a snapshot twin gets a bound
+PersistentVolumeClaim per pod; an image that cannot be pulled is named in the Ready
+condition and an Event; the operator's and the twins' /metrics answer through the API
+server's proxy; the admin token reaches the pod only from its Secret; garbage collection
+removes the children; ``helm test`` passes.
 """
 
 from __future__ import annotations
@@ -131,7 +136,7 @@ def _install_nats(kubectl: str, ns: str) -> None:
                             {
                                 "name": "nats",
                                 "image": NATS_IMAGE,
-                                "args": ["-p", "4222"],
+                                "args": ["-p", "4222", "-js", "-sd", "/tmp/js"],
                                 "ports": [{"name": "client", "containerPort": 4222}],
                             }
                         ]
@@ -189,18 +194,205 @@ def test_mock_twin_becomes_ready_and_serves_grpc_health(tools, namespace):
     run(helm, "test", "polaris-e2e", "-n", namespace, "--timeout", "3m")
 
 
-def test_scale_subresource_and_drift_repair(tools, namespace):
+def _wait(what: str, probe, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(2)
+
+
+def _ready(kubectl: str, ns: str, name: str) -> dict | None:
+    dt = _get(kubectl, ns, "dt", name)
+    for cond in (dt.get("status") or {}).get("conditions") or []:
+        if cond["type"] == "Ready":
+            return cond
+    return None
+
+
+def test_replicas_need_jetstream_even_through_kubectl_scale(tools, namespace):
     kubectl = tools["kubectl"]
+    proc = run(kubectl, "-n", namespace, "scale", "dt/twin-mock", "--replicas=2", check=False)
+    assert proc.returncode != 0
+    assert "replicas > 1 needs durability.jetstream.enabled" in proc.stderr
+
+
+def test_a_nats_outage_makes_twins_unready_not_restarted(tools, namespace):
+    kubectl = tools["kubectl"]
+    run(kubectl, "-n", namespace, "scale", "deploy/nats", "--replicas=0")
+    try:
+        _wait(
+            "Ready=False",
+            lambda: (c := _ready(kubectl, namespace, "twin-mock")) and c["status"] == "False",
+            timeout=120,
+        )
+        time.sleep(70)  # longer than livenessProbe periodSeconds x failureThreshold (60 s)
+        pods = _get(kubectl, namespace, "pods", "-l", "app.kubernetes.io/instance=twin-mock")
+        for pod in pods["items"]:
+            for cs in pod["status"].get("containerStatuses") or []:
+                assert cs["restartCount"] == 0, f"{pod['metadata']['name']} was restarted"
+    finally:
+        run(kubectl, "-n", namespace, "scale", "deploy/nats", "--replicas=1")
+    run(kubectl, "-n", namespace, "rollout", "status", "deploy/nats", "--timeout=180s")
+    run(kubectl, "-n", namespace, "wait", "--for=condition=Ready", "dt/twin-mock", "--timeout=300s")
+
+
+def test_a_jetstream_twin_scales_out_as_a_statefulset_and_drift_is_repaired(tools, namespace):
+    kubectl = tools["kubectl"]
+    run(
+        kubectl,
+        "-n",
+        namespace,
+        "patch",
+        "dt/twin-mock",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"durability": {"jetstream": {"enabled": True}}}}),
+    )
     run(kubectl, "-n", namespace, "scale", "dt/twin-mock", "--replicas=2")
-    deadline = time.monotonic() + 180
-    while _get(kubectl, namespace, "deploy", "twin-mock")["spec"]["replicas"] != 2:
-        assert time.monotonic() < deadline, "the Deployment never scaled to 2"
-        time.sleep(2)
-    run(kubectl, "-n", namespace, "delete", "deploy/twin-mock", "--wait=true")
-    deadline = time.monotonic() + 60
-    while run(kubectl, "-n", namespace, "get", "deploy/twin-mock", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "the deleted Deployment was not put back"
-        time.sleep(2)
+    _wait(
+        "a StatefulSet of 2",
+        lambda: (
+            run(
+                kubectl,
+                "-n",
+                namespace,
+                "get",
+                "sts/twin-mock",
+                "-o",
+                "jsonpath={.spec.replicas}",
+                check=False,
+            ).stdout
+            == "2"
+        ),
+    )
+    _wait(
+        "the Deployment removed",
+        lambda: (
+            run(kubectl, "-n", namespace, "get", "deploy/twin-mock", check=False).returncode != 0
+        ),
+    )
+    run(kubectl, "-n", namespace, "wait", "--for=condition=Ready", "dt/twin-mock", "--timeout=300s")
+    assert _get(kubectl, namespace, "dt", "twin-mock")["status"]["readyReplicas"] == 2
+    run(kubectl, "-n", namespace, "delete", "sts/twin-mock", "--wait=true")
+    _wait(
+        "the deleted StatefulSet put back",
+        lambda: run(kubectl, "-n", namespace, "get", "sts/twin-mock", check=False).returncode == 0,
+        timeout=60,
+    )
+    run(kubectl, "-n", namespace, "wait", "--for=condition=Ready", "dt/twin-mock", "--timeout=300s")
+
+
+def test_snapshots_get_a_bound_volume_per_pod(tools, namespace):
+    kubectl = tools["kubectl"]
+    run(
+        kubectl,
+        "apply",
+        "-f",
+        "-",
+        input=_twin(
+            namespace, durability={"snapshots": {"enabled": True, "volumeSize": "64Mi"}}
+        ).replace("name: twin-mock", "name: twin-snap"),
+    )
+    run(kubectl, "-n", namespace, "wait", "--for=condition=Ready", "dt/twin-snap", "--timeout=300s")
+    pvc = _get(kubectl, namespace, "pvc", "snapshots-twin-snap-0")
+    assert pvc["status"]["phase"] == "Bound"
+    proc = run(
+        kubectl,
+        "-n",
+        namespace,
+        "patch",
+        "dt/twin-snap",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"durability": {"snapshots": {"volumeSize": "1Gi"}}}}),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "volumeSize cannot change while snapshots are on" in proc.stderr
+    run(kubectl, "-n", namespace, "delete", "dt/twin-snap", "--wait=true")
+
+
+def test_an_image_that_cannot_be_pulled_is_named_in_status_and_events(tools, namespace):
+    kubectl = tools["kubectl"]
+    run(
+        kubectl,
+        "apply",
+        "-f",
+        "-",
+        input=_twin(namespace, image="registry.invalid/polaris/nope:0").replace(
+            "name: twin-mock", "name: twin-broken"
+        ),
+    )
+    cond = _wait(
+        "the pull failure in Ready",
+        lambda: (
+            (c := _ready(kubectl, namespace, "twin-broken"))
+            and c["reason"] in ("ImagePullBackOff", "ErrImagePull")
+            and c
+        ),
+        timeout=240,
+    )
+    assert "registry.invalid/polaris/nope:0" in cond["message"]
+    events = _get(
+        kubectl,
+        namespace,
+        "events",
+        "--field-selector",
+        "involvedObject.kind=DigitalTwin,involvedObject.name=twin-broken",
+    )
+    assert {e["reason"] for e in events["items"]} & {"ImagePullBackOff", "ErrImagePull"}
+    run(kubectl, "-n", namespace, "delete", "dt/twin-broken", "--wait=true")
+
+
+def test_metrics_answer_through_the_api_servers_proxy(tools, namespace):
+    kubectl = tools["kubectl"]
+    svc = "polaris-e2e-polaris-twin-operator"
+    text = run(
+        kubectl,
+        "get",
+        "--raw",
+        f"/api/v1/namespaces/{namespace}/services/{svc}:metrics/proxy/metrics",
+    ).stdout
+    assert "polaris_operator_reconciles_total" in text
+    pods = _get(kubectl, namespace, "pods", "-l", "app.kubernetes.io/instance=twin-mock")
+    pod = pods["items"][0]["metadata"]["name"]
+    text = run(
+        kubectl, "get", "--raw", f"/api/v1/namespaces/{namespace}/pods/{pod}:9464/proxy/metrics"
+    ).stdout
+    assert "polaris_twin_events_received_total" in text
+
+
+def test_the_admin_token_reaches_the_pod_only_from_its_secret(tools, namespace):
+    kubectl = tools["kubectl"]
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "twin-admin", "namespace": namespace},
+        "stringData": {"admin-token": "e2e-not-a-real-token"},
+    }
+    run(kubectl, "apply", "-f", "-", input=yaml.safe_dump(secret))
+    run(
+        kubectl,
+        "apply",
+        "-f",
+        "-",
+        input=_twin(namespace, auth={"adminTokenSecretRef": {"name": "twin-admin"}}).replace(
+            "name: twin-mock", "name: twin-auth"
+        ),
+    )
+    run(kubectl, "-n", namespace, "wait", "--for=condition=Ready", "dt/twin-auth", "--timeout=300s")
+    cm = run(kubectl, "-n", namespace, "get", "cm/twin-auth-config", "-o", "yaml").stdout
+    dt = run(kubectl, "-n", namespace, "get", "dt/twin-auth", "-o", "yaml").stdout
+    assert "e2e-not-a-real-token" not in cm and "e2e-not-a-real-token" not in dt
+    env = _get(kubectl, namespace, "deploy", "twin-auth")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["env"]
+    (token,) = [e for e in env if e["name"] == "POLARIS_TWIN_ADMIN_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "twin-admin", "key": "admin-token"}
+    run(kubectl, "-n", namespace, "delete", "dt/twin-auth", "--wait=true")
 
 
 def test_the_api_server_refuses_invalid_twins_with_the_rules_message(tools, namespace):
@@ -237,7 +429,7 @@ def test_deleting_the_twin_removes_its_children(tools, namespace):
             "-n",
             namespace,
             "get",
-            "deploy,svc,cm",
+            "deploy,sts,svc,cm",
             "-l",
             "app.kubernetes.io/instance=twin-mock",
             "-o",

@@ -5,15 +5,18 @@
    ``x-kubernetes-int-or-string`` and ``x-kubernetes-preserve-unknown-fields`` are
    translated to plain JSON Schema),
 3. every ``x-kubernetes-validations`` CEL rule, evaluated with cel-python on the node it
-   is attached to (``self``), returning the rule's ``message`` when it fails.
+   is attached to (``self``), returning the rule's ``message`` when it fails. Transition
+   rules (those naming ``oldSelf``) run only in :func:`admit_update`, and only where the
+   node exists in both the old and the new object, as on a real API server.
 
 What it does not do (a real API server would): pruning of unknown fields, CEL cost
-estimation, ``oldSelf`` transition rules. tests/cluster/ covers those on a real cluster.
+estimation, ratcheting. tests/cluster/ covers those on a real cluster.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,25 +121,59 @@ def validation_nodes(
             yield from validation_nodes(v, schema["items"], f"{path}[{i}]")
 
 
+# celpy logs every evaluation step at DEBUG with huge reprs; kopf's --verbose turns the root
+# logger to DEBUG in the operator tests, which made admission cost seconds per object.
+logging.getLogger("celpy").setLevel(logging.WARNING)
 _ENV = celpy.Environment()
 _PROGRAMS: dict[str, Any] = {}
 
 
-def eval_rule(rule: str, value: Any) -> bool:
+_MISSING = object()
+
+
+def eval_rule(rule: str, value: Any, old: Any = _MISSING) -> bool:
     if rule not in _PROGRAMS:
         _PROGRAMS[rule] = _ENV.program(_ENV.compile(rule))
-    result = _PROGRAMS[rule].evaluate({"self": celpy.adapter.json_to_cel(value)})
+    activation = {"self": celpy.adapter.json_to_cel(value)}
+    if old is not _MISSING:
+        activation["oldSelf"] = celpy.adapter.json_to_cel(old)
+    result = _PROGRAMS[rule].evaluate(activation)
     if isinstance(result, Exception):  # cel-python returns CELEvalError values
         raise result
     return bool(result)
 
 
-def cel_errors(obj: dict[str, Any], schema: dict[str, Any] | None = None) -> list[str]:
+def _at(obj: Any, path: str) -> Any:
+    """The node of ``obj`` at a validation_nodes path (``_MISSING`` when absent)."""
+    if path == "<root>":
+        return obj
+    node = obj
+    for part in path.replace("[", ".[").split("."):
+        if part.startswith("["):
+            index = int(part[1:-1])
+            if not isinstance(node, list) or index >= len(node):
+                return _MISSING
+            node = node[index]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return _MISSING
+    return node
+
+
+def cel_errors(
+    obj: dict[str, Any], schema: dict[str, Any] | None = None, old: Any = _MISSING
+) -> list[str]:
     schema = schema or openapi_schema()
     errors = []
     for path, value, node in validation_nodes(obj, schema):
         for rule in node.get("x-kubernetes-validations") or []:
-            if not eval_rule(rule["rule"], value):
+            previous = _MISSING
+            if "oldSelf" in rule["rule"]:
+                previous = _MISSING if old is _MISSING else _at(old, path)
+                if previous is _MISSING:
+                    continue  # a transition rule: only on update, where both exist
+            if not eval_rule(rule["rule"], value, previous):
                 errors.append(f"{path}: {rule.get('message', rule['rule'])}")
     return errors
 
@@ -157,6 +194,19 @@ def admit(
     ]
     if not errors:
         errors = cel_errors(obj, schema)
+    return obj, errors
+
+
+def admit_update(
+    old: dict[str, Any], new: dict[str, Any], crd: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Like :func:`admit` for an update of the stored ``old`` object to ``new``
+    (transition rules see both, defaults applied to both)."""
+    schema = openapi_schema(crd)
+    old = apply_defaults(copy.deepcopy(old), schema)
+    obj, errors = admit(new, crd)
+    if not errors:
+        errors = cel_errors(obj, schema, old)
     return obj, errors
 
 

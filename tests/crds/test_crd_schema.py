@@ -15,6 +15,7 @@ from crd_tools import (
     CHART_CRD_PATH,
     CRD_PATH,
     admit,
+    admit_update,
     load_crd,
     load_examples,
     openapi_schema,
@@ -127,9 +128,26 @@ def test_defaults_fill_a_minimal_twin():
     assert spec["replicas"] == 1
     assert spec["imagePullPolicy"] == "IfNotPresent"
     assert spec["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
-    assert spec["nats"]["queueGroup"] == "digital_twin_workers"
+    assert "queueGroup" not in spec["nats"]  # replicas never share a queue group
     assert spec["serviceType"] == "ClusterIP"
     assert spec["logging"] == {"level": "INFO", "format": "json"}
+    assert spec["durability"] == {
+        "jetstream": {
+            "enabled": False,
+            "stream": "POLARIS_TWIN",
+            "maxAge": "24h",
+            "replicas": 1,
+            "storage": "file",
+            "inactiveThreshold": "1h",
+            "maxLagSeconds": 60,
+        },
+        "snapshots": {
+            "enabled": False,
+            "interval": "5m",
+            "keep": 3,
+            "volumeSize": "1Gi",
+        },
+    }
 
 
 def _mock(**spec_changes: Any) -> dict[str, Any]:
@@ -221,6 +239,47 @@ INVALID = {
         "'nats' is a required property",
     ),
     "unknown_spec_field": (_mock(replica=2), "Additional properties are not allowed"),
+    "replicas_without_jetstream": (
+        _mock(replicas=2),
+        "replicas > 1 needs durability.jetstream.enabled",
+    ),
+    "replicas_with_jetstream_off": (
+        _mock(replicas=3, durability={"jetstream": {"enabled": False}}),
+        "replicas > 1 needs durability.jetstream.enabled",
+    ),
+    "queue_group_in_overrides": (
+        _mock(configOverrides={"nats": {"queue_group": "workers"}}),
+        "configOverrides.nats.queue_group is not allowed",
+    ),
+    "jetstream_in_overrides": (
+        _mock(configOverrides={"nats": {"jetstream": {"enabled": True}}}),
+        "configOverrides.nats.jetstream is not allowed",
+    ),
+    "snapshots_in_overrides": (
+        _mock(configOverrides={"state": {"snapshot_dir": "/tmp/s"}}),
+        "configOverrides.state must not configure snapshots",
+    ),
+    "metrics_port_in_overrides": (
+        _mock(configOverrides={"telemetry": {"metrics_port": 1234}}),
+        "configOverrides.telemetry.metrics_port is not allowed",
+    ),
+    "queue_group_field_is_gone": (
+        _mock(nats={"url": "nats://n:4222", "queueGroup": "workers"}),
+        "Additional properties are not allowed",
+    ),
+    "bad_duration": (
+        _mock(durability={"jetstream": {"enabled": True, "maxAge": "one day"}}),
+        "does not match",
+    ),
+    "bad_volume_size": (
+        _mock(durability={"snapshots": {"enabled": True, "volumeSize": "lots"}}),
+        "does not match",
+    ),
+    "system_with_spaces": (_mock(systems=["web cluster"]), "does not match"),
+    "admin_token_ref_without_name": (
+        _mock(auth={"adminTokenSecretRef": {"key": "k"}}),
+        "'name' is a required property",
+    ),
     "literal_api_key_field": (
         _mock(llm={"apiKey": "AIza..."}),
         "Additional properties are not allowed",
@@ -246,3 +305,80 @@ def test_secret_refs_default_their_keys():
     assert errors == []
     assert obj["spec"]["llm"]["apiKeySecretRef"] == {"name": "g", "key": "api-key"}
     assert obj["spec"]["nats"]["credentialsSecretRef"] == {"name": "c", "key": "nats.creds"}
+
+
+def test_replicas_are_allowed_with_jetstream():
+    obj, errors = admit(_mock(replicas=3, durability={"jetstream": {"enabled": True}}))
+    assert errors == []
+    assert obj["spec"]["durability"]["jetstream"]["stream"] == "POLARIS_TWIN"
+
+
+def test_admin_token_ref_defaults_its_key():
+    obj, errors = admit(_mock(auth={"adminTokenSecretRef": {"name": "twin-admin"}}))
+    assert errors == []
+    assert obj["spec"]["auth"]["adminTokenSecretRef"] == {
+        "name": "twin-admin",
+        "key": "admin-token",
+    }
+
+
+def _durable(**durability: Any) -> dict[str, Any]:
+    return _mock(durability=durability)
+
+
+UPDATES = {
+    "stream_renamed_while_on": (
+        _durable(jetstream={"enabled": True}),
+        _durable(jetstream={"enabled": True, "stream": "OTHER"}),
+        "durability.jetstream.stream cannot change while JetStream is on",
+    ),
+    "storage_changed_while_on": (
+        _durable(jetstream={"enabled": True}),
+        _durable(jetstream={"enabled": True, "storage": "memory"}),
+        "durability.jetstream.storage cannot change while JetStream is on",
+    ),
+    "volume_resized": (
+        _durable(snapshots={"enabled": True}),
+        _durable(snapshots={"enabled": True, "volumeSize": "5Gi"}),
+        "durability.snapshots.volumeSize cannot change while snapshots are on",
+    ),
+    "storage_class_set_later": (
+        _durable(snapshots={"enabled": True}),
+        _durable(snapshots={"enabled": True, "storageClass": "fast"}),
+        "durability.snapshots.storageClass cannot change while snapshots are on",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UPDATES))
+def test_immutable_durability_fields_are_refused_on_update(case):
+    old, new, expected = UPDATES[case]
+    assert admit(old)[1] == [] and admit(new)[1] == []  # each is fine on its own (create)
+    _, errors = admit_update(old, new)
+    assert any(expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        # What rolls instead: limits, intervals, lag, systems, scaling.
+        (
+            _durable(jetstream={"enabled": True}, snapshots={"enabled": True}),
+            _durable(
+                jetstream={"enabled": True, "maxAge": "7d", "replicas": 3, "maxLagSeconds": 5},
+                snapshots={"enabled": True, "interval": "1m", "keep": 5},
+            ),
+        ),
+        # Off then on with another stream: two steps, both allowed.
+        (_durable(jetstream={"enabled": True}), _durable(jetstream={"enabled": False})),
+        (
+            _durable(jetstream={"enabled": False}),
+            _durable(jetstream={"enabled": True, "stream": "OTHER", "storage": "memory"}),
+        ),
+        # Turning snapshots on for a running twin (the operator replaces the StatefulSet).
+        (_durable(), _durable(snapshots={"enabled": True, "volumeSize": "5Gi"})),
+    ],
+)
+def test_settings_that_roll_are_accepted_on_update(old, new):
+    _, errors = admit_update(old, new)
+    assert errors == []

@@ -13,8 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Helpers beside the tests, importable in pytest's prepend and importlib modes alike:
-# crd_tools (offline API-server admission) and kube_emulator (kmock + API-server behaviour).
-for _helpers in (ROOT / "tests" / "crds", ROOT / "tests" / "operator"):
+# crd_tools (offline API-server admission), kube_emulator (kmock + API-server behaviour)
+# and the chart's rendering helpers (test_helm_chart).
+for _helpers in (ROOT / "tests" / "crds", ROOT / "tests" / "operator", ROOT / "tests" / "charts"):
     if str(_helpers) not in sys.path:
         sys.path.insert(0, str(_helpers))
 

@@ -31,7 +31,7 @@ import attrs
 import kmock
 from kmock._internal import dicts as kmock_dicts
 
-WITH_STATUS = {"digitaltwins", "deployments", "services"}
+WITH_STATUS = {"digitaltwins", "deployments", "statefulsets", "services"}
 
 
 @attrs.define(kw_only=True)
@@ -190,6 +190,20 @@ RESOURCES = {
         singular="deployment",
         namespaced=True,
         subresources={"status", "scale"},
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+    ),
+    "apps/v1/statefulsets": kmock.ResourceInfo(
+        kind="StatefulSet",
+        singular="statefulset",
+        namespaced=True,
+        subresources={"status", "scale"},
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+    ),
+    "v1/pods": kmock.ResourceInfo(
+        kind="Pod",
+        singular="pod",
+        namespaced=True,
+        subresources={"status"},
         verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
     ),
     "v1/services": kmock.ResourceInfo(

@@ -1,4 +1,4 @@
-"""Pure builders: DigitalTwin -> config, ConfigMap, Deployment, Service, status.
+"""Pure builders: DigitalTwin -> config, ConfigMap, Services, Deployment/StatefulSet, status.
 
 No cluster: every manifest is checked against the official Kubernetes schemas with
 kubernetes-validate (strict: unknown fields fail), and every rendered config against the
@@ -30,12 +30,8 @@ def twin(name: str = "digitaltwin-mock.yaml", **spec_changes) -> dict:
 
 
 def manifests(dt: dict) -> list[dict]:
-    cfg = b.build_twin_config(dt)
-    return [
-        b.build_configmap(dt, cfg),
-        b.build_deployment(dt, default_image="ghcr.io/polaris/polaris-twin:0.1.0", config=cfg),
-        b.build_service(dt),
-    ]
+    _, children = b.build_children(dt, default_image="ghcr.io/polaris/polaris-twin:0.1.0")
+    return children
 
 
 def container(dep: dict) -> dict:
@@ -59,7 +55,7 @@ def test_rendered_config_satisfies_the_twins_own_schema(name):
 def test_config_maps_the_spec_onto_the_twin_contract():
     cfg = b.build_twin_config(twin("digitaltwin-statistical.yaml"))["digital_twin"]
     assert cfg["nats"]["url"] == "nats://nats.polaris.svc:4222"
-    assert cfg["nats"]["queue_group"] == "digital_twin_workers"
+    assert cfg["nats"]["queue_group"] == ""  # every replica receives every message
     assert cfg["grpc"] == {
         "host": "0.0.0.0",
         "port": 50051,
@@ -76,7 +72,24 @@ def test_config_maps_the_spec_onto_the_twin_contract():
         "metrics_port": 9464,
     }
     # configOverrides merged last
-    assert cfg["state"] == {"max_points_per_series": 50000, "max_age_sec": 86400}
+    assert cfg["state"] == {
+        "max_points_per_series": 50000,
+        "max_age_sec": 86400,
+        # spec.durability.snapshots
+        "snapshot_dir": "/var/lib/polaris/snapshots",
+        "snapshot_interval_sec": 300.0,
+        "snapshot_keep": 3,
+    }
+    assert cfg["systems"] == ["swim", "web-*"]
+    assert cfg["nats"]["jetstream"] == {
+        "enabled": True,
+        "stream": "POLARIS_TWIN",
+        "max_age_sec": 86400.0,
+        "replicas": 1,
+        "storage": "file",
+        "inactive_threshold_sec": 3600.0,
+        "max_lag_sec": 60.0,
+    }
     assert cfg["performance"] == {"max_concurrent_queries": 20}
     assert cfg["debugging"]["log_file"] is None  # read-only root filesystem
 
@@ -157,9 +170,15 @@ def test_deployment_runs_the_twin_with_grpc_probes_and_hardening():
     assert c["image"] == "img:1"
     assert c["command"] == ["polaris-twin"]
     assert c["args"] == ["--config", "/etc/polaris-twin/config.yaml"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"] == {"port": 50051}
-    assert c["ports"] == [{"name": "grpc", "containerPort": 50051, "protocol": "TCP"}]
+    # A NATS outage must make the pod unready, never restart it: only readiness asks the
+    # overall service; startup and liveness ask the process-level "liveness" service.
+    assert c["readinessProbe"]["grpc"] == {"port": 50051}
+    assert c["livenessProbe"]["grpc"] == {"port": 50051, "service": "liveness"}
+    assert c["startupProbe"]["grpc"] == {"port": 50051, "service": "liveness"}
+    assert c["ports"] == [
+        {"name": "grpc", "containerPort": 50051, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},  # on by default
+    ]
     sc = c["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"]
     assert sc["allowPrivilegeEscalation"] is False
@@ -211,13 +230,13 @@ def test_config_checksum_rolls_pods_only_when_the_config_changes():
         ]["checksum/config"]
 
     base = checksum(twin())
-    assert checksum(twin(replicas=3)) == base
+    assert checksum(twin(replicas=0)) == base
     assert checksum(twin(logging={"level": "INFO", "format": "json"})) != base
 
 
 def test_selector_depends_only_on_the_name():
     a = b.build_deployment(twin(), default_image="i:1")
-    c = b.build_deployment(twin(replicas=4, podLabels={"team": "x"}), default_image="i:1")
+    c = b.build_deployment(twin(replicas=0, podLabels={"team": "x"}), default_image="i:1")
     assert (
         a["spec"]["selector"]
         == c["spec"]["selector"]
@@ -248,11 +267,13 @@ def test_service_exposes_grpc_and_metrics_when_enabled():
     ]
     assert svc["spec"]["selector"] == b.selector_labels("twin-statistical")
     svc = b.build_service(twin("digitaltwin-hybrid.yaml"))
-    assert [p["name"] for p in svc["spec"]["ports"]] == ["grpc"]
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["grpc", "metrics"]  # 9464 by default
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["metadata"]["annotations"] == {
         "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
     }
+    svc = b.build_service(twin(telemetry={"metricsPort": 0}))
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["grpc"]
 
 
 def test_endpoint_is_the_services_host_and_port():
@@ -268,7 +289,7 @@ def test_live_objects_with_server_defaults_are_not_drift():
     live["metadata"].update(uid="x", resourceVersion="7", generation=2)
     container(live)["terminationMessagePath"] = "/dev/termination-log"
     container(live)["resources"]["requests"]["cpu"] = "0.1"  # canonicalised quantity
-    container(live)["livenessProbe"]["grpc"]["service"] = ""
+    container(live)["readinessProbe"]["grpc"]["service"] = ""
     live["status"] = {"replicas": 1}
     assert b.is_subset(dep, live)
 
@@ -304,9 +325,9 @@ def conditions(status: dict) -> dict:
 
 
 def test_status_without_deployment_is_progressing():
-    st = b.status_from_deployment(twin(), None, now=NOW)
+    st = b.status_from_workload(twin(), None, now=NOW)
     assert conditions(st) == {
-        "Ready": ("False", "DeploymentMissing"),
+        "Ready": ("False", "WorkloadMissing"),
         "Progressing": ("True", "Creating"),
         "Degraded": ("False", "Creating"),
     }
@@ -319,7 +340,7 @@ def test_status_without_deployment_is_progressing():
 
 def test_status_during_a_rollout():
     dep = deployment_with({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 0})
-    st = b.status_from_deployment(twin(), dep, now=NOW)
+    st = b.status_from_workload(twin(), dep, now=NOW)
     assert conditions(st)["Progressing"] == ("True", "RolloutInProgress")
     assert conditions(st)["Ready"] == ("False", "RolloutInProgress")
 
@@ -335,7 +356,7 @@ def test_status_when_all_replicas_serve():
         },
         replicas=2,
     )
-    st = b.status_from_deployment(twin(), dep, now=NOW)
+    st = b.status_from_workload(twin(), dep, now=NOW)
     assert conditions(st) == {
         "Ready": ("True", "AllReplicasReady"),
         "Progressing": ("False", "RolloutComplete"),
@@ -356,7 +377,7 @@ def test_status_when_a_replica_is_lost_after_rollout():
         },
         replicas=2,
     )
-    st = b.status_from_deployment(twin(), dep, now=NOW)
+    st = b.status_from_workload(twin(), dep, now=NOW)
     assert conditions(st)["Ready"] == ("False", "ReplicasUnavailable")
     assert conditions(st)["Degraded"] == ("True", "ReplicasUnavailable")
 
@@ -377,14 +398,14 @@ def test_status_when_the_rollout_is_stuck():
             ],
         }
     )
-    st = b.status_from_deployment(twin(), dep, now=NOW)
+    st = b.status_from_workload(twin(), dep, now=NOW)
     assert conditions(st)["Degraded"] == ("True", "ProgressDeadlineExceeded")
     assert conditions(st)["Ready"][0] == "False"
 
 
 def test_status_when_scaled_to_zero():
     dep = deployment_with({"observedGeneration": 1}, replicas=0)
-    st = b.status_from_deployment(twin(), dep, now=NOW)
+    st = b.status_from_workload(twin(), dep, now=NOW)
     assert conditions(st)["Ready"] == ("False", "ScaledToZero")
     assert conditions(st)["Degraded"] == ("False", "ScaledToZero")
 
@@ -401,10 +422,10 @@ def test_transition_time_moves_only_when_the_status_flips():
             "availableReplicas": 1,
         }
     )
-    dt["status"] = b.status_from_deployment(dt, rolling, now=NOW)
-    again = b.status_from_deployment(dt, rolling, now=LATER)
+    dt["status"] = b.status_from_workload(dt, rolling, now=NOW)
+    again = b.status_from_workload(dt, rolling, now=LATER)
     assert {c["lastTransitionTime"] for c in again["conditions"]} == {NOW}
-    flipped = b.status_from_deployment(dt, ready, now=LATER)
+    flipped = b.status_from_workload(dt, ready, now=LATER)
     times = {c["type"]: c["lastTransitionTime"] for c in flipped["conditions"]}
     assert times == {"Ready": LATER, "Progressing": LATER, "Degraded": NOW}
 

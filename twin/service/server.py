@@ -60,7 +60,7 @@ class TwinServer:
         # No maximum_concurrent_rpcs: gRPC core would refuse health checks too. The
         # in-flight limit exempts health and reflection (twin/service/admission.py).
         limit = cfg.max_workers + 2 * servicer.perf.max_concurrent_queries
-        self.in_flight = InFlightLimit(limit, servicer.rt.rpc_metrics.reject)
+        self.in_flight = InFlightLimit(limit, servicer.rpc_metrics.reject)
         self.server = grpc.aio.server(
             options=server_options(cfg),
             interceptors=[self.in_flight, *interceptors],

@@ -49,9 +49,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The operator image (also the twins' default image). */}}
+{{/* The operator image (also the twins' default image): repository@digest when pinned. */}}
 {{- define "polaris-twin-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{- define "polaris-twin-operator.twinImage" -}}
@@ -61,4 +65,34 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Peering (leader election) is on with several replicas or when asked for. */}}
 {{- define "polaris-twin-operator.peering" -}}
 {{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{/* Namespaced RBAC: Roles in the watched namespaces instead of cluster-wide verbs. */}}
+{{- define "polaris-twin-operator.namespacedRbac" -}}
+{{- if and .Values.rbac.namespaced .Values.watchNamespaces }}true{{ end }}
+{{- end }}
+
+{{/* Rules the operator needs in every namespace it serves (see rbac.yaml). */}}
+{{- define "polaris-twin-operator.namespacedRules" -}}
+- apiGroups: [polaris.io]
+  resources: [digitaltwins]
+  verbs: [get, list, watch, patch]
+- apiGroups: [polaris.io]
+  resources: [digitaltwins/status]
+  verbs: [get, patch]
+- apiGroups: [polaris.io]
+  resources: [digitaltwins/finalizers]
+  verbs: [update]
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [get, list, watch, create, update, delete]
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [get, list, watch, create, update]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create]
 {{- end }}
