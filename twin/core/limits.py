@@ -82,7 +82,8 @@ class EventLimits:
         if not math.isfinite(t) or not self.accepts_time(t, now):
             lo, hi = self.window(now)
             raise InvalidRequest(
-                f"time {t!r} is outside the accepted window [{lo:g}, {hi:.0f}] (epoch seconds)", field
+                f"time {t!r} is outside the accepted window [{lo:g}, {hi:.0f}] (epoch seconds)",
+                field,
             )
         return t
 
@@ -91,12 +92,15 @@ class EventLimits:
         """A request's parameters map: bounded in entries and in each key and value."""
         if len(params) > self.max_request_parameters:
             raise InvalidRequest(
-                f"{len(params)} entries; at most {self.max_request_parameters} (limits.max_request_parameters)", field
+                f"{len(params)} entries; at most {self.max_request_parameters} "
+                "(limits.max_request_parameters)",
+                field,
             )
         for key, value in params.items():
             if len(key) > self.max_parameter_length or len(value) > self.max_parameter_length:
                 raise InvalidRequest(
-                    f"longer than {self.max_parameter_length} characters (limits.max_parameter_length)",
+                    f"longer than {self.max_parameter_length} characters "
+                    "(limits.max_parameter_length)",
                     f"{field}.{key[:64]}",
                 )
 
