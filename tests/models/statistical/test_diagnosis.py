@@ -324,9 +324,18 @@ async def test_model_diagnoses_in_a_compute_worker_process() -> None:
         rt.ingest_points(pts)
         req = DiagnosisRequest("w", "", T0, {})
         pool = workers.pool()
-        before = pool.calls
+        seen: list[str] = []
+        real_run = pool.run
+
+        async def spy(fn, *args):  # type: ignore[no-untyped-def]
+            seen.append(getattr(fn, "__qualname__", ""))
+            return await real_run(fn, *args)
+
+        pool.run = spy  # type: ignore[method-assign]
+        before = pool.process_calls
         res = await rt.model.diagnose(req)
-        assert pool.calls == before + 1  # through the compute pool (a process; a thread if it broke)
+        assert "answer" in seen  # through the compute pool ...
+        assert pool.process_calls > before  # ... in a worker process
         local = diagnose(rt.state, req, rt.model.anomaly_scores)
         assert [(h.hypothesis, h.probability) for h in res.hypotheses] == [
             (h.hypothesis, h.probability) for h in local.hypotheses
