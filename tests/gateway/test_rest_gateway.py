@@ -158,7 +158,7 @@ async def test_admission_limit_is_shared_and_maps_to_429(nats_server, make_twin)
     codes = sorted(r.status_code for r in results)
     assert codes == [200] * 4 + [429] * 4  # 2 running + 2 waiting, as over gRPC
     busy = next(r for r in results if r.status_code == 429).json()
-    assert busy["status"] == "RESOURCE_EXHAUSTED" and "in flight" in busy["message"]
+    assert busy["status"] == "RESOURCE_EXHAUSTED" and "performance.max_concurrent_queries" in busy["message"]
     assert app.servicer.rpc_metrics.rejected_busy == 4
 
 

@@ -437,13 +437,12 @@ class Ingestor:
             # a bigger batch amortises the per-series work of the columnar path. Bounded
             # by nats.max_batch_events and by ~APPLY_BUDGET_SEC of work at the measured
             # cost per event, so RPCs still wait at most about one such batch.
-            if batch_size > 1 and not q.empty():
+            # Batch messages only: stream messages keep exactly the batch_size semantics.
+            if batch_size > 1 and any(isinstance(it.points, SeriesColumns) for it in items):
                 cap = min(self.cfg.max_batch_events, int(APPLY_BUDGET_SEC / self._cost_per_event))
-                while n < cap:
-                    try:
-                        item = q.get_nowait()
-                    except asyncio.QueueEmpty:
-                        break
+                waiting = q._queue  # type: ignore[attr-defined] # peek: take only batch messages
+                while n < cap and waiting and isinstance(waiting[0].points, SeriesColumns):
+                    item = q.get_nowait()
                     items.append(item)
                     n += item.size
             t0 = time.perf_counter()
