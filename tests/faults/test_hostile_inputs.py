@@ -12,13 +12,14 @@ import grpc
 import orjson
 import pytest
 from faults.js_harness import manage, metrics
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 from twin.models.base import Health
 from twin.models.mock import MockWorldModel
 from twin.models.registry import register_model
+
+from support import wait_for
 
 PASSWORD = "S3cr3tPass"
 

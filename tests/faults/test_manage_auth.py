@@ -14,10 +14,11 @@ import orjson
 import pytest
 from faults.js_harness import manage, metrics
 from faults.pki import make_pki
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
+
+from support import wait_for
 
 TOKEN = "a-long-random-admin-token"
 EVENT = orjson.dumps({"name": "cpu", "value": 1.0, "source": "s"})

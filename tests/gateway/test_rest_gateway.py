@@ -18,7 +18,6 @@ import jsonschema
 import orjson
 import pytest
 from faults.pki import make_pki
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
@@ -27,6 +26,8 @@ from twin.gateway.context import HTTP_STATUS, parse_grpc_timeout
 from twin.models.base import QueryRequest, QueryResult
 from twin.models.mock import MockWorldModel
 from twin.models.registry import register_model
+
+from support import wait_for
 
 STREAM = "polaris.telemetry.events.stream"
 

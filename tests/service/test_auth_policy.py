@@ -8,7 +8,15 @@ import orjson
 import pytest
 
 from twin.core.config import AuthConfig
-from twin.service.auth import PROTECTED_OPERATIONS, AuthPolicy, Caller, TokenSource, audit, authorize, is_loopback_host
+from twin.service.auth import (
+    PROTECTED_OPERATIONS,
+    AuthPolicy,
+    Caller,
+    TokenSource,
+    audit,
+    authorize,
+    is_loopback_host,
+)
 
 
 def policy(token: str | None = None, path: str | None = None, allow: dict | None = None, host: str = "0.0.0.0") -> AuthPolicy:

@@ -33,7 +33,8 @@ ENV_PREFIX = "POLARIS_DT__"
 def schema() -> dict[str, Any]:
     """The JSON Schema shipped with the package."""
     text = resources.files("twin.core").joinpath("schema/digital_twin.schema.json").read_text()
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def _defaults_of(node: Mapping[str, Any]) -> Any:

@@ -101,7 +101,7 @@ def current_state(state: TwinState, params: dict[str, str]) -> QueryResult:
     newest = max((e["timestamp"] for ms in latest.values() for e in ms.values()), default=math.nan)  # type: ignore[type-var]
     result: dict[str, Any] = {"systems": systems, "series": count}
     if math.isfinite(newest):  # type: ignore[arg-type]
-        result["as_of"] = iso(newest)  # type: ignore[arg-type]
+        result["as_of"] = iso(newest)
     explanation = f"latest values of {count} series" if count else "the twin has received no telemetry yet"
     return QueryResult(True, result, 1.0 if count else 0.0, explanation, {"series": str(count)})
 
@@ -231,7 +231,7 @@ def series_stats(state: TwinState, system: str | None = None, metric: str | None
     through its public API, so this counts every retained sample, never a downsample.
     """
     want = normalise_name(metric) if metric else None
-    out: dict[str, dict[str, dict[str, float]]] = {}
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
     samples = 0
     total = 0.0
     for s in state.store:

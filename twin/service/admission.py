@@ -27,7 +27,7 @@ import grpc
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class InFlightLimit(grpc.aio.ServerInterceptor):
+class InFlightLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     def __init__(self, limit: int, on_reject: Callable[[str], None], setting: str = "grpc.max_workers") -> None:
         self.limit = limit
         self.in_flight = 0

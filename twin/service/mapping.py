@@ -7,7 +7,7 @@ missing id is replaced by a fresh UUID so it can be echoed.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -36,7 +36,7 @@ MAX_TEXT = 16_384
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _time(text: str, field: str, limits: EventLimits = DEFAULT_LIMITS) -> float | None:

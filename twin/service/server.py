@@ -65,7 +65,7 @@ class TwinServer:
             options=server_options(cfg),
             interceptors=[self.in_flight, *interceptors],
         )
-        pb_grpc.add_DigitalTwinServicer_to_server(servicer, self.server)
+        pb_grpc.add_DigitalTwinServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]  # generated, untyped
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

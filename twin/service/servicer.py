@@ -30,7 +30,15 @@ from twin.models.registry import available_models
 from twin.models.state_queries import series_stats
 from twin.runtime import TwinRuntime
 from twin.service import mapping, watch
-from twin.service.auth import AuthPolicy, Caller, Decision, audit, authorize, caller_of, is_loopback_host
+from twin.service.auth import (
+    AuthPolicy,
+    Caller,
+    Decision,
+    audit,
+    authorize,
+    caller_of,
+    is_loopback_host,
+)
 from twin.service.rpc_metrics import RpcMetrics
 from twin.service.spans import model_call_span, record_outcome
 

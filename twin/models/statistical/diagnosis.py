@@ -630,13 +630,13 @@ def rank_services(
         dt = t0 - rec.t
         if not (-cfg.horizon_sec <= dt <= cfg.action_lookback_sec):
             continue
-        w = cfg.action_weight * math.exp(-max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0))
+        weight = cfg.action_weight * math.exp(-max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0))
         if rec.success is False:
-            w *= cfg.failed_action_factor
+            weight *= cfg.failed_action_factor
         sc = scores.get(target)
         if sc is None:
             sc = scores[target] = ServiceScore(target, 0.0)
-        sc.score += w
+        sc.score += weight
         sc.actions.append(
             f"{rec.action_type} {rec.action_id} on {target} ({rec.status}) {dt:+.0f}s before the incident"
         )
