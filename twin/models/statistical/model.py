@@ -556,7 +556,14 @@ class StatisticalWorldModel(WorldModel):
                             "twin.models.statistical.diagnosis has no diagnose()",
             )
         try:
-            return fn(self.state, request, self.anomaly_scores)
+            prepare, answer = getattr(diagnosis, "prepare", None), getattr(diagnosis, "answer", None)
+            if prepare is None or answer is None:
+                return fn(self.state, request, self.anomaly_scores)
+            # The state is read here, on the loop; the ranking (pure, picklable) runs off it.
+            prepared = prepare(self.state, request, self.anomaly_scores)
+            if isinstance(prepared, DiagnosisResult):
+                return prepared
+            return await workers.run(answer, prepared)
         except InvalidRequest:
             raise
         except Exception as exc:
