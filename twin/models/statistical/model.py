@@ -556,7 +556,10 @@ class StatisticalWorldModel(WorldModel):
                             "twin.models.statistical.diagnosis has no diagnose()",
             )
         try:
-            prepare, answer = getattr(diagnosis, "prepare", None), getattr(diagnosis, "answer", None)
+            prepare, answer = (
+                getattr(diagnosis, "prepare", None),
+                getattr(diagnosis, "answer", None),
+            )
             if prepare is None or answer is None:
                 return fn(self.state, request, self.anomaly_scores)
             # The state is read here, on the loop; the ranking (pure, picklable) runs off it.
