@@ -4,7 +4,7 @@ names, units, text values and tags, depth and size of action payloads.
 Validated once, at the edge (the decoders for NATS, the request mapping for gRPC),
 so nothing stored can make a later answer fail: every accepted time formats as an
 ISO date, every stored string fits in an answer. Each limit is a setting under
-``digital_twin.limits`` (see the README's configuration reference).
+``digital_twin.limits`` (see docs/configuration.md).
 
 The event-time window is relative to the *receive* time of the message: from
 ``min_event_time`` (default 1970-01-01) to ``max_event_time_ahead_sec`` (default one

@@ -1,7 +1,7 @@
 """The twin's metrics: one ``prometheus_client`` registry, handed to every component.
 
 ``/metrics`` serves the registry; ``Manage get_metrics`` is ``flat_view(registry)``, the
-same samples under the flat names the README documents. Nothing is parsed back out
+same samples under the flat names docs/grpc-api.md documents. Nothing is parsed back out
 of a name: a family's flat keys are built from its name and label *values*.
 
 How a component adds a metric (one place, where it counts):
