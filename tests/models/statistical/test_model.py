@@ -84,7 +84,7 @@ async def test_forecast_defaults_to_all_metrics_of_the_system_and_rejects_unknow
         await rt.model.fit_all()
         res = await rt.model.simulate(SimulationRequest("f", "forecast", [], 5, {"system": "web_cluster"}))
         assert res.success
-        assert set(res.metadata["metrics"].split(",")) == {"cpu.usage", "memory.usage", "response.time", "request.rate"}
+        assert set(res.metadata["metrics"].split(",")) == {"cpu.usage", "memory.usage", "response.time", "request.rate", "instance.count"}
         assert {"cpu.usage", "cpu.usage.lower", "request.rate.upper"} <= set(res.future_states[0].metrics)
         bad = await rt.model.simulate(SimulationRequest("f", "forecast", [], 5, {"system": "web_cluster", "metric": "disk_io"}))
         assert not bad.success and "cpu.usage" in bad.explanation

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from twin.core.errors import InvalidRequest
-from twin.models.base import (
+from twin.models.domain import (
     Action,
     EventBatch,
     Impact,
@@ -219,7 +219,7 @@ class PlanEngine:
         base = self._predict(ctx, [])
         pred = self._predict(ctx, list(request.actions)) if request.actions else base
         obj = self._objectives(ctx, request.parameters)
-        states = self._states(ctx, pred, base)
+        states = self._states(ctx, pred, base, request.simulation_id)
         impact = self._impact(ctx, pred, base, obj)
         conf, basis = self._confidence(ctx, pred)
         util_value, parts, p_breach = self._utility(ctx, pred, obj)
@@ -688,7 +688,7 @@ class PlanEngine:
             return ctx.load.times
         return ctx.series["_times"][0]
 
-    def _states(self, ctx: _Context, pred: _Prediction, base: _Prediction) -> list[PredictedState]:
+    def _states(self, ctx: _Context, pred: _Prediction, base: _Prediction, remember: str = "") -> list[PredictedState]:
         times = self._times(ctx)
         roles, system = ctx.roles, ctx.system
         n = times.shape[0]
@@ -717,6 +717,13 @@ class PlanEngine:
             skill.confidence(math.sqrt(float(x) ** 2 + pred.extra_sigma**2), self.tolerance)
             for x in pred.latency_sigma
         ]
+        if remember and hasattr(self.corrector, "remember"):
+            # The raw (uncorrected) prediction, so a calibration event that refers to this
+            # simulation id compares the actual with what the model itself predicted.
+            keep = [k for k in cols if not k.endswith((".lower", ".upper")) and not k.startswith("baseline.")]
+            stride = max(1, n // 200)
+            raw = [(float(times[i]), {k: float(cols[k][i]) for k in keep}) for i in range(0, n, stride)]
+            self.corrector.remember(remember, system, raw)
         self._correct_columns(system, cols, util, butil)
         names = list(cols)
         rows = np.vstack([cols[k] for k in names]).T.tolist() if names else [[] for _ in range(n)]

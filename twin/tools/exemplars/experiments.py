@@ -88,7 +88,8 @@ class TwinUnderTest:
         cfg = load_config(
             overrides={
                 "digital_twin": {
-                    "world_model": {"implementation": "statistical", "settings": merged}
+                    "world_model": {"implementation": "statistical", "settings": merged},
+                    "performance": {"compute_workers": 0},  # one twin per situation: no pool
                 }
             },
             environ={},
@@ -114,7 +115,7 @@ class TwinUnderTest:
             import orjson
 
             from twin.core.events import decode_execution, parse_time
-            from twin.models.base import EventBatch
+            from twin.models.domain import EventBatch
 
             for e in seg.executions:
                 rec = decode_execution(orjson.dumps(e))
@@ -160,7 +161,7 @@ class TwinUnderTest:
         params: dict[str, str] | None = None,
         plans: Sequence[tuple[str, Sequence[Act]]] = (),
     ) -> Any:
-        from twin.models.base import Action, SimulationRequest
+        from twin.models.domain import Action, SimulationRequest
         from twin.models.plans.types import CandidatePlan
 
         p = dict(params or {})
