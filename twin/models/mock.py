@@ -103,6 +103,10 @@ class MockWorldModel(WorldModel):
         return system or "system", dict(DEFAULT_STATE), False
 
     async def simulate(self, request: SimulationRequest) -> SimulationResult:
+        if request.simulation_type == "compare":
+            from twin.models.plans.compare import compare_by_what_if
+
+            return await compare_by_what_if(self.simulate, request, self.settings, self.state.store.newest_time)
         target = next((a.target for a in request.actions if a.target), None) or requested_system(request.parameters)
         system, metrics, observed = self._base(target)
         notes = []
