@@ -24,3 +24,4 @@ async def test_client_example_prints_every_answer(nats_server, nc, make_twin) ->
     text = out.decode()
     assert proc.returncode == 0, err.decode()
     assert "cpu.usage" in text and "Future states: 12" in text and "Status: healthy" in text and "Hypothesis #1" in text
+    assert "Compare: success=True best=" in text and text.count("  #") == 4  # three plans + do_nothing

@@ -258,7 +258,7 @@ class PlanEngine:
             pred = base if not plan.actions else self._predict(ctx, plan.actions)
             u, parts, p_breach = self._utility(ctx, pred, obj)
             conf, basis = self._confidence(ctx, pred)
-            states = self._states(ctx, pred, base)
+            states = self._states(ctx, pred, base, compact=True)
             impact = self._impact(ctx, pred, base, obj)
             p_any = float(np.mean(p_breach)) if p_breach.shape[0] else 0.0
             text = self._plan_text(ctx, plan, pred, u, parts, p_any, basis)
@@ -688,7 +688,11 @@ class PlanEngine:
             return ctx.load.times
         return ctx.series["_times"][0]
 
-    def _states(self, ctx: _Context, pred: _Prediction, base: _Prediction, remember: str = "") -> list[PredictedState]:
+    def _states(
+        self, ctx: _Context, pred: _Prediction, base: _Prediction, remember: str = "", compact: bool = False
+    ) -> list[PredictedState]:
+        """States in the system's own metric names and units. ``compact`` (compare outcomes):
+        no ``baseline.*`` copies (the do-nothing outcome is there) and no per-unit copies."""
         times = self._times(ctx)
         roles, system = ctx.roles, ctx.system
         n = times.shape[0]
@@ -705,9 +709,9 @@ class PlanEngine:
                 cols[f"{b.metric}.lower"] = lo / scale
                 cols[f"{b.metric}.upper"] = hi / scale
                 bv = base.values.get(role)
-                if bv is not None:
+                if bv is not None and not compact:
                     cols[f"baseline.{b.metric}"] = bv[0] / scale
-        if roles.per_unit_utilization and util is not None and pred.units is not None:
+        if roles.per_unit_utilization and util is not None and pred.units is not None and not compact:
             prefix = roles.per_unit_utilization[0].rsplit(".", 1)[0]
             ub = roles.get("utilization")
             scale = ub.scale if ub is not None else 1.0
