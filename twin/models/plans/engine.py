@@ -77,6 +77,7 @@ SERIES_ROLES = (
     "cost",
 )
 UNKNOWN_SIGMA = 0.5  # relative error assumed for an action nobody can model
+LEVEL_SAMPLES = 30  # load level of a last-value forecast: the mean of this many recent samples
 PLAN_SIGMA_FLOOR = 0.5  # share of the prior error every plan keeps (the future is not the window)
 
 
@@ -467,18 +468,37 @@ class PlanEngine:
             else None
         )
         if fc is not None and fc.times.shape[0]:
-            n = fc.times.shape[0]
-            stride = max(1, math.ceil(n / max_states))
-            idx = np.arange(n - 1, -1, -stride)[::-1]
-            scale = (roles.get("load") or roles.get("throughput")).scale  # type: ignore[union-attr]
-            mean = fc.mean[idx] * scale
-            lo, hi = fc.lower[idx] * scale, fc.upper[idx] * scale
-            ceiling = self._load_ceiling(ctx, name)
+            times, f_mean, f_lo, f_hi = fc.times, fc.mean, fc.lower, fc.upper
             method = fc.method
+            end = ctx.now + ctx.horizon_sec
+            if getattr(fc, "truncated", False) and float(times[-1]) < end - 1.0:
+                # A fast series hits the forecaster's step limit before the horizon: hold
+                # its last forecast on a coarse grid out to the horizon, and say so.
+                extra = np.linspace(float(times[-1]), end, max_states + 1)[1:]
+                times = np.concatenate((times, extra))
+                f_mean, f_lo, f_hi = (np.concatenate((a, np.full(extra.shape[0], a[-1]))) for a in (f_mean, f_lo, f_hi))
+                method += f" (held from +{(float(fc.times[-1]) - ctx.now) / 60:.0f} min: the sampling step is too fine to forecast further)"
+            if times.shape[0] > max_states:  # a uniform grid of at most max_states states
+                grid = np.linspace(float(times[-1]) - (float(times[-1]) - float(times[0])) * (max_states - 1) / max_states, float(times[-1]), max_states)
+                f_mean, f_lo, f_hi = (np.interp(grid, times, a) for a in (f_mean, f_lo, f_hi))
+                times = grid
+            scale = (roles.get("load") or roles.get("throughput")).scale  # type: ignore[union-attr]
+            mean = f_mean * scale
+            lo, hi = f_lo * scale, f_hi * scale
+            if method.startswith(("naive", "fallback")):
+                # A last-value forecast of a noisy rate is its last sample (a 10 s count can be
+                # 20 % off), and a queue's latency is very sensitive to the load level: use
+                # the recent mean as the level, keep the band's width.
+                level = self._recent_level(ctx, name)
+                if level is not None:
+                    shift = level - float(mean[0])
+                    mean, lo, hi = mean + shift, np.maximum(lo + shift, 0.0), hi + shift
+                    method += f", level = mean of the last {LEVEL_SAMPLES} samples ({level:.4g})"
+            ceiling = self._load_ceiling(ctx, name)
             if ceiling is not None and np.any(hi - mean > ceiling):
                 lo, hi = np.maximum(lo, mean - ceiling), np.minimum(hi, mean + ceiling)
                 method += f" (band capped at ±{ceiling:.3g} req/s, the load's own variability over the window)"
-            load = scenarios.Load(fc.times[idx], mean, np.maximum(lo, 0.0), hi, method)
+            load = scenarios.Load(times, mean, np.maximum(lo, 0.0), hi, method)
             fitted = bool(fc.fitted)
         else:
             level = ctx.tier.load if ctx.tier is not None else None
@@ -495,6 +515,15 @@ class PlanEngine:
             )
             fitted = False
         return scenarios.shape(load, params, ctx.now, ctx.horizon_sec), fitted
+
+    def _recent_level(self, ctx: _Context, name: str) -> float | None:
+        s = self.state.store.get(ctx.system, name)
+        if s is None or len(s) < 3:
+            return None
+        _, v = s.tail(LEVEL_SAMPLES)
+        b = ctx.roles.get("load") or ctx.roles.get("throughput")
+        v = v[np.isfinite(v)]
+        return float(np.mean(v)) * (b.scale if b is not None else 1.0) if v.shape[0] else None
 
     def _load_ceiling(self, ctx: _Context, name: str) -> float | None:
         """Half-width a load band need not exceed: the z-score of the load's variation over
