@@ -130,6 +130,7 @@ class NatsConfig:
     tls_cert_file: str | None
     tls_key_file: str | None
     jetstream: dict[str, Any]
+    max_batch_events: int = 5000
 
     @property
     def subjects(self) -> tuple[str, str, str, str]:
@@ -206,6 +207,23 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    console: bool = True
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    history: int = 1000
+    queue_size: int = 256
+    max_watchers: int = 16
+    nats_publish: bool = True
+    nats_subject_prefix: str = "polaris.digitaltwin.events"
+    health_poll_sec: float = 2.0
+
+
+@dataclass(frozen=True)
 class TwinConfig:
     nats: NatsConfig
     grpc: GrpcConfig
@@ -215,6 +233,8 @@ class TwinConfig:
     state: StateConfig
     telemetry: TelemetryConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     limits: EventLimits = field(default_factory=EventLimits)
 
     @classmethod
@@ -230,6 +250,8 @@ class TwinConfig:
             state=StateConfig(**dt["state"]),
             telemetry=TelemetryConfig(**dt["telemetry"]),
             raw={"digital_twin": dt},
+            http=HttpConfig(**dt["http"]),
+            events=EventsConfig(**dt["events"]),
             limits=EventLimits.from_settings(dt.get("limits")),
         )
 

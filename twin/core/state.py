@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
+from twin.core.notify import EventBus
 from twin.core.limits import DEFAULT_LIMITS, EventLimits
 from twin.core.columns import SeriesColumns
 from twin.core.store import Retention, Series, SeriesStore
@@ -126,6 +127,9 @@ class TwinState:
         self.limits = limits  # what ingestion accepts; request times are checked against it too
         self.points_applied = 0
         self.text_values = 0
+        # Pushed events (anomaly start/clear, health, drift, ...): producers publish
+        # here on transitions; Watch, SSE and NATS subscribe (twin.core.notify).
+        self.events = EventBus()
 
     def apply_points(self, points: Iterable[Point]) -> int:
         """Appends decoded points; string values become the series' latest text.
@@ -185,13 +189,13 @@ class TwinState:
                     got = store.admit(key[0], key[1], cols.units[g])
                     if isinstance(got, str):
                         refused[g] = got
-                        store.rejected_events += cols.ts[g].shape[0] + sum(1 for x in cols.texts if x[0] == g) - 1
+                        store.rejected_events += len(cols.ts[g]) + sum(1 for x in cols.texts if x[0] == g) - 1
                         series.append(None)
                         continue
                     s = got
                 series.append(s)
                 t = cols.ts[g]
-                k = t.shape[0]
+                k = len(t)
                 if k:
                     s.extend(t, cols.vs[g])
                     appended += k

@@ -31,7 +31,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,9 @@ except ImportError:  # pragma: no cover - otel is an optional extra; tracing_act
 
 log = logging.getLogger(__name__)
 PENDING_FACTOR = 8
+YIELD_EVERY_SEC = 0.002  # longest stretch of decoding between two yields to the event loop
+APPLY_BUDGET_SEC = 0.005  # a batch grown from the backlog holds about this much work
+_monotonic = time.monotonic
 MAX_LINKS = 128  # the SDK's default span link limit
 
 
@@ -180,6 +183,8 @@ class Ingestor:
         self.connected = False
         self.closed_unexpectedly = asyncio.Event()
         self._stopping = False
+        self._last_yield = 0.0
+        self._cost_per_event = 1e-5  # seconds to apply one event, moving average
         if registry is not None:
             Figures(registry).gauge("queue_size", "Decoded messages waiting to be applied.", self.queue.qsize)
 
@@ -331,6 +336,13 @@ class Ingestor:
         size = q.qsize()
         if size > self.stats.queue_high_water:
             self.stats.queue_high_water = size
+        # nats-py hands a subscription's pending messages to its callback without
+        # yielding, so a backlog would be decoded in one go (until the queue is full:
+        # ~100 ms) while RPCs wait; a yield every couple of milliseconds bounds that.
+        now = _monotonic()
+        if now - self._last_yield >= YIELD_EVERY_SEC:
+            self._last_yield = now
+            await asyncio.sleep(0)
 
     async def handle(self, subject: str, data: bytes, ack: Callable[[], Awaitable[None]] | None = None, headers: dict[str, str] | None = None) -> None:
         """Decodes one message from ``subject`` and queues it (the JetStream path calls this too).
@@ -421,11 +433,27 @@ class Ingestor:
                         break
                 items.append(item)
                 n += item.size
+            # Under a backlog, also take what is already queued (never waiting for it):
+            # a bigger batch amortises the per-series work of the columnar path. Bounded
+            # by nats.max_batch_events and by ~APPLY_BUDGET_SEC of work at the measured
+            # cost per event, so RPCs still wait at most about one such batch.
+            if batch_size > 1 and not q.empty():
+                cap = min(self.cfg.max_batch_events, int(APPLY_BUDGET_SEC / self._cost_per_event))
+                while n < cap:
+                    try:
+                        item = q.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    items.append(item)
+                    n += item.size
+            t0 = time.perf_counter()
             try:
                 await self.apply(items)
             finally:
                 for _ in items:
                     q.task_done()
+            per_event = (time.perf_counter() - t0) / max(1, n)
+            self._cost_per_event += 0.2 * (max(per_event, 1e-7) - self._cost_per_event)
             # Queue.get() returns without yielding while items wait, so a backlog
             # would starve RPCs and NATS reads for as long as it lasts; one yield
             # per applied batch bounds their wait to one batch.
@@ -449,7 +477,7 @@ class Ingestor:
         for g, reason in refused.items():
             key, unit = cols.keys[g], cols.units[g]
             subject = origin.get(key, "")
-            for t, v in zip(cols.ts[g].tolist(), cols.vs[g].tolist()):
+            for t, v in zip(cols.ts[g], cols.vs[g]):
                 await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, v, unit, None)))
             for gi, t, text in cols.texts:
                 if gi == g:
@@ -489,7 +517,11 @@ class Ingestor:
         actions = []
         calibrations = []
         with_points = [it for it in items if it.points]
-        if len(with_points) == 1 and isinstance(with_points[0].points, SeriesColumns):
+        columnar = any(isinstance(it.points, SeriesColumns) for it in with_points)
+        if not columnar:  # stream messages only: a few points, the plain path is cheaper
+            cols = None
+            points: Sequence[Point] = [p for it in with_points for p in it.points]
+        elif len(with_points) == 1:
             cols = with_points[0].points  # one batch message: already grouped per series
         else:
             builder = ColumnsBuilder()
@@ -508,11 +540,19 @@ class Ingestor:
             except Exception:  # noqa: BLE001 - one odd record must never stop the applier
                 self.stats.apply_errors += 1
                 log.exception("could not apply an execution/calibration record")
-        _, refused = state.apply_columns(cols)
-        if refused:  # new series over a cap: dead-lettered, and kept from the model
-            await self._dead_letter_refused(items, cols, refused)
-            cols = cols.without(set(refused))
-        points = cols
+        if cols is None:
+            _, refused_points = state.apply(points)
+            if refused_points:  # new series over a cap: dead-lettered, and kept from the model
+                skip = {id(p) for p, _ in refused_points}
+                points = [p for p in points if id(p) not in skip]
+                for p, reason in refused_points:
+                    await self.dead_letter(reason, self.cfg.telemetry_stream_subject, _point_json(p))
+        else:
+            _, refused = state.apply_columns(cols)
+            if refused:
+                await self._dead_letter_refused(items, cols, refused)
+                cols = cols.without(set(refused))
+            points = cols
         model = self._model()
         t0 = time.perf_counter()
         try:

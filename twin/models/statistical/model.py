@@ -42,8 +42,10 @@ from typing import Any
 
 import numpy as np
 
+from twin.core import workers
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso
+from twin.core.notify import ANOMALY_CLEARED, ANOMALY_STARTED
 from twin.core.state import CalibrationRecord, TwinState
 from twin.models.base import WorldModel
 from twin.models.domain import (
@@ -57,7 +59,7 @@ from twin.models.domain import (
     SimulationResult,
 )
 from twin.models.settings import parse_settings
-from twin.models.state_queries import requested_system
+from twin.models.state_queries import param_float, requested_system
 from twin.models.statistical.anomaly import StreamingAnomalyDetector
 from twin.models.statistical.calibration import Calibrator
 from twin.models.statistical.forecast import ForecastEngine
@@ -104,6 +106,30 @@ class _Track:
         self.pos = (self.pos + 1) % size
         if self.n < size:
             self.n += 1
+
+    def push_many(self, t: Any, scores: Any) -> None:
+        """``push`` for each (t, score); array copies for long runs (the columnar path)."""
+        k = len(t)
+        if k < 32 or self.t.shape[0] < self.cap:
+            push = self.push
+            for a, b in zip(t, scores):
+                push(a, b)
+            return
+        t = np.asarray(t, dtype=np.float64)
+        scores = np.asarray(scores, dtype=np.float64)
+        size = self.cap
+        if k >= size:  # only the newest ``size`` survive, in order
+            t, scores, k = t[-size:], scores[-size:], size
+        end = self.pos + k
+        if end <= size:
+            self.t[self.pos : end] = t
+            self.s[self.pos : end] = scores
+        else:
+            first = size - self.pos
+            self.t[self.pos :], self.s[self.pos :] = t[:first], scores[:first]
+            self.t[: k - first], self.s[: k - first] = t[first:], scores[first:]
+        self.pos = end % size
+        self.n = size
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self.n < self.t.shape[0]:
@@ -201,8 +227,63 @@ class StatisticalWorldModel(WorldModel):
     # ------------------------------------------------------------------ ingestion
 
     def update(self, batch: EventBatch) -> None:
+        groups = getattr(batch.points, "groups", None)  # twin.core.columns.SeriesColumns
+        if groups is not None:
+            self._update_columns(groups())
+            return
+        self._update_points(batch)
+
+    def _update_columns(self, groups: Any) -> None:
+        """Each series' points of the batch scored in one call (``score_batch``)."""
+        t0 = time.perf_counter()
+        tracks, anomalous, thr = self.tracks, self.anomalous, self.threshold
+        new_series = False
+        n = 0
+        for key, _unit, t, v in groups:
+            tr = tracks.get(key)
+            if tr is None:
+                tr = tracks[key] = _Track(self.ring_size)
+                new_series = True
+            det = tr.det
+            k = len(t)
+            batch_score = getattr(det, "score_batch", None)  # the compiled kernel: one call
+            if batch_score is not None and k >= 8:
+                sc = batch_score(np.array(t, dtype=np.float64), np.array(v, dtype=np.float64)).tolist()
+            else:
+                upd = det.update
+                sc = [upd(a, b) for a, b in zip(t, v)]
+            tr.push_many(t, sc)
+            n += k
+            if key in anomalous or max(sc) >= thr:
+                self._flag(key, tr, t, sc)  # sequential semantics, only where it matters
+            else:
+                tr.last_score = sc[-1]
+        self.points_scored += n
+        self.update_seconds += time.perf_counter() - t0
+        if new_series and self._wake is not None:
+            self._wake.set()
+
+    def _flag(self, key: Key, tr: _Track, t: list[float], sc: list[float]) -> None:
+        anomalous, thr, hold = self.anomalous, self.threshold, self.hold
+        for ti, si in zip(t, sc):
+            tr.last_score = si
+            if si >= thr:
+                tr.below = 0
+                a = anomalous.get(key)
+                if a is None:
+                    anomalous[key] = [ti, ti, si]
+                else:
+                    a[1] = ti
+                    a[2] = max(a[2], si)
+            elif key in anomalous:
+                tr.below += 1
+                if tr.below >= hold:
+                    del anomalous[key]
+
+    def _update_points(self, batch: EventBatch) -> None:
         t0 = time.perf_counter()
         tracks, anomalous, thr, hold = self.tracks, self.anomalous, self.threshold, self.hold
+        events = self.state.events
         new_series = False
         n = 0
         for p in batch.points:
@@ -222,13 +303,21 @@ class StatisticalWorldModel(WorldModel):
                 a = anomalous.get(key)
                 if a is None:
                     anomalous[key] = [p.t, p.t, sc]
+                    # Transitions only publish (twin.core.notify): nothing per point.
+                    events.publish(ANOMALY_STARTED, p.source, {"metric": p.name, "score": round(sc, 6), "value": p.value, "threshold": thr}, p.t)
                 else:
                     a[1] = p.t
                     a[2] = max(a[2], sc)
             elif key in anomalous:
                 tr.below += 1
                 if tr.below >= hold:
-                    del anomalous[key]
+                    since, _, peak = anomalous.pop(key)
+                    events.publish(
+                        ANOMALY_CLEARED,
+                        p.source,
+                        {"metric": p.name, "score": round(sc, 6), "value": p.value, "peak_score": round(peak, 6), "since": iso(since), "duration_sec": p.t - since},
+                        p.t,
+                    )
         if batch.actions:
             self.plans.update(batch)  # execution results: learned effects, once their telemetry arrives
         self.points_scored += n
@@ -303,7 +392,7 @@ class StatisticalWorldModel(WorldModel):
             entry = engine.entry(key)
             entry.fitting = True
             try:
-                fc, report = await asyncio.to_thread(select_and_fit, t, v, engine.selection_horizon)
+                fc, report = await workers.run(select_and_fit, t, v, engine.selection_horizon)
             except asyncio.CancelledError:
                 entry.fitting = False
                 raise
@@ -341,6 +430,10 @@ class StatisticalWorldModel(WorldModel):
                 raise InvalidRequest("natural_language queries need query_content", "query_content")
             return nl.answer(self.state.store, request.content, request.parameters, self.current_anomalies, self._forecast_point)
         res = await super().query(request)
+        if request.query_type == "historical":
+            include = {x.strip().lower() for x in request.parameters.get("include", "").split(",") if x.strip()}
+            if "scores" in include and res.success and isinstance(res.result, dict):
+                self._add_scores(res, int(param_float(request.parameters, "max_points", 500)))
         if request.query_type == "current_state":
             include = {x.strip().lower() for x in request.parameters.get("include", "").split(",") if x.strip()}
             system = requested_system(request.parameters)
@@ -353,6 +446,27 @@ class StatisticalWorldModel(WorldModel):
                 if "forecasters" in include:
                     res.result["forecasters"] = self.forecaster_table(system)
         return res
+
+    def _add_scores(self, res: QueryResult, max_points: int) -> None:
+        """``include=scores`` on a historical range: each series gets ``scores``
+        ([time, score] of its recent points, from the bounded ring, clipped to the range;
+        bucket *maxima* when downsampled, so a spike stays visible) and the threshold."""
+        from twin.core.events import parse_time
+
+        res.metadata["anomaly_threshold"] = str(self.threshold)
+        for src, metrics in res.result.get("systems", {}).items():
+            for name, entry in metrics.items():
+                if not isinstance(entry, dict) or not entry.get("points"):
+                    continue
+                t, sc = self.anomaly_scores(src, name)
+                lo = parse_time(entry["points"][0][0]) - 1e-6
+                keep = t >= lo
+                t, sc = t[keep], sc[keep]
+                if max_points > 0 and t.shape[0] > max_points:
+                    edges = np.linspace(0, t.shape[0], max_points + 1).astype(np.int64)[:-1]
+                    t, sc = t[edges], np.maximum.reduceat(sc, edges)
+                entry["scores"] = [[iso(a), round(b, 6)] for a, b in zip(t.tolist(), sc.tolist())]
+                entry["threshold"] = self.threshold
 
     def forecaster_table(self, system: str | None = None) -> list[dict[str, Any]]:
         rows = []
