@@ -22,12 +22,29 @@ def compare_request(system: str) -> pb.SimulationRequest:
     def act(t: str, **params: str) -> pb.ControlAction:
         return pb.ControlAction(action_type=t, target=system, params=params)
 
-    plans = [pb.CandidatePlan(plan_id=f"add-{k}", actions=[act("ADD_SERVER", count=str(k))]) for k in (1, 2, 3)]
-    plans += [pb.CandidatePlan(plan_id=f"remove-{k}", actions=[act("REMOVE_SERVER", count=str(k))]) for k in (1, 2)]
-    plans += [pb.CandidatePlan(plan_id=f"dimmer-{v}", actions=[act("SET_DIMMER", value=v)]) for v in ("0", "0.25", "0.5", "0.75")]
-    plans.append(pb.CandidatePlan(plan_id="add-1-dimmer-0.5", actions=[act("ADD_SERVER", count="1"), act("SET_DIMMER", value="0.5")]))
+    plans = [
+        pb.CandidatePlan(plan_id=f"add-{k}", actions=[act("ADD_SERVER", count=str(k))])
+        for k in (1, 2, 3)
+    ]
+    plans += [
+        pb.CandidatePlan(plan_id=f"remove-{k}", actions=[act("REMOVE_SERVER", count=str(k))])
+        for k in (1, 2)
+    ]
+    plans += [
+        pb.CandidatePlan(plan_id=f"dimmer-{v}", actions=[act("SET_DIMMER", value=v)])
+        for v in ("0", "0.25", "0.5", "0.75")
+    ]
+    plans.append(
+        pb.CandidatePlan(
+            plan_id="add-1-dimmer-0.5",
+            actions=[act("ADD_SERVER", count="1"), act("SET_DIMMER", value="0.5")],
+        )
+    )
     return pb.SimulationRequest(
-        simulation_id="bench", simulation_type="compare", horizon_minutes=60, plans=plans,
+        simulation_id="bench",
+        simulation_type="compare",
+        horizon_minutes=60,
+        plans=plans,
         parameters={"system": system, "scenario": "traffic_spike"},
     )
 

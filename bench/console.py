@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -39,12 +38,15 @@ async def watch_latency(n: int = 300) -> dict[str, float]:
     import httpx
     import orjson
 
-    from support import twin_config
     from twin._proto import digital_twin_pb2 as pb
     from twin._proto import digital_twin_pb2_grpc as pb_grpc
     from twin.app import TwinApp
 
-    app = TwinApp(twin_config(None, world_model={"implementation": "mock"}, events={"queue_size": 1000}))
+    from support import twin_config
+
+    app = TwinApp(
+        twin_config(None, world_model={"implementation": "mock"}, events={"queue_size": 1000})
+    )
     await app.start()
     bus = app.runtime.state.events
     sent: dict[int, float] = {}
@@ -55,7 +57,9 @@ async def watch_latency(n: int = 300) -> dict[str, float]:
 
         async def sse() -> None:
             async with httpx.AsyncClient(timeout=None) as http:
-                async with http.stream("GET", f"http://127.0.0.1:{app.http_port}/v1/watch?kinds=drift") as r:
+                async with http.stream(
+                    "GET", f"http://127.0.0.1:{app.http_port}/v1/watch?kinds=drift"
+                ) as r:
                     ready.set()
                     async for line in r.aiter_lines():
                         if line.startswith("data: "):
@@ -117,13 +121,21 @@ async def watch_latency(n: int = 300) -> dict[str, float]:
 async def anomaly_latency() -> dict[str, float]:
     import httpx
     import nats
-    import orjson
-
     from gateway.browser import anomaly_messages
-    from support import twin_config
+
     from twin.app import TwinApp
 
-    app = TwinApp(twin_config(None, world_model={"implementation": "statistical", "settings": {"background_fitting": False}}))
+    from support import twin_config
+
+    app = TwinApp(
+        twin_config(
+            None,
+            world_model={
+                "implementation": "statistical",
+                "settings": {"background_fitting": False},
+            },
+        )
+    )
     await app.start()
     try:
         nc = await nats.connect(app.nats_url)
@@ -139,7 +151,10 @@ async def anomaly_latency() -> dict[str, float]:
         async def sse() -> None:
             nonlocal t_recv
             async with httpx.AsyncClient(timeout=None) as http:
-                async with http.stream("GET", f"http://127.0.0.1:{app.http_port}/v1/watch?kinds=anomaly_started&systems=probe") as r:
+                async with http.stream(
+                    "GET",
+                    f"http://127.0.0.1:{app.http_port}/v1/watch?kinds=anomaly_started&systems=probe",
+                ) as r:
                     opened.set()
                     async for line in r.aiter_lines():
                         if line.startswith("data: "):
@@ -157,7 +172,10 @@ async def anomaly_latency() -> dict[str, float]:
         await asyncio.wait_for(got.wait(), 10)
         await task
         await nc.close()
-        return {"anomaly_nats_to_sse_ms": (t_recv - t0) * 1000.0, "batch_timeout_ms": app.config.nats.batch_timeout_sec * 1000.0}
+        return {
+            "anomaly_nats_to_sse_ms": (t_recv - t0) * 1000.0,
+            "batch_timeout_ms": app.config.nats.batch_timeout_sec * 1000.0,
+        }
     finally:
         await app.stop()
 
@@ -171,18 +189,25 @@ def console_figures() -> dict[str, float]:
         time.sleep(3)
         # a 10 000-point series inside the last hour
         now = time.time()
-        big = [m for m in anomaly_messages("bench", "series10k", n=9_999, t0=now - 3000)]
+        big = list(anomaly_messages("bench", "series10k", n=9_999, t0=now - 3000))
         publish(twin.nats_url, big)
         out: dict[str, float] = {}
         with chromium() as d:
-            t0 = time.perf_counter()
             d.get(twin.url + "/")
-            while not d.execute_script("return window.polarisConsole && window.polarisConsole.ready"):
+            while not d.execute_script(
+                "return window.polarisConsole && window.polarisConsole.ready"
+            ):
                 time.sleep(0.02)
-            out["console_ready_ms"] = d.execute_script("return window.polarisConsole.timings.ready_ms")
-            nav = d.execute_script("const n = performance.getEntriesByType('navigation')[0]; return [n.domContentLoadedEventEnd, n.loadEventEnd]")
+            out["console_ready_ms"] = d.execute_script(
+                "return window.polarisConsole.timings.ready_ms"
+            )
+            nav = d.execute_script(
+                "const n = performance.getEntriesByType('navigation')[0]; return "
+                "[n.domContentLoadedEventEnd, n.loadEventEnd]"
+            )
             out["dom_content_loaded_ms"], out["load_event_ms"] = nav
-            # draw the 10 k series many times in the page; the same chart with 500 points as baseline
+            # draw the 10 k series many times in the page; the same chart with 500 points as the
+            # baseline
             res = d.execute_async_script(
                 """
                 const done = arguments[arguments.length - 1];

@@ -14,14 +14,15 @@ import nats
 import orjson
 from prometheus_client import Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_for
 
 import twin
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
-from twin.ingest.embedded import EmbeddedNatsServer
 from twin.core.metrics import Figures, flat_view, new_registry
+from twin.ingest.embedded import EmbeddedNatsServer
 from twin.tools.loadgen import batch_message, telemetry
+
+from support import wait_for
 
 
 def free_port() -> int:
@@ -85,7 +86,9 @@ async def test_scrape_reports_ingestion_dead_letters_and_rpc_histograms(
     assert one("polaris_twin_events_applied_total") == 100
     assert one("polaris_twin_events_received_total") == 102
     assert sum(m["polaris_twin_messages_received_total"].values()) == 3
-    assert one("polaris_twin_messages_received_total", subject="polaris.telemetry.events.stream") == 2
+    assert (
+        one("polaris_twin_messages_received_total", subject="polaris.telemetry.events.stream") == 2
+    )
     # one dead-letter counter, labelled by reason
     assert one("polaris_twin_dead_lettered_total", reason="invalid_json") == 1
     assert sum(m["polaris_twin_dead_lettered_total"].values()) == 2
@@ -136,7 +139,7 @@ def test_a_component_adds_a_metric_in_one_place() -> None:
     kept = {"n": 7}
     f = Figures(registry)
     f.gauge("ledger_open_predictions", "Predictions waiting for reality.", lambda: kept["n"])
-    f.counter("dead_lettered", "Dead letters.", lambda: {}, ["reason"])
+    f.counter("dead_lettered", "Dead letters.", dict, ["reason"])
 
     flat = flat_view(registry)
     assert flat["plans_compared_total"] == 4

@@ -33,7 +33,8 @@ ENV_PREFIX = "POLARIS_DT__"
 def schema() -> dict[str, Any]:
     """The JSON Schema shipped with the package."""
     text = resources.files("twin.core").joinpath("schema/digital_twin.schema.json").read_text()
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def _defaults_of(node: Mapping[str, Any]) -> Any:
@@ -198,6 +199,16 @@ class StateConfig:
     action_log_max_bytes: int = 64 * 1024 * 1024
 
 
+DEFAULT_PROTECTED = ("reset_state", "replay", "reload_model", "snapshot")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    admin_token_file: str | None
+    mtls_allow: dict[str, list[str]]
+    protected_operations: list[str]
+
+
 @dataclass(frozen=True)
 class TelemetryConfig:
     otlp_endpoint: str | None
@@ -236,19 +247,32 @@ class TwinConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     limits: EventLimits = field(default_factory=EventLimits)
+    auth: AuthConfig = field(default_factory=lambda: AuthConfig(None, {}, list(DEFAULT_PROTECTED)))
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TwinConfig:
         """Builds from a *validated* config (defaults filled in)."""
         dt = deep_merge(defaults(), cfg)["digital_twin"]
         return cls(
-            nats=NatsConfig(**dt["nats"] | {"url": dt["nats"].get("url")} | _nullable(dt["nats"], "creds_file", "tls_ca_file", "tls_cert_file", "tls_key_file")),
-            grpc=GrpcConfig(**dt["grpc"] | _nullable(dt["grpc"], "tls_cert_file", "tls_key_file", "tls_client_ca_file")),
-            world_model=WorldModelConfig(**dt["world_model"] | _nullable(dt["world_model"], "config_path")),
+            nats=NatsConfig(
+                **dt["nats"]
+                | {"url": dt["nats"].get("url")}
+                | _nullable(
+                    dt["nats"], "creds_file", "tls_ca_file", "tls_cert_file", "tls_key_file"
+                )
+            ),
+            grpc=GrpcConfig(
+                **dt["grpc"]
+                | _nullable(dt["grpc"], "tls_cert_file", "tls_key_file", "tls_client_ca_file")
+            ),
+            world_model=WorldModelConfig(
+                **dt["world_model"] | _nullable(dt["world_model"], "config_path")
+            ),
             performance=PerformanceConfig(**dt["performance"]),
             debugging=DebuggingConfig(**dt["debugging"]),
             state=StateConfig(**dt["state"]),
             telemetry=TelemetryConfig(**dt["telemetry"]),
+            auth=AuthConfig(**dt["auth"] | _nullable(dt["auth"], "admin_token_file")),
             raw={"digital_twin": dt},
             http=HttpConfig(**dt["http"]),
             events=EventsConfig(**dt["events"]),
@@ -280,7 +304,9 @@ def build_config(
     model_path = cfg.get("digital_twin", {}).get("world_model", {}).get("config_path")
     if model_path and Path(model_path).is_file():
         extra = read_file(model_path)
-        cfg["digital_twin"]["world_model"]["settings"] = deep_merge(extra, cfg["digital_twin"]["world_model"].get("settings", {}))
+        cfg["digital_twin"]["world_model"]["settings"] = deep_merge(
+            extra, cfg["digital_twin"]["world_model"].get("settings", {})
+        )
     return cfg
 
 

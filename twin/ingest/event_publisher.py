@@ -16,9 +16,9 @@ import logging
 from typing import Any
 
 import orjson
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 
-from twin.core.notify import EventBus, WatcherDropped, event_dict
+from twin.core.notify import EventBus, Subscription, WatcherDropped, event_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +33,31 @@ class EventPublisher:
         self.published = 0
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
-        self._sub = None
+        self._sub: Subscription | None = None
 
-    def start(self, nc: NATS) -> None:
+    def start(self, nc: NatsClient) -> None:
         self._sub = self.bus.subscribe(queue_size=QUEUE, overflow="count", name="nats")
         self._task = asyncio.get_running_loop().create_task(self._run(nc), name="events-nats")
 
-    async def _run(self, nc: NATS) -> None:
+    async def _run(self, nc: NatsClient) -> None:
         assert self._sub is not None
         headers = {"Polaris-Twin-Id": self.twin_id} if self.twin_id else None
         try:
             while True:
                 ev = await self._sub.get()
                 try:
-                    await nc.publish(f"{self.prefix}.{ev.kind}", orjson.dumps(event_dict(ev)), headers=headers)
+                    await nc.publish(
+                        f"{self.prefix}.{ev.kind}", orjson.dumps(event_dict(ev)), headers=headers
+                    )
                     self.published += 1
                 except Exception as exc:  # noqa: BLE001 - closed/buffer full: count, go on
                     self.failures += 1
                     if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
-                        log.warning("cannot publish event on NATS (%d failures so far): %s", self.failures, exc)
+                        log.warning(
+                            "cannot publish event on NATS (%d failures so far): %s",
+                            self.failures,
+                            exc,
+                        )
         except WatcherDropped:
             pass
 
@@ -72,5 +78,11 @@ class EventPublisher:
         from twin.core.metrics import Figures
 
         f = Figures(registry)
-        f.counter("events_nats_published", "Pushed events published on NATS.", lambda: self.published)
-        f.counter("events_nats_failures", "Pushed events NATS refused (closed, buffer full).", lambda: self.failures)
+        f.counter(
+            "events_nats_published", "Pushed events published on NATS.", lambda: self.published
+        )
+        f.counter(
+            "events_nats_failures",
+            "Pushed events NATS refused (closed, buffer full).",
+            lambda: self.failures,
+        )

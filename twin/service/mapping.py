@@ -7,7 +7,7 @@ missing id is replaced by a fresh UUID so it can be echoed.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -42,7 +42,7 @@ MAX_TEXT = 16_384
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _time(text: str, field: str, limits: EventLimits = DEFAULT_LIMITS) -> float | None:
@@ -63,8 +63,12 @@ def _text(text: str, field: str) -> str:
 
 
 def to_query(req: pb.QueryRequest, limits: EventLimits = DEFAULT_LIMITS) -> QueryRequest:
+    limits.check_parameters(req.parameters)
     if req.query_type not in QUERY_TYPES:
-        raise InvalidRequest(f"unknown query_type {req.query_type!r}; expected one of {', '.join(QUERY_TYPES)}", "query_type")
+        raise InvalidRequest(
+            f"unknown query_type {req.query_type!r}; expected one of {', '.join(QUERY_TYPES)}",
+            "query_type",
+        )
     if req.query_type == "natural_language" and not req.query_content.strip():
         raise InvalidRequest("natural_language queries need query_content", "query_content")
     return QueryRequest(
@@ -76,20 +80,28 @@ def to_query(req: pb.QueryRequest, limits: EventLimits = DEFAULT_LIMITS) -> Quer
     )
 
 
-def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMITS) -> SimulationRequest:
+def to_simulation(
+    req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMITS
+) -> SimulationRequest:
+    limits.check_parameters(req.parameters)
     if req.simulation_type not in SIMULATION_TYPES:
         raise InvalidRequest(
-            f"unknown simulation_type {req.simulation_type!r}; expected one of {', '.join(SIMULATION_TYPES)}", "simulation_type"
+            f"unknown simulation_type {req.simulation_type!r}; expected one of "
+            f"{', '.join(SIMULATION_TYPES)}",
+            "simulation_type",
         )
     if req.horizon_minutes < 0:
         raise InvalidRequest(f"must be >= 0, got {req.horizon_minutes}", "horizon_minutes")
     if req.horizon_minutes > MAX_HORIZON_MINUTES:
-        raise InvalidRequest(f"must be <= {MAX_HORIZON_MINUTES} (7 days), got {req.horizon_minutes}", "horizon_minutes")
+        raise InvalidRequest(
+            f"must be <= {MAX_HORIZON_MINUTES} (7 days), got {req.horizon_minutes}",
+            "horizon_minutes",
+        )
     if len(req.actions) > MAX_ACTIONS:
         raise InvalidRequest(f"at most {MAX_ACTIONS} actions", "actions")
     if req.simulation_type == "what_if" and not req.actions:
         raise InvalidRequest("what_if simulations need at least one action", "actions")
-    actions = _actions(req.actions, "actions")
+    actions = _actions(req.actions, "actions", limits)
     plans: list[CandidatePlan] = []
     if req.plans and req.simulation_type != "compare":
         raise InvalidRequest("plans are only read by simulation_type 'compare'", "plans")
@@ -102,15 +114,19 @@ def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMIT
         for i, p in enumerate(req.plans):
             pid = p.plan_id.strip() or f"plan-{i + 1}"
             if pid == BASELINE_PLAN_ID:
-                raise InvalidRequest(f"{BASELINE_PLAN_ID!r} is reserved for the baseline the twin adds", f"plans[{i}].plan_id")
+                raise InvalidRequest(
+                    f"{BASELINE_PLAN_ID!r} is reserved for the baseline the twin adds",
+                    f"plans[{i}].plan_id",
+                )
             if pid in seen:
                 raise InvalidRequest(f"duplicate plan_id {pid!r}", f"plans[{i}].plan_id")
             seen.add(pid)
             if len(p.actions) > MAX_ACTIONS:
                 raise InvalidRequest(f"at most {MAX_ACTIONS} actions", f"plans[{i}].actions")
-            plans.append(CandidatePlan(pid, _actions(p.actions, f"plans[{i}].actions")))
+            plans.append(CandidatePlan(pid, _actions(p.actions, f"plans[{i}].actions", limits)))
     params = dict(req.parameters)
-    scenarios.validate(params, req.horizon_minutes)  # unknown scenario: INVALID_ARGUMENT for every model
+    # An unknown scenario is INVALID_ARGUMENT whichever model answers.
+    scenarios.validate(params, req.horizon_minutes)
     return SimulationRequest(
         req.simulation_id or new_id(),
         req.simulation_type,
@@ -122,7 +138,7 @@ def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMIT
     )
 
 
-def _actions(msgs: Any, where: str) -> list[Action]:
+def _actions(msgs: Any, where: str, limits: EventLimits) -> list[Action]:
     actions = []
     for i, a in enumerate(msgs):
         if not a.action_type.strip():
@@ -131,11 +147,24 @@ def _actions(msgs: Any, where: str) -> list[Action]:
             raise InvalidRequest(f"unknown priority {a.priority!r}", f"{where}[{i}].priority")
         if not math.isfinite(a.timeout) or a.timeout < 0:
             raise InvalidRequest("must be a finite number >= 0", f"{where}[{i}].timeout")
-        actions.append(Action(a.action_type.strip().upper(), a.target, dict(a.params), a.action_id or new_id(), a.priority.lower() or "normal", a.timeout))
+        limits.check_parameters(a.params, f"{where}[{i}].params")
+        actions.append(
+            Action(
+                a.action_type.strip().upper(),
+                a.target,
+                dict(a.params),
+                a.action_id or new_id(),
+                a.priority.lower() or "normal",
+                a.timeout,
+            )
+        )
     return actions
 
 
-def to_diagnosis(req: pb.DiagnosisRequest, limits: EventLimits = DEFAULT_LIMITS) -> DiagnosisRequest:
+def to_diagnosis(
+    req: pb.DiagnosisRequest, limits: EventLimits = DEFAULT_LIMITS
+) -> DiagnosisRequest:
+    limits.check_parameters(req.context, "context")
     return DiagnosisRequest(
         req.diagnosis_id or new_id(),
         _text(req.anomaly_description, "anomaly_description"),
@@ -172,7 +201,9 @@ def _states(states: list[PredictedState]) -> list[pb.PredictedState]:
     return [
         pb.PredictedState(
             timestamp=iso(s.t),
-            metrics={k: float(v) for k, v in s.metrics.items() if v is not None and math.isfinite(v)},
+            metrics={
+                k: float(v) for k, v in s.metrics.items() if v is not None and math.isfinite(v)
+            },
             confidence=_finite(s.confidence),
             description=s.description,
         )
@@ -207,7 +238,11 @@ def _outcome(o: PlanOutcome) -> pb.PlanOutcome:
 
 def from_simulation(sim_id: str, res: SimulationResult, elapsed: float) -> pb.SimulationResponse:
     states = _states(res.future_states)
-    avg = sum(s.confidence for s in res.future_states) / len(res.future_states) if res.future_states else 0.0
+    avg = (
+        sum(s.confidence for s in res.future_states) / len(res.future_states)
+        if res.future_states
+        else 0.0
+    )
     out = pb.SimulationResponse(
         simulation_id=sim_id,
         success=res.success,
@@ -228,7 +263,8 @@ def from_simulation(sim_id: str, res: SimulationResult, elapsed: float) -> pb.Si
     if res.impact is not None:
         out.impact_estimates.CopyFrom(_impact(res.impact))
     if res.plan_outcomes:
-        out.plan_outcomes.extend(_outcome(o) for o in sorted(res.plan_outcomes, key=lambda o: o.rank or 1_000_000))
+        ranked = sorted(res.plan_outcomes, key=lambda o: o.rank or 1_000_000)
+        out.plan_outcomes.extend(_outcome(o) for o in ranked)
     return out
 
 
@@ -237,7 +273,13 @@ def from_diagnosis(diag_id: str, res: DiagnosisResult) -> pb.DiagnosisResponse:
         diagnosis_id=diag_id,
         success=res.success,
         hypotheses=[
-            pb.CausalHypothesis(hypothesis=h.hypothesis, probability=_finite(h.probability), reasoning=h.reasoning, evidence=list(h.evidence), rank=h.rank or i + 1)
+            pb.CausalHypothesis(
+                hypothesis=h.hypothesis,
+                probability=_finite(h.probability),
+                reasoning=h.reasoning,
+                evidence=list(h.evidence),
+                rank=h.rank or i + 1,
+            )
             for i, h in enumerate(res.hypotheses)
         ],
         causal_chain=res.causal_chain,
@@ -253,7 +295,9 @@ def from_health(h: Health) -> pb.HealthStatus:
     return pb.HealthStatus(
         status=h.status,
         last_check=now_iso(),
-        performance_metrics={k: float(v) for k, v in h.performance_metrics.items() if math.isfinite(v)},
+        performance_metrics={
+            k: float(v) for k, v in h.performance_metrics.items() if math.isfinite(v)
+        },
         issues=list(h.issues),
         model_type=h.model_type,
         model_version=h.model_version,

@@ -181,7 +181,7 @@ class PlanEngine:
             )
 
     def background(self) -> int:
-        """Learns effects of executions whose telemetry has arrived (cheap; off the request path)."""
+        """Learns the effects of executions with telemetry (cheap, off the request path)."""
         return self.effects.process(
             self.state.store, lambda system: self.roles.roles(self.state.store, system)
         )
@@ -287,11 +287,13 @@ class PlanEngine:
         runner = ranked[1] if len(ranked) > 1 else None
         margin = best.utility - runner.utility if runner is not None else math.inf
         expl = [
-            f"compared {len(plans)} plan(s) and '{BASELINE_PLAN_ID}' on {ctx.system}{ctx.note} over {ctx.horizon_sec / 60:g} min"
+            f"compared {len(plans)} plan(s) and '{BASELINE_PLAN_ID}' on {ctx.system}{ctx.note} "
+            f"over {ctx.horizon_sec / 60:g} min"
             + (f" ({ctx.scenario})" if ctx.scenario != "baseline" else ""),
             "ranking by utility: "
             + ", ".join(
-                f"{o.rank}. {o.plan_id} {o.utility:+.4g} {obj.currency} (breach {o.slo_breach_probability:.0%})"
+                f"{o.rank}. {o.plan_id} {o.utility:+.4g} {obj.currency} (breach "
+                f"{o.slo_breach_probability:.0%})"
                 for o in ranked
             ),
             obj.describe(),
@@ -376,7 +378,8 @@ class PlanEngine:
         if system not in store.sources():
             return SimulationResult(
                 False,
-                explanation=f"unknown system {system!r}; known: {', '.join(store.sources()) or 'none yet'}",
+                explanation=f"unknown system {system!r}; known: "
+                f"{', '.join(store.sources()) or 'none yet'}",
             )
         roles = self.roles.roles(store, system)
         sys_settings = system_settings(self.settings, system)
@@ -467,7 +470,7 @@ class PlanEngine:
             if (name and self.forecast is not None)
             else None
         )
-        if fc is not None and fc.times.shape[0]:
+        if fc is not None and fc.times.shape[0] and name:
             times, f_mean, f_lo, f_hi = fc.times, fc.mean, fc.lower, fc.upper
             method = fc.method
             end = ctx.now + ctx.horizon_sec
@@ -476,10 +479,22 @@ class PlanEngine:
                 # its last forecast on a coarse grid out to the horizon, and say so.
                 extra = np.linspace(float(times[-1]), end, max_states + 1)[1:]
                 times = np.concatenate((times, extra))
-                f_mean, f_lo, f_hi = (np.concatenate((a, np.full(extra.shape[0], a[-1]))) for a in (f_mean, f_lo, f_hi))
-                method += f" (held from +{(float(fc.times[-1]) - ctx.now) / 60:.0f} min: the sampling step is too fine to forecast further)"
+                f_mean, f_lo, f_hi = (
+                    np.concatenate((a, np.full(extra.shape[0], a[-1])))
+                    for a in (f_mean, f_lo, f_hi)
+                )
+                held = (float(fc.times[-1]) - ctx.now) / 60
+                method += (
+                    f" (held from +{held:.0f} min: the sampling step is too fine to forecast "
+                    "further)"
+                )
             if times.shape[0] > max_states:  # a uniform grid of at most max_states states
-                grid = np.linspace(float(times[-1]) - (float(times[-1]) - float(times[0])) * (max_states - 1) / max_states, float(times[-1]), max_states)
+                grid = np.linspace(
+                    float(times[-1])
+                    - (float(times[-1]) - float(times[0])) * (max_states - 1) / max_states,
+                    float(times[-1]),
+                    max_states,
+                )
                 f_mean, f_lo, f_hi = (np.interp(grid, times, a) for a in (f_mean, f_lo, f_hi))
                 times = grid
             scale = (roles.get("load") or roles.get("throughput")).scale  # type: ignore[union-attr]
@@ -497,7 +512,10 @@ class PlanEngine:
             ceiling = self._load_ceiling(ctx, name)
             if ceiling is not None and np.any(hi - mean > ceiling):
                 lo, hi = np.maximum(lo, mean - ceiling), np.minimum(hi, mean + ceiling)
-                method += f" (band capped at ±{ceiling:.3g} req/s, the load's own variability over the window)"
+                method += (
+                    f" (band capped at ±{ceiling:.3g} req/s, the load's own variability over the "
+                    "window)"
+                )
             load = scenarios.Load(times, mean, np.maximum(lo, 0.0), hi, method)
             fitted = bool(fc.fitted)
         else:
@@ -565,7 +583,7 @@ class PlanEngine:
                 grid = fc.times[np.arange(n - 1, -1, -stride)[::-1]]
             out[role] = tuple(
                 np.interp(grid, fc.times, x) * b.scale for x in (fc.mean, fc.lower, fc.upper)
-            )  # type: ignore[assignment]
+            )
         if grid is not None:
             out["_times"] = (grid, grid, grid)
         return out
@@ -643,9 +661,10 @@ class PlanEngine:
         if "error_rate" in learned:
             c.error_shift = learned["error_rate"].mean
         for a in cfg.knob_unestimated:
-            if eff.action_key(a.action_type, a.params) in {u for u in unknown}:
+            if eff.action_key(a.action_type, a.params) in set(unknown):
                 notes.append(
-                    f"{a.action_type} {a.params}: no telemetry at that knob setting and no learned effect"
+                    f"{a.action_type} {a.params}: no telemetry at that knob setting and no learned "
+                    "effect"
                 )
         sigma = self._plan_sigma(ctx, tier, c)
         traj = evaluate_tier(tier, ctx.load, ctx.now, c, sigma, _z(self.level), ctx.timeout_ms)
@@ -718,7 +737,12 @@ class PlanEngine:
         return ctx.series["_times"][0]
 
     def _states(
-        self, ctx: _Context, pred: _Prediction, base: _Prediction, remember: str = "", compact: bool = False
+        self,
+        ctx: _Context,
+        pred: _Prediction,
+        base: _Prediction,
+        remember: str = "",
+        compact: bool = False,
     ) -> list[PredictedState]:
         """States in the system's own metric names and units. ``compact`` (compare outcomes):
         no ``baseline.*`` copies (the do-nothing outcome is there) and no per-unit copies."""
@@ -740,7 +764,12 @@ class PlanEngine:
                 bv = base.values.get(role)
                 if bv is not None and not compact:
                     cols[f"baseline.{b.metric}"] = bv[0] / scale
-        if roles.per_unit_utilization and util is not None and pred.units is not None and not compact:
+        if (
+            roles.per_unit_utilization
+            and util is not None
+            and pred.units is not None
+            and not compact
+        ):
             prefix = roles.per_unit_utilization[0].rsplit(".", 1)[0]
             ub = roles.get("utilization")
             scale = ub.scale if ub is not None else 1.0
@@ -753,9 +782,15 @@ class PlanEngine:
         if remember and hasattr(self.corrector, "remember"):
             # The raw (uncorrected) prediction, so a calibration event that refers to this
             # simulation id compares the actual with what the model itself predicted.
-            keep = [k for k in cols if not k.endswith((".lower", ".upper")) and not k.startswith("baseline.")]
+            keep = [
+                k
+                for k in cols
+                if not k.endswith((".lower", ".upper")) and not k.startswith("baseline.")
+            ]
             stride = max(1, n // 200)
-            raw = [(float(times[i]), {k: float(cols[k][i]) for k in keep}) for i in range(0, n, stride)]
+            raw = [
+                (float(times[i]), {k: float(cols[k][i]) for k in keep}) for i in range(0, n, stride)
+            ]
             self.corrector.remember(remember, system, raw)
         self._correct_columns(system, cols, util, butil)
         names = list(cols)
@@ -887,8 +922,10 @@ class PlanEngine:
         sat = int(pred.saturated.sum()) if pred.saturated.shape[0] else 0
         sat_b = int(base.saturated.sum()) if base.saturated.shape[0] else 0
         desc = (
-            f"cost: {pred.unit_delta:+d} units × {obj.cost_per_unit_hour:g} {obj.currency}/h × {hours:g} h = {cost:+.2f} {obj.currency}; "
-            f"performance: mean relative latency change vs. no action under the same scenario = {perf:+.1%} (positive = faster); "
+            f"cost: {pred.unit_delta:+d} units × {obj.cost_per_unit_hour:g} {obj.currency}/h × "
+            f"{hours:g} h = {cost:+.2f} {obj.currency}; "
+            "performance: mean relative latency change vs. no action under the same scenario = "
+            f"{perf:+.1%} (positive = faster); "
             f"reliability: utilisation headroom change = {headroom:+.3f} (positive = more headroom)"
         )
         if sat or sat_b:
@@ -913,21 +950,24 @@ class PlanEngine:
         out: list[str] = []
         if t is not None:
             out.append(
-                f"what-if on {ctx.system}{ctx.note} with an M/G/c queue (Erlang C + Allen–Cunneen, fluid backlog under overload) "
+                f"what-if on {ctx.system}{ctx.note} with an M/G/c queue (Erlang C + Allen–Cunneen, "
+                "fluid backlog under overload) "
                 f"calibrated from the last {self.window_sec:g} s of telemetry"
             )
             out += pred.notes or ["no modelled actions: baseline only"]
             out.append(f"calibration: {'; '.join(t.notes)}")
             if not (0.5 <= t.rt_factor <= 2.0):
                 out.append(
-                    f"the queueing shape matches the observed latency only after a factor {t.rt_factor:.2f}: relative changes are more reliable than absolute values"
+                    "the queueing shape matches the observed latency only after a factor "
+                    f"{t.rt_factor:.2f}: relative changes are more reliable than absolute values"
                 )
             if t.assumed:
                 out.append(f"assumed (missing telemetry): {', '.join(t.assumed)}")
         else:
             missing = ", ".join(ctx.roles.missing_for_queue())
             out.append(
-                f"what-if on {ctx.system}{ctx.note} without a queueing model (it lacks {missing}): forecasts of its metrics"
+                f"what-if on {ctx.system}{ctx.note} without a queueing model (it lacks {missing}): "
+                "forecasts of its metrics"
                 + (", moved by effects learned from the execution log" if pred.learned else "")
             )
             out += pred.notes
@@ -938,7 +978,8 @@ class PlanEngine:
             out.append("learned from executions: " + "; ".join(pred.learned))
         if pred.unknown:
             out.append(
-                f"no effect model for {', '.join(pred.unknown)}: these actions are NOT reflected in the prediction (never seen executed, not modelled; low confidence)"
+                f"no effect model for {', '.join(pred.unknown)}: these actions are NOT reflected "
+                "in the prediction (never seen executed, not modelled; low confidence)"
             )
         sat = int(pred.saturated.sum()) if pred.saturated.shape[0] else 0
         if sat:
@@ -963,7 +1004,8 @@ class PlanEngine:
         )
         bits = [
             f"{plan.plan_id}: {what}",
-            f"utility {u:.4g} = value {parts['value']:.4g} - breach penalty {parts['penalty']:.4g} - cost {parts['cost']:.4g}",
+            f"utility {u:.4g} = value {parts['value']:.4g} - breach penalty "
+            f"{parts['penalty']:.4g} - cost {parts['cost']:.4g}",
         ]
         bits.append(f"SLO breach probability {p:.1%}")
         lat = pred.values.get("latency")

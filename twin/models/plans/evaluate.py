@@ -119,7 +119,7 @@ def evaluate_tier(
     out = Trajectory(units=cfg.units, saturated=st.saturated, latency_sigma=sigma, own_sigma=own)
     out.values["load"] = (load.mean, load.lower, load.upper)
     out.values["latency"] = (lat_m, lat_lo_load / spread, lat_hi_load * spread)
-    # While the mean path is saturated (a backlog), the tier is fully busy at every load of the band.
+    # While the mean path is saturated (a backlog) the tier is fully busy at every band load.
     sat = st.saturated
     out.values["utilization"] = (
         st.utilization,
@@ -169,8 +169,8 @@ def evaluate_tier(
         out.values["error_rate"] = (errs[0], errs[1], errs[2])
     if cfg.quality is not None:
         q = cfg.quality + cfg.quality_shift
-        s = level_z * cfg.quality_sigma
-        out.values["quality"] = (np.full(n, q), np.full(n, q - s), np.full(n, q + s))
+        half = level_z * cfg.quality_sigma
+        out.values["quality"] = (np.full(n, q), np.full(n, q - half), np.full(n, q + half))
     return out
 
 

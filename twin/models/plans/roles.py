@@ -116,8 +116,8 @@ RULES: tuple[tuple[str, str], ...] = (
     ("latency", r"^response\.time(\.(avg|mean|average))?$"),
     (
         "latency",
-        _EXCLUDE_TAIL
-        + r".*(^|\.)(latency|response\.time|request\.duration|server\.duration)(\.seconds|\.ms)?(\.(avg|mean|average))?$",
+        _EXCLUDE_TAIL + r".*(^|\.)(latency|response\.time|request\.duration|server\.duration)"
+        r"(\.seconds|\.ms)?(\.(avg|mean|average))?$",
     ),
     (
         "latency",
@@ -223,14 +223,9 @@ def _latency_scale(name: str, unit: str) -> float:
         return 0.001
     if u in ("ns", "nanosecond", "nanoseconds"):
         return 1e-6
-    if (
-        name.endswith(".seconds")
-        or ".seconds." in name
-        or name.endswith(".sec")
-        or name.endswith(".s")
-    ):
+    if name.endswith((".seconds", ".sec", ".s")) or ".seconds." in name:
         return 1000.0
-    if name.endswith(".us") or name.endswith(".micros"):
+    if name.endswith((".us", ".micros")):
         return 0.001
     return 1.0
 
@@ -366,7 +361,8 @@ def validate_systems_setting(settings: Mapping[str, Any]) -> list[str]:
         for role in roles:
             if role not in ROLES:
                 errors.append(
-                    f"settings.systems.{name}.roles.{role}: unknown role (known: {', '.join(ROLES)})"
+                    f"settings.systems.{name}.roles.{role}: unknown role (known: "
+                    f"{', '.join(ROLES)})"
                 )
     return errors
 

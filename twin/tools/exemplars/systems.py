@@ -32,7 +32,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -77,7 +77,7 @@ class Segment:
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def constant(rate: float) -> RateFn:
@@ -398,7 +398,8 @@ class SwitchInference(Exemplar):
             raise ValueError(f"{k} is not supported by switch")
         return (
             new,
-            f"{act.describe()}: {SWITCH_LEVELS[int(new['level']) - 1][0]} at {int(new['size'])} px on {int(new['workers'])} workers",
+            f"{act.describe()}: {SWITCH_LEVELS[int(new['level']) - 1][0]} at {int(new['size'])} "
+            f"px on {int(new['workers'])} workers",
         )
 
     def metrics(self, cfg: dict[str, float], b: Bins, i: int) -> list[tuple[str, float, str]]:
