@@ -189,6 +189,8 @@ class TwinRuntime:
         }
         for reason, n in s.dead_letter_reasons.items():
             m[f"dead_lettered_total.{reason}"] = n
+        for kind in ("telemetry", "execution", "calibration"):
+            m[f"events_skipped_total.{kind}"] = s.skipped[kind]
         for method, rec in self.rpc_metrics.latency.items():
             key = method.lower()
             m[f"rpc_{key}_requests_total"] = rec.count

@@ -216,6 +216,8 @@ class TwinConfig:
     telemetry: TelemetryConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     limits: EventLimits = field(default_factory=EventLimits)
+    # Managed systems this twin answers for (names or globs; empty = all): twin.ingest.systems.
+    systems: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TwinConfig:
@@ -231,6 +233,7 @@ class TwinConfig:
             telemetry=TelemetryConfig(**dt["telemetry"]),
             raw={"digital_twin": dt},
             limits=EventLimits.from_settings(dt.get("limits")),
+            systems=tuple(dt.get("systems") or ()),
         )
 
 

@@ -144,6 +144,14 @@ def families(runtime: Any, snapshot: dict[str, float]) -> list[Metric]:
                 "Events sent to the dead-letter subject, by reason class.",
             )
             continue
+        if base == "events_skipped_total" and dot:
+            add(
+                "events_skipped_total",
+                {"kind": label},
+                value,
+                "Records of systems this twin does not answer for (digital_twin.systems), by kind.",
+            )
+            continue
         add(key.replace(".", "_"), {}, value)
 
     result = list(out.values())
