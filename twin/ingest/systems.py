@@ -67,11 +67,9 @@ class SystemFilter:
         self._literal = frozenset(s for s in self.systems if not _GLOB.search(s))
         self._patterns = [re.compile(fnmatch.translate(s)) for s in self.systems if _GLOB.search(s)]
         self._cache: dict[str, bool] = {}
-
-    @property
-    def active(self) -> bool:
-        """False when every system is accepted (no ``systems`` configured)."""
-        return bool(self.systems)
+        # False when every system is accepted (no ``systems``): a plain attribute, read per
+        # message on the ingestion path.
+        self.active = bool(self.systems)
 
     @property
     def literal(self) -> bool:
