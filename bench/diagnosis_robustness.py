@@ -37,7 +37,9 @@ def main() -> int:
         print(json.dumps({**rep, "elapsed_sec": elapsed}, indent=2))
         return 0
     c = rep["clean"]
-    print(f"{'input':<16} {'n':>4} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6}   {'loss AC@1':>9} {'loss Avg@5':>10}  budget     ok")
+    print(
+        f"{'input':<16} {'n':>4} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6}   {'loss AC@1':>9} {'loss Avg@5':>10}  budget     ok"
+    )
     print(f"{'clean':<16} {c['n']:>4} {c['AC@1']:6.2f} {c['AC@3']:6.2f} {c['Avg@5']:6.2f}")
     for n, r in rep["transforms"].items():
         b = r["budget"]

@@ -67,7 +67,12 @@ class Proc:
     async def start(cls, logdir: Path, script: str, *args: str) -> Proc:
         log = logdir / f"{script}.{time.monotonic_ns()}.log"
         fh = log.open("wb")
+        # POLARIS_BENCH_TWIN_CPUS=0 pins the twin (and its worker processes) to CPU 0 while
+        # the load generators keep every CPU: the 1- versus 2-core comparison.
+        cpus = os.environ.get("POLARIS_BENCH_TWIN_CPUS", "") if script == "_twin_proc.py" else ""
+        pin = ["taskset", "-c", cpus] if cpus else []
         proc = await asyncio.create_subprocess_exec(
+            *pin,
             sys.executable,
             str(BENCH / script),
             *args,

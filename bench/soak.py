@@ -169,6 +169,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         cfg_path.write_text(yaml.safe_dump(cfg))
         log = (Path(tmp) / "twin.log").open("wb")
         cmd = [sys.executable, "-m", "twin.cli", "--config", str(cfg_path)]
+        if os.environ.get("POLARIS_BENCH_TWIN_CPUS"):  # as in run.py: pin the twin only
+            cmd = ["taskset", "-c", os.environ["POLARIS_BENCH_TWIN_CPUS"], *cmd]
         if getattr(args, "profile", ""):  # py-spy record around the twin (pip install py-spy)
             cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-s", "-r", "100", "-f", "raw", "-o", args.profile, "--", *cmd]
         twin = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log, env=child_env(), cwd=tmp)

@@ -18,10 +18,11 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from twin.core.config import TwinConfig
-from twin.ingest.jetstream import JetStreamIngestor
 from twin.durability.manager import Durability
 from twin.ingest.embedded import DEFAULT_PORT, EmbeddedNatsServer, port_is_free
+from twin.ingest.jetstream import JetStreamIngestor
 from twin.ingest.nats_ingest import Ingestor
+from twin.observability.prometheus import MetricsServer
 from twin.runtime import TwinRuntime
 from twin.service.server import TwinServer
 from twin.service.servicer import DigitalTwinServicer
@@ -43,6 +44,7 @@ class TwinApp:
             self.runtime.ingest_stats,
             twin_id=socket.gethostname(),
             on_status=self._on_ingest_status,
+            registry=self.runtime.registry,
             systems=config.systems,
         )
         # Snapshots + JetStream position + replay; restored before ingestion starts.
@@ -60,8 +62,10 @@ class TwinApp:
             lambda: self.runtime.model.health(), self.runtime.reload, wm.health_check_interval_sec, wm.reload_on_failure
         )
         self.runtime.supervisor = self.supervisor
-        self.servicer = DigitalTwinServicer(self.runtime, lambda: self.ingestor.queue.qsize())
+        self.servicer = DigitalTwinServicer(self.runtime)
         self.server: TwinServer | None = None
+        # ``/metrics`` of the runtime's registry when telemetry.metrics_port is set.
+        self.metrics_server: MetricsServer | None = None
         self.nats_url: str | None = None
         self._stop = asyncio.Event()
         self._stopped = False
@@ -87,6 +91,12 @@ class TwinApp:
 
     async def start(self) -> None:
         cfg = self.config
+        if cfg.telemetry.metrics_port:
+            # First, so a slow model start-up is already observable.
+            host = cfg.grpc.host if cfg.grpc.host not in ("", "[::]") else "0.0.0.0"
+            self.metrics_server = MetricsServer(self.runtime.registry, cfg.telemetry.metrics_port, host)
+            self.metrics_server.start(asyncio.get_running_loop())
+            log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_server.port)
         self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)  # type: ignore[arg-type]
         await self.server.start()
         log.info("gRPC listening on %s:%d (health NOT_SERVING until ready)", cfg.grpc.host, self.server.port)
@@ -146,6 +156,8 @@ class TwinApp:
             await self.runtime.shutdown()
         if self.embedded is not None:
             await self.embedded.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         log.info("stopped (events applied: %d)", self.runtime.ingest_stats.events_applied)
 
     async def run(self) -> int:

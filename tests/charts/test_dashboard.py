@@ -100,7 +100,7 @@ def test_dashboard_shows_what_operators_need():
     ):
         assert wanted in titles
     exprs = " ".join(e for _, e in queries(load()))
-    assert "sum by (reason) (rate(polaris_twin_dead_lettered_by_reason_total" in exprs
+    assert "sum by (reason) (rate(polaris_twin_dead_lettered_total" in exprs
 
 
 # ----------------------------------------------------------------------- live metrics
@@ -210,7 +210,7 @@ async def test_every_query_names_a_metric_that_is_really_exported(live_twin, tmp
     exported: set[str] = set()
     for _ in range(100):  # the dead letter and the batches land asynchronously
         exported = _scrape(metrics_port)
-        if "polaris_twin_dead_lettered_by_reason_total" in exported:
+        if "polaris_twin_dead_lettered_total" in exported:
             break
         await asyncio.sleep(0.1)
 

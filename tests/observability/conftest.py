@@ -42,15 +42,12 @@ async def instrumented_twin() -> AsyncIterator[InstrumentedTwin]:
         *,
         environ: dict[str, str] | None = None,
         span_exporter: Any = None,
-        registry: Any = None,
         **sections: dict[str, Any],
     ) -> TwinApp:
         sections.setdefault("world_model", {}).setdefault("implementation", "mock")
         cfg = twin_config(nats_url, **sections)
         app = TwinApp(cfg)
-        shutdown = instrument_app(
-            app, cfg, environ=environ or {}, span_exporter=span_exporter, registry=registry
-        )
+        shutdown = instrument_app(app, cfg, environ=environ or {}, span_exporter=span_exporter)
         started.append((app, shutdown))
         await app.start()
         return app

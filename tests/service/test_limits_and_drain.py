@@ -51,7 +51,7 @@ async def test_more_concurrent_requests_than_the_limit_are_resource_exhausted(na
     busy = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert len(ok) == 4  # 2 running + 2 waiting
     assert len(busy) == 4 and all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in busy)
-    assert app.runtime.rpc_metrics.rejected_busy == 4
+    assert app.servicer.rpc_metrics.rejected_busy == 4
 
 
 async def test_stop_drains_everything_already_delivered(nats_server, nc, make_twin) -> None:

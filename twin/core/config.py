@@ -130,6 +130,7 @@ class NatsConfig:
     tls_cert_file: str | None
     tls_key_file: str | None
     jetstream: dict[str, Any]
+    max_batch_events: int = 5000
 
     @property
     def subjects(self) -> tuple[str, str, str, str]:

@@ -54,7 +54,6 @@ from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple, TypeVar
 
 import msgspec
-import numpy as np
 
 from twin.core.errors import DecodeError
 from twin.core.limits import DEFAULT_LIMITS, MAX_REPRESENTABLE, EventLimits, payload_depth_exceeds
@@ -386,7 +385,7 @@ class EventDecoder:
                 append(new(P, (ev.source, name, t, _NAN, ev.unit, v)))
         return out
 
-    def _hot_columns(self, events: list[Any], now: float) -> SeriesColumns | None:
+    def _hot_columns(self, events: list[Any], now: float) -> Any:
         """``_hot_points`` straight into per-series columns, or None (typed path)."""
         names = self._valid_names
         times = _ts_epochs
@@ -433,11 +432,12 @@ class EventDecoder:
                 vs[g].append(1.0 if v else 0.0)
             else:
                 texts.append((g, t, v))
-        arr = np.array
-        return SeriesColumns(list(index), units, [arr(x, np.float64) for x in ts], [arr(x, np.float64) for x in vs], texts)
+        from twin.core.columns import SeriesColumns  # (columns imports this module)
+
+        return SeriesColumns(list(index), units, ts, vs, texts)
 
     @_bounded_nesting
-    def batch_columns(self, payload: bytes, now: float) -> tuple[SeriesColumns, list[DecodeError]]:
+    def batch_columns(self, payload: bytes, now: float) -> tuple[Any, list[DecodeError]]:
         """``batch`` in columnar form: the same events, errors and reasons, grouped per series."""
         try:
             if payload[:1] == b"[" or payload.lstrip()[:1] == b"[":
@@ -449,6 +449,8 @@ class EventDecoder:
             cols = None
         if cols is not None:
             return cols, []
+        from twin.core.columns import ColumnsBuilder
+
         points, errors = self._batch_typed(payload, now)
         b = ColumnsBuilder()
         b.add_points(points)
@@ -705,5 +707,3 @@ def _decode_batch_typed(payload: bytes, now: float) -> tuple[list[Point], list[D
     """The typed (reference) path of ``decode_batch``."""
     return _default._batch_typed(payload, now)
 
-
-from twin.core.columns import ColumnsBuilder, SeriesColumns  # noqa: E402 - columns uses Point

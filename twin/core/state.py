@@ -35,6 +35,9 @@ class ActionRecord:
     duration_sec: float | None
     message: str
     output: dict[str, Any] = field(default_factory=dict)
+    # The action's parameters, from ``metadata.params`` (or ``.parameters``, or
+    # ``output.params``): what learned effects are keyed by.
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -45,6 +48,15 @@ class CalibrationRecord:
     predicted: dict[str, Any]
     actual: dict[str, Any]
     accuracy: dict[str, Any]
+
+
+def _action_params(res: ExecutionResult) -> dict[str, str]:
+    for holder in (res.metadata or {}, res.output or {}):
+        for key in ("params", "parameters"):
+            p = holder.get(key)
+            if isinstance(p, dict):
+                return {str(k): str(v) for k, v in list(p.items())[:32]}
+    return {}
 
 
 class BoundedLog(deque, Generic[_R]):  # type: ignore[type-arg]
@@ -88,7 +100,7 @@ def _record_size(*parts: Any) -> int:
 
 
 def _action_size(rec: ActionRecord) -> int:
-    return _record_size(rec.action_id, rec.action_type, rec.target, rec.status, rec.message, rec.output)
+    return _record_size(rec.action_id, rec.action_type, rec.target, rec.status, rec.message, rec.output, rec.params)
 
 
 def _calibration_size(rec: CalibrationRecord) -> int:
@@ -173,13 +185,13 @@ class TwinState:
                     got = store.admit(key[0], key[1], cols.units[g])
                     if isinstance(got, str):
                         refused[g] = got
-                        store.rejected_events += cols.ts[g].shape[0] + sum(1 for x in cols.texts if x[0] == g) - 1
+                        store.rejected_events += len(cols.ts[g]) + sum(1 for x in cols.texts if x[0] == g) - 1
                         series.append(None)
                         continue
                     s = got
                 series.append(s)
                 t = cols.ts[g]
-                k = t.shape[0]
+                k = len(t)
                 if k:
                     s.extend(t, cols.vs[g])
                     appended += k
@@ -201,7 +213,10 @@ class TwinState:
             t = to_epoch(res.started_at, now)
         target = res.target or str((res.metadata or {}).get("target") or (res.output or {}).get("target") or "")
         success = res.success if res.success is not None else (res.status == "success" if res.status in ("success", "failed", "timeout", "cancelled") else None)
-        rec = ActionRecord(t, res.action_id, res.action_type.upper(), target, res.status, success, res.duration_sec, res.message, dict(res.output or {}))
+        rec = ActionRecord(
+            t, res.action_id, res.action_type.upper(), target, res.status, success, res.duration_sec, res.message,
+            dict(res.output or {}), _action_params(res),
+        )
         self.actions.append(rec)
         return rec
 

@@ -43,6 +43,13 @@ def auto_workers() -> int:
     return min(4, usable_cpus() - 1)
 
 
+def _by_reference(fn: Callable[..., Any]) -> bool:
+    """Whether a worker process can import ``fn`` (a module-level function): local
+    functions and test doubles run in a thread instead."""
+    qual = getattr(fn, "__qualname__", "")
+    return bool(qual) and "<locals>" not in qual and getattr(fn, "__module__", "__main__") != "__main__"
+
+
 def _warm() -> int:
     return os.getpid()
 
@@ -86,7 +93,7 @@ class WorkerPool:
         t0 = loop.time()
         self.calls += 1
         try:
-            if not self.processes:
+            if not self.processes or not _by_reference(fn):
                 return await asyncio.to_thread(fn, *args)
             try:
                 executor = self._pool or await asyncio.to_thread(self._start_blocking)

@@ -24,8 +24,9 @@ from typing import Any
 
 from twin.core.config import TwinConfig
 from twin.core.events import Point, parse_time
-from twin.ingest.jetstream import JetStreamIngestor, StartPosition
+from twin.core.metrics import FigureDict
 from twin.durability.snapshot import Snapshot, SnapshotStore, capture, encode, restore
+from twin.ingest.jetstream import JetStreamIngestor, StartPosition
 from twin.models.domain import EventBatch
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,13 @@ class Durability:
         self._restored = False
         self.gate_readiness = bool(config.nats.jetstream.get("ready_after_replay", True))
         self.caught_up_once = self.jetstream is None
+        FigureDict(runtime.registry, self._figures, owner="Durability")
+
+    def _figures(self) -> dict[str, float]:
+        m = self.metrics()
+        if self.applied_sequence is not None:
+            m["applied_sequence"] = float(self.applied_sequence)
+        return m
 
     @property
     def jetstream(self) -> JetStreamIngestor | None:

@@ -247,6 +247,10 @@ class JetStreamIngestor(Ingestor):
     def mode(self) -> str:
         return f"JetStream stream {self.stream_name!r}, durable consumer {self.durable!r}"
 
+    @property
+    def consumer_group(self) -> str:
+        return self.durable
+
     async def subscribe(self) -> None:
         assert self.nc is not None
         self.js = self.nc.jetstream()

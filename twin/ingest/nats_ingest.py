@@ -13,12 +13,14 @@ them as a slow consumer, which is counted (JetStream mode redelivers instead).
 An item may carry ``ack`` (JetStream): it is called only after the batch holding
 it was applied.
 
-Tracing (when a tracer provider is installed): the W3C context producers put in
-message headers is extracted per message and kept on the queued item; each applied
-batch is one ``ingest.apply`` span *linked* to the producers' spans (a batch mixes
-many producers, so links, not parenthood); a dead-letter publish is a PRODUCER
-span, child of the offending message's producer, whose context travels on in the
-error message's headers. With tracing off none of this runs.
+Tracing (when a tracer provider is installed), after OpenTelemetry's messaging
+conventions: the W3C context producers put in message headers is extracted per
+message and kept on the queued item; each applied batch is one CONSUMER span
+``process <subject>`` (``process`` when the batch mixes subjects) *linked* to the
+producers' spans (a batch mixes many producers, so links, not parenthood); a
+dead-letter publish is a PRODUCER span ``send <error subject>``, child of the
+offending message's producer, whose context travels on in the error message's
+headers. With tracing off none of this runs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from prometheus_client import CollectorRegistry
 
 from twin.core.config import NatsConfig
 from twin.core.errors import IngestError
@@ -50,6 +53,7 @@ from twin.core.events import (
 )
 from twin.core.columns import ColumnsBuilder, SeriesColumns
 from twin.core.redact import redact_text
+from twin.core.metrics import Figures
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
 from twin.ingest.stats import IngestStats
@@ -65,6 +69,9 @@ except ImportError:  # pragma: no cover - otel is an optional extra; tracing_act
 
 log = logging.getLogger(__name__)
 PENDING_FACTOR = 8
+YIELD_EVERY_SEC = 0.002  # longest stretch of decoding between two yields to the event loop
+APPLY_BUDGET_SEC = 0.005  # a batch grown from the backlog holds about this much work
+_monotonic = time.monotonic
 MAX_LINKS = 128  # the SDK's default span link limit
 
 
@@ -77,7 +84,7 @@ class Item:
     calibration: CalibrationEvent | None = None
     ack: Callable[[], Awaitable[None]] | None = None
     link: Any = None  # the producer's SpanContext (tracing on and headers present)
-    subject: str = ""  # where it came from (for dead letters raised at apply time)
+    subject: str = ""  # where it came from (dead letters raised at apply time, span names)
 
     @property
     def size(self) -> int:
@@ -160,6 +167,7 @@ class Ingestor:
         twin_id: str = "",
         on_status: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
         systems: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
@@ -180,6 +188,10 @@ class Ingestor:
         self.connected = False
         self.closed_unexpectedly = asyncio.Event()
         self._stopping = False
+        self._last_yield = 0.0
+        self._cost_per_event = 1e-5  # seconds to apply one event, moving average
+        if registry is not None:
+            Figures(registry).gauge("queue_size", "Decoded messages waiting to be applied.", self.queue.qsize)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self, url: str) -> None:
@@ -208,6 +220,11 @@ class Ingestor:
     def mode(self) -> str:
         """How this ingestor consumes, for logs."""
         return f"core NATS, queue group {self.cfg.queue_group!r}"
+
+    @property
+    def consumer_group(self) -> str:
+        """The group this replica consumes in (``messaging.consumer.group.name``)."""
+        return self.cfg.queue_group
 
     async def subscribe(self) -> None:
         """Core-NATS subscriptions (JetStream mode replaces this)."""
@@ -308,8 +325,16 @@ class Ingestor:
     async def _traced_dead_letter(self, reason: str, subject: str, record: bytes, parent: Any) -> None:
         assert trace is not None
         ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
-        attrs = {"messaging.system": "nats", "messaging.destination.name": self.cfg.error_subject, "polaris.source_subject": subject, "polaris.reason": reason_class(reason)}
-        with trace.get_tracer(__name__).start_as_current_span("ingest.dead_letter", context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attrs):
+        dest = self.cfg.error_subject
+        attrs = {
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.destination.name": dest,
+            "polaris.source_subject": subject,
+            "polaris.reason": reason_class(reason),
+        }
+        with trace.get_tracer(__name__).start_as_current_span(f"send {dest}", context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attrs):
             await self._publish_dead_letter(record, inject_headers())
 
     async def _publish_dead_letter(self, record: bytes, headers: dict[str, str] | None) -> None:
@@ -330,6 +355,13 @@ class Ingestor:
         size = q.qsize()
         if size > self.stats.queue_high_water:
             self.stats.queue_high_water = size
+        # nats-py hands a subscription's pending messages to its callback without
+        # yielding, so a backlog would be decoded in one go (until the queue is full:
+        # ~100 ms) while RPCs wait; a yield every couple of milliseconds bounds that.
+        now = _monotonic()
+        if now - self._last_yield >= YIELD_EVERY_SEC:
+            self._last_yield = now
+            await asyncio.sleep(0)
 
     async def handle(self, subject: str, data: bytes, ack: Callable[[], Awaitable[None]] | None = None, headers: dict[str, str] | None = None) -> None:
         """Decodes one message from ``subject`` and queues it (the JetStream path calls this too).
@@ -373,9 +405,9 @@ class Ingestor:
             if subject == c.telemetry_stream_subject:
                 item = Item([self.decoder.stream(data, now)], None, None, ack, link, subject)  # positional: hot path
             elif subject == c.execution_subject:
-                item = Item(execution=self.decoder.execution(data, now), ack=ack, link=link)
+                item = Item(execution=self.decoder.execution(data, now), ack=ack, link=link, subject=subject)
             elif subject == c.calibrate_subject:
-                item = Item(calibration=self.decoder.calibration(data, now), ack=ack, link=link)
+                item = Item(calibration=self.decoder.calibration(data, now), ack=ack, link=link, subject=subject)
             else:
                 raise DecodeError(f"no decoder for subject {subject!r}")
         except DecodeError as err:
@@ -460,11 +492,27 @@ class Ingestor:
                         break
                 items.append(item)
                 n += item.size
+            # Under a backlog, also take what is already queued (never waiting for it):
+            # a bigger batch amortises the per-series work of the columnar path. Bounded
+            # by nats.max_batch_events and by ~APPLY_BUDGET_SEC of work at the measured
+            # cost per event, so RPCs still wait at most about one such batch.
+            if batch_size > 1 and not q.empty():
+                cap = min(self.cfg.max_batch_events, int(APPLY_BUDGET_SEC / self._cost_per_event))
+                while n < cap:
+                    try:
+                        item = q.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    items.append(item)
+                    n += item.size
+            t0 = time.perf_counter()
             try:
                 await self.apply(items)
             finally:
                 for _ in items:
                     q.task_done()
+            per_event = (time.perf_counter() - t0) / max(1, n)
+            self._cost_per_event += 0.2 * (max(per_event, 1e-7) - self._cost_per_event)
             # Queue.get() returns without yielding while items wait, so a backlog
             # would starve RPCs and NATS reads for as long as it lasts; one yield
             # per applied batch bounds their wait to one batch.
@@ -488,7 +536,7 @@ class Ingestor:
         for g, reason in refused.items():
             key, unit = cols.keys[g], cols.units[g]
             subject = origin.get(key, "")
-            for t, v in zip(cols.ts[g].tolist(), cols.vs[g].tolist()):
+            for t, v in zip(cols.ts[g], cols.vs[g]):
                 await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, v, unit, None)))
             for gi, t, text in cols.texts:
                 if gi == g:
@@ -497,15 +545,26 @@ class Ingestor:
     async def _traced_apply(self, items: list[Item]) -> None:
         assert trace is not None
         links = [trace.Link(it.link) for it in items if it.link is not None][:MAX_LINKS]
-        attrs = {
+        subjects = {it.subject for it in items}
+        attrs: dict[str, Any] = {
             "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.batch.message_count": len(items),
+            "messaging.consumer.group.name": self.consumer_group,
             "polaris.messages": len(items),
             "polaris.events": sum(len(it.points) for it in items),
             "polaris.executions": sum(it.execution is not None for it in items),
             "polaris.calibrations": sum(it.calibration is not None for it in items),
             "polaris.linked_producers": len(links),
         }
-        with trace.get_tracer(__name__).start_as_current_span("ingest.apply", links=links, attributes=attrs) as span:
+        name = "process"
+        if len(subjects) == 1 and "" not in subjects:
+            (subject,) = subjects
+            name = f"process {subject}"
+            attrs["messaging.destination.name"] = subject
+        tracer = trace.get_tracer(__name__)
+        with tracer.start_as_current_span(name, kind=trace.SpanKind.CONSUMER, links=links, attributes=attrs) as span:
             errors = self.stats.apply_errors
             await self._apply(items)
             if span.is_recording():
@@ -517,7 +576,11 @@ class Ingestor:
         actions = []
         calibrations = []
         with_points = [it for it in items if it.points]
-        if len(with_points) == 1 and isinstance(with_points[0].points, SeriesColumns):
+        columnar = any(isinstance(it.points, SeriesColumns) for it in with_points)
+        if not columnar:  # stream messages only: a few points, the plain path is cheaper
+            cols = None
+            points: Sequence[Point] = [p for it in with_points for p in it.points]
+        elif len(with_points) == 1:
             cols = with_points[0].points  # one batch message: already grouped per series
         else:
             builder = ColumnsBuilder()
@@ -536,11 +599,19 @@ class Ingestor:
             except Exception:  # noqa: BLE001 - one odd record must never stop the applier
                 self.stats.apply_errors += 1
                 log.exception("could not apply an execution/calibration record")
-        _, refused = state.apply_columns(cols)
-        if refused:  # new series over a cap: dead-lettered, and kept from the model
-            await self._dead_letter_refused(items, cols, refused)
-            cols = cols.without(set(refused))
-        points = cols
+        if cols is None:
+            _, refused_points = state.apply(points)
+            if refused_points:  # new series over a cap: dead-lettered, and kept from the model
+                skip = {id(p) for p, _ in refused_points}
+                points = [p for p in points if id(p) not in skip]
+                for p, reason in refused_points:
+                    await self.dead_letter(reason, self.cfg.telemetry_stream_subject, _point_json(p))
+        else:
+            _, refused = state.apply_columns(cols)
+            if refused:
+                await self._dead_letter_refused(items, cols, refused)
+                cols = cols.without(set(refused))
+            points = cols
         model = self._model()
         t0 = time.perf_counter()
         try:

@@ -29,6 +29,8 @@ from twin.models.registry import available_models
 from twin.models.state_queries import series_stats
 from twin.runtime import TwinRuntime
 from twin.service import mapping
+from twin.service.rpc_metrics import RpcMetrics
+from twin.service.spans import model_call_span, record_outcome
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,25 +73,31 @@ class Admission:
 
 
 class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
-    def __init__(self, runtime: TwinRuntime, queue_size: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, runtime: TwinRuntime) -> None:
         self.rt = runtime
         self.perf = runtime.config.performance
         self.admission = Admission(self.perf.max_concurrent_queries)
-        self._queue_size = queue_size
+        self.rpc_metrics = RpcMetrics().register(runtime.registry)
 
-    async def _run(self, method: str, op: str, timeout: float, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T | str:
-        """Runs a model call under admission and timeout; returns the result or a failure text."""
+    async def _run(
+        self, method: str, op: str, timeout: float, context: grpc.aio.ServicerContext, request: Any, call: Callable[[], Awaitable[T]]
+    ) -> T | str:
+        """Runs a model call under admission, timeout and its span; returns the result or a failure text."""
         remaining = context.time_remaining()
         budget = timeout if remaining is None else min(timeout, remaining)
         try:
             async with self.admission:
-                t0 = time.perf_counter()
-                try:
-                    return await asyncio.wait_for(call(), budget)
-                finally:
-                    self.rt.rpc_metrics.observe_model(op, time.perf_counter() - t0)
+                with model_call_span(op, self.rt.model_name, request) as span:
+                    t0 = time.perf_counter()
+                    try:
+                        result = await asyncio.wait_for(call(), budget)
+                    finally:
+                        elapsed = time.perf_counter() - t0
+                        self.rpc_metrics.observe_model(op, elapsed)
+                    record_outcome(span, result, elapsed)
+                    return result
         except Busy:
-            self.rt.rpc_metrics.rejected_busy += 1
+            self.rpc_metrics.rejected_busy += 1
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {self.perf.max_concurrent_queries} {method} requests in flight and as many waiting; retry later")
             raise  # unreachable: abort raises
         except TimeoutError:
@@ -113,7 +121,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             # Recorded before abort: the client has the status as soon as abort sends
             # it, so a get_metrics right after must already count it (was a flaky race).
             code = ""
-            self.rt.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, "INVALID_ARGUMENT")
+            self.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, "INVALID_ARGUMENT")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
         except asyncio.CancelledError:
@@ -124,13 +132,13 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             raise
         finally:
             if code:
-                self.rt.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, code)
+                self.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, code)
 
     # ------------------------------------------------------------------ RPCs
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:  # noqa: N802
         async def handle() -> pb.QueryResponse:
             req = mapping.to_query(request, self.rt.state.limits)
-            out = await self._run("Query", "query", self.perf.query_timeout_sec, context, lambda: self.rt.model.query(req))
+            out = await self._run("Query", "query", self.perf.query_timeout_sec, context, req, lambda: self.rt.model.query(req))
             res = out if isinstance(out, QueryResult) else QueryResult(False, None, 0.0, out)
             resp = mapping.from_query(req.query_id, res)
             dur = self.rt.durability
@@ -144,7 +152,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
         async def handle() -> pb.SimulationResponse:
             req = mapping.to_simulation(request, self.rt.state.limits)
             t0 = time.perf_counter()
-            out = await self._run("Simulate", "simulate", self.perf.simulation_timeout_sec, context, lambda: self.rt.model.simulate(req))
+            out = await self._run("Simulate", "simulate", self.perf.simulation_timeout_sec, context, req, lambda: self.rt.model.simulate(req))
             res = out if isinstance(out, SimulationResult) else SimulationResult(False, explanation=out)
             return mapping.from_simulation(req.simulation_id, res, time.perf_counter() - t0)
 
@@ -153,7 +161,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
     async def Diagnose(self, request: pb.DiagnosisRequest, context: grpc.aio.ServicerContext) -> pb.DiagnosisResponse:  # noqa: N802
         async def handle() -> pb.DiagnosisResponse:
             req = mapping.to_diagnosis(request, self.rt.state.limits)
-            out = await self._run("Diagnose", "diagnose", self.perf.diagnosis_timeout_sec, context, lambda: self.rt.model.diagnose(req))
+            out = await self._run("Diagnose", "diagnose", self.perf.diagnosis_timeout_sec, context, req, lambda: self.rt.model.diagnose(req))
             res = out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
             return mapping.from_diagnosis(req.diagnosis_id, res)
 
@@ -199,7 +207,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
     @_operation("get_metrics")
     async def _get_metrics(self, params: dict[str, str]) -> ManageResult:
-        snap = self.rt.metrics_snapshot(self._queue_size())
+        snap = self.rt.metrics_snapshot()
         return True, orjson.dumps(snap).decode(), {k: _fmt(v) for k, v in snap.items()}
 
     @_operation("reload_model")

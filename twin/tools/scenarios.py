@@ -67,7 +67,7 @@ SERVICES: dict[str, tuple[float, float, float, float, tuple[str, ...]]] = {
 }
 INGRESS = "web"
 STEPS = (10.0, 15.0, 30.0, 60.0)
-EPOCH0 = 1_700_000_000.0
+EPOCH0 = 1_600_000_000.0  # 2020: every scenario lies in the past (requests far ahead are refused)
 
 
 def _iso(t: float) -> str:
@@ -130,7 +130,7 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     step = rng.choice(STEPS)
     history = rng.uniform(25.0, 60.0) * 60.0
     after = rng.uniform(8.0, 12.0) * 60.0
-    start = EPOCH0 + seed * 7919.0
+    start = EPOCH0 + (seed % 10_000) * 7919.0  # at most ~2.5 years after EPOCH0
     fault_t = start + history
     n = int((history + after) // step)
     t = start + step * np.arange(n)

@@ -45,7 +45,7 @@ async def test_update_scores_every_point_and_reports_anomalies_in_the_state() ->
         for i in range(m.hold + 1):
             rt.ingest_points([Point("app", "cpu.usage", spike.t + 300 * (i + 1), pts[-1].value, "percent", None)])
         assert m.current_anomalies() == []
-        assert m.metrics()["update_us_per_point"] > 0
+        assert m.metrics()["update_seconds_per_point"] > 0
     finally:
         await rt.shutdown()
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from twin.core import workers
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso
 from twin.core.state import CalibrationRecord, TwinState
@@ -105,6 +106,30 @@ class _Track:
         self.pos = (self.pos + 1) % size
         if self.n < size:
             self.n += 1
+
+    def push_many(self, t: Any, scores: Any) -> None:
+        """``push`` for each (t, score); array copies for long runs (the columnar path)."""
+        k = len(t)
+        if k < 32 or self.t.shape[0] < self.cap:
+            push = self.push
+            for a, b in zip(t, scores):
+                push(a, b)
+            return
+        t = np.asarray(t, dtype=np.float64)
+        scores = np.asarray(scores, dtype=np.float64)
+        size = self.cap
+        if k >= size:  # only the newest ``size`` survive, in order
+            t, scores, k = t[-size:], scores[-size:], size
+        end = self.pos + k
+        if end <= size:
+            self.t[self.pos : end] = t
+            self.s[self.pos : end] = scores
+        else:
+            first = size - self.pos
+            self.t[self.pos :], self.s[self.pos :] = t[:first], scores[:first]
+            self.t[: k - first], self.s[: k - first] = t[first:], scores[first:]
+        self.pos = end % size
+        self.n = size
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self.n < self.t.shape[0]:
@@ -175,6 +200,60 @@ class StatisticalWorldModel(WorldModel):
     # ------------------------------------------------------------------ ingestion
 
     def update(self, batch: EventBatch) -> None:
+        groups = getattr(batch.points, "groups", None)  # twin.core.columns.SeriesColumns
+        if groups is not None:
+            self._update_columns(groups())
+            return
+        self._update_points(batch)
+
+    def _update_columns(self, groups: Any) -> None:
+        """Each series' points of the batch scored in one call (``score_batch``)."""
+        t0 = time.perf_counter()
+        tracks, anomalous, thr = self.tracks, self.anomalous, self.threshold
+        new_series = False
+        n = 0
+        for key, _unit, t, v in groups:
+            tr = tracks.get(key)
+            if tr is None:
+                tr = tracks[key] = _Track(self.ring_size)
+                new_series = True
+            det = tr.det
+            k = len(t)
+            batch_score = getattr(det, "score_batch", None)  # the compiled kernel: one call
+            if batch_score is not None and k >= 8:
+                sc = batch_score(np.array(t, dtype=np.float64), np.array(v, dtype=np.float64)).tolist()
+            else:
+                upd = det.update
+                sc = [upd(a, b) for a, b in zip(t, v)]
+            tr.push_many(t, sc)
+            n += k
+            if key in anomalous or max(sc) >= thr:
+                self._flag(key, tr, t, sc)  # sequential semantics, only where it matters
+            else:
+                tr.last_score = sc[-1]
+        self.points_scored += n
+        self.update_seconds += time.perf_counter() - t0
+        if new_series and self._wake is not None:
+            self._wake.set()
+
+    def _flag(self, key: Key, tr: _Track, t: list[float], sc: list[float]) -> None:
+        anomalous, thr, hold = self.anomalous, self.threshold, self.hold
+        for ti, si in zip(t, sc):
+            tr.last_score = si
+            if si >= thr:
+                tr.below = 0
+                a = anomalous.get(key)
+                if a is None:
+                    anomalous[key] = [ti, ti, si]
+                else:
+                    a[1] = ti
+                    a[2] = max(a[2], si)
+            elif key in anomalous:
+                tr.below += 1
+                if tr.below >= hold:
+                    del anomalous[key]
+
+    def _update_points(self, batch: EventBatch) -> None:
         t0 = time.perf_counter()
         tracks, anomalous, thr, hold = self.tracks, self.anomalous, self.threshold, self.hold
         new_series = False
@@ -274,7 +353,7 @@ class StatisticalWorldModel(WorldModel):
             entry = engine.entry(key)
             entry.fitting = True
             try:
-                fc, report = await asyncio.to_thread(select_and_fit, t, v, engine.selection_horizon)
+                fc, report = await workers.run(select_and_fit, t, v, engine.selection_horizon)
             except asyncio.CancelledError:
                 entry.fitting = False
                 raise
@@ -419,7 +498,7 @@ class StatisticalWorldModel(WorldModel):
             "detectors": float(len(self.tracks)),
             "anomalous_series": float(len(self.anomalous)),
             "points_scored_total": float(self.points_scored),
-            "update_us_per_point": 1e6 * self.update_seconds / self.points_scored if self.points_scored else 0.0,
+            "update_seconds_per_point": self.update_seconds / self.points_scored if self.points_scored else 0.0,
             "fallback_forecasts_total": float(self.fallback_forecasts),
             "calibration_records_total": float(self.calibrator.records),
             "calibration_pairs_total": float(self.calibrator.pairs),
