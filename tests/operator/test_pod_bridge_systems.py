@@ -125,9 +125,8 @@ async def test_two_digitaltwins_on_one_nats_each_answer_for_their_own_systems(tm
         assert web["polaris_twin_events_skipped_total{kind=telemetry}"] == 20
         assert swim["polaris_twin_events_skipped_total{kind=execution}"] == 2
         assert web["polaris_twin_events_skipped_total{kind=execution}"] == 2
-        assert (
-            swim["polaris_twin_dead_lettered_total"] == web["polaris_twin_dead_lettered_total"] == 0
-        )
+        for figures in (swim, web):  # skipped, not errors: no dead letter of any reason
+            assert not any(v for k, v in figures.items() if k.startswith("polaris_twin_dead_let"))
     finally:
         codes = [p.stop() for p in pods.values()]
         await nc.drain()

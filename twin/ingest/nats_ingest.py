@@ -427,7 +427,7 @@ class Ingestor:
         refused = {i for i, (source, _) in enumerate(cols.keys) if not accepts(source)}
         if not refused:
             return cols
-        n = sum(int(cols.ts[i].shape[0]) for i in refused)
+        n = sum(len(cols.ts[i]) for i in refused)
         n += sum(1 for g, _, _ in cols.texts if g in refused)
         self._skip("telemetry", n)
         return cols.without(refused)
