@@ -18,6 +18,7 @@ def twin_config(nats_url: str | None, **sections: dict[str, Any]) -> Any:
     """A validated TwinConfig on a free gRPC port with test-friendly batching."""
     dt: dict[str, Any] = {
         "grpc": {"host": "127.0.0.1", "port": 0, "grace_period_sec": 1.0},
+        "http": {"host": "127.0.0.1", "port": -1},
         "nats": {"batch_timeout_sec": 0.05, "batch_size": 100, "reconnect_wait_sec": 0.2},
         "debugging": {"log_level": "INFO"},
     }

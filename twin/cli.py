@@ -53,6 +53,7 @@ def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-host", help="overrides grpc.host")
     p.add_argument("--grpc-port", type=int, help="overrides grpc.port (0 = any free port)")
     p.add_argument("--nats-url", help="overrides nats.url; without any URL the twin starts an embedded nats-server")
+    p.add_argument("--http-port", type=int, help="REST/JSON gateway, SSE and web console port (overrides http.port; 0 = off, -1 = any free port)")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (overrides telemetry.metrics_port)")
 
 
@@ -168,6 +169,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         dt.setdefault("grpc", {})["port"] = args.grpc_port
     if getattr(args, "nats_url", None):
         dt.setdefault("nats", {})["url"] = args.nats_url
+    if getattr(args, "http_port", None) is not None:
+        dt.setdefault("http", {})["port"] = args.http_port
     if getattr(args, "metrics_port", None) is not None:
         dt.setdefault("telemetry", {})["metrics_port"] = args.metrics_port
     return {"digital_twin": dt} if dt else {}

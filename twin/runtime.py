@@ -21,6 +21,7 @@ from twin import __version__
 from twin.core import workers
 from twin.core.config import TwinConfig
 from twin.core.events import Point
+from twin.core.notify import EventBus
 from twin.core.memory import release_memory
 from twin.core.metrics import FigureDict, Figures, flat_view, gauge_family, new_registry
 from twin.core.state import TwinState
@@ -76,6 +77,7 @@ class TwinRuntime:
             action_log_max_bytes=config.state.action_log_max_bytes,
             limits=config.limits,
         )
+        self.state.events = EventBus(config.events.history, config.events.queue_size)
         self.model_name = model_name or config.world_model.implementation
         self.model: WorldModel = create_model(self.model_name, self.state, config.world_model.settings)
         self.ingest_stats = IngestStats()
@@ -103,6 +105,7 @@ class TwinRuntime:
         f.counter("series_rejected_events", "Events of refused new series.", lambda: store.rejected_events)
         f.gauge("action_log_bytes", "Bytes held by the action log.", lambda: self.state.actions.nbytes)
         f.gauge("calibration_log_bytes", "Bytes held by the calibration log.", lambda: self.state.calibrations.nbytes)
+        self.state.events.register(self.registry)
         self.registry.register(_BuildInfo(self))
         # The current model's own figures, read through ``runtime.model`` so a model
         # swapped by reload_model reports from then on.

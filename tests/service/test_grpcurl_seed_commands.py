@@ -42,7 +42,8 @@ async def test_grpcurl_lists_services_and_methods(twin_addr) -> None:
     assert set(out.split()) >= {"polaris.digitaltwin.DigitalTwin", "grpc.health.v1.Health"}
     code, out, err = await grpcurl("-plaintext", twin_addr, "list", "polaris.digitaltwin.DigitalTwin")
     assert code == 0, err
-    assert {f"polaris.digitaltwin.DigitalTwin.{m}" for m in ("Query", "Simulate", "Diagnose", "Manage")} == set(out.split())
+    # the seed's four RPCs, plus Watch (added additively, issue 14)
+    assert {f"polaris.digitaltwin.DigitalTwin.{m}" for m in ("Query", "Simulate", "Diagnose", "Manage", "Watch")} == set(out.split())
     code, out, err = await grpcurl("-plaintext", twin_addr, "describe", "polaris.digitaltwin.QueryRequest")
     assert code == 0 and "query_type = 2" in out
 

@@ -37,12 +37,27 @@ def test_committed_stubs_are_not_stale() -> None:
 def test_package_service_and_rpcs_match_the_original() -> None:
     assert pb.DESCRIPTOR.package == "polaris.digitaltwin"
     svc = pb.DESCRIPTOR.services_by_name["DigitalTwin"]
-    assert {(m.name, m.input_type.name, m.output_type.name) for m in svc.methods} == {
-        ("Query", "QueryRequest", "QueryResponse"),
-        ("Simulate", "SimulationRequest", "SimulationResponse"),
-        ("Diagnose", "DiagnosisRequest", "DiagnosisResponse"),
-        ("Manage", "ManagementRequest", "ManagementResponse"),
+    rpcs = {(m.name, m.input_type.name, m.output_type.name, m.server_streaming) for m in svc.methods}
+    original = {
+        ("Query", "QueryRequest", "QueryResponse", False),
+        ("Simulate", "SimulationRequest", "SimulationResponse", False),
+        ("Diagnose", "DiagnosisRequest", "DiagnosisResponse", False),
+        ("Manage", "ManagementRequest", "ManagementResponse", False),
     }
+    added = {("Watch", "WatchRequest", "TwinEvent", True)}  # additive (issue 14)
+    assert rpcs == original | added
+
+
+def test_watch_messages_are_pinned() -> None:
+    U, E = F.TYPE_UINT64, F.TYPE_MESSAGE
+    pinned = {
+        "WatchRequest": [(1, "systems", S), (2, "kinds", S), (3, "since_sequence", U), (4, "from_start", B)],
+        "TwinEvent": [(1, "sequence", U), (2, "kind", S), (3, "system", S), (4, "timestamp", S), (5, "emitted_at", S), (6, "data", E)],
+    }
+    for msg, fields in pinned.items():
+        desc = pb.DESCRIPTOR.message_types_by_name[msg]
+        assert [(f.number, f.name, f.type) for f in desc.fields] == fields, msg
+    assert pb.TwinEvent.DESCRIPTOR.fields_by_name["data"].message_type.full_name == "google.protobuf.Struct"
 
 
 def test_every_field_keeps_its_number_name_and_type() -> None:

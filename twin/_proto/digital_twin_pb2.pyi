@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -309,3 +310,31 @@ class HealthStatus(_message.Message):
     model_type: str
     model_version: str
     def __init__(self, status: _Optional[str] = ..., last_check: _Optional[str] = ..., performance_metrics: _Optional[_Mapping[str, float]] = ..., issues: _Optional[_Iterable[str]] = ..., model_type: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("systems", "kinds", "since_sequence", "from_start")
+    SYSTEMS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    FROM_START_FIELD_NUMBER: _ClassVar[int]
+    systems: _containers.RepeatedScalarFieldContainer[str]
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    since_sequence: int
+    from_start: bool
+    def __init__(self, systems: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[str]] = ..., since_sequence: _Optional[int] = ..., from_start: _Optional[bool] = ...) -> None: ...
+
+class TwinEvent(_message.Message):
+    __slots__ = ("sequence", "kind", "system", "timestamp", "emitted_at", "data")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    EMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    kind: str
+    system: str
+    timestamp: str
+    emitted_at: str
+    data: _struct_pb2.Struct
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[str] = ..., system: _Optional[str] = ..., timestamp: _Optional[str] = ..., emitted_at: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

@@ -207,6 +207,23 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    console: bool = True
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    history: int = 1000
+    queue_size: int = 256
+    max_watchers: int = 16
+    nats_publish: bool = True
+    nats_subject_prefix: str = "polaris.digitaltwin.events"
+    health_poll_sec: float = 2.0
+
+
+@dataclass(frozen=True)
 class TwinConfig:
     nats: NatsConfig
     grpc: GrpcConfig
@@ -216,6 +233,8 @@ class TwinConfig:
     state: StateConfig
     telemetry: TelemetryConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     limits: EventLimits = field(default_factory=EventLimits)
     # Managed systems this twin answers for (names or globs; empty = all): twin.ingest.systems.
     systems: tuple[str, ...] = ()
@@ -233,6 +252,8 @@ class TwinConfig:
             state=StateConfig(**dt["state"]),
             telemetry=TelemetryConfig(**dt["telemetry"]),
             raw={"digital_twin": dt},
+            http=HttpConfig(**dt["http"]),
+            events=EventsConfig(**dt["events"]),
             limits=EventLimits.from_settings(dt.get("limits")),
             systems=tuple(dt.get("systems") or ()),
         )

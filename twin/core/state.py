@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
+from twin.core.notify import EventBus
 from twin.core.limits import DEFAULT_LIMITS, EventLimits
 from twin.core.columns import SeriesColumns
 from twin.core.store import Retention, Series, SeriesStore
@@ -126,6 +127,9 @@ class TwinState:
         self.limits = limits  # what ingestion accepts; request times are checked against it too
         self.points_applied = 0
         self.text_values = 0
+        # Pushed events (anomaly start/clear, health, drift, ...): producers publish
+        # here on transitions; Watch, SSE and NATS subscribe (twin.core.notify).
+        self.events = EventBus()
 
     def apply_points(self, points: Iterable[Point]) -> int:
         """Appends decoded points; string values become the series' latest text.

@@ -28,7 +28,7 @@ from twin.models.domain import DiagnosisResult, QueryResult, SimulationResult
 from twin.models.registry import available_models
 from twin.models.state_queries import series_stats
 from twin.runtime import TwinRuntime
-from twin.service import mapping
+from twin.service import mapping, watch
 from twin.service.rpc_metrics import RpcMetrics
 from twin.service.spans import model_call_span, record_outcome
 
@@ -78,6 +78,8 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
         self.perf = runtime.config.performance
         self.admission = Admission(self.perf.max_concurrent_queries)
         self.rpc_metrics = RpcMetrics().register(runtime.registry)
+        # Open Watch/SSE streams, shared by every transport (twin.service.watch).
+        self.watchers = watch.Watchers(runtime.state.events, runtime.config.events, runtime.config.grpc.max_workers // 2)
 
     async def _run(
         self, method: str, op: str, timeout: float, context: grpc.aio.ServicerContext, request: Any, call: Callable[[], Awaitable[T]]
@@ -163,9 +165,13 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             req = mapping.to_diagnosis(request, self.rt.state.limits)
             out = await self._run("Diagnose", "diagnose", self.perf.diagnosis_timeout_sec, context, req, lambda: self.rt.model.diagnose(req))
             res = out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
+            watch.publish_diagnosis(self.rt.state.events, req, res)
             return mapping.from_diagnosis(req.diagnosis_id, res)
 
         return await self._observe("Diagnose", context, handle)
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        await watch.serve_grpc(self.watchers, request, context)
 
     async def Manage(self, request: pb.ManagementRequest, context: grpc.aio.ServicerContext) -> pb.ManagementResponse:  # noqa: N802
         async def handle() -> pb.ManagementResponse:

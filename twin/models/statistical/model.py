@@ -45,6 +45,7 @@ import numpy as np
 from twin.core import workers
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso
+from twin.core.notify import ANOMALY_CLEARED, ANOMALY_STARTED
 from twin.core.state import CalibrationRecord, TwinState
 from twin.models.base import WorldModel
 from twin.models.domain import (
@@ -58,7 +59,7 @@ from twin.models.domain import (
     SimulationResult,
 )
 from twin.models.settings import parse_settings
-from twin.models.state_queries import requested_system
+from twin.models.state_queries import param_float, requested_system
 from twin.models.statistical.anomaly import StreamingAnomalyDetector
 from twin.models.statistical.calibration import Calibrator
 from twin.models.statistical.forecast import ForecastEngine
@@ -256,6 +257,7 @@ class StatisticalWorldModel(WorldModel):
     def _update_points(self, batch: EventBatch) -> None:
         t0 = time.perf_counter()
         tracks, anomalous, thr, hold = self.tracks, self.anomalous, self.threshold, self.hold
+        events = self.state.events
         new_series = False
         n = 0
         for p in batch.points:
@@ -275,13 +277,21 @@ class StatisticalWorldModel(WorldModel):
                 a = anomalous.get(key)
                 if a is None:
                     anomalous[key] = [p.t, p.t, sc]
+                    # Transitions only publish (twin.core.notify): nothing per point.
+                    events.publish(ANOMALY_STARTED, p.source, {"metric": p.name, "score": round(sc, 6), "value": p.value, "threshold": thr}, p.t)
                 else:
                     a[1] = p.t
                     a[2] = max(a[2], sc)
             elif key in anomalous:
                 tr.below += 1
                 if tr.below >= hold:
-                    del anomalous[key]
+                    since, _, peak = anomalous.pop(key)
+                    events.publish(
+                        ANOMALY_CLEARED,
+                        p.source,
+                        {"metric": p.name, "score": round(sc, 6), "value": p.value, "peak_score": round(peak, 6), "since": iso(since), "duration_sec": p.t - since},
+                        p.t,
+                    )
         self.points_scored += n
         self.update_seconds += time.perf_counter() - t0
         if new_series and self._wake is not None:
@@ -391,6 +401,10 @@ class StatisticalWorldModel(WorldModel):
                 raise InvalidRequest("natural_language queries need query_content", "query_content")
             return nl.answer(self.state.store, request.content, request.parameters, self.current_anomalies, self._forecast_point)
         res = await super().query(request)
+        if request.query_type == "historical":
+            include = {x.strip().lower() for x in request.parameters.get("include", "").split(",") if x.strip()}
+            if "scores" in include and res.success and isinstance(res.result, dict):
+                self._add_scores(res, int(param_float(request.parameters, "max_points", 500)))
         if request.query_type == "current_state":
             include = {x.strip().lower() for x in request.parameters.get("include", "").split(",") if x.strip()}
             system = requested_system(request.parameters)
@@ -403,6 +417,27 @@ class StatisticalWorldModel(WorldModel):
                 if "forecasters" in include:
                     res.result["forecasters"] = self.forecaster_table(system)
         return res
+
+    def _add_scores(self, res: QueryResult, max_points: int) -> None:
+        """``include=scores`` on a historical range: each series gets ``scores``
+        ([time, score] of its recent points, from the bounded ring, clipped to the range;
+        bucket *maxima* when downsampled, so a spike stays visible) and the threshold."""
+        from twin.core.events import parse_time
+
+        res.metadata["anomaly_threshold"] = str(self.threshold)
+        for src, metrics in res.result.get("systems", {}).items():
+            for name, entry in metrics.items():
+                if not isinstance(entry, dict) or not entry.get("points"):
+                    continue
+                t, sc = self.anomaly_scores(src, name)
+                lo = parse_time(entry["points"][0][0]) - 1e-6
+                keep = t >= lo
+                t, sc = t[keep], sc[keep]
+                if max_points > 0 and t.shape[0] > max_points:
+                    edges = np.linspace(0, t.shape[0], max_points + 1).astype(np.int64)[:-1]
+                    t, sc = t[edges], np.maximum.reduceat(sc, edges)
+                entry["scores"] = [[iso(a), round(b, 6)] for a, b in zip(t.tolist(), sc.tolist())]
+                entry["threshold"] = self.threshold
 
     def forecaster_table(self, system: str | None = None) -> list[dict[str, Any]]:
         rows = []
