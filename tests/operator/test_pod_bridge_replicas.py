@@ -48,6 +48,7 @@ def pod_for(dt: dict, ordinal: int, root: Path) -> PodProcess:
     dt = copy.deepcopy(dt)
     dt["spec"]["grpc"]["port"] = free_port()
     dt["spec"]["telemetry"] = {"metricsPort": free_port()}
+    dt["spec"]["http"] = {"port": free_port()}
     _, children = b.build_children(dt, default_image="polaris-twin:test")
     configmap, workload = children[0], children[-1]
     assert workload["kind"] == "StatefulSet" and workload["spec"]["replicas"] == 2

@@ -41,6 +41,7 @@ def twin_pod(name: str, systems: list[str], nats_url: str, root: Path) -> PodPro
     dt["spec"]["nats"]["url"] = nats_url
     dt["spec"]["grpc"]["port"] = free_port()
     dt["spec"]["telemetry"] = {"metricsPort": free_port()}
+    dt["spec"]["http"] = {"port": free_port()}
     _, children = b.build_children(dt, default_image="polaris-twin:test")
     root.mkdir(parents=True, exist_ok=True)
     return PodProcess(children[-1], children[0], root, pod_name=f"{name}-7c9d-x")
