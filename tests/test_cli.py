@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 CLI = [sys.executable, "-m", "twin.cli"]

@@ -6,8 +6,6 @@ import operator
 import tomllib
 from pathlib import Path
 
-import twin
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,12 +30,6 @@ def test_the_operator_folder_is_not_a_package_that_could_shadow_the_stdlib() -> 
 def test_operator_folder_does_not_shadow_the_standard_library() -> None:
     assert hasattr(operator, "itemgetter")
     assert "site-packages" in operator.__file__ or "lib/python" in operator.__file__
-
-
-def test_public_surface_is_explicit() -> None:
-    assert set(twin.__all__) == {"ConfigError", "DecodeError", "IngestError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelUnavailable", "TwinError", "__version__"}
-    for name in twin.__all__:
-        assert hasattr(twin, name)
 
 
 def test_base_install_does_not_import_heavy_optional_libraries() -> None:

@@ -21,11 +21,11 @@ from typing import Any
 from twin.core.config import TwinConfig
 from twin.durability.manager import Durability
 from twin.ingest.embedded import DEFAULT_PORT, EmbeddedNatsServer, port_is_free
+from twin.ingest.event_publisher import EventPublisher
 from twin.ingest.jetstream import JetStreamIngestor
 from twin.ingest.nats_ingest import Ingestor
 from twin.observability.prometheus import MetricsServer
 from twin.runtime import TwinRuntime
-from twin.ingest.event_publisher import EventPublisher
 from twin.service.health_events import HealthEvents
 from twin.service.server import TwinServer
 from twin.service.servicer import DigitalTwinServicer
@@ -123,7 +123,7 @@ class TwinApp:
             self.metrics_server = MetricsServer(self.runtime.registry, cfg.telemetry.metrics_port, host)
             self.metrics_server.start(asyncio.get_running_loop())
             log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_server.port)
-        self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)  # type: ignore[arg-type]
+        self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)
         await self.server.start()
         log.info("gRPC listening on %s:%d (health NOT_SERVING until ready)", cfg.grpc.host, self.server.port)
         self.runtime.state.events.bind()

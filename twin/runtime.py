@@ -21,12 +21,12 @@ from twin import __version__
 from twin.core import workers
 from twin.core.config import TwinConfig
 from twin.core.events import Point
-from twin.core.notify import EventBus
+from twin.core.ingest_stats import IngestStats
 from twin.core.memory import release_memory
 from twin.core.metrics import FigureDict, Figures, flat_view, gauge_family, new_registry
+from twin.core.notify import EventBus
 from twin.core.state import TwinState
 from twin.core.store import Retention
-from twin.ingest.stats import IngestStats
 from twin.models.base import WorldModel
 from twin.models.domain import EventBatch, Health
 from twin.models.registry import create_model

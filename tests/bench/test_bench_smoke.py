@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT
 
 from twin.ingest.embedded import EmbeddedNatsServer
+
+from support import ROOT
 
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))

@@ -71,7 +71,7 @@ def test_dashboard_is_well_formed():
     cells: set[tuple[int, int]] = set()
     for panel in dash["panels"]:
         g = panel["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, panel["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, panel["title"]
         mine = {
             (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
         }
@@ -81,7 +81,7 @@ def test_dashboard_is_well_formed():
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
             assert panel["targets"] and panel.get("description"), panel["title"]
     for title, expr in queries(dash):
-        used = {v for v in VARIABLE.findall(expr)} - BUILTIN
+        used = set(VARIABLE.findall(expr)) - BUILTIN
         assert used <= variables, f"{title}: undefined variables {used - variables}"
 
 

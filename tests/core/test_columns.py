@@ -45,7 +45,7 @@ def test_batch_columns_equal_decode_batch_per_series(payload: bytes) -> None:
         except DecodeError as err2:
             assert err2.reason == err.reason
             return
-        raise AssertionError("columns accepted a batch the point path refused")
+        raise AssertionError("columns accepted a batch the point path refused") from None
     cols, errors2 = dec.batch_columns(payload, NOW)
     assert [(e.index, e.reason, e.raw) for e in errors2] == [(e.index, e.reason, e.raw) for e in errors]
     assert len(cols) == len(points)
@@ -57,7 +57,7 @@ def test_batch_columns_equal_decode_batch_per_series(payload: bytes) -> None:
         nums_g = [(t, v) for t, v, x in got[key] if x is None]
         assert nums_w == nums_g
         assert [(t, x) for t, _, x in want[key] if x is not None] == [(t, x) for t, _, x in got[key] if x is not None]
-    for key, unit, t, v in cols.groups():
+    for _key, _unit, t, v in cols.groups():
         assert len(t) == len(v) and all(isinstance(x, float) for x in t + v)
 
 
@@ -97,7 +97,7 @@ def test_apply_columns_equals_apply_and_refuses_the_same_series() -> None:
     assert {(p.source, p.name) for p, _ in refused_a} == {cols.keys[g] for g in refused_b}
     assert a.store.rejected_events == b.store.rejected_events
     assert a.store.keys() == b.store.keys() or sorted(a.store.keys()) == sorted(b.store.keys())
-    for key in a.store.keys():
+    for key in a.store.keys():  # noqa: SIM118 - iterating the store yields Series, not keys
         sa, sb = a.store.get(*key), b.store.get(*key)
         assert sa is not None and sb is not None and sa.last_text == sb.last_text
         assert all(np.array_equal(x, y) for x, y in zip(sa.arrays(), sb.arrays()))

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from twin.core.config import build_config, defaults, env_overrides, load_config, redact_config, validate_config
+from twin.core.config import (
+    build_config,
+    defaults,
+    env_overrides,
+    load_config,
+    redact_config,
+    validate_config,
+)
 from twin.core.errors import ConfigError
 
 SEED_YAML = """

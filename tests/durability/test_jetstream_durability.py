@@ -30,8 +30,8 @@ from nats.aio.msg import Msg
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
-from twin.ingest.jetstream import SequenceTracker
 from twin.durability.snapshot import decode, encode_v1
+from twin.ingest.jetstream import SequenceTracker
 
 
 def js_sections(snapdir: Any = None, durable: str = "t1", **js: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from support import SHARED
 
 NAB = SHARED / "nab"

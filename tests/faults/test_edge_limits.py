@@ -22,10 +22,11 @@ import orjson
 import pytest
 from faults.js_harness import manage, metrics
 from fuzz.fuzz_strategies import deep
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
+
+from support import wait_for
 
 STREAM = "polaris.telemetry.events.stream"
 BATCH = "polaris.telemetry.events.batch"

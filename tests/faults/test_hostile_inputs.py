@@ -8,13 +8,18 @@ from __future__ import annotations
 import logging
 import time
 
+import grpc
 import orjson
+import pytest
 from faults.js_harness import manage, metrics
-from support import wait_for
 
+from twin._proto import digital_twin_pb2 as pb
+from twin._proto import digital_twin_pb2_grpc as pb_grpc
 from twin.models.base import Health
 from twin.models.mock import MockWorldModel
 from twin.models.registry import register_model
+
+from support import wait_for
 
 PASSWORD = "S3cr3tPass"
 
@@ -135,3 +140,40 @@ async def test_defect11_a_model_that_cannot_recover_is_reloaded_with_backoff(
     await wait_for(lambda: app.supervisor.checks >= 40, timeout=30)
     # Reloads at checks 1, 2, 4, 8, 16, 32 (backoff doubling): far fewer than the checks.
     assert 3 <= app.supervisor.reloads <= 7
+
+
+async def _query(ch, **params: str):  # type: ignore[no-untyped-def]
+    stub = pb_grpc.DigitalTwinStub(ch)
+    return await stub.Query(pb.QueryRequest(query_type="historical", parameters=params), timeout=10)
+
+
+async def _invalid(ch, **params: str) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _query(ch, **params)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return err.value.details()
+
+
+async def test_defect4_one_request_cannot_make_the_twin_scan_without_bound(nats_server, nc, make_twin, channel_for) -> None:
+    app = await make_twin(nats_server.url, limits={"max_scanned_samples": 2500, "max_points_returned": 1000})
+    events = [{"name": f"m{k}", "value": float(i), "source": "s", "timestamp": 1_700_000_000.0 + i} for k in range(3) for i in range(1000)]
+    for i in range(0, len(events), 500):
+        await nc.publish("polaris.telemetry.events.batch", orjson.dumps({"events": events[i : i + 500]}))
+    await nc.flush()
+    await wait_for(lambda: app.runtime.ingest_stats.events_applied == 3000)
+    ch = channel_for(app)
+    # The attack: one metric named 100,000 times.
+    assert "limits.max_parameter_length" in await _invalid(ch, metric=",".join(["m0"] * 100_000))
+    # Repeats are one series, not a thousand scans of it.
+    one = orjson.loads((await _query(ch, metric=",".join(["m0"] * 1000), max_points="10")).result)
+    assert list(one["systems"]["s"]) == ["m0"] and one["systems"]["s"]["m0"]["samples"] == 1000
+    assert "limits.max_query_metrics" in await _invalid(ch, metric=",".join(f"x{i}" for i in range(101)))
+    assert "limits.max_scanned_samples" in await _invalid(ch, metric="m0,m1,m2")  # 3000 samples
+    assert "limits.max_points_returned" in await _invalid(ch, metric="m0,m1", max_points="1000")
+    narrow = await _query(ch, metric="m0,m1,m2", start="1700000500", end="1700000599", max_points="50")
+    assert narrow.success and orjson.loads(narrow.result)["systems"]["s"]["m2"]["samples"] == 100
+    stub = pb_grpc.DigitalTwinStub(ch)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Query(pb.QueryRequest(query_type="current_state", parameters={f"k{i}": "v" for i in range(65)}), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "limits.max_request_parameters" in err.value.details()
+    assert (await manage(ch, "health_check")).health_status.status == "healthy"

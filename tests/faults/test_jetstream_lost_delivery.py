@@ -7,7 +7,15 @@ from __future__ import annotations
 import asyncio
 
 import nats
-from faults.js_harness import JsPublisher, applied_by_series, batches, expected_of, make_events, metrics, wait_applied
+from faults.js_harness import (
+    JsPublisher,
+    applied_by_series,
+    batches,
+    expected_of,
+    make_events,
+    metrics,
+    wait_applied,
+)
 from faults.nats_proxy import CutPlan, NatsCutProxy, js_delivery
 
 N_MESSAGES = 60  # batch messages of 100 events each

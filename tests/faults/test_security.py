@@ -28,10 +28,11 @@ from faults.js_harness import (
     wait_applied,
 )
 from faults.pki import make_pki
-from support import twin_config
 
 from twin.app import TwinApp
 from twin.core.errors import IngestError
+
+from support import twin_config
 
 SECRET = "S3cr3t-pa55-Xq9"
 

@@ -14,13 +14,14 @@ import pytest
 from fuzz.fuzz_strategies import NAMES, TIMESTAMPS, near_valid_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import twin_config
 
 from twin._proto import digital_twin_pb2 as pb
 from twin.core.errors import DecodeError, InvalidRequest
 from twin.core.events import decode_batch
 from twin.runtime import TwinRuntime
 from twin.service import mapping
+
+from support import twin_config
 
 EXTREME_TIMES = st.sampled_from(
     ["9999-12-31T00:00:00Z", 1.7e12, 1e18, -1e11, 1e300, -1e300, 253402300800.0, "0001-01-01T00:00:00Z", 0.0, 1_392_807_000.0, None]

@@ -17,13 +17,14 @@ import httpx
 import orjson
 import pytest
 from google.protobuf import json_format
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
-from twin.ingest.nats_ingest import confirm_interest
 from twin.core.notify import ANOMALY_STARTED, HEALTH_CHANGED, EventBus, WatcherDropped, event_dict
+from twin.ingest.nats_ingest import confirm_interest
 from twin.service.watch import to_proto
+
+from support import wait_for
 
 STREAM = "polaris.telemetry.events.stream"
 
@@ -280,8 +281,8 @@ async def test_historical_include_scores_gives_the_detector_scores() -> None:
     """What the console's score lane draws: scores of the range, bucket maxima, and the threshold."""
     from twin.core.config import load_config
     from twin.core.events import Point
-    from twin.runtime import TwinRuntime
     from twin.models.base import QueryRequest
+    from twin.runtime import TwinRuntime
 
     rt = TwinRuntime(load_config(overrides={"digital_twin": {"world_model": {"implementation": "statistical", "settings": {"background_fitting": False}}}}, environ={}))
     await rt.initialize()

@@ -18,7 +18,6 @@ import jsonschema
 import orjson
 import pytest
 from faults.pki import make_pki
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
@@ -27,6 +26,8 @@ from twin.gateway.context import HTTP_STATUS, parse_grpc_timeout
 from twin.models.base import QueryRequest, QueryResult
 from twin.models.mock import MockWorldModel
 from twin.models.registry import register_model
+
+from support import wait_for
 
 STREAM = "polaris.telemetry.events.stream"
 
@@ -158,7 +159,7 @@ async def test_admission_limit_is_shared_and_maps_to_429(nats_server, make_twin)
     codes = sorted(r.status_code for r in results)
     assert codes == [200] * 4 + [429] * 4  # 2 running + 2 waiting, as over gRPC
     busy = next(r for r in results if r.status_code == 429).json()
-    assert busy["status"] == "RESOURCE_EXHAUSTED" and "in flight" in busy["message"]
+    assert busy["status"] == "RESOURCE_EXHAUSTED" and "performance.max_concurrent_queries" in busy["message"]
     assert app.servicer.rpc_metrics.rejected_busy == 4
 
 

@@ -7,12 +7,13 @@ import asyncio
 import nats
 import orjson
 import pytest
-from support import wait_for
 
 from twin.ingest.embedded import EmbeddedNatsServer
 from twin.models.base import EventBatch
 from twin.models.mock import MockWorldModel
 from twin.models.registry import register_model
+
+from support import wait_for
 
 STREAM = "polaris.telemetry.events.stream"
 BATCH = "polaris.telemetry.events.batch"
@@ -137,7 +138,7 @@ async def test_twin_reconnects_by_itself_when_nats_restarts(make_twin, tmp_path)
 async def test_queue_group_shares_the_stream_between_replicas(nats_server, nc, make_twin) -> None:
     a = await make_twin(nats_server.url)
     b = await make_twin(nats_server.url)
-    for i in range(200):
+    for _ in range(200):
         await nc.publish(STREAM, orjson.dumps({"name": "m", "value": 1, "source": "s"}))
     await nc.flush()
     await wait_for(lambda: a.runtime.ingest_stats.events_applied + b.runtime.ingest_stats.events_applied == 200)

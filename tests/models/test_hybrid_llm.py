@@ -12,7 +12,14 @@ from pydantic import Field
 
 from twin.core.events import Point
 from twin.core.state import TwinState
-from twin.models.base import Action, DiagnosisRequest, PredictedState, SimulationRequest, SimulationResult, WorldModel
+from twin.models.base import (
+    Action,
+    DiagnosisRequest,
+    PredictedState,
+    SimulationRequest,
+    SimulationResult,
+    WorldModel,
+)
 from twin.models.hybrid import HybridWorldModel
 from twin.models.llm.gemini import GeminiWorldModel
 from twin.models.mock import MockWorldModel

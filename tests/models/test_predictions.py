@@ -13,7 +13,13 @@ import pytest
 from twin.core.events import Point
 from twin.core.ledger import PredictionLedger
 from twin.core.state import ActionRecord, TwinState
-from twin.models.domain import Action, EventBatch, PredictedState, SimulationRequest, SimulationResult
+from twin.models.domain import (
+    Action,
+    EventBatch,
+    PredictedState,
+    SimulationRequest,
+    SimulationResult,
+)
 from twin.models.predictions import calibrate_and_record, is_hypothetical
 
 T0 = 1_700_000_000.0

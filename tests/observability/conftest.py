@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.util._once import Once
-from support import twin_config
 
 from twin.app import TwinApp
 from twin.observability.setup import instrument_app
+
+from support import twin_config
 
 
 def reset_tracing_globals() -> None:

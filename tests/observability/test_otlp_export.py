@@ -15,13 +15,14 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 from twin.ingest.embedded import EmbeddedNatsServer
 from twin.observability.propagation import inject_headers
 from twin.tools.loadgen import batch_message, telemetry
+
+from support import wait_for
 
 
 def _free_port() -> int:
@@ -93,10 +94,11 @@ async def test_spans_reach_a_real_otlp_collector(
     nats_server: EmbeddedNatsServer, rotel: Rotel, protocol: str
 ) -> None:
     from opentelemetry.sdk.trace import TracerProvider
-    from support import twin_config
 
     from twin.app import TwinApp
     from twin.observability.setup import instrument_app
+
+    from support import twin_config
 
     port = rotel.grpc_port if protocol == "grpc" else rotel.http_port
     cfg = twin_config(
@@ -187,9 +189,9 @@ def test_console_exporter_prints_spans_and_none_switches_tracing_off() -> None:
 
 
 def test_exporter_and_protocol_selection() -> None:
-    from support import twin_config
-
     from twin.observability.tracing import otlp_protocol, traces_exporters
+
+    from support import twin_config
 
     cfg = twin_config(None, telemetry={"otlp_endpoint": "collector:4317"})
     assert traces_exporters(cfg, {}) == ["otlp"]

@@ -14,14 +14,15 @@ import nats
 import orjson
 from prometheus_client import Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_for
 
 import twin
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
-from twin.ingest.embedded import EmbeddedNatsServer
 from twin.core.metrics import Figures, flat_view, new_registry
+from twin.ingest.embedded import EmbeddedNatsServer
 from twin.tools.loadgen import batch_message, telemetry
+
+from support import wait_for
 
 
 def free_port() -> int:
@@ -136,7 +137,7 @@ def test_a_component_adds_a_metric_in_one_place() -> None:
     kept = {"n": 7}
     f = Figures(registry)
     f.gauge("ledger_open_predictions", "Predictions waiting for reality.", lambda: kept["n"])
-    f.counter("dead_lettered", "Dead letters.", lambda: {}, ["reason"])
+    f.counter("dead_lettered", "Dead letters.", dict, ["reason"])
 
     flat = flat_view(registry)
     assert flat["plans_compared_total"] == 4

@@ -17,7 +17,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from support import ROOT, twin_config, wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
@@ -25,6 +24,8 @@ from twin.ingest.embedded import EmbeddedNatsServer
 from twin.observability.propagation import inject_headers
 from twin.observability.tracing import otlp_endpoint
 from twin.tools.loadgen import batch_message, telemetry
+
+from support import ROOT, twin_config, wait_for
 
 
 def _producer_tracer() -> trace.Tracer:

@@ -9,12 +9,13 @@ import grpc
 import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support import twin_config, wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 from twin.app import TwinApp
 from twin.ingest.embedded import EmbeddedNatsServer
+
+from support import twin_config, wait_for
 
 STREAM = "polaris.telemetry.events.stream"
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from support import wait_for
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")

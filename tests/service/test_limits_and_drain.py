@@ -7,13 +7,14 @@ import asyncio
 import grpc
 import orjson
 import pytest
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 from twin.models.base import QueryRequest, QueryResult
 from twin.models.mock import MockWorldModel
 from twin.models.registry import register_model
+
+from support import wait_for
 
 
 class SleepyModel(MockWorldModel):
@@ -57,7 +58,7 @@ async def test_more_concurrent_requests_than_the_limit_are_resource_exhausted(na
 async def test_stop_drains_everything_already_delivered(nats_server, nc, make_twin) -> None:
     app = await make_twin(nats_server.url, nats={"batch_timeout_sec": 1.0, "batch_size": 1000})
     n = 5000
-    for i in range(n):
+    for _ in range(n):
         await nc.publish("polaris.telemetry.events.stream", orjson.dumps({"name": "m", "value": 1, "source": "s"}))
     await nc.flush()
     await wait_for(lambda: app.runtime.ingest_stats.events_received > 0)

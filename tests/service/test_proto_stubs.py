@@ -7,7 +7,7 @@ from google.protobuf.descriptor import FieldDescriptor as F
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto.generate import GENERATED, OUT, render
 
-S, B, D, I, M = F.TYPE_STRING, F.TYPE_BOOL, F.TYPE_DOUBLE, F.TYPE_INT32, F.TYPE_MESSAGE
+S, B, D, I, M = F.TYPE_STRING, F.TYPE_BOOL, F.TYPE_DOUBLE, F.TYPE_INT32, F.TYPE_MESSAGE  # noqa: E741 - the descriptor type letters
 
 CONTRACT = {
     "QueryRequest": [(1, "query_id", S), (2, "query_type", S), (3, "query_content", S), (4, "parameters", M), (5, "timestamp", S)],

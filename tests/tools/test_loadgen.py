@@ -7,10 +7,11 @@ import re
 import sys
 
 import pytest
-from support import wait_for
 
 from twin.core.events import decode_batch, decode_stream
 from twin.tools.loadgen import batch_message, telemetry
+
+from support import wait_for
 
 
 def test_generated_events_decode_with_the_twins_own_decoders() -> None:

@@ -51,11 +51,11 @@ def test_diagnosis_accuracy_on_20_scenarios() -> None:
 async def test_publisher_feeds_a_running_twin_and_grpc_diagnose_finds_the_cause(nats_server, make_twin, channel_for) -> None:
     import sys
 
-    from support import wait_for
-
     from twin._proto import digital_twin_pb2 as pb
     from twin._proto.digital_twin_pb2_grpc import DigitalTwinStub
     from twin.tools.scenarios import _iso
+
+    from support import wait_for
 
     sc = generate(21, "cpu_saturation")
     app = await make_twin(nats_server.url, model="statistical")

@@ -20,7 +20,7 @@ from typing import overload
 
 import numpy as np
 
-from twin.core.events import Point
+from twin.core.point import Point
 
 Key = tuple[str, str]
 

@@ -33,7 +33,8 @@ ENV_PREFIX = "POLARIS_DT__"
 def schema() -> dict[str, Any]:
     """The JSON Schema shipped with the package."""
     text = resources.files("twin.core").joinpath("schema/digital_twin.schema.json").read_text()
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def _defaults_of(node: Mapping[str, Any]) -> Any:
@@ -198,6 +199,16 @@ class StateConfig:
     action_log_max_bytes: int = 64 * 1024 * 1024
 
 
+DEFAULT_PROTECTED = ("reset_state", "replay", "reload_model", "snapshot")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    admin_token_file: str | None
+    mtls_allow: dict[str, list[str]]
+    protected_operations: list[str]
+
+
 @dataclass(frozen=True)
 class TelemetryConfig:
     otlp_endpoint: str | None
@@ -236,6 +247,7 @@ class TwinConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     limits: EventLimits = field(default_factory=EventLimits)
+    auth: AuthConfig = field(default_factory=lambda: AuthConfig(None, {}, list(DEFAULT_PROTECTED)))
     # Managed systems this twin answers for (names or globs; empty = all): twin.ingest.systems.
     systems: tuple[str, ...] = ()
 
@@ -251,6 +263,7 @@ class TwinConfig:
             debugging=DebuggingConfig(**dt["debugging"]),
             state=StateConfig(**dt["state"]),
             telemetry=TelemetryConfig(**dt["telemetry"]),
+            auth=AuthConfig(**dt["auth"] | _nullable(dt["auth"], "admin_token_file")),
             raw={"digital_twin": dt},
             http=HttpConfig(**dt["http"]),
             events=EventsConfig(**dt["events"]),

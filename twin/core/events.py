@@ -49,20 +49,22 @@ import math
 import re
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Callable
-from typing import Annotated, Any, NamedTuple, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from twin.core.errors import DecodeError
+from twin.core.columns import ColumnsBuilder, SeriesColumns
+from twin.core.errors import DecodeError as DecodeError  # re-exported for the decoders' callers
 from twin.core.limits import DEFAULT_LIMITS, MAX_REPRESENTABLE, EventLimits, payload_depth_exceeds
+from twin.core.point import Point as Point  # re-exported: the usual import of Point
 
 NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_.]*$"
 Timestamp = datetime | float | None
 
 _EPOCH = datetime(1970, 1, 1)
-_UTC = timezone.utc
+_UTC = UTC
 
 
 class _RawBatch(msgspec.Struct):
@@ -115,17 +117,6 @@ class KnowledgeEvent(msgspec.Struct, omit_defaults=True):
     event_type: str
     data: dict[str, Any]
     metadata: dict[str, Any] = {}
-
-
-class Point(NamedTuple):
-    """One decoded telemetry sample, the unit of the ingestion hot path."""
-
-    source: str
-    name: str
-    t: float
-    value: float
-    unit: str
-    text: str | None
 
 
 def _telemetry_types(limits: EventLimits) -> tuple[type, type, type, type]:
@@ -305,11 +296,11 @@ class EventDecoder:
         self.limits = limits
         event, batch, hot, hot_batch = _telemetry_types(limits)
         self.TelemetryEvent = event
-        self._stream = msgspec.json.Decoder(event)
-        self._batch = msgspec.json.Decoder(batch)
+        self._stream: msgspec.json.Decoder[Any] = msgspec.json.Decoder(event)
+        self._batch: msgspec.json.Decoder[Any] = msgspec.json.Decoder(batch)
         self._list = msgspec.json.Decoder(list[event])  # type: ignore[valid-type]
-        self._hot_stream = msgspec.json.Decoder(hot)
-        self._hot_batch = msgspec.json.Decoder(hot_batch)
+        self._hot_stream: msgspec.json.Decoder[Any] = msgspec.json.Decoder(hot)
+        self._hot_batch: msgspec.json.Decoder[Any] = msgspec.json.Decoder(hot_batch)
         self._hot_list = msgspec.json.Decoder(list[hot])  # type: ignore[valid-type]
         self._valid_names: dict[str, str] = {}  # raw → normalised, only names within limits
         self._lo = limits.min_event_time
@@ -354,6 +345,7 @@ class EventDecoder:
         lo, hi = self._lo, self._hi(now)
         out: list[Point] = []
         append = out.append
+        t: float | None
         for ev in events:
             name = names.get(ev.name)
             if name is None:
@@ -432,7 +424,6 @@ class EventDecoder:
                 vs[g].append(1.0 if v else 0.0)
             else:
                 texts.append((g, t, v))
-        from twin.core.columns import SeriesColumns  # (columns imports this module)
 
         return SeriesColumns(list(index), units, ts, vs, texts)
 
@@ -449,7 +440,6 @@ class EventDecoder:
             cols = None
         if cols is not None:
             return cols, []
-        from twin.core.columns import ColumnsBuilder
 
         points, errors = self._batch_typed(payload, now)
         b = ColumnsBuilder()

@@ -47,7 +47,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from twin.core.intervals import IntervalCalibrator, lead_buckets, standardised_errors, z_of
+from twin.core.intervals import IntervalCalibrator, lead_buckets, standardised_errors
 
 KINDS = ("forecast", "what_if", "plan", "scenario")
 SCORED_KINDS = ("forecast", "what_if", "plan")
@@ -328,7 +328,7 @@ class PredictionLedger:
     def skill(self, system: str, kind: str, metric: str | None = None) -> Skill:
         """Recent measured accuracy of ``kind`` predictions on ``system`` (and ``metric``)."""
         key = (system, kind, metric) if metric else (system, kind)
-        rows = self._skill.get(key)  # type: ignore[arg-type]
+        rows = self._skill.get(key)
         scale, _ = self.intervals.scale(((system, kind, metric),) if metric else ((system, kind),), 1, 0.9)
         if not rows:
             return Skill(0, math.nan, math.nan, math.nan, scale, math.nan)
@@ -375,7 +375,7 @@ class PredictionLedger:
             idx = np.unique(np.linspace(0, n - 1, min(n, per_track)).round().astype(np.int64)) if n > per_track else slice(None)
 
             def pick(a: np.ndarray | None, dtype: Any = np.float64) -> np.ndarray | None:
-                return None if a is None else np.ascontiguousarray(np.asarray(a, dtype=dtype)[idx])
+                return None if a is None else np.ascontiguousarray(np.asarray(a, dtype=dtype)[idx])  # noqa: B023 - used in this iteration
 
             kept.append(
                 _Track(
@@ -565,7 +565,7 @@ class PredictionLedger:
         n_in = int(inside.sum())
         n_in_raw = int(inside_raw.sum())
         n_within = int(within.sum())
-        out = {
+        out: dict[str, Any] = {
             "points": n,
             "mase": float(fin_m.mean()) if fin_m.shape[0] else math.nan,
             "rel_error": float(fin_r.mean()) if fin_r.shape[0] else math.nan,
@@ -886,10 +886,10 @@ class PredictionLedger:
                     int(d.get("refits", 0)), bool(d.get("awaiting_refit", False)),
                 )
         for key, fields in obj.get("aggregates", []):
-            self._aggs[tuple(key)] = _Agg(**fields)  # type: ignore[index]
+            self._aggs[tuple(key)] = _Agg(**fields)
         for key, rows in obj.get("skill", []):
             d = self._skill[tuple(key)] = deque(maxlen=self.skill_window)
-            d.extend(tuple(r) for r in rows)  # type: ignore[misc]
+            d.extend(tuple(r) for r in rows)
         self.intervals.load(obj.get("intervals", []))
         c = obj.get("counters", {})
         self.refits_total = int(c.get("refits_total", 0))

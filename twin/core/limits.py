@@ -43,6 +43,12 @@ class EventLimits:
     max_tag_length: int = 256
     max_payload_depth: int = 32
     max_action_payload_bytes: int = 65_536
+    # Requests (issue 17, defect 4): what one RPC may ask for.
+    max_request_parameters: int = 64
+    max_parameter_length: int = 65_536
+    max_query_metrics: int = 100
+    max_scanned_samples: int = 5_000_000
+    max_points_returned: int = 50_000
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None) -> EventLimits:
@@ -79,6 +85,20 @@ class EventLimits:
                 f"time {t!r} is outside the accepted window [{lo:g}, {hi:.0f}] (epoch seconds)", field
             )
         return t
+
+
+    def check_parameters(self, params: Mapping[str, str], field: str = "parameters") -> None:
+        """A request's parameters map: bounded in entries and in each key and value."""
+        if len(params) > self.max_request_parameters:
+            raise InvalidRequest(
+                f"{len(params)} entries; at most {self.max_request_parameters} (limits.max_request_parameters)", field
+            )
+        for key, value in params.items():
+            if len(key) > self.max_parameter_length or len(value) > self.max_parameter_length:
+                raise InvalidRequest(
+                    f"longer than {self.max_parameter_length} characters (limits.max_parameter_length)",
+                    f"{field}.{key[:64]}",
+                )
 
 
 DEFAULT_LIMITS = EventLimits()

@@ -52,6 +52,7 @@ __all__ = [
     "flat_view",
     "gauge_family",
     "new_registry",
+    "with_flat",
 ]
 
 PREFIX = "polaris_twin_"
@@ -103,17 +104,23 @@ class Figures(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for f in self._figures:
-            fam: Metric = (counter_family if f.kind == "counter" else gauge_family)(f.name, f.doc, f.labels)
+            fam = counter_family(f.name, f.doc, f.labels) if f.kind == "counter" else gauge_family(f.name, f.doc, f.labels)
             value = f.read()
             if isinstance(value, Mapping):
                 for key, v in sorted(value.items()):
-                    fam.add_metric(list(key) if isinstance(key, tuple) else [key], float(v))  # type: ignore[attr-defined]
+                    fam.add_metric(list(key) if isinstance(key, tuple) else [str(key)], float(v))
             else:
-                fam.add_metric([], float(value))  # type: ignore[attr-defined]
+                fam.add_metric([], float(value))
             yield fam
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
+
+
+def with_flat(fam: Metric, flat: dict[str, float]) -> Metric:
+    """``fam`` with its own ``get_metrics`` keys (``{}``: Prometheus only)."""
+    fam.flat = flat  # type: ignore[attr-defined]  # read back by flat_view
+    return fam
 
 
 def dict_families(figures: Mapping[str, float], name_prefix: str, flat_prefix: str, owner: str) -> Iterator[Metric]:
@@ -125,14 +132,13 @@ def dict_families(figures: Mapping[str, float], name_prefix: str, flat_prefix: s
     for key, value in figures.items():
         name = name_prefix + "".join(c if c.isalnum() or c == "_" else "_" for c in key)
         doc = f"{owner} figure {key}."
-        fam: Metric
+        fam: CounterMetricFamily | GaugeMetricFamily
         if key.endswith("_total"):
             fam = counter_family(name[: -len("_total")], doc)
         else:
             fam = gauge_family(name, doc)
-        fam.add_metric([], float(value))  # type: ignore[attr-defined]
-        fam.flat = {flat_prefix + key: float(value)}  # type: ignore[attr-defined]
-        yield fam
+        fam.add_metric([], float(value))
+        yield with_flat(fam, {flat_prefix + key: float(value)})
 
 
 class FigureDict(Collector):

@@ -13,10 +13,10 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
-from twin.core.notify import EventBus
-from twin.core.limits import DEFAULT_LIMITS, EventLimits
 from twin.core.columns import SeriesColumns
+from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
+from twin.core.limits import DEFAULT_LIMITS, EventLimits
+from twin.core.notify import EventBus
 from twin.core.store import Retention, Series, SeriesStore
 
 _R = TypeVar("_R")
@@ -156,15 +156,16 @@ class TwinState:
                 source, name, t, value, unit, text = p
                 s = get((source, name))
                 if s is None:
-                    s = store.admit(source, name, unit)
-                    if s.__class__ is str:
-                        refused.append((p, s))  # type: ignore[arg-type]
+                    admitted = store.admit(source, name, unit)
+                    if isinstance(admitted, str):  # the refusal's reason
+                        refused.append((p, admitted))
                         continue
+                    s = admitted
                 if text is None:
-                    s.append(t, value)  # type: ignore[union-attr]
+                    s.append(t, value)
                     appended += 1
                 else:
-                    s.last_text = text  # type: ignore[union-attr]
+                    s.last_text = text
                     self.text_values += 1
                 n += 1
         finally:

@@ -50,6 +50,25 @@ def _by_reference(fn: Callable[..., Any]) -> bool:
     return bool(qual) and "<locals>" not in qual and getattr(fn, "__module__", "__main__") != "__main__"
 
 
+def _watch_parent(pid: int) -> None:
+    """Worker initializer: exit when the twin that started the pool is gone (a SIGKILLed
+    twin cannot shut its pool down, and a worker must never outlive it)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # pid reused by another user's process: the twin is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _warm() -> int:
     return os.getpid()
 
@@ -74,7 +93,9 @@ class WorkerPool:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(list(self.preload))
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.processes, mp_context=ctx)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.processes, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def _start_blocking(self) -> concurrent.futures.ProcessPoolExecutor:

@@ -177,7 +177,7 @@ class Durability:
             t0 = time.perf_counter()
             lock = js.apply_lock if js is not None else contextlib.nullcontext()
             try:
-                async with lock:  # type: ignore[attr-defined]
+                async with lock:
                     seq = js.applied_sequence if js is not None else 0
                     above = js.tracker.applied_above if js is not None else []
                     snap = capture(self.runtime.state, seq, above, js.stream_name if js is not None else "")

@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -92,7 +92,7 @@ class Snapshot:
 # ------------------------------------------------------------------- capture
 def capture(state: TwinState, applied_sequence: int, applied_above: list[int] | None = None, stream: str = "") -> Snapshot:
     """Copies the state (on the event-loop thread: the store is not thread-safe)."""
-    series = [SeriesData(**d) for d in state.store.export_series()]
+    series = [SeriesData(**cast(dict[str, Any], d)) for d in state.store.export_series()]
     return Snapshot(
         applied_sequence=applied_sequence,
         applied_above=sorted(applied_above or []),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from twin.models.statistical.diagnosis import (
@@ -105,7 +105,7 @@ def _objective(ranks: Sequence[int]) -> float:
 
 
 def day_of(fault_start: float) -> str:
-    return datetime.fromtimestamp(fault_start, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(fault_start, UTC).strftime("%Y-%m-%d")
 
 
 def cross_validate(

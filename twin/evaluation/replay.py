@@ -39,10 +39,15 @@ def make_runtime() -> Any:
     from twin.core.config import load_config
     from twin.runtime import TwinRuntime
 
-    cfg = load_config(
-        overrides={"digital_twin": {"world_model": {"implementation": "statistical"}}}, environ={}
-    )
-    return TwinRuntime(cfg)
+    # One case at a time: compute runs in threads (a worker pool per fresh twin would cost
+    # more to start than the diagnosis it runs; the results are the same).
+    overrides = {
+        "digital_twin": {
+            "world_model": {"implementation": "statistical"},
+            "performance": {"compute_workers": 0},
+        }
+    }
+    return TwinRuntime(load_config(overrides=overrides, environ={}))
 
 
 def service_of(h: Any) -> str:

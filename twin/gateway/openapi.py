@@ -58,7 +58,7 @@ def field_schema(f: FieldDescriptor) -> dict[str, Any]:
 
 
 def _single(f: FieldDescriptor) -> dict[str, Any]:
-    if f.type == F.TYPE_MESSAGE:
+    if f.type == F.TYPE_MESSAGE and f.message_type is not None:
         if f.message_type.full_name == "google.protobuf.Struct":
             return {"type": "object", "additionalProperties": True}
         return {"$ref": f"#/components/schemas/{f.message_type.name}"}

@@ -16,9 +16,9 @@ import logging
 from typing import Any
 
 import orjson
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 
-from twin.core.notify import EventBus, WatcherDropped, event_dict
+from twin.core.notify import EventBus, Subscription, WatcherDropped, event_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,13 @@ class EventPublisher:
         self.published = 0
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
-        self._sub = None
+        self._sub: Subscription | None = None
 
-    def start(self, nc: NATS) -> None:
+    def start(self, nc: NatsClient) -> None:
         self._sub = self.bus.subscribe(queue_size=QUEUE, overflow="count", name="nats")
         self._task = asyncio.get_running_loop().create_task(self._run(nc), name="events-nats")
 
-    async def _run(self, nc: NATS) -> None:
+    async def _run(self, nc: NatsClient) -> None:
         assert self._sub is not None
         headers = {"Polaris-Twin-Id": self.twin_id} if self.twin_id else None
         try:

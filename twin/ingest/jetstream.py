@@ -275,7 +275,7 @@ class JetStreamIngestor(Ingestor):
             max_bytes=int(js.get("max_bytes", -1)),
             num_replicas=int(js.get("replicas", 1)),
             storage=storage,
-            duplicate_window=float(js.get("duplicate_window_sec", 120)) or None,
+            duplicate_window=float(js.get("duplicate_window_sec", 120)) or None,  # type: ignore[arg-type]  # None: server default
             discard=api.DiscardPolicy.OLD,
         )
         try:

@@ -33,17 +33,17 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import nats
-from nats.aio.client import Client as NATS
+import orjson
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
+from twin.core.columns import ColumnsBuilder, SeriesColumns
 from twin.core.config import NatsConfig
 from twin.core.errors import IngestError
-import orjson
-
 from twin.core.events import (
     CalibrationEvent,
     DecodeError,
@@ -51,12 +51,11 @@ from twin.core.events import (
     Point,
     decoder_for,
 )
-from twin.core.columns import ColumnsBuilder, SeriesColumns
-from twin.core.redact import redact_text
+from twin.core.ingest_stats import IngestStats
 from twin.core.metrics import Figures
+from twin.core.redact import redact_text
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
-from twin.ingest.stats import IngestStats
 from twin.ingest.systems import SystemFilter, calibration_system, execution_system, subject_matches
 from twin.models.base import WorldModel
 from twin.models.domain import EventBatch
@@ -79,7 +78,7 @@ MAX_LINKS = 128  # the SDK's default span link limit
 class Item:
     """One decoded message waiting to be applied."""
 
-    points: list[Point] = field(default_factory=list)
+    points: list[Point] | SeriesColumns = field(default_factory=list)  # a batch: columns
     execution: ExecutionResult | None = None
     calibration: CalibrationEvent | None = None
     ack: Callable[[], Awaitable[None]] | None = None
@@ -128,7 +127,7 @@ def _point_json(p: Point) -> bytes:
     )
 
 
-async def confirm_interest(nc: NATS, timeout: float = 10.0) -> None:
+async def confirm_interest(nc: NatsClient, timeout: float = 10.0) -> None:
     """Returns once the server has processed every command this client sent before it.
 
     ``nc.flush()`` does not promise that: nats-py 2.16 writes its PING straight to the
@@ -180,7 +179,7 @@ class Ingestor:
         self.twin_id = twin_id
         self._on_status = on_status
         self._clock = clock
-        self.nc: NATS | None = None
+        self.nc: NatsClient | None = None
         # Every limit is checked here, once, by the decoders (twin.core.limits).
         self.decoder = decoder_for(state.limits)
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=cfg.queue_maxsize)
@@ -391,8 +390,8 @@ class Ingestor:
                     await ack()
                 return
             stats.events_received += len(points) + len(errors)
-            for err in errors:
-                await self.dead_letter(err.reason, subject, err.raw or b"", index=err.index, parent=link)
+            for bad in errors:
+                await self.dead_letter(bad.reason, subject, bad.raw or b"", index=bad.index, parent=link)
             if points and self.systems.active:
                 points = self._own_systems(points)
             if points:
@@ -496,13 +495,12 @@ class Ingestor:
             # a bigger batch amortises the per-series work of the columnar path. Bounded
             # by nats.max_batch_events and by ~APPLY_BUDGET_SEC of work at the measured
             # cost per event, so RPCs still wait at most about one such batch.
-            if batch_size > 1 and not q.empty():
+            # Batch messages only: stream messages keep exactly the batch_size semantics.
+            if batch_size > 1 and any(isinstance(it.points, SeriesColumns) for it in items):
                 cap = min(self.cfg.max_batch_events, int(APPLY_BUDGET_SEC / self._cost_per_event))
-                while n < cap:
-                    try:
-                        item = q.get_nowait()
-                    except asyncio.QueueEmpty:
-                        break
+                waiting = q._queue  # type: ignore[attr-defined] # peek: take only batch messages
+                while n < cap and waiting and isinstance(waiting[0].points, SeriesColumns):
+                    item = q.get_nowait()
                     items.append(item)
                     n += item.size
             t0 = time.perf_counter()
@@ -577,11 +575,12 @@ class Ingestor:
         calibrations = []
         with_points = [it for it in items if it.points]
         columnar = any(isinstance(it.points, SeriesColumns) for it in with_points)
+        cols: SeriesColumns | None
         if not columnar:  # stream messages only: a few points, the plain path is cheaper
             cols = None
             points: Sequence[Point] = [p for it in with_points for p in it.points]
         elif len(with_points) == 1:
-            cols = with_points[0].points  # one batch message: already grouped per series
+            cols = cast(SeriesColumns, with_points[0].points)  # one batch message: already grouped
         else:
             builder = ColumnsBuilder()
             for it in with_points:

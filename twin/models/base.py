@@ -84,7 +84,7 @@ class WorldModel(abc.ABC):
         return {}
 
     async def query(self, request: QueryRequest) -> QueryResult:
-        return state_queries.answer(self.state, request)
+        return await state_queries.answer(self.state, request)
 
     @abc.abstractmethod
     async def simulate(self, request: SimulationRequest) -> SimulationResult: ...

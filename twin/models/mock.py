@@ -97,7 +97,7 @@ class MockWorldModel(WorldModel):
         if system is None and sources:
             system = "swim" if "swim" in sources else sources[0]
         latest = store.latest(system).get(system or "", {})
-        metrics = {m: float(e["value"]) for m, e in latest.items() if isinstance(e["value"], float) and math.isfinite(e["value"])}  # type: ignore[arg-type]
+        metrics = {m: float(e["value"]) for m, e in latest.items() if isinstance(e["value"], float) and math.isfinite(e["value"])}
         if metrics:
             return system or "", metrics, True
         return system or "system", dict(DEFAULT_STATE), False

@@ -35,7 +35,7 @@ class MetricsServer:
 
         try:
             self._server, self._thread = start_http_server(
-                self.port, addr=self.host, registry=LoopBoundRegistry(self.registry, loop)  # type: ignore[arg-type]
+                self.port, addr=self.host, registry=LoopBoundRegistry(self.registry, loop)
             )
         except OSError as exc:
             raise PortInUse(

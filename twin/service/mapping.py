@@ -7,7 +7,7 @@ missing id is replaced by a fresh UUID so it can be echoed.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -36,7 +36,7 @@ MAX_TEXT = 16_384
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _time(text: str, field: str, limits: EventLimits = DEFAULT_LIMITS) -> float | None:
@@ -57,6 +57,7 @@ def _text(text: str, field: str) -> str:
 
 
 def to_query(req: pb.QueryRequest, limits: EventLimits = DEFAULT_LIMITS) -> QueryRequest:
+    limits.check_parameters(req.parameters)
     if req.query_type not in QUERY_TYPES:
         raise InvalidRequest(f"unknown query_type {req.query_type!r}; expected one of {', '.join(QUERY_TYPES)}", "query_type")
     if req.query_type == "natural_language" and not req.query_content.strip():
@@ -71,6 +72,7 @@ def to_query(req: pb.QueryRequest, limits: EventLimits = DEFAULT_LIMITS) -> Quer
 
 
 def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMITS) -> SimulationRequest:
+    limits.check_parameters(req.parameters)
     if req.simulation_type not in SIMULATION_TYPES:
         raise InvalidRequest(
             f"unknown simulation_type {req.simulation_type!r}; expected one of {', '.join(SIMULATION_TYPES)}", "simulation_type"
@@ -91,6 +93,7 @@ def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMIT
             raise InvalidRequest(f"unknown priority {a.priority!r}", f"actions[{i}].priority")
         if not math.isfinite(a.timeout) or a.timeout < 0:
             raise InvalidRequest("must be a finite number >= 0", f"actions[{i}].timeout")
+        limits.check_parameters(a.params, f"actions[{i}].params")
         actions.append(Action(a.action_type.strip().upper(), a.target, dict(a.params), a.action_id or new_id(), a.priority.lower() or "normal", a.timeout))
     return SimulationRequest(
         req.simulation_id or new_id(),
@@ -103,6 +106,7 @@ def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMIT
 
 
 def to_diagnosis(req: pb.DiagnosisRequest, limits: EventLimits = DEFAULT_LIMITS) -> DiagnosisRequest:
+    limits.check_parameters(req.context, "context")
     return DiagnosisRequest(
         req.diagnosis_id or new_id(),
         _text(req.anomaly_description, "anomaly_description"),

@@ -69,6 +69,13 @@ class RpcMetrics(Collector):
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (method, code)
     model_time: dict[str, LatencyRecorder] = field(default_factory=dict)  # by model operation
     rejected_busy: int = 0
+    rejected_by: Counter[str] = field(default_factory=Counter)  # limit setting → refusals
+    auth_denied: Counter[tuple[str, str]] = field(default_factory=Counter)  # (operation, code)
+
+    def reject(self, limit: str) -> None:
+        """One RPC refused as busy by ``limit`` (the setting's name)."""
+        self.rejected_busy += 1
+        self.rejected_by[limit] += 1
 
     def register(self, registry: CollectorRegistry) -> RpcMetrics:
         registry.register(self)
@@ -104,9 +111,18 @@ class RpcMetrics(Collector):
         responses.flat = {f"rpc_{m.lower()}_responses_total.{c}": float(n) for (m, c), n in self.outcomes.items()}  # type: ignore[attr-defined]
         responses.flat["rpc_errors_total"] = float(self.errors())  # type: ignore[attr-defined]
         yield responses
-        busy = counter_family("rpc_rejected_busy", "Requests refused by admission (RESOURCE_EXHAUSTED).")
-        busy.add_metric([], float(self.rejected_busy))
+        busy = counter_family("rpc_rejected_busy", "Requests refused as busy (RESOURCE_EXHAUSTED), by limit.", ["limit"])
+        for limit, n in sorted(self.rejected_by.items()):
+            busy.add_metric([limit], float(n))
+        busy.flat = {f"rpc_rejected_busy_total.{k}": float(n) for k, n in self.rejected_by.items()}  # type: ignore[attr-defined]
+        busy.flat["rpc_rejected_busy_total"] = float(self.rejected_busy)  # type: ignore[attr-defined]
         yield busy
+        denied = counter_family("manage_denied", "Protected Manage operations refused, by operation and code.", ["operation", "code"])
+        for (op, code), n in sorted(self.auth_denied.items()):
+            denied.add_metric([op, code], float(n))
+        denied.flat = {f"manage_denied_total.{op}.{c}": float(n) for (op, c), n in self.auth_denied.items()}  # type: ignore[attr-defined]
+        denied.flat["manage_denied_total"] = float(sum(self.auth_denied.values()))  # type: ignore[attr-defined]
+        yield denied
         yield self._recent("rpc_recent_latency_seconds", "Quantiles of the last 4096 RPC latencies per method.", "method", "rpc_{}_{}_ms", self.latency)
         yield self._recent(
             "model_call_recent_latency_seconds", "Quantiles of the last 4096 world-model call durations per operation.",

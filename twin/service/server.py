@@ -22,6 +22,7 @@ from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 from twin.core.config import GrpcConfig
 from twin.core.errors import PortInUse
+from twin.service.admission import InFlightLimit
 from twin.service.servicer import DigitalTwinServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DigitalTwin"].full_name
@@ -56,12 +57,15 @@ class TwinServer:
 
     def __init__(self, cfg: GrpcConfig, servicer: DigitalTwinServicer, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self.cfg = cfg
+        # No maximum_concurrent_rpcs: gRPC core would refuse health checks too. The
+        # in-flight limit exempts health and reflection (twin/service/admission.py).
+        limit = cfg.max_workers + 2 * servicer.perf.max_concurrent_queries
+        self.in_flight = InFlightLimit(limit, servicer.rpc_metrics.reject)
         self.server = grpc.aio.server(
             options=server_options(cfg),
-            maximum_concurrent_rpcs=cfg.max_workers,
-            interceptors=list(interceptors),
+            interceptors=[self.in_flight, *interceptors],
         )
-        pb_grpc.add_DigitalTwinServicer_to_server(servicer, self.server)
+        pb_grpc.add_DigitalTwinServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]  # generated, untyped
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -11,6 +11,7 @@ A model that fails or overruns the configured timeout is answered in-band
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,15 @@ from twin.models.registry import available_models
 from twin.models.state_queries import series_stats
 from twin.runtime import TwinRuntime
 from twin.service import mapping, watch
+from twin.service.auth import (
+    AuthPolicy,
+    Caller,
+    Decision,
+    audit,
+    authorize,
+    caller_of,
+    is_loopback_host,
+)
 from twin.service.rpc_metrics import RpcMetrics
 from twin.service.spans import model_call_span, record_outcome
 
@@ -78,6 +88,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
         self.perf = runtime.config.performance
         self.admission = Admission(self.perf.max_concurrent_queries)
         self.rpc_metrics = RpcMetrics().register(runtime.registry)
+        self.auth = AuthPolicy.from_config(runtime.config.auth, runtime.config.grpc.host)
         # Open Watch/SSE streams, shared by every transport (twin.service.watch).
         self.watchers = watch.Watchers(runtime.state.events, runtime.config.events, runtime.config.grpc.max_workers // 2)
 
@@ -99,8 +110,12 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
                     record_outcome(span, result, elapsed)
                     return result
         except Busy:
-            self.rpc_metrics.rejected_busy += 1
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {self.perf.max_concurrent_queries} {method} requests in flight and as many waiting; retry later")
+            self.rpc_metrics.reject("performance.max_concurrent_queries")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.perf.max_concurrent_queries} model calls running and as many waiting "
+                "(performance.max_concurrent_queries); retry later",
+            )
             raise  # unreachable: abort raises
         except TimeoutError:
             if remaining is not None and remaining <= timeout:
@@ -180,7 +195,11 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             if handler is None:
                 raise InvalidRequest(f"unknown operation {op!r}; expected one of {', '.join(_MANAGE)}", "operation")
             rid = request.request_id or new_id()
+            self.rt.state.limits.check_parameters(request.parameters)
             params = dict(request.parameters)
+            caller = None
+            if op in self.auth.protected:
+                caller = await self._authorize(op, params, context)
             try:
                 success, result, metrics = await asyncio.wait_for(handler(self, params), self.perf.management_timeout_sec)
             except TimeoutError:
@@ -190,6 +209,8 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             except Exception as exc:  # noqa: BLE001 - in-band failure
                 log.exception("Manage %s failed", op)
                 success, result, metrics = False, f"{op} failed: {exc}", {}
+            if caller is not None:
+                audit(op, params, caller[0], caller[1], "success" if success else f"failed: {result[:200]}")
             health = await self.rt.health()
             return pb.ManagementResponse(
                 request_id=rid,
@@ -201,6 +222,20 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             )
 
         return await self._observe("Manage", context, handle)
+
+    async def _authorize(self, op: str, params: dict[str, str], context: Any) -> tuple[Caller, Decision]:
+        """The caller of a protected operation, or an abort (UNAUTHENTICATED / PERMISSION_DENIED)."""
+        caller = caller_of(context)
+        policy = self.auth
+        listener = getattr(context, "listener_host", None)  # the REST gateway's own listener
+        if listener is not None:
+            policy = dataclasses.replace(policy, loopback_listener=is_loopback_host(listener))
+        decision = authorize(op, caller, policy)
+        if not decision.allowed:
+            audit(op, params, caller, decision)
+            self.rpc_metrics.auth_denied[(op, decision.code)] += 1
+            await context.abort(getattr(grpc.StatusCode, decision.code), decision.reason)
+        return caller, decision
 
     # ------------------------------------------------------------ Manage operations
     # One method per operation, registered in ``_MANAGE`` by ``@_operation``; each gets

@@ -46,7 +46,7 @@ def fetch(target: str, timeout: float = 5.0, channel: object | None = None) -> d
     try:
         resp = pb_grpc.DigitalTwinStub(ch).Manage(
             pb.ManagementRequest(operation="get_metrics"), timeout=timeout
-        )  # type: ignore[arg-type]
+        )
     finally:
         if own:
             ch.close()  # type: ignore[union-attr]
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 print(
                     f"cannot reach the twin at {args.target}: {exc.code().name}: {exc.details()}",
                     file=sys.stderr,
-                )  # type: ignore[attr-defined]
+                )
                 if args.once or prev is None:
                     return 1
                 time.sleep(args.interval)

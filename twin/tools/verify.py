@@ -20,6 +20,7 @@ import grpc
 import nats
 import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.aio.msg import Msg
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
@@ -33,7 +34,7 @@ async def _checks(target: str, nats_url: str, out: Callable[[str], None]) -> boo
         nc = await nats.connect(nats_url)
         errors: list[bytes] = []
 
-        async def on_error(msg: nats.aio.msg.Msg) -> None:
+        async def on_error(msg: Msg) -> None:
             errors.append(msg.data)
 
         await nc.subscribe("polaris.digitaltwin.errors", cb=on_error)

@@ -17,14 +17,22 @@ import pytest
 from langchain_core.exceptions import ModelAuthenticationError, ModelRateLimitError
 from langchain_core.messages import AIMessage
 
-from llm_fakes import HttpError, RecordingChatModel, ScriptedChatModel, recording
 from twin.core.events import Point, iso
 from twin.core.state import ActionRecord, TwinState
-from twin.models.base import Action, DiagnosisRequest, PredictedState, QueryRequest, SimulationRequest, SimulationResult
+from twin.models.base import (
+    Action,
+    DiagnosisRequest,
+    PredictedState,
+    QueryRequest,
+    SimulationRequest,
+    SimulationResult,
+)
 from twin.models.llm import budget as budget_mod
 from twin.models.llm.gemini import GeminiWorldModel
 from twin.models.llm.runner import is_transient
 from twin.service import mapping
+
+from llm_fakes import HttpError, RecordingChatModel, ScriptedChatModel, recording
 
 T0 = 1_700_000_000.0
 NOW = T0 + 59 * 60.0
@@ -319,8 +327,9 @@ async def test_budget_waits_when_the_slot_frees_soon(monkeypatch: pytest.MonkeyP
 
 
 async def test_token_usage_and_latency_reach_get_metrics() -> None:
-    from support import twin_config
     from twin.runtime import TwinRuntime
+
+    from support import twin_config
 
     reply = AIMessage(content=json.dumps(QUERY_OK), usage_metadata={"input_tokens": 120, "output_tokens": 30, "total_tokens": 150})
     rt = TwinRuntime(twin_config(None))
@@ -358,8 +367,9 @@ def test_cli_validate_only_fails_naming_the_key(monkeypatch: pytest.MonkeyPatch,
 
 
 async def test_running_without_key_is_unhealthy_and_answers_in_band(monkeypatch: pytest.MonkeyPatch) -> None:
-    from support import twin_config
     from twin.runtime import TwinRuntime
+
+    from support import twin_config
 
     for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(var, raising=False)

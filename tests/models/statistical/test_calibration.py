@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stat_support import T0, feed, loadgen_points, runtime
 
 from twin.core.state import CalibrationRecord
 from twin.models.base import Action, SimulationRequest
 from twin.models.statistical.calibration import Calibrator
 from twin.tools.loadgen import SwimLike
+
+from stat_support import T0, feed, loadgen_points, runtime
 
 
 def rec(pred: dict, actual: dict, prediction_id: str = "p") -> CalibrationRecord:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from stat_support import feed, loadgen_points, runtime
 
 from twin.core.errors import InvalidRequest
 from twin.models.base import Action, SimulationRequest
 from twin.models.statistical.capacity import erlang_c, mgc
+
+from stat_support import feed, loadgen_points, runtime
 
 
 def test_erlang_c_and_mgc_closed_forms() -> None:

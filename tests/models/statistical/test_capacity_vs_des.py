@@ -10,10 +10,11 @@ predicted mean response time must be within 10 % of the simulated one.
 from __future__ import annotations
 
 import pytest
-from stat_support import feed, runtime
 from swim_des import run_swim_des, telemetry_points
 
 from twin.models.base import Action, SimulationRequest
+
+from stat_support import feed, runtime
 
 S_BASIC, S_OPT = 0.05, 0.09  # seconds (hidden from the model: it learns them from telemetry)
 

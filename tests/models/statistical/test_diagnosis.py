@@ -301,3 +301,51 @@ def test_ranking_input_is_plain_data() -> None:
     b, _ = rank_services(again)
     assert [(s.service, s.score) for s in a] == [(s.service, s.score) for s in b]
     assert a[0].service == "app"
+
+
+async def test_model_diagnoses_in_a_compute_worker_process() -> None:
+    """The statistical model reads the state on the loop (``prepare``) and runs the ranking
+    (``answer``, pure, pickled) through the compute pool: same answer as in-thread."""
+    from twin.core import workers
+    from twin.core.config import load_config
+    from twin.runtime import TwinRuntime
+
+    overrides = {
+        "digital_twin": {
+            "world_model": {"implementation": "statistical"},
+            "performance": {"compute_workers": 1},
+        }
+    }
+    rt = TwinRuntime(load_config(overrides=overrides, environ={}))
+    await rt.initialize()
+    try:
+        st = _state("db", seed=2)
+        pts = [p for s in st.store for p in _points_of(s)]
+        rt.ingest_points(pts)
+        req = DiagnosisRequest("w", "", T0, {})
+        pool = workers.pool()
+        seen: list[str] = []
+        real_run = pool.run
+
+        async def spy(fn, *args):  # type: ignore[no-untyped-def]
+            seen.append(getattr(fn, "__qualname__", ""))
+            return await real_run(fn, *args)
+
+        pool.run = spy  # type: ignore[method-assign]
+        before = pool.process_calls
+        res = await rt.model.diagnose(req)
+        assert "answer" in seen  # through the compute pool ...
+        assert pool.process_calls > before  # ... in a worker process
+        local = diagnose(rt.state, req, rt.model.anomaly_scores)
+        assert [(h.hypothesis, h.probability) for h in res.hypotheses] == [
+            (h.hypothesis, h.probability) for h in local.hypotheses
+        ]
+        assert res.hypotheses[0].hypothesis.startswith("db ")
+    finally:
+        await rt.shutdown()
+
+
+def _points_of(series: object) -> list[Point]:
+    t, v = series.arrays()  # type: ignore[attr-defined]
+    src, name = series.source, series.name  # type: ignore[attr-defined]
+    return [Point(src, name, float(a), float(b), "", None) for a, b in zip(t, v)]

@@ -8,12 +8,13 @@ import json
 
 import nats
 import orjson
-from stat_support import EVENTS_PER_ROUND, T0
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 from twin.tools.loadgen import batch_message, telemetry
+
+from stat_support import EVENTS_PER_ROUND, T0
+from support import wait_for
 
 
 async def test_simulate_forecast_over_grpc(nats_server, make_twin, channel_for) -> None:

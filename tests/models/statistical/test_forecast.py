@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stat_support import nab_series
 
 from twin.core.store import SeriesStore
 from twin.models.statistical.forecast import (
@@ -18,6 +17,8 @@ from twin.models.statistical.forecast import (
     sampling_step,
     select_and_fit,
 )
+
+from stat_support import nab_series
 
 
 def test_seasonality_detected_from_the_sampling_interval_on_nab() -> None:

@@ -9,12 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-from stat_support import T0, feed, loadgen_points, nab_points, runtime
-from support import wait_for
 
 from twin.core.events import Point
 from twin.models.base import DiagnosisRequest, QueryRequest, SimulationRequest
 from twin.models.statistical import model as model_mod
+
+from stat_support import T0, feed, loadgen_points, nab_points, runtime
+from support import wait_for
 
 
 def test_importing_the_model_does_not_import_statsmodels() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from stat_support import feed, loadgen_points, runtime
 
 from twin.core.errors import InvalidRequest
 from twin.core.events import Point, iso
 from twin.models.base import QueryRequest
+
+from stat_support import feed, loadgen_points, runtime
 
 START = datetime(2023, 11, 15, 8, 0, tzinfo=UTC).timestamp()  # data 08:00 .. ~10:46 UTC
 

@@ -119,9 +119,9 @@ def build_chat_model(settings: Mapping[str, Any], environ: Mapping[str, str] | N
     max_tokens = int(settings.get("max_output_tokens", 2048))
     if provider == "custom":
         cls = _load_class(str(settings["chat_model_class"]))
-        kwargs = dict(settings.get("chat_model_kwargs") or {})
+        custom_kwargs = dict(settings.get("chat_model_kwargs") or {})
         try:
-            return cls(**kwargs)
+            return cls(**custom_kwargs)
         except Exception as exc:  # noqa: BLE001 - any constructor failure is a config problem
             raise ChatModelConfigError(f"cannot construct {settings['chat_model_class']}: {exc}") from exc
     key = find_api_key(settings, env)
@@ -148,7 +148,7 @@ def build_chat_model(settings: Mapping[str, Any], environ: Mapping[str, str] | N
             raise ChatModelConfigError(f"cannot construct ChatGoogleGenerativeAI: {exc}") from exc
     if provider == "openai":
         try:
-            from langchain_openai import ChatOpenAI  # type: ignore[import-not-found]
+            from langchain_openai import ChatOpenAI
         except ImportError as exc:
             raise ChatModelConfigError("the openai provider needs langchain-openai (pip install langchain-openai)") from exc
         if key is None and not settings.get("base_url"):

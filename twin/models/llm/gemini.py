@@ -34,6 +34,12 @@ from typing import Any
 from twin.core.events import iso, parse_time
 from twin.core.state import CalibrationRecord, TwinState
 from twin.models.base import WorldModel
+from twin.models.capabilities import (
+    AnomalySource,
+    Forecaster,
+    anomaly_source_from_model,
+    forecaster_from_model,
+)
 from twin.models.domain import (
     DiagnosisRequest,
     DiagnosisResult,
@@ -47,15 +53,9 @@ from twin.models.domain import (
     SimulationRequest,
     SimulationResult,
 )
-from twin.models.capabilities import (
-    AnomalySource,
-    Forecaster,
-    anomaly_source_from_model,
-    forecaster_from_model,
-)
 from twin.models.llm import chat_factory, grounding
 from twin.models.llm.budget import UsageStats
-from twin.models.llm.runner import LLMFailure, LLMRunner, RunnerConfig, RunInfo
+from twin.models.llm.runner import LLMFailure, LLMRunner, RunInfo, RunnerConfig
 from twin.models.llm.schemas import AnswerError, DiagnosisAnswer, QueryAnswer, SimulationAnswer
 from twin.models.state_queries import requested_system
 
@@ -371,7 +371,7 @@ class GeminiWorldModel(WorldModel):
             return out
 
         try:
-            ans, info = await self.runner.run("simulation", g.text, text, check=lambda a: times(a))  # type: ignore[arg-type]
+            ans, info = await self.runner.run("simulation", g.text, text, check=lambda a: times(a))
         except LLMFailure as exc:
             return SimulationResult(False, explanation=f"gemini: {exc}", metadata=self._meta(g, None) | {"failure": exc.reason})
         assert isinstance(ans, SimulationAnswer)

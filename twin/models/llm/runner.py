@@ -32,10 +32,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel
 
 from twin.core.errors import ModelError
-from twin.models.settings import parse_settings
 from twin.models.llm import prompts
 from twin.models.llm.budget import BudgetExceeded, RateBudget, UsageStats, estimate_tokens
 from twin.models.llm.schemas import AnswerError, message_text, parse_answer, schema_text
+from twin.models.settings import parse_settings
 
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _TRANSIENT_NAMES = ("timeout", "ratelimit", "rate_limit", "unavailable", "connection", "temporar", "overloaded", "resourceexhausted", "serviceunavailable", "internalservererror", "deadline")
@@ -222,7 +222,7 @@ class LLMRunner:
                 return reply
             self.budget.settle(entry, est_in)
             transient = is_transient(error)
-            desc = "timed out after %.1fs (settings.call_timeout_sec)" % call_timeout if isinstance(error, TimeoutError) else f"{type(error).__name__}: {error}"
+            desc = f"timed out after {call_timeout:.1f}s (settings.call_timeout_sec)" if isinstance(error, TimeoutError) else f"{type(error).__name__}: {error}"
             if not transient:
                 self.stats.permanent_errors_total += 1
                 raise LLMFailure(f"the LLM call failed permanently (not retried): {desc}", "permanent_error") from error

@@ -348,9 +348,13 @@ def _service_series(
     c = _aligned(store, roles.system, roles.get("capacity"), t)
     xb = roles.get("throughput_basic")
     if xb is not None:
-        x = np.nan_to_num(_aligned(store, roles.system, xb, t)) + np.nan_to_num(
-            _aligned(store, roles.system, roles.get("throughput_optional"), t)
-        )
+        # basic + optional where reported (optional alone may be missing: then basic alone)
+        parts = [
+            np.nan_to_num(a)
+            for a in (_aligned(store, roles.system, xb, t), _aligned(store, roles.system, roles.get("throughput_optional"), t))
+            if a is not None
+        ]
+        x = sum(parts[1:], parts[0]) if parts else None
     else:
         x = _aligned(store, roles.system, roles.get("throughput") or roles.get("load"), t)
     if c is None or x is None:

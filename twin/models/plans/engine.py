@@ -473,7 +473,7 @@ class PlanEngine:
             scale = (roles.get("load") or roles.get("throughput")).scale  # type: ignore[union-attr]
             mean = fc.mean[idx] * scale
             lo, hi = fc.lower[idx] * scale, fc.upper[idx] * scale
-            ceiling = self._load_ceiling(ctx, name)
+            ceiling = self._load_ceiling(ctx, name) if name else None
             method = fc.method
             if ceiling is not None and np.any(hi - mean > ceiling):
                 lo, hi = np.maximum(lo, mean - ceiling), np.minimum(hi, mean + ceiling)
@@ -536,7 +536,7 @@ class PlanEngine:
                 grid = fc.times[np.arange(n - 1, -1, -stride)[::-1]]
             out[role] = tuple(
                 np.interp(grid, fc.times, x) * b.scale for x in (fc.mean, fc.lower, fc.upper)
-            )  # type: ignore[assignment]
+            )
         if grid is not None:
             out["_times"] = (grid, grid, grid)
         return out
@@ -614,7 +614,7 @@ class PlanEngine:
         if "error_rate" in learned:
             c.error_shift = learned["error_rate"].mean
         for a in cfg.knob_unestimated:
-            if eff.action_key(a.action_type, a.params) in {u for u in unknown}:
+            if eff.action_key(a.action_type, a.params) in set(unknown):
                 notes.append(
                     f"{a.action_type} {a.params}: no telemetry at that knob setting and no learned effect"
                 )

@@ -163,8 +163,8 @@ def evaluate_tier(
         out.values["error_rate"] = (errs[0], errs[1], errs[2])
     if cfg.quality is not None:
         q = cfg.quality + cfg.quality_shift
-        s = level_z * cfg.quality_sigma
-        out.values["quality"] = (np.full(n, q), np.full(n, q - s), np.full(n, q + s))
+        half = level_z * cfg.quality_sigma
+        out.values["quality"] = (np.full(n, q), np.full(n, q - half), np.full(n, q + half))
     return out
 
 

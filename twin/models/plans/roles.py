@@ -224,13 +224,10 @@ def _latency_scale(name: str, unit: str) -> float:
     if u in ("ns", "nanosecond", "nanoseconds"):
         return 1e-6
     if (
-        name.endswith(".seconds")
-        or ".seconds." in name
-        or name.endswith(".sec")
-        or name.endswith(".s")
+        name.endswith((".seconds", ".sec", ".s")) or ".seconds." in name
     ):
         return 1000.0
-    if name.endswith(".us") or name.endswith(".micros"):
+    if name.endswith((".us", ".micros")):
         return 0.001
     return 1.0
 

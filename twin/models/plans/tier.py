@@ -92,10 +92,10 @@ class Tier:
             es2 = 2.0 * (d * so * so + (1.0 - d) * sb * sb)
             return Service(es, es2 / (es * es) - 1.0 if es > 0 else 1.0, sb, so, d)
         if self.knob_kind == "levels" and knob is not None and knob != self.knob:
-            es = self.es_by_knob.get(_key(knob))
-            if es is None:
+            at_knob = self.es_by_knob.get(_key(knob))
+            if at_knob is None:
                 return None
-            return Service(es * scale, 1.0, es * scale, es * scale, 0.0)
+            return Service(at_knob * scale, 1.0, at_knob * scale, at_knob * scale, 0.0)
         es = self.s_basic * scale
         return Service(es, 1.0, es, es, 0.0)
 

@@ -183,7 +183,7 @@ class Calibrator:
                 keys = set.intersection(*(set(m) for _, m in stored.states))
                 state = {k: float(np.mean([m[k] for _, m in stored.states])) for k in keys}
             util = next((state[k] for k in UTIL_KEYS if k in state), util)
-            filled = []
+            filled: list[tuple[str, float | None, float, bool]] = []
             for name, p, a, _ in out:
                 if name in state:
                     filled.append((name, state[name], a, True))  # our own raw prediction

@@ -179,7 +179,9 @@ def _service_time_aligned(store: Any, system: str, lo: float) -> float | None:
     c = _aligned(store, system, ("active.servers", "servers"), t)
     xb = _aligned(store, system, ("basic.throughput",), t)
     xo = _aligned(store, system, ("optional.throughput",), t)
-    x = (np.nan_to_num(xb) + np.nan_to_num(xo)) if (xb is not None or xo is not None) else _aligned(store, system, ("arrival.rate", "request.rate"), t)
+    # Throughput = basic + optional where either is reported (one alone counts on its own).
+    parts = [np.nan_to_num(a) for a in (xb, xo) if a is not None]
+    x = sum(parts[1:], parts[0]) if parts else _aligned(store, system, ("arrival.rate", "request.rate"), t)
     if c is None or x is None:
         return None
     ok = np.isfinite(c) & np.isfinite(x) & (u > 0) & (u < 1)

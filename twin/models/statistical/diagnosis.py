@@ -2,9 +2,11 @@
 the incident time, and explain why.
 
 ``diagnose(state, request, anomaly_scores)`` is synchronous and pure given the
-state: it reads the store (and the action log), never the wall clock. The
-statistical world model calls it from its ``diagnose``; evaluations call it through
-the same RPC mapping.
+state: it reads the store (and the action log), never the wall clock. It is
+``prepare`` (reads the state: ``gather`` → ``DiagnosisInput``, plain arrays) then
+``answer`` (pure and picklable: ``rank_services``, ``incident_odds``, the text); the
+statistical world model runs ``answer`` in a compute worker (``twin.core.workers``) so a
+diagnosis never holds the serving loop. Evaluations call it through the RPC mapping.
 
 Method, per (source, metric) series around the incident time ``t0``:
 
@@ -95,14 +97,17 @@ __all__ = [
     "DiagnosisConfig",
     "DiagnosisInput",
     "IncidentOdds",
+    "PreparedDiagnosis",
     "NO_INCIDENT",
     "SeriesWindow",
     "ServiceScore",
     "TUNABLE",
+    "answer",
     "diagnose",
     "gather",
     "incident_odds",
     "metric_family",
+    "prepare",
     "rank_services",
     "robust_baseline",
 ]
@@ -625,13 +630,13 @@ def rank_services(
         dt = t0 - rec.t
         if not (-cfg.horizon_sec <= dt <= cfg.action_lookback_sec):
             continue
-        w = cfg.action_weight * math.exp(-max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0))
+        weight = cfg.action_weight * math.exp(-max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0))
         if rec.success is False:
-            w *= cfg.failed_action_factor
+            weight *= cfg.failed_action_factor
         sc = scores.get(target)
         if sc is None:
             sc = scores[target] = ServiceScore(target, 0.0)
-        sc.score += w
+        sc.score += weight
         sc.actions.append(
             f"{rec.action_type} {rec.action_id} on {target} ({rec.status}) {dt:+.0f}s before the incident"
         )
@@ -813,13 +818,37 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class PreparedDiagnosis:
+    """A request with its input gathered: everything ``answer`` needs (picklable)."""
+
+    inp: DiagnosisInput
+    cfg: DiagnosisConfig
+    t0_note: str
+    context: dict[str, str]
+    description: str
+
+
 def diagnose(
     state: TwinState,
     request: DiagnosisRequest,
     anomaly_scores: AnomalyScores | None = None,
     config: DiagnosisConfig | None = None,
 ) -> DiagnosisResult:
-    """Ranks the services that most likely caused the incident at ``request.timestamp``."""
+    """Ranks the services that most likely caused the incident at ``request.timestamp``
+    (``prepare`` then ``answer``, in this thread)."""
+    prepared = prepare(state, request, anomaly_scores, config)
+    return prepared if isinstance(prepared, DiagnosisResult) else answer(prepared)
+
+
+def prepare(
+    state: TwinState,
+    request: DiagnosisRequest,
+    anomaly_scores: AnomalyScores | None = None,
+    config: DiagnosisConfig | None = None,
+) -> PreparedDiagnosis | DiagnosisResult:
+    """The part that reads the twin's state (on the serving loop): the incident time, the
+    config the request's context asks for, and the gathered input; or the failure."""
     cfg = config or DEFAULT_CONFIG
     ctx = dict(request.context or {})
     wm = _ctx_float(ctx, "window_minutes")
@@ -842,6 +871,14 @@ def diagnose(
     system = ctx.get("system", "")
     history = cfg.placebos * cfg.horizon_sec
     inp = gather(state, t0, cfg, anomaly_scores, system, history_sec=history)
+    return PreparedDiagnosis(inp, cfg, t0_note, ctx, request.anomaly_description or "")
+
+
+def answer(prepared: PreparedDiagnosis) -> DiagnosisResult:
+    """The ranking, the no-incident odds and the answer: a pure function of ``prepared``
+    (module level and picklable, so it can run in a compute worker process)."""
+    inp, cfg, t0_note, ctx = prepared.inp, prepared.cfg, prepared.t0_note, prepared.context
+    t0 = inp.t0
     ranked, symptoms = rank_services(inp, cfg)
     if not ranked:
         return DiagnosisResult(
@@ -938,8 +975,8 @@ def diagnose(
         explanation += f"Most likely: {root.service} (p={root.probability:.2f})."
         if p_none is not None:
             explanation += f" No incident: p={p_none:.2f}."
-    if request.anomaly_description:
-        explanation += f" Symptom reported: {request.anomaly_description[:200]}"
+    if prepared.description:
+        explanation += f" Symptom reported: {prepared.description[:200]}"
     metadata = {
         "method": METHOD,
         "ranking": ",".join(s.service for s in ranked),

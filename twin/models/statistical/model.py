@@ -305,7 +305,7 @@ class StatisticalWorldModel(WorldModel):
         return tr.arrays()
 
     def current_anomalies(self, system: str | None = None) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for (src, name), (since, last, peak) in self.anomalous.items():
             if system is not None and src != system:
                 continue
@@ -356,10 +356,10 @@ class StatisticalWorldModel(WorldModel):
         done = 0
         gen = self._generation
         for _, key, reason in due[: max_fits if max_fits is not None else self.fits_per_cycle]:
-            s = store.get(*key)
-            if s is None or not len(s):
+            series = store.get(*key)
+            if series is None or not len(series):
                 continue
-            t, v, appended = engine.snapshot(s)  # copies, taken on the loop thread
+            t, v, appended = engine.snapshot(series)  # copies, taken on the loop thread
             entry = engine.entry(key)
             entry.fitting = True
             try:
@@ -373,10 +373,10 @@ class StatisticalWorldModel(WorldModel):
                 self.fit_failures += 1
                 log.warning("statistical model: fit of %s/%s failed: %s", key[0], key[1], exc)
                 continue
-            s = store.get(*key)
-            if gen != self._generation or s is None:
+            series = store.get(*key)
+            if gen != self._generation or series is None:
                 continue  # reset while fitting
-            engine.install(key, fc, report, appended, float(t[-1]), s)
+            engine.install(key, fc, report, appended, float(t[-1]), series)
             log.debug("statistical model: fitted %s/%s (%s): %s", key[0], key[1], reason, report.description)
             done += 1
         return done
@@ -495,7 +495,14 @@ class StatisticalWorldModel(WorldModel):
         if fn is None:
             return DiagnosisResult(False, explanation="root-cause diagnosis is not available: twin.models.statistical.diagnosis has no diagnose()")
         try:
-            return fn(self.state, request, self.anomaly_scores)
+            prepare, answer = getattr(diagnosis, "prepare", None), getattr(diagnosis, "answer", None)
+            if prepare is None or answer is None:
+                return fn(self.state, request, self.anomaly_scores)
+            # The state is read here, on the loop; the ranking (pure, picklable) runs off it.
+            prepared = prepare(self.state, request, self.anomaly_scores)
+            if isinstance(prepared, DiagnosisResult):
+                return prepared
+            return await workers.run(answer, prepared)
         except InvalidRequest:
             raise
         except Exception as exc:

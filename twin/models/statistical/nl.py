@@ -217,16 +217,16 @@ def _score_metrics(text: str, names: list[str]) -> list[tuple[float, str]]:
         specific = False
         for p in parts:
             if p in strong:
-                w = 1.0
+                weight = 1.0
             elif p in weak:
-                w = 0.8
+                weight = 0.8
             elif p.isdigit():
-                w = 1.0 if p in words else 0.0
+                weight = 1.0 if p in words else 0.0
             else:
                 close = difflib.get_close_matches(p, list(strong), n=1, cutoff=0.8) if len(p) >= 4 else []
-                w = 0.9 if close else 0.0
-            got += w
-            if w > 0 and p not in GENERIC and not p.isdigit():
+                weight = 0.9 if close else 0.0
+            got += weight
+            if weight > 0 and p not in GENERIC and not p.isdigit():
                 specific = True
         score = got / len(parts)
         if specific and score >= 0.5:
@@ -289,6 +289,7 @@ def answer(
         series = series[:10]
     interpretation = {"system": system, "metrics": names, "time": interp.when_text, "metric_score": round(top, 3)}
 
+    rows: list[dict[str, Any]]
     if interp.future is not None and forecast is not None:
         rows = []
         for s in series:
@@ -299,7 +300,7 @@ def answer(
             text = "; ".join(f"{r['system']}/{r['metric']} expected {_fmt(r['value'])} {r['unit']} at {r['timestamp']} (95% {_fmt(r['lower'])}..{_fmt(r['upper'])}, {r['method']})" for r in rows)
             return QueryResult(True, {"answer": text, "matches": rows, "interpretation": interpretation}, 0.6, text, {"intent": "forecast"})
 
-    rows: list[dict[str, Any]] = []
+    rows = []
     if interp.window is not None:
         end = interp.when if interp.when is not None else newest
         start = end - interp.window

@@ -212,7 +212,7 @@ def fallback_forecaster(t: np.ndarray, y: np.ndarray) -> tuple[Forecaster, str]:
     """Cheap, fit-free forecaster for the request path (wide intervals by design)."""
     step = sampling_step(t)
     m = int(round(86400.0 / step)) if step > 0 else 0
-    if 4 <= m and y.shape[0] >= 2 * m:
+    if m >= 4 and y.shape[0] >= 2 * m:
         d = y[m:] - y[:-m]
         fc: Forecaster = SeasonalNaive(y[-m:], 2.0 * float(d.std()))
         return fc, f"seasonal naive (m={m}, one day)"

@@ -639,7 +639,7 @@ async def plan_choice(system: str, seed: int) -> ChoiceResult:
         )
     finally:
         await twin.stop()
-    options = {"do_nothing": []} | dict(plans)
+    options: dict[str, Any] = {"do_nothing": []} | dict(plans)
     utils: dict[str, float] = {}
     stake = 0.0
     for pid, acts in options.items():

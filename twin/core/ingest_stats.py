@@ -1,5 +1,8 @@
 """Ingestion counters: plain ints on the hot path, metric families at scrape time.
 
+They live in core because two layers that must not know each other share them: the
+ingestor (which bumps them) and the runtime (health, in-process ingestion).
+
 The applier and the subscription callbacks bump attributes (no lock, no call);
 ``register`` declares, once, what each figure is called and means in the twin's
 metrics registry, and the registry reads them when ``/metrics`` or ``get_metrics``
