@@ -21,8 +21,13 @@ async def main(args: argparse.Namespace) -> None:
         names = args.metrics.split(",")
         requests = [
             # every metric of every system, points up to limits.max_points_returned (default 50,000)
-            pb.QueryRequest(query_type="historical", parameters={"metric": ",".join(names), "max_points": str(args.max_points)}),
-            pb.QueryRequest(query_type="historical", parameters={"metric": ",".join([names[0]] * 100_000)}),
+            pb.QueryRequest(
+                query_type="historical",
+                parameters={"metric": ",".join(names), "max_points": str(args.max_points)},
+            ),
+            pb.QueryRequest(
+                query_type="historical", parameters={"metric": ",".join([names[0]] * 100_000)}
+            ),
             pb.QueryRequest(query_type="current_state"),
         ]
         stop_at = time.perf_counter() + args.duration
@@ -37,7 +42,12 @@ async def main(args: argparse.Namespace) -> None:
                     await stub.Query(req, timeout=30)
                     counts["ok"] += 1
                 except grpc.aio.AioRpcError as err:
-                    counts["refused" if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED) else "other"] += 1
+                    counts[
+                        "refused"
+                        if err.code()
+                        in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+                        else "other"
+                    ] += 1
 
         emit({"ready": True})
         await asyncio.gather(*(worker(k) for k in range(args.concurrency)))
@@ -49,6 +59,8 @@ if __name__ == "__main__":
     p.add_argument("--target", required=True)
     p.add_argument("--metrics", required=True)
     p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--max-points", type=int, default=2500, help="per series in the broad historical query")
+    p.add_argument(
+        "--max-points", type=int, default=2500, help="per series in the broad historical query"
+    )
     p.add_argument("--duration", type=float, default=10.0)
     asyncio.run(main(p.parse_args()))

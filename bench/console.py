@@ -44,7 +44,9 @@ async def watch_latency(n: int = 300) -> dict[str, float]:
 
     from support import twin_config
 
-    app = TwinApp(twin_config(None, world_model={"implementation": "mock"}, events={"queue_size": 1000}))
+    app = TwinApp(
+        twin_config(None, world_model={"implementation": "mock"}, events={"queue_size": 1000})
+    )
     await app.start()
     bus = app.runtime.state.events
     sent: dict[int, float] = {}
@@ -55,7 +57,9 @@ async def watch_latency(n: int = 300) -> dict[str, float]:
 
         async def sse() -> None:
             async with httpx.AsyncClient(timeout=None) as http:
-                async with http.stream("GET", f"http://127.0.0.1:{app.http_port}/v1/watch?kinds=drift") as r:
+                async with http.stream(
+                    "GET", f"http://127.0.0.1:{app.http_port}/v1/watch?kinds=drift"
+                ) as r:
                     ready.set()
                     async for line in r.aiter_lines():
                         if line.startswith("data: "):
@@ -123,7 +127,15 @@ async def anomaly_latency() -> dict[str, float]:
 
     from support import twin_config
 
-    app = TwinApp(twin_config(None, world_model={"implementation": "statistical", "settings": {"background_fitting": False}}))
+    app = TwinApp(
+        twin_config(
+            None,
+            world_model={
+                "implementation": "statistical",
+                "settings": {"background_fitting": False},
+            },
+        )
+    )
     await app.start()
     try:
         nc = await nats.connect(app.nats_url)
@@ -139,7 +151,10 @@ async def anomaly_latency() -> dict[str, float]:
         async def sse() -> None:
             nonlocal t_recv
             async with httpx.AsyncClient(timeout=None) as http:
-                async with http.stream("GET", f"http://127.0.0.1:{app.http_port}/v1/watch?kinds=anomaly_started&systems=probe") as r:
+                async with http.stream(
+                    "GET",
+                    f"http://127.0.0.1:{app.http_port}/v1/watch?kinds=anomaly_started&systems=probe",
+                ) as r:
                     opened.set()
                     async for line in r.aiter_lines():
                         if line.startswith("data: "):
@@ -157,7 +172,10 @@ async def anomaly_latency() -> dict[str, float]:
         await asyncio.wait_for(got.wait(), 10)
         await task
         await nc.close()
-        return {"anomaly_nats_to_sse_ms": (t_recv - t0) * 1000.0, "batch_timeout_ms": app.config.nats.batch_timeout_sec * 1000.0}
+        return {
+            "anomaly_nats_to_sse_ms": (t_recv - t0) * 1000.0,
+            "batch_timeout_ms": app.config.nats.batch_timeout_sec * 1000.0,
+        }
     finally:
         await app.stop()
 
@@ -176,12 +194,20 @@ def console_figures() -> dict[str, float]:
         out: dict[str, float] = {}
         with chromium() as d:
             d.get(twin.url + "/")
-            while not d.execute_script("return window.polarisConsole && window.polarisConsole.ready"):
+            while not d.execute_script(
+                "return window.polarisConsole && window.polarisConsole.ready"
+            ):
                 time.sleep(0.02)
-            out["console_ready_ms"] = d.execute_script("return window.polarisConsole.timings.ready_ms")
-            nav = d.execute_script("const n = performance.getEntriesByType('navigation')[0]; return [n.domContentLoadedEventEnd, n.loadEventEnd]")
+            out["console_ready_ms"] = d.execute_script(
+                "return window.polarisConsole.timings.ready_ms"
+            )
+            nav = d.execute_script(
+                "const n = performance.getEntriesByType('navigation')[0]; return "
+                "[n.domContentLoadedEventEnd, n.loadEventEnd]"
+            )
             out["dom_content_loaded_ms"], out["load_event_ms"] = nav
-            # draw the 10 k series many times in the page; the same chart with 500 points as baseline
+            # draw the 10 k series many times in the page; the same chart with 500 points as the
+            # baseline
             res = d.execute_async_script(
                 """
                 const done = arguments[arguments.length - 1];

@@ -69,7 +69,8 @@ def main() -> int:
     print(f"{'overall':<12} {o['n']:>4} {o['AC@1']:6.2f} {o['AC@3']:6.2f} {o['Avg@5']:6.2f}")
     sz = rep["services"]
     print(
-        f"{a.n} systems of {sz['min']}-{sz['max']} services (mean {sz['mean']:.0f}) in {rep['elapsed_sec']:.0f}s"
+        f"{a.n} systems of {sz['min']}-{sz['max']} services (mean {sz['mean']:.0f}) in "
+        f"{rep['elapsed_sec']:.0f}s"
     )
     return 0
 

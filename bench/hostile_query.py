@@ -61,15 +61,24 @@ async def probe(port: int, seconds: float) -> dict[str, float]:
 
 async def metric_names(port: int) -> list[str]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-        resp = await pb_grpc.DigitalTwinStub(ch).Query(pb.QueryRequest(query_type="current_state"), timeout=30)
+        resp = await pb_grpc.DigitalTwinStub(ch).Query(
+            pb.QueryRequest(query_type="current_state"), timeout=30
+        )
     systems = json.loads(resp.result)["systems"]
     return sorted({m for ms in systems.values() for m in ms})
 
 
 async def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="shorter runs, less history")
-    p.add_argument("--history", type=int, default=0, help="points per series to preload (default 20000; quick 5000)")
+    p.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="points per series to preload (default 20000; quick 5000)",
+    )
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--json", default="", help="also write the figures here")
     args = p.parse_args(argv)
@@ -77,19 +86,41 @@ async def main(argv: list[str] | None = None) -> int:
     history = args.history or (5000 if args.quick else 20000)
     logdir = Path(BENCH / "logs")
     logdir.mkdir(exist_ok=True)
-    out: dict[str, Any] = {"history_per_series": history, "concurrency": args.concurrency, "goal_ms": GOAL_MS}
+    out: dict[str, Any] = {
+        "history_per_series": history,
+        "concurrency": args.concurrency,
+        "goal_ms": GOAL_MS,
+    }
     async with EmbeddedNatsServer() as nats_server:
-        twin = await Proc.start(logdir, "_twin_proc.py", "serve", "--url", nats_server.url, "--model", "statistical",
-                                "--history", str(history))
+        twin = await Proc.start(
+            logdir,
+            "_twin_proc.py",
+            "serve",
+            "--url",
+            nats_server.url,
+            "--model",
+            "statistical",
+            "--history",
+            str(history),
+        )
         try:
             ready = await twin.line(600)
             port = ready["port"]
             out["samples"] = ready.get("samples")
             out["alone"] = await probe(port, seconds)
             names = await metric_names(port)
-            hostile = await Proc.start(logdir, "_hostile_load.py", "--target", f"127.0.0.1:{port}",
-                                       "--metrics", ",".join(names), "--concurrency", str(args.concurrency),
-                                       "--duration", str(seconds + 2))
+            hostile = await Proc.start(
+                logdir,
+                "_hostile_load.py",
+                "--target",
+                f"127.0.0.1:{port}",
+                "--metrics",
+                ",".join(names),
+                "--concurrency",
+                str(args.concurrency),
+                "--duration",
+                str(seconds + 2),
+            )
             try:
                 await hostile.line(60)
                 await asyncio.sleep(1.0)
@@ -102,12 +133,18 @@ async def main(argv: list[str] | None = None) -> int:
             await twin.finish()
     h = out["under_hostile_load"]
     out["met"] = h["health_p99_ms"] <= GOAL_MS and h["query_p99_ms"] <= GOAL_MS
-    print(f"{out['samples']} samples; hostile callers: {args.concurrency}; calls {out['hostile_calls']}")
+    print(
+        f"{out['samples']} samples; hostile callers: {args.concurrency}; calls "
+        f"{out['hostile_calls']}"
+    )
     print(f"{'':22}{'health p50':>12}{'health p99':>12}{'query p50':>12}{'query p99':>12}")
     for label in ("alone", "under_hostile_load"):
         r = out[label]
         print(f"{label:22}{r['health_p50_ms']:12.2f}{r['health_p99_ms']:12.2f}{r['query_p50_ms']:12.2f}{r['query_p99_ms']:12.2f}")
-    print(f"goal: health and query p99 <= {GOAL_MS:.0f} ms under hostile load: {'met' if out['met'] else 'NOT met'}")
+    print(
+        f"goal: health and query p99 <= {GOAL_MS:.0f} ms under hostile load: "
+        f"{'met' if out['met'] else 'NOT met'}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

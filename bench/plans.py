@@ -89,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         return list(pool.map(fn, *zip(*tasks)))
 
     print(
-        f"plans vs simulators: systems {', '.join(args.systems)}; seeds {args.seeds}; spread = mean [min, max] over seeds\n"
+        f"plans vs simulators: systems {', '.join(args.systems)}; seeds {args.seeds}; spread = "
+        "mean [min, max] over seeds\n"
     )
     if "whatif" not in args.skip:
         print(
-            "1. what-if error vs the simulator after an action: mean |error| of mean latency (p95 for checkout), by utilisation after the action"
+            "1. what-if error vs the simulator after an action: mean |error| of mean latency (p95 "
+            "for checkout), by utilisation after the action"
         )
         print(f"{'system':<9} {'util':>5}  {'mean |err|':<28} {'max |err|':<28} {'p95 |err|':<28}")
         for system in args.systems:
@@ -123,15 +125,18 @@ def main(argv: list[str] | None = None) -> int:
                     if any(c.utilization == u and math.isfinite(c.tail_error) for c in cases)
                 ]
                 print(
-                    f"{system:<9} {u:5.2f}  {spread(means):<28} {spread(maxes):<28} {spread(tails) if tails else '':<28}"
+                    f"{system:<9} {u:5.2f}  {spread(means):<28} {spread(maxes):<28} "
+                    f"{spread(tails) if tails else '':<28}"
                 )
         print()
     if "choice" not in args.skip:
         print(
-            f"2. plan choice: {args.situations} random situations x 5 candidates (+ do nothing) per system and seed"
+            f"2. plan choice: {args.situations} random situations x 5 candidates (+ do nothing) "
+            "per system and seed"
         )
         print(
-            f"{'system':<9} {'best = simulator best':<28} {'within 1% of stake':<28} {'regret / |best utility|':<28} {'median regret':<24}"
+            f"{'system':<9} {'best = simulator best':<28} {'within 1% of stake':<28} "
+            f"{'regret / |best utility|':<28} {'median regret':<24}"
         )
         for system in args.systems:
             matches, nears, regrets, medians = [], [], [], []
@@ -147,12 +152,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 medians.append(float(np.median([r.regret_share for r in results])))
             print(
-                f"{system:<9} {spread(matches):<28} {spread(nears):<28} {spread(regrets):<28} {spread(medians):<24}"
+                f"{system:<9} {spread(matches):<28} {spread(nears):<28} {spread(regrets):<28} "
+                f"{spread(medians):<24}"
             )
         print()
     if "coverage" not in args.skip:
         print(
-            "3. coverage of 90 % forecast intervals (load, latency, utilisation; 3 origins x 20 min per seed; the model as it is)"
+            "3. coverage of 90 % forecast intervals (load, latency, utilisation; 3 origins x 20 "
+            "min per seed; the model as it is)"
         )
         for system in args.systems:
             res = run(_coverage, [(system, s) for s in args.seeds])
@@ -161,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         print()
     if "effects" not in args.skip:
         print(
-            "4. learned effects: |learned - true| / |true| of the service-time change (quality change for switch), and the what-if with it"
+            "4. learned effects: |learned - true| / |true| of the service-time change (quality "
+            "change for switch), and the what-if with it"
         )
         print(
-            f"{'system':<9} {'n':>3}  {'service effect':<28} {'quality effect':<28} {'what-if |err|':<28}"
+            f"{'system':<9} {'n':>3}  {'service effect':<28} {'quality effect':<28} "
+            f"{'what-if |err|':<28}"
         )
         for system in args.systems:
             per_seed = run(_effects, [(system, s) for s in args.seeds])
@@ -172,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                 pts = [next(p for p in pts if p.n == n) for pts in per_seed]
                 q = [p.quality_error for p in pts]
                 print(
-                    f"{system:<9} {n:>3}  {spread([p.service_error for p in pts]):<28} {spread(q) if any(math.isfinite(v) for v in q) else '':<28} {spread([abs(p.whatif_error) for p in pts]):<28}"
+                    f"{system:<9} {n:>3}  {spread([p.service_error for p in pts]):<28} "
+                    f"{spread(q) if any(math.isfinite(v) for v in q) else '':<28} "
+                    f"{spread([abs(p.whatif_error) for p in pts]):<28}"
                 )
         print()
     if pool is not None:

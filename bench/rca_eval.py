@@ -55,7 +55,10 @@ def main() -> int:
         if "" in r["probs"]:
             none.append(r["probs"][""])
     top_p = [max(c.values()) for c in cond]
-    ll = [-math.log(max(c.get(labels[r["case_id"]]["root_cause"], 0.0), 1e-6)) for c, r in zip(cond, res)]
+    ll = [
+        -math.log(max(c.get(labels[r["case_id"]]["root_cause"], 0.0), 1e-6))
+        for c, r in zip(cond, res)
+    ]
     n_svc = sum(len(c) for c in cond) / len(cond)
     print(
         f"\ncalibration (given an incident): mean top probability {sum(top_p) / len(top_p):.2f} "
@@ -64,7 +67,10 @@ def main() -> int:
     )
     if none:
         print(f"'no incident' probability on these incidents: mean {sum(none) / len(none):.2f}")
-    print(f"{len(res)} cases, {elapsed / len(res) * 1000:.0f} ms per case (fresh twin, ingest, diagnose)")
+    print(
+        f"{len(res)} cases, {elapsed / len(res) * 1000:.0f} ms per case (fresh twin, ingest, "
+        "diagnose)"
+    )
     return 0
 
 

@@ -56,7 +56,9 @@ async def make_twin() -> AsyncIterator[TwinFactory]:
     # test's queue group.
     group = f"twin-test-{uuid.uuid4().hex[:12]}"
 
-    async def factory(nats_url: str | None, model: str = "mock", **sections: dict[str, Any]) -> TwinApp:
+    async def factory(
+        nats_url: str | None, model: str = "mock", **sections: dict[str, Any]
+    ) -> TwinApp:
         sections.setdefault("world_model", {})["implementation"] = model
         sections.setdefault("nats", {}).setdefault("queue_group", group)
         app = TwinApp(twin_config(nats_url, **sections))

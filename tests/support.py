@@ -29,7 +29,9 @@ def twin_config(nats_url: str | None, **sections: dict[str, Any]) -> Any:
     return load_config(overrides={"digital_twin": dt}, environ={})
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> None:
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02
+) -> None:
     """Polls until ``predicate()`` is true; fails the test with a clear message otherwise."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

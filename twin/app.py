@@ -59,10 +59,15 @@ class TwinApp:
                 # Readiness waits for the replay at start (nats.jetstream.ready_after_replay).
                 self.ingestor.on_caught_up = lambda: self._on_ingest_status(self.ingestor.connected)
                 # ... and turns NOT_SERVING while the replica lags (nats.jetstream.max_lag_sec).
-                self.ingestor.on_lag_change = lambda: self._on_ingest_status(self.ingestor.connected)
+                self.ingestor.on_lag_change = lambda: self._on_ingest_status(
+                    self.ingestor.connected
+                )
         wm = config.world_model
         self.supervisor = ModelSupervisor(
-            lambda: self.runtime.model.health(), self.runtime.reload, wm.health_check_interval_sec, wm.reload_on_failure
+            lambda: self.runtime.model.health(),
+            self.runtime.reload,
+            wm.health_check_interval_sec,
+            wm.reload_on_failure,
         )
         self.runtime.supervisor = self.supervisor
         self.servicer = DigitalTwinServicer(self.runtime)
@@ -120,12 +125,18 @@ class TwinApp:
         if cfg.telemetry.metrics_port:
             # First, so a slow model start-up is already observable.
             host = cfg.grpc.host if cfg.grpc.host not in ("", "[::]") else "0.0.0.0"
-            self.metrics_server = MetricsServer(self.runtime.registry, cfg.telemetry.metrics_port, host)
+            self.metrics_server = MetricsServer(
+                self.runtime.registry, cfg.telemetry.metrics_port, host
+            )
             self.metrics_server.start(asyncio.get_running_loop())
             log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_server.port)
         self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)
         await self.server.start()
-        log.info("gRPC listening on %s:%d (health NOT_SERVING until ready)", cfg.grpc.host, self.server.port)
+        log.info(
+            "gRPC listening on %s:%d (health NOT_SERVING until ready)",
+            cfg.grpc.host,
+            self.server.port,
+        )
         self.runtime.state.events.bind()
         if cfg.http.port:
             from twin.gateway.server import HttpGateway
@@ -138,23 +149,34 @@ class TwinApp:
         url = cfg.nats.url
         if not url:
             # The standard port when free, so `polaris-twin load` finds it without flags.
-            self.embedded = EmbeddedNatsServer(port=DEFAULT_PORT if port_is_free(DEFAULT_PORT) else -1, jetstream=True)
+            self.embedded = EmbeddedNatsServer(
+                port=DEFAULT_PORT if port_is_free(DEFAULT_PORT) else -1, jetstream=True
+            )
             url = await self.embedded.start()
         self.nats_url = url
         if self.durability is not None:
             await self.durability.restore()
         await self.ingestor.start(url)
         if cfg.events.nats_publish and self.ingestor.nc is not None:
-            self.event_publisher = EventPublisher(self.runtime.state.events, cfg.events.nats_subject_prefix, socket.gethostname())
+            self.event_publisher = EventPublisher(
+                self.runtime.state.events, cfg.events.nats_subject_prefix, socket.gethostname()
+            )
             self.event_publisher.start(self.ingestor.nc)
             self.event_publisher.register(self.runtime.registry)
         self.health_events.start()
         if self.durability is not None:
             self.durability.start()
         self.supervisor.start()
-        await self.server.set_ready(self.ingestor.connected and (self.durability is None or self.durability.ready()))
+        await self.server.set_ready(
+            self.ingestor.connected and (self.durability is None or self.durability.ready())
+        )
         http = f" http=:{self.http_port}" if self.gateway is not None else ""
-        log.info("digital twin ready: model=%s grpc=:%d%s", self.runtime.model_name, self.server.port, http)
+        log.info(
+            "digital twin ready: model=%s grpc=:%d%s",
+            self.runtime.model_name,
+            self.server.port,
+            http,
+        )
         for cb in self.on_started:
             cb(self)
 

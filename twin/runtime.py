@@ -23,7 +23,14 @@ from twin.core.config import TwinConfig
 from twin.core.events import Point
 from twin.core.ingest_stats import IngestStats
 from twin.core.memory import release_memory
-from twin.core.metrics import FigureDict, Figures, flat_view, gauge_family, new_registry
+from twin.core.metrics import (
+    FigureDict,
+    Figures,
+    flat_view,
+    gauge_family,
+    new_registry,
+    with_flat,
+)
 from twin.core.notify import EventBus
 from twin.core.state import TwinState
 from twin.core.store import Retention
@@ -63,7 +70,11 @@ class DurabilityView(Protocol):
 
 class TwinRuntime:
     def __init__(
-        self, config: TwinConfig, model_name: str | None = None, *, registry: CollectorRegistry | None = None
+        self,
+        config: TwinConfig,
+        model_name: str | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         # The one source of the twin's metrics (``/metrics`` and ``get_metrics``); every
@@ -79,7 +90,9 @@ class TwinRuntime:
         )
         self.state.events = EventBus(config.events.history, config.events.queue_size)
         self.model_name = model_name or config.world_model.implementation
-        self.model: WorldModel = create_model(self.model_name, self.state, config.world_model.settings)
+        self.model: WorldModel = create_model(
+            self.model_name, self.state, config.world_model.settings
+        )
         self.ingest_stats = IngestStats()
         self.ingest_stats.register(self.registry)
         self.ingest_connected = False
@@ -98,20 +111,44 @@ class TwinRuntime:
         store = self.state.store
         f = Figures(self.registry)
         f.gauge("series", "Time series in the store.", lambda: len(store))
-        f.gauge("samples_retained", "Samples currently retained in the store.", lambda: store.sample_count)
+        f.gauge(
+            "samples_retained",
+            "Samples currently retained in the store.",
+            lambda: store.sample_count,
+        )
         f.gauge("store_bytes", "Bytes of numpy buffers held by the store.", lambda: store.nbytes)
-        f.gauge("ingest_connected", "1 while ingestion is connected to NATS.", lambda: float(self.ingest_connected))
-        f.counter("series_rejected", "New series refused by the store's series limits.", lambda: store.rejected_series)
-        f.counter("series_rejected_events", "Events of refused new series.", lambda: store.rejected_events)
-        f.gauge("action_log_bytes", "Bytes held by the action log.", lambda: self.state.actions.nbytes)
-        f.gauge("calibration_log_bytes", "Bytes held by the calibration log.", lambda: self.state.calibrations.nbytes)
+        f.gauge(
+            "ingest_connected",
+            "1 while ingestion is connected to NATS.",
+            lambda: float(self.ingest_connected),
+        )
+        f.counter(
+            "series_rejected",
+            "New series refused by the store's series limits.",
+            lambda: store.rejected_series,
+        )
+        f.counter(
+            "series_rejected_events", "Events of refused new series.", lambda: store.rejected_events
+        )
+        f.gauge(
+            "action_log_bytes", "Bytes held by the action log.", lambda: self.state.actions.nbytes
+        )
+        f.gauge(
+            "calibration_log_bytes",
+            "Bytes held by the calibration log.",
+            lambda: self.state.calibrations.nbytes,
+        )
         self.state.events.register(self.registry)
         self.registry.register(_BuildInfo(self))
         # The current model's own figures, read through ``runtime.model`` so a model
         # swapped by reload_model reports from then on.
         FigureDict(self.registry, lambda: self.model.metrics(), "model_", "model.", "World-model")
         FigureDict(self.registry, lambda: self.workers.metrics(), owner="Compute-worker")
-        FigureDict(self.registry, lambda: self.supervisor.metrics() if self.supervisor is not None else {}, owner="Model supervisor")
+        FigureDict(
+            self.registry,
+            lambda: self.supervisor.metrics() if self.supervisor is not None else {},
+            owner="Model supervisor",
+        )
 
     async def initialize(self) -> None:
         # Worker processes for heavy computation (fits): started on first use, in a thread,
@@ -135,11 +172,17 @@ class TwinRuntime:
         self.ingest_stats.events_received += len(points)
         self.ingest_stats.events_applied += len(points)
 
-    async def reload(self, implementation: str | None = None, settings: Mapping[str, Any] | None = None) -> str:
+    async def reload(
+        self, implementation: str | None = None, settings: Mapping[str, Any] | None = None
+    ) -> str:
         """Reloads the model in place, or swaps in another implementation (store kept)."""
         async with self._model_lock:
             if implementation and implementation != self.model_name:
-                new = create_model(implementation, self.state, settings if settings is not None else self.config.world_model.settings)
+                new = create_model(
+                    implementation,
+                    self.state,
+                    settings if settings is not None else self.config.world_model.settings,
+                )
                 await new.initialize()
                 old, self.model, self.model_name = self.model, new, implementation
                 await old.shutdown()
@@ -206,10 +249,11 @@ class _BuildInfo:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        fam = gauge_family("build_info", "The twin's version and current world model.", ["version", "model"])
+        fam = gauge_family(
+            "build_info", "The twin's version and current world model.", ["version", "model"]
+        )
         fam.add_metric([__version__, self.runtime.model_name], 1.0)
-        fam.flat = {}  # type: ignore[attr-defined]  # not a figure: Prometheus-only
-        yield fam
+        yield with_flat(fam, {})  # not a figure: Prometheus-only
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

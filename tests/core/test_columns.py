@@ -19,7 +19,11 @@ from twin.core.state import TwinState
 from twin.core.store import Retention, Series
 
 NOW = 1_700_000_000.0
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _same(a: float, b: float) -> bool:
@@ -47,7 +51,9 @@ def test_batch_columns_equal_decode_batch_per_series(payload: bytes) -> None:
             return
         raise AssertionError("columns accepted a batch the point path refused") from None
     cols, errors2 = dec.batch_columns(payload, NOW)
-    assert [(e.index, e.reason, e.raw) for e in errors2] == [(e.index, e.reason, e.raw) for e in errors]
+    assert [(e.index, e.reason, e.raw) for e in errors2] == [
+        (e.index, e.reason, e.raw) for e in errors
+    ]
     assert len(cols) == len(points)
     want = _by_series(points)
     got = _by_series(list(cols))
@@ -56,7 +62,9 @@ def test_batch_columns_equal_decode_batch_per_series(payload: bytes) -> None:
         nums_w = [(t, v) for t, v, x in want[key] if x is None]
         nums_g = [(t, v) for t, v, x in got[key] if x is None]
         assert nums_w == nums_g
-        assert [(t, x) for t, _, x in want[key] if x is not None] == [(t, x) for t, _, x in got[key] if x is not None]
+        assert [(t, x) for t, _, x in want[key] if x is not None] == [
+            (t, x) for t, _, x in got[key] if x is not None
+        ]
     for _key, _unit, t, v in cols.groups():
         assert len(t) == len(v) and all(isinstance(x, float) for x in t + v)
 
@@ -68,14 +76,19 @@ def test_batch_columns_equal_decode_batch_per_series(payload: bytes) -> None:
     st.sampled_from([0.0, 50.0, 1e5]),
     st.integers(1, 40),
 )
-def test_vectorised_extend_equals_appends(samples: list[tuple[float, float]], max_points: int, max_age: float, cut: int) -> None:
+def test_vectorised_extend_equals_appends(
+    samples: list[tuple[float, float]], max_points: int, max_age: float, cut: int
+) -> None:
     ret = Retention(max_points=max_points, max_age_sec=max_age)
     a, b = Series("s", "m", ret), Series("s", "m", ret)
     for t, v in samples:
         a.append(t, v)
     for i in range(0, len(samples), cut):  # in slices, as batches arrive
         part = samples[i : i + cut]
-        b.extend(np.array([t for t, _ in part], dtype=np.float64), np.array([v for _, v in part], dtype=np.float64))
+        b.extend(
+            np.array([t for t, _ in part], dtype=np.float64),
+            np.array([v for _, v in part], dtype=np.float64),
+        )
     assert (len(a), a.appended, a.version) == (len(b), b.appended, b.version)
     assert _same(a.last_t, b.last_t) and _same(a.last_v, b.last_v)
     ta, va = a.arrays()
@@ -85,7 +98,10 @@ def test_vectorised_extend_equals_appends(samples: list[tuple[float, float]], ma
 
 def test_apply_columns_equals_apply_and_refuses_the_same_series() -> None:
     pts = [Point(f"s{i % 3}", f"m{i % 5}", float(i), float(i) * 2, "u", None) for i in range(60)]
-    pts += [Point("s0", "m0", 61.0, math.nan, "u", "text"), Point("s9", "new", 1.0, math.nan, "u", "t9")]
+    pts += [
+        Point("s0", "m0", 61.0, math.nan, "u", "text"),
+        Point("s9", "new", 1.0, math.nan, "u", "t9"),
+    ]
     a = TwinState(max_series=12, max_series_per_system=4)
     b = TwinState(max_series=12, max_series_per_system=4)
     n_a, refused_a = a.apply(pts)

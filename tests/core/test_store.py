@@ -131,7 +131,9 @@ def test_series_cap_total_and_per_source() -> None:
     st.floats(-10, 1010, allow_nan=False),
     st.floats(-10, 1010, allow_nan=False),
 )
-def test_chunked_reads_equal_reads_of_the_whole_series(times: list[float], max_points: int, a: float, b: float) -> None:
+def test_chunked_reads_equal_reads_of_the_whole_series(
+    times: list[float], max_points: int, a: float, b: float
+) -> None:
     """window / value_at / count_between read only the chunks they need (issue 17, defect 4);
     they must answer exactly what the sorted copy of every sample answers."""
     s = Series("s", "m", Retention(max_points))

@@ -31,8 +31,25 @@ def _state() -> TwinState:
     st.apply_points(pts)
     from twin.core.events import CalibrationEvent, ExecutionResult
 
-    st.apply_execution(ExecutionResult(action_id="a1", action_type="ADD_SERVER", status="success", finished_at=123.0, output={"target": "swim", "n": [1, 2]}), 0.0)
-    st.apply_calibration(CalibrationEvent(prediction_id="p1", actual_outcome={"x": 1.5}, predicted_outcome={"x": 1.0}, timestamp=124.0), 0.0)
+    st.apply_execution(
+        ExecutionResult(
+            action_id="a1",
+            action_type="ADD_SERVER",
+            status="success",
+            finished_at=123.0,
+            output={"target": "swim", "n": [1, 2]},
+        ),
+        0.0,
+    )
+    st.apply_calibration(
+        CalibrationEvent(
+            prediction_id="p1",
+            actual_outcome={"x": 1.5},
+            predicted_outcome={"x": 1.0},
+            timestamp=124.0,
+        ),
+        0.0,
+    )
     return st
 
 
@@ -53,7 +70,11 @@ def test_snapshot_round_trip_restores_series_text_values_actions_and_calibration
     st = _state()
     data = encode(capture(st, 42, [44, 45], "S"))
     header = orjson.loads(data.split(b"\n", 1)[0])
-    assert header["format_version"] == FORMAT_VERSION and header["applied_sequence"] == 42 and len(header["sha256"]) == 64
+    assert (
+        header["format_version"] == FORMAT_VERSION
+        and header["applied_sequence"] == 42
+        and len(header["sha256"]) == 64
+    )
     snap = decode(data)
     assert (snap.applied_sequence, snap.applied_above, snap.stream) == (42, [44, 45], "S")
     fresh = TwinState(Retention(1000, 0))

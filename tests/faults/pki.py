@@ -52,7 +52,13 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return path
 
 
@@ -72,11 +78,16 @@ def make_pki(directory: Path, ca_name: str = "polaris-test-ca") -> Pki:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
     )
 
-    def leaf(cn: str, usage: x509.ObjectIdentifier, san: bool) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    def leaf(
+        cn: str, usage: x509.ObjectIdentifier, san: bool
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         key = _key()
         b = (
             x509.CertificateBuilder()
@@ -90,7 +101,12 @@ def make_pki(directory: Path, ca_name: str = "polaris-test-ca") -> Pki:
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
         if san:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            b = b.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
         return b.sign(ca_key, hashes.SHA256()), key
 
     directory.mkdir(parents=True, exist_ok=True)

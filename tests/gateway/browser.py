@@ -42,7 +42,11 @@ def browser_available() -> bool:
 
 
 def artifacts_dir() -> Path:
-    root = Path(os.environ.get("POLARIS_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "polaris-test-artifacts"))
+    root = Path(
+        os.environ.get(
+            "POLARIS_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "polaris-test-artifacts"
+        )
+    )
     out = root / "console"
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -75,10 +79,16 @@ def full_page_screenshot(driver: Any, path: Path) -> Path:
     """The whole page, not only the viewport (DevTools protocol)."""
     import base64
 
-    size = driver.execute_script("return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    size = driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+    )
     shot = driver.execute_cdp_cmd(
         "Page.captureScreenshot",
-        {"format": "png", "captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}},
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1},
+        },
     )
     path.write_bytes(base64.b64decode(shot["data"]))
     return path
@@ -93,10 +103,25 @@ def free_port() -> int:
 class TwinProcess:
     """``polaris-twin --world-model statistical --demo-load N`` as a subprocess."""
 
-    def __init__(self, demo_load: float = 200.0, model: str = "statistical", extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, demo_load: float = 200.0, model: str = "statistical", extra: tuple[str, ...] = ()
+    ) -> None:
         self.http_port = free_port()
         self.log = Path(tempfile.mkstemp(prefix="polaris-twin-", suffix=".log")[1])
-        args = [sys.executable, "-m", "twin.cli", "--world-model", model, "--grpc-host", "127.0.0.1", "--grpc-port", "0", "--http-port", str(self.http_port), *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "twin.cli",
+            "--world-model",
+            model,
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            str(self.http_port),
+            *extra,
+        ]
         if demo_load:
             args += ["--demo-load", str(demo_load)]
         self.proc = subprocess.Popen(args, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
@@ -111,7 +136,9 @@ class TwinProcess:
             try:
                 with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
                     if r.status == 200:
-                        m = re.search(r"embedded nats-server ready at (nats://\S+)", self.log.read_text())
+                        m = re.search(
+                            r"embedded nats-server ready at (nats://\S+)", self.log.read_text()
+                        )
                         self.nats_url = m.group(1) if m else ""
                         return
             except OSError:
@@ -129,7 +156,9 @@ class TwinProcess:
                 self.proc.wait(5)
 
 
-def publish(nats_url: str, messages: list[bytes], subject: str = "polaris.telemetry.events.stream") -> None:
+def publish(
+    nats_url: str, messages: list[bytes], subject: str = "polaris.telemetry.events.stream"
+) -> None:
     async def go() -> None:
         import nats
 
@@ -144,12 +173,33 @@ def publish(nats_url: str, messages: list[bytes], subject: str = "polaris.teleme
     asyncio.run(go())
 
 
-def anomaly_messages(system: str = "probe", metric: str = "latency", n: int = 150, t0: float | None = None, seed: int = 7) -> list[bytes]:
+def anomaly_messages(
+    system: str = "probe",
+    metric: str = "latency",
+    n: int = 150,
+    t0: float | None = None,
+    seed: int = 7,
+) -> list[bytes]:
     """``n`` ordinary points then a spike: the statistical detector flags the spike."""
     rng = random.Random(seed)
     t0 = time.time() - n - 1 if t0 is None else t0
-    msgs = [orjson.dumps({"name": metric, "value": 100 + rng.gauss(0, 2), "unit": "ms", "source": system, "timestamp": t0 + i}) for i in range(n)]
-    msgs.append(orjson.dumps({"name": metric, "value": 900.0, "unit": "ms", "source": system, "timestamp": t0 + n}))
+    msgs = [
+        orjson.dumps(
+            {
+                "name": metric,
+                "value": 100 + rng.gauss(0, 2),
+                "unit": "ms",
+                "source": system,
+                "timestamp": t0 + i,
+            }
+        )
+        for i in range(n)
+    ]
+    msgs.append(
+        orjson.dumps(
+            {"name": metric, "value": 900.0, "unit": "ms", "source": system, "timestamp": t0 + n}
+        )
+    )
     return msgs
 
 

@@ -1,6 +1,7 @@
 """End to end: a real OTLP receiver (the ``rotel`` collector from PyPI) gets the
-twin's spans over OTLP gRPC and OTLP HTTP (protobuf); the console exporter prints them. rotel has no file exporter, so it runs with the blackhole
-exporter and ``--debug-log traces --debug-log-verbosity detailed``, which prints
+twin's spans over OTLP gRPC and OTLP HTTP (protobuf); the console exporter prints them.
+rotel has no file exporter, so it runs with the blackhole exporter and
+``--debug-log traces --debug-log-verbosity detailed``, which prints
 every received span on stdout; the test reads that back."""
 
 from __future__ import annotations
@@ -203,6 +204,14 @@ def test_exporter_and_protocol_selection() -> None:
         traces_exporters(cfg, {"OTEL_TRACES_EXPORTER": "zipkin"})
     assert otlp_protocol({}) == "grpc"
     assert otlp_protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}) == "http/protobuf"
-    assert otlp_protocol({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}) == "http/protobuf"
+    assert (
+        otlp_protocol(
+            {
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            }
+        )
+        == "http/protobuf"
+    )
     with pytest.raises(ValueError):
         otlp_protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})

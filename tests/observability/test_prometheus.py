@@ -86,7 +86,9 @@ async def test_scrape_reports_ingestion_dead_letters_and_rpc_histograms(
     assert one("polaris_twin_events_applied_total") == 100
     assert one("polaris_twin_events_received_total") == 102
     assert sum(m["polaris_twin_messages_received_total"].values()) == 3
-    assert one("polaris_twin_messages_received_total", subject="polaris.telemetry.events.stream") == 2
+    assert (
+        one("polaris_twin_messages_received_total", subject="polaris.telemetry.events.stream") == 2
+    )
     # one dead-letter counter, labelled by reason
     assert one("polaris_twin_dead_lettered_total", reason="invalid_json") == 1
     assert sum(m["polaris_twin_dead_lettered_total"].values()) == 2

@@ -221,7 +221,8 @@ def test_tracing_off_imports_no_sdk_exporter_or_instrumentation() -> None:
         "stop = instrument_app(app, cfg, environ={})\n"
         "stop()\n"
         "assert app.interceptors == [], app.interceptors\n"
-        "bad = sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter', 'opentelemetry.instrumentation')))\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', "
+        "'opentelemetry.exporter', 'opentelemetry.instrumentation')))\n"
         "assert not bad, bad\n"
         "print('ok')\n"
     )

@@ -137,7 +137,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     kmock.KubernetesError(
                         status=409,
                         reason="Conflict",
-                        message="the object has been modified; please apply your changes to the latest version",
+                        message="the object has been modified; please apply your changes to the "
+                                "latest version",
                     )
                 )
             for field in ("uid", "creationTimestamp", "namespace"):

@@ -19,9 +19,16 @@ from twin.service.auth import (
 )
 
 
-def policy(token: str | None = None, path: str | None = None, allow: dict | None = None, host: str = "0.0.0.0") -> AuthPolicy:
+def policy(
+    token: str | None = None,
+    path: str | None = None,
+    allow: dict | None = None,
+    host: str = "0.0.0.0",
+) -> AuthPolicy:
     env = {"POLARIS_TWIN_ADMIN_TOKEN": token} if token else {}
-    cfg = AuthConfig(path, {op: list(ids) for op, ids in (allow or {}).items()}, list(PROTECTED_OPERATIONS))
+    cfg = AuthConfig(
+        path, {op: list(ids) for op, ids in (allow or {}).items()}, list(PROTECTED_OPERATIONS)
+    )
     return AuthPolicy.from_config(cfg, host, env)
 
 
@@ -29,8 +36,19 @@ def bearer(token: str) -> Caller:
     return Caller.from_metadata([("authorization", f"Bearer {token}")], peer="ipv4:10.0.0.7:5555")
 
 
-@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
-                                           ("0.0.0.0", False), ("::", False), ("10.1.2.3", False), ("twin.svc", False)])
+@pytest.mark.parametrize(
+    "host,loopback",
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.1.2.3", False),
+        ("twin.svc", False),
+    ],
+)
 def test_loopback_listeners_are_recognised(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
 
@@ -48,7 +66,10 @@ def test_reads_stay_open_and_writes_follow_the_listener_without_configuration() 
 def test_a_bearer_token_is_required_once_configured_even_on_loopback() -> None:
     p = policy(token="s3cret-token", host="127.0.0.1")
     assert authorize("reset_state", Caller.from_metadata([]), p).code == "UNAUTHENTICATED"
-    assert authorize("reset_state", Caller.from_metadata([("authorization", "Basic abc")]), p).code == "UNAUTHENTICATED"
+    assert (
+        authorize("reset_state", Caller.from_metadata([("authorization", "Basic abc")]), p).code
+        == "UNAUTHENTICATED"
+    )
     assert authorize("reset_state", bearer("wrong"), p).code == "PERMISSION_DENIED"
     ok = authorize("reset_state", bearer("s3cret-token"), p)
     assert ok.allowed and ok.principal == "bearer-token"
@@ -63,7 +84,9 @@ def test_the_token_file_is_reread_when_it_changes(tmp_path) -> None:
     assert not authorize("replay", bearer("first"), p).allowed
     assert authorize("replay", bearer("second-longer"), p).allowed
     f.unlink()
-    assert authorize("replay", bearer("second-longer"), p).code == "PERMISSION_DENIED"  # fails closed
+    assert (
+        authorize("replay", bearer("second-longer"), p).code == "PERMISSION_DENIED"
+    )  # fails closed
 
 
 def test_mtls_identities_are_allowed_per_operation() -> None:
@@ -91,5 +114,9 @@ def test_every_protected_call_is_audited_without_secrets(caplog) -> None:
     audit("reload_model", {"implementation": "gemini", "api_key": "AIzaSECRET"}, caller, decision)
     record = orjson.loads(caplog.records[-1].getMessage())
     assert record["operation"] == "reload_model" and record["allowed"] is False
-    assert record["code"] == "PERMISSION_DENIED" and record["peer"] == "ipv4:10.0.0.7:5555" and record["time"]
+    assert (
+        record["code"] == "PERMISSION_DENIED"
+        and record["peer"] == "ipv4:10.0.0.7:5555"
+        and record["time"]
+    )
     assert "AIzaSECRET" not in caplog.text and "nope" not in caplog.text

@@ -27,26 +27,46 @@ class SleepyModel(MockWorldModel):
 
 async def test_configured_timeout_is_answered_in_band(nats_server, make_twin, channel_for) -> None:
     register_model("sleepy_test", SleepyModel)
-    app = await make_twin(nats_server.url, model="sleepy_test", performance={"query_timeout_sec": 0.2})
+    app = await make_twin(
+        nats_server.url, model="sleepy_test", performance={"query_timeout_sec": 0.2}
+    )
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
-    r = await stub.Query(pb.QueryRequest(query_type="current_state", parameters={"sleep": "2"}), timeout=30)
+    r = await stub.Query(
+        pb.QueryRequest(query_type="current_state", parameters={"sleep": "2"}), timeout=30
+    )
     assert not r.success and "timed out after 0.2s" in r.explanation
 
 
-async def test_client_deadline_shorter_than_the_work_is_deadline_exceeded(nats_server, make_twin, channel_for) -> None:
+async def test_client_deadline_shorter_than_the_work_is_deadline_exceeded(
+    nats_server, make_twin, channel_for
+) -> None:
     register_model("sleepy_test", SleepyModel)
     app = await make_twin(nats_server.url, model="sleepy_test")
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.Query(pb.QueryRequest(query_type="current_state", parameters={"sleep": "2"}), timeout=0.3)
+        await stub.Query(
+            pb.QueryRequest(query_type="current_state", parameters={"sleep": "2"}), timeout=0.3
+        )
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-async def test_more_concurrent_requests_than_the_limit_are_resource_exhausted(nats_server, make_twin, channel_for) -> None:
+async def test_more_concurrent_requests_than_the_limit_are_resource_exhausted(
+    nats_server, make_twin, channel_for
+) -> None:
     register_model("sleepy_test", SleepyModel)
-    app = await make_twin(nats_server.url, model="sleepy_test", performance={"max_concurrent_queries": 2}, grpc={"max_workers": 50})
+    app = await make_twin(
+        nats_server.url,
+        model="sleepy_test",
+        performance={"max_concurrent_queries": 2},
+        grpc={"max_workers": 50},
+    )
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
-    calls = [stub.Query(pb.QueryRequest(query_type="current_state", parameters={"sleep": "0.5"}), timeout=30) for _ in range(8)]
+    calls = [
+        stub.Query(
+            pb.QueryRequest(query_type="current_state", parameters={"sleep": "0.5"}), timeout=30
+        )
+        for _ in range(8)
+    ]
     results = await asyncio.gather(*calls, return_exceptions=True)
     ok = [r for r in results if isinstance(r, pb.QueryResponse)]
     busy = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
@@ -59,7 +79,10 @@ async def test_stop_drains_everything_already_delivered(nats_server, nc, make_tw
     app = await make_twin(nats_server.url, nats={"batch_timeout_sec": 1.0, "batch_size": 1000})
     n = 5000
     for _ in range(n):
-        await nc.publish("polaris.telemetry.events.stream", orjson.dumps({"name": "m", "value": 1, "source": "s"}))
+        await nc.publish(
+            "polaris.telemetry.events.stream",
+            orjson.dumps({"name": "m", "value": 1, "source": "s"}),
+        )
     await nc.flush()
     await wait_for(lambda: app.runtime.ingest_stats.events_received > 0)
     await app.stop()

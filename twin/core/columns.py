@@ -83,7 +83,9 @@ class SeriesColumns(Sequence[Point]):
             out: list[Point] = []
             for i, (src, name) in enumerate(self.keys):
                 unit = self.units[i]
-                out.extend(Point(src, name, t, v, unit, None) for t, v in zip(self.ts[i], self.vs[i]))
+                out.extend(
+                    Point(src, name, t, v, unit, None) for t, v in zip(self.ts[i], self.vs[i])
+                )
             for g, t, text in self.texts:
                 src, name = self.keys[g]
                 out.append(Point(src, name, t, float("nan"), self.units[g], text))

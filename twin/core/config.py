@@ -256,9 +256,20 @@ class TwinConfig:
         """Builds from a *validated* config (defaults filled in)."""
         dt = deep_merge(defaults(), cfg)["digital_twin"]
         return cls(
-            nats=NatsConfig(**dt["nats"] | {"url": dt["nats"].get("url")} | _nullable(dt["nats"], "creds_file", "tls_ca_file", "tls_cert_file", "tls_key_file")),
-            grpc=GrpcConfig(**dt["grpc"] | _nullable(dt["grpc"], "tls_cert_file", "tls_key_file", "tls_client_ca_file")),
-            world_model=WorldModelConfig(**dt["world_model"] | _nullable(dt["world_model"], "config_path")),
+            nats=NatsConfig(
+                **dt["nats"]
+                | {"url": dt["nats"].get("url")}
+                | _nullable(
+                    dt["nats"], "creds_file", "tls_ca_file", "tls_cert_file", "tls_key_file"
+                )
+            ),
+            grpc=GrpcConfig(
+                **dt["grpc"]
+                | _nullable(dt["grpc"], "tls_cert_file", "tls_key_file", "tls_client_ca_file")
+            ),
+            world_model=WorldModelConfig(
+                **dt["world_model"] | _nullable(dt["world_model"], "config_path")
+            ),
             performance=PerformanceConfig(**dt["performance"]),
             debugging=DebuggingConfig(**dt["debugging"]),
             state=StateConfig(**dt["state"]),
@@ -296,7 +307,9 @@ def build_config(
     model_path = cfg.get("digital_twin", {}).get("world_model", {}).get("config_path")
     if model_path and Path(model_path).is_file():
         extra = read_file(model_path)
-        cfg["digital_twin"]["world_model"]["settings"] = deep_merge(extra, cfg["digital_twin"]["world_model"].get("settings", {}))
+        cfg["digital_twin"]["world_model"]["settings"] = deep_merge(
+            extra, cfg["digital_twin"]["world_model"].get("settings", {})
+        )
     return cfg
 
 

@@ -96,7 +96,9 @@ class ExecutionResult(msgspec.Struct, omit_defaults=True):
     target: str | None = None
 
 
-EXECUTION_STATUSES = frozenset({"pending", "executing", "success", "failed", "cancelled", "timeout"})
+EXECUTION_STATUSES = frozenset(
+    {"pending", "executing", "success", "failed", "cancelled", "timeout"}
+)
 
 
 class CalibrationEvent(msgspec.Struct, omit_defaults=True):
@@ -142,11 +144,17 @@ def _telemetry_types(limits: EventLimits) -> tuple[type, type, type, type]:
         ("tags", tags, None),
         ("metadata", dict[str, Any] | None, None),
     ]
-    event = msgspec.defstruct("TelemetryEvent", [("name", name), ("value", value), *rest], omit_defaults=True)
+    event = msgspec.defstruct(
+        "TelemetryEvent", [("name", name), ("value", value), *rest], omit_defaults=True
+    )
     # ``name``/``timestamp`` as plain text: checked against bounded caches of valid ones.
     hot_rest = [("timestamp", str | float | None, None) if f[0] == "timestamp" else f for f in rest]
     hot = msgspec.defstruct("_HotEvent", [("name", str), ("value", value), *hot_rest])
-    batch_fields = [("batch_id", str | None, None), ("batch_timestamp", Timestamp, None), ("count", int | None, None)]
+    batch_fields = [
+        ("batch_id", str | None, None),
+        ("batch_timestamp", Timestamp, None),
+        ("count", int | None, None),
+    ]
     batch = msgspec.defstruct("TelemetryBatch", [("events", list[event]), *batch_fields])  # type: ignore[valid-type]
     hot_batch = msgspec.defstruct("_HotBatch", [("events", list[hot]), *batch_fields])  # type: ignore[valid-type]
     return event, batch, hot, hot_batch
@@ -268,7 +276,9 @@ def split_events(payload: bytes) -> list[bytes] | None:
                 if part or elems:
                     elems.append(part)
                 try:  # the rest of the message must be valid JSON of the right shape
-                    (_raw_list_decoder if bare else _raw_batch_decoder).decode(body[:open_at] + body[m.start() :])
+                    (_raw_list_decoder if bare else _raw_batch_decoder).decode(
+                        body[:open_at] + body[m.start() :]
+                    )
                 except (msgspec.MsgspecError, RecursionError):
                     return None
                 return elems
@@ -490,7 +500,9 @@ class EventDecoder:
         except msgspec.MsgspecError:
             raise DecodeError(f"invalid telemetry event: {_reason(first)}") from first
         if wrapped.event_type != "telemetry":
-            raise DecodeError(f"unsupported event_type {wrapped.event_type!r} on a telemetry subject")
+            raise DecodeError(
+                f"unsupported event_type {wrapped.event_type!r} on a telemetry subject"
+            )
         try:
             ev = self._stream.decode(wrapped.data)
         except msgspec.MsgspecError as exc:
@@ -550,7 +562,9 @@ class EventDecoder:
             raise DecodeError(f"invalid batch: {_reason(exc)}") from exc
         return self._each(raws, now)
 
-    def _batch_split(self, payload: bytes, now: float, reason: str) -> tuple[list[Point], list[DecodeError]]:
+    def _batch_split(
+        self, payload: bytes, now: float, reason: str
+    ) -> tuple[list[Point], list[DecodeError]]:
         """A batch that is not JSON as a whole: its events one by one, if they can be found."""
         parts = split_events(payload)
         if parts is None:
@@ -573,20 +587,26 @@ class EventDecoder:
     def _check_payload(self, kind: str, payload: bytes) -> None:
         cap = self.limits.max_action_payload_bytes
         if len(payload) > cap:
-            raise DecodeError(f"oversize: {kind} of {len(payload)} bytes > limits.max_action_payload_bytes {cap}")
+            raise DecodeError(
+                f"oversize: {kind} of {len(payload)} bytes > limits.max_action_payload_bytes {cap}"
+            )
 
     def _check_depth(self, kind: str, **parts: Any) -> None:
         cap = self.limits.max_payload_depth
         for name, obj in parts.items():
             # the message itself is depth 1, so its fields' contents start at 2
             if obj is not None and payload_depth_exceeds(obj, cap, start=2):
-                raise DecodeError(f"invalid {kind}: {name} nested deeper than limits.max_payload_depth {cap}")
+                raise DecodeError(
+                    f"invalid {kind}: {name} nested deeper than limits.max_payload_depth {cap}"
+                )
 
     def _check_text(self, kind: str, **parts: str | None) -> None:
         cap = self.limits.max_text_length
         for name, text in parts.items():
             if text is not None and len(text) > cap:
-                raise DecodeError(f"invalid {kind}: {name} longer than limits.max_text_length {cap}")
+                raise DecodeError(
+                    f"invalid {kind}: {name} longer than limits.max_text_length {cap}"
+                )
 
     def _check_time(self, kind: str, now: float | None, **times: Timestamp) -> None:
         now = time.time() if now is None else now
@@ -595,7 +615,9 @@ class EventDecoder:
                 continue
             t = to_epoch(ts, now)
             if not self._lo <= t <= self._hi(now):
-                raise DecodeError(f"invalid {kind}: {name}: {self.limits.time_reason(t, max(now, _wall()))}")
+                raise DecodeError(
+                    f"invalid {kind}: {name}: {self.limits.time_reason(t, max(now, _wall()))}"
+                )
 
     @_bounded_nesting
     def execution(self, payload: bytes, now: float | None = None) -> ExecutionResult:
@@ -608,9 +630,17 @@ class EventDecoder:
             raise DecodeError(f"invalid execution result: unknown status {res.status!r}")
         if res.duration_sec is not None and not math.isfinite(res.duration_sec):
             raise DecodeError("invalid execution result: duration_sec is not finite")
-        self._check_text("execution result", message=res.message, error=res.error, action_type=res.action_type, target=res.target)
+        self._check_text(
+            "execution result",
+            message=res.message,
+            error=res.error,
+            action_type=res.action_type,
+            target=res.target,
+        )
         self._check_depth("execution result", output=res.output, metadata=res.metadata)
-        self._check_time("execution result", now, started_at=res.started_at, finished_at=res.finished_at)
+        self._check_time(
+            "execution result", now, started_at=res.started_at, finished_at=res.finished_at
+        )
         return res
 
     @_bounded_nesting
@@ -620,7 +650,9 @@ class EventDecoder:
             cal = _calibration_decoder.decode(payload)
         except msgspec.MsgspecError as exc:
             raise DecodeError(f"invalid calibration event: {_reason(exc)}") from exc
-        self._check_text("calibration event", prediction_id=cal.prediction_id, calibration_id=cal.calibration_id)
+        self._check_text(
+            "calibration event", prediction_id=cal.prediction_id, calibration_id=cal.calibration_id
+        )
         self._check_depth(
             "calibration event",
             predicted_outcome=cal.predicted_outcome,
@@ -645,16 +677,22 @@ def decode_stream(payload: bytes, now: float, limits: EventLimits = DEFAULT_LIMI
     return (_default if limits is DEFAULT_LIMITS else decoder_for(limits)).stream(payload, now)
 
 
-def decode_batch(payload: bytes, now: float, limits: EventLimits = DEFAULT_LIMITS) -> tuple[list[Point], list[DecodeError]]:
+def decode_batch(
+    payload: bytes, now: float, limits: EventLimits = DEFAULT_LIMITS
+) -> tuple[list[Point], list[DecodeError]]:
     """All good points of a batch plus one error per bad event (never all-or-nothing)."""
     return (_default if limits is DEFAULT_LIMITS else decoder_for(limits)).batch(payload, now)
 
 
-def decode_execution(payload: bytes, now: float | None = None, limits: EventLimits = DEFAULT_LIMITS) -> ExecutionResult:
+def decode_execution(
+    payload: bytes, now: float | None = None, limits: EventLimits = DEFAULT_LIMITS
+) -> ExecutionResult:
     return (_default if limits is DEFAULT_LIMITS else decoder_for(limits)).execution(payload, now)
 
 
-def decode_calibration(payload: bytes, now: float | None = None, limits: EventLimits = DEFAULT_LIMITS) -> CalibrationEvent:
+def decode_calibration(
+    payload: bytes, now: float | None = None, limits: EventLimits = DEFAULT_LIMITS
+) -> CalibrationEvent:
     return (_default if limits is DEFAULT_LIMITS else decoder_for(limits)).calibration(payload, now)
 
 

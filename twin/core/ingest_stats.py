@@ -47,19 +47,70 @@ class IngestStats:
     def register(self, registry: CollectorRegistry) -> Figures:
         """Declares the ingestion metrics in ``registry`` (read from these counters)."""
         f = Figures(registry)
-        f.counter("events_received", "Telemetry/execution/calibration events received from NATS (before validation).", lambda: self.events_received)
-        f.counter("events_applied", "Events applied to the state and handed to the world model.", lambda: self.events_applied)
-        f.counter("dead_lettered", "Events sent to the dead-letter subject, by reason class.", lambda: dict(self.dead_letter_reasons), ["reason"])
-        f.counter("events_skipped", "Records of systems this twin does not answer for (digital_twin.systems), by kind.", lambda: {k: self.skipped[k] for k in ("telemetry", "execution", "calibration")}, ["kind"])
-        f.counter("dead_letter_publish_failures", "Dead-letter records that could not be published.", lambda: self.dead_letter_publish_failures)
-        f.counter("slow_consumer_drops", "NATS slow-consumer errors (messages dropped by the client).", lambda: self.slow_consumer_drops)
-        f.counter("messages_received", "NATS messages received, by subject.", lambda: dict(self.messages_received), ["subject"])
-        f.counter("batches_applied", "Batches applied by the ingestion applier.", lambda: self.batches_applied)
-        f.counter("executions_applied", "Execution results applied to the action log.", lambda: self.executions_applied)
-        f.counter("calibrations_applied", "Calibration events applied.", lambda: self.calibrations_applied)
-        f.gauge("queue_high_water", "Largest ingestion queue size seen.", lambda: self.queue_high_water)
+        f.counter(
+            "events_received",
+            "Telemetry/execution/calibration events received from NATS (before validation).",
+            lambda: self.events_received,
+        )
+        f.counter(
+            "events_applied",
+            "Events applied to the state and handed to the world model.",
+            lambda: self.events_applied,
+        )
+        f.counter(
+            "dead_lettered",
+            "Events sent to the dead-letter subject, by reason class.",
+            lambda: dict(self.dead_letter_reasons),
+            ["reason"],
+        )
+        f.counter(
+            "events_skipped",
+            "Records of systems this twin does not answer for (digital_twin.systems), by kind.",
+            lambda: {k: self.skipped[k] for k in ("telemetry", "execution", "calibration")},
+            ["kind"],
+        )
+        f.counter(
+            "dead_letter_publish_failures",
+            "Dead-letter records that could not be published.",
+            lambda: self.dead_letter_publish_failures,
+        )
+        f.counter(
+            "slow_consumer_drops",
+            "NATS slow-consumer errors (messages dropped by the client).",
+            lambda: self.slow_consumer_drops,
+        )
+        f.counter(
+            "messages_received",
+            "NATS messages received, by subject.",
+            lambda: dict(self.messages_received),
+            ["subject"],
+        )
+        f.counter(
+            "batches_applied",
+            "Batches applied by the ingestion applier.",
+            lambda: self.batches_applied,
+        )
+        f.counter(
+            "executions_applied",
+            "Execution results applied to the action log.",
+            lambda: self.executions_applied,
+        )
+        f.counter(
+            "calibrations_applied", "Calibration events applied.", lambda: self.calibrations_applied
+        )
+        f.gauge(
+            "queue_high_water", "Largest ingestion queue size seen.", lambda: self.queue_high_water
+        )
         f.counter("nats_disconnects", "Disconnections from NATS.", lambda: self.disconnects)
         f.counter("nats_reconnects", "Reconnections to NATS.", lambda: self.reconnects)
-        f.counter("ingest_apply_errors", "Batches (or records) the state or the model failed to take.", lambda: self.apply_errors)
-        f.counter("model_update_seconds", "Time spent in WorldModel.update on the ingestion path.", lambda: self.model_update_seconds)
+        f.counter(
+            "ingest_apply_errors",
+            "Batches (or records) the state or the model failed to take.",
+            lambda: self.apply_errors,
+        )
+        f.counter(
+            "model_update_seconds",
+            "Time spent in WorldModel.update on the ingestion path.",
+            lambda: self.model_update_seconds,
+        )
         return f

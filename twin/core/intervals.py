@@ -141,7 +141,15 @@ class IntervalCalibrator:
         for key in keys:
             self._add(key, buckets[keep], z_abs[keep])
 
-    def observe_tracks(self, system: str, kind: str, metrics: Sequence[str], track: np.ndarray, buckets: np.ndarray, z_abs: np.ndarray) -> None:
+    def observe_tracks(
+        self,
+        system: str,
+        kind: str,
+        metrics: Sequence[str],
+        track: np.ndarray,
+        buckets: np.ndarray,
+        z_abs: np.ndarray,
+    ) -> None:
         """Like ``observe`` for several metrics at once: each metric's errors go under
         (system, kind, metric); all of them under (system, kind) and (kind,)."""
         if not z_abs.shape[0]:

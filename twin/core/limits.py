@@ -4,7 +4,7 @@ names, units, text values and tags, depth and size of action payloads.
 Validated once, at the edge (the decoders for NATS, the request mapping for gRPC),
 so nothing stored can make a later answer fail: every accepted time formats as an
 ISO date, every stored string fits in an answer. Each limit is a setting under
-``digital_twin.limits`` (see the README's configuration reference).
+``digital_twin.limits`` (see docs/configuration.md).
 
 The event-time window is relative to the *receive* time of the message: from
 ``min_event_time`` (default 1970-01-01) to ``max_event_time_ahead_sec`` (default one
@@ -82,7 +82,8 @@ class EventLimits:
         if not math.isfinite(t) or not self.accepts_time(t, now):
             lo, hi = self.window(now)
             raise InvalidRequest(
-                f"time {t!r} is outside the accepted window [{lo:g}, {hi:.0f}] (epoch seconds)", field
+                f"time {t!r} is outside the accepted window [{lo:g}, {hi:.0f}] (epoch seconds)",
+                field,
             )
         return t
 
@@ -91,12 +92,15 @@ class EventLimits:
         """A request's parameters map: bounded in entries and in each key and value."""
         if len(params) > self.max_request_parameters:
             raise InvalidRequest(
-                f"{len(params)} entries; at most {self.max_request_parameters} (limits.max_request_parameters)", field
+                f"{len(params)} entries; at most {self.max_request_parameters} "
+                "(limits.max_request_parameters)",
+                field,
             )
         for key, value in params.items():
             if len(key) > self.max_parameter_length or len(value) > self.max_parameter_length:
                 raise InvalidRequest(
-                    f"longer than {self.max_parameter_length} characters (limits.max_parameter_length)",
+                    f"longer than {self.max_parameter_length} characters "
+                    "(limits.max_parameter_length)",
                     f"{field}.{key[:64]}",
                 )
 

@@ -1,7 +1,7 @@
 """The twin's metrics: one ``prometheus_client`` registry, handed to every component.
 
 ``/metrics`` serves the registry; ``Manage get_metrics`` is ``flat_view(registry)``, the
-same samples under the flat names the README documents. Nothing is parsed back out
+same samples under the flat names docs/grpc-api.md documents. Nothing is parsed back out
 of a name: a family's flat keys are built from its name and label *values*.
 
 How a component adds a metric (one place, where it counts):
@@ -94,17 +94,25 @@ class Figures(Collector):
         if registry is not None:
             registry.register(self)
 
-    def counter(self, name: str, doc: str, read: Callable[[], Reading], labels: Iterable[str] = ()) -> None:
+    def counter(
+        self, name: str, doc: str, read: Callable[[], Reading], labels: Iterable[str] = ()
+    ) -> None:
         """``polaris_twin_<name>_total``; ``read`` returns the value, or {label value(s): value}."""
         self._figures.append(_Figure("counter", name, doc, read, tuple(labels)))
 
-    def gauge(self, name: str, doc: str, read: Callable[[], Reading], labels: Iterable[str] = ()) -> None:
+    def gauge(
+        self, name: str, doc: str, read: Callable[[], Reading], labels: Iterable[str] = ()
+    ) -> None:
         """``polaris_twin_<name>``; ``read`` as for ``counter``."""
         self._figures.append(_Figure("gauge", name, doc, read, tuple(labels)))
 
     def collect(self) -> Iterator[Metric]:
         for f in self._figures:
-            fam = counter_family(f.name, f.doc, f.labels) if f.kind == "counter" else gauge_family(f.name, f.doc, f.labels)
+            fam = (
+                counter_family(f.name, f.doc, f.labels)
+                if f.kind == "counter"
+                else gauge_family(f.name, f.doc, f.labels)
+            )
             value = f.read()
             if isinstance(value, Mapping):
                 for key, v in sorted(value.items()):
@@ -123,7 +131,9 @@ def with_flat(fam: Metric, flat: dict[str, float]) -> Metric:
     return fam
 
 
-def dict_families(figures: Mapping[str, float], name_prefix: str, flat_prefix: str, owner: str) -> Iterator[Metric]:
+def dict_families(
+    figures: Mapping[str, float], name_prefix: str, flat_prefix: str, owner: str
+) -> Iterator[Metric]:
     """Families for a dict of conventionally named figures (a model's ``metrics()``).
 
     ``fits_total`` is the counter ``polaris_twin_<name_prefix>fits_total``, anything else a
@@ -200,7 +210,9 @@ class LoopBoundRegistry:
     touch; a scrape from another thread hands the collection to the loop and waits.
     """
 
-    def __init__(self, registry: CollectorRegistry, loop: asyncio.AbstractEventLoop, timeout: float = 5.0) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, loop: asyncio.AbstractEventLoop, timeout: float = 5.0
+    ) -> None:
         self.registry = registry
         self.loop = loop
         self.timeout = timeout

@@ -173,7 +173,9 @@ class EventBus:
         self._thread = threading.get_ident()
 
     # ----------------------------------------------------------------- producers
-    def publish(self, kind: str, system: str, data: Mapping[str, Any], t: float | None = None) -> None:
+    def publish(
+        self, kind: str, system: str, data: Mapping[str, Any], t: float | None = None
+    ) -> None:
         """Records and fans out one event. Never blocks, never raises on slow watchers."""
         if self._thread is not None and threading.get_ident() != self._thread:
             assert self._loop is not None
@@ -207,7 +209,9 @@ class EventBus:
             self.bind()
         sub = Subscription(self, systems, kinds, queue_size or self.queue_size, overflow, name)
         if since is not None:
-            backlog = [e for e in self.history if e.sequence > since and matches(e, sub.systems, sub.kinds)]
+            backlog = [
+                e for e in self.history if e.sequence > since and matches(e, sub.systems, sub.kinds)
+            ]
             for ev in backlog[-sub.queue_size :]:
                 sub._queue.append(ev)
             if sub._queue:
@@ -234,11 +238,32 @@ class EventBus:
         from twin.core.metrics import Figures
 
         f = Figures(registry)
-        f.counter("events_published", "Pushed events published, by kind.", lambda: dict(self.published_total), ["kind"])
-        f.gauge("events_watchers", "Open Watch and SSE streams.", lambda: sum(1 for s in self._subs if s.overflow == "drop_watcher"))
-        f.counter("events_watchers_dropped", "Watchers dropped for falling behind.", lambda: self.watchers_dropped_total)
-        f.counter("events_discarded", "Events a sink (NATS publisher) could not queue.", lambda: self.discarded_total)
-        f.gauge("events_last_sequence", "Sequence number of the newest event.", lambda: self.last_sequence)
+        f.counter(
+            "events_published",
+            "Pushed events published, by kind.",
+            lambda: dict(self.published_total),
+            ["kind"],
+        )
+        f.gauge(
+            "events_watchers",
+            "Open Watch and SSE streams.",
+            lambda: sum(1 for s in self._subs if s.overflow == "drop_watcher"),
+        )
+        f.counter(
+            "events_watchers_dropped",
+            "Watchers dropped for falling behind.",
+            lambda: self.watchers_dropped_total,
+        )
+        f.counter(
+            "events_discarded",
+            "Events a sink (NATS publisher) could not queue.",
+            lambda: self.discarded_total,
+        )
+        f.gauge(
+            "events_last_sequence",
+            "Sequence number of the newest event.",
+            lambda: self.last_sequence,
+        )
         return self
 
 

@@ -101,11 +101,15 @@ def _record_size(*parts: Any) -> int:
 
 
 def _action_size(rec: ActionRecord) -> int:
-    return _record_size(rec.action_id, rec.action_type, rec.target, rec.status, rec.message, rec.output, rec.params)
+    return _record_size(
+        rec.action_id, rec.action_type, rec.target, rec.status, rec.message, rec.output, rec.params
+    )
 
 
 def _calibration_size(rec: CalibrationRecord) -> int:
-    return _record_size(rec.calibration_id, rec.prediction_id, rec.predicted, rec.actual, rec.accuracy)
+    return _record_size(
+        rec.calibration_id, rec.prediction_id, rec.predicted, rec.actual, rec.accuracy
+    )
 
 
 class TwinState:
@@ -122,8 +126,12 @@ class TwinState:
         limits: EventLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store = SeriesStore(retention, max_series, max_series_per_system)
-        self.actions: BoundedLog[ActionRecord] = BoundedLog(action_log_size, action_log_max_bytes, _action_size)
-        self.calibrations: BoundedLog[CalibrationRecord] = BoundedLog(action_log_size, action_log_max_bytes, _calibration_size)
+        self.actions: BoundedLog[ActionRecord] = BoundedLog(
+            action_log_size, action_log_max_bytes, _action_size
+        )
+        self.calibrations: BoundedLog[CalibrationRecord] = BoundedLog(
+            action_log_size, action_log_max_bytes, _calibration_size
+        )
         self.limits = limits  # what ingestion accepts; request times are checked against it too
         self.points_applied = 0
         self.text_values = 0
@@ -190,7 +198,9 @@ class TwinState:
                     got = store.admit(key[0], key[1], cols.units[g])
                     if isinstance(got, str):
                         refused[g] = got
-                        store.rejected_events += len(cols.ts[g]) + sum(1 for x in cols.texts if x[0] == g) - 1
+                        store.rejected_events += (
+                            len(cols.ts[g]) + sum(1 for x in cols.texts if x[0] == g) - 1
+                        )
                         series.append(None)
                         continue
                     s = got
@@ -216,11 +226,29 @@ class TwinState:
         t = to_epoch(res.finished_at, math.nan)
         if math.isnan(t):
             t = to_epoch(res.started_at, now)
-        target = res.target or str((res.metadata or {}).get("target") or (res.output or {}).get("target") or "")
-        success = res.success if res.success is not None else (res.status == "success" if res.status in ("success", "failed", "timeout", "cancelled") else None)
+        target = res.target or str(
+            (res.metadata or {}).get("target") or (res.output or {}).get("target") or ""
+        )
+        success = (
+            res.success
+            if res.success is not None
+            else (
+                res.status == "success"
+                if res.status in ("success", "failed", "timeout", "cancelled")
+                else None
+            )
+        )
         rec = ActionRecord(
-            t, res.action_id, res.action_type.upper(), target, res.status, success, res.duration_sec, res.message,
-            dict(res.output or {}), _action_params(res),
+            t,
+            res.action_id,
+            res.action_type.upper(),
+            target,
+            res.status,
+            success,
+            res.duration_sec,
+            res.message,
+            dict(res.output or {}),
+            _action_params(res),
         )
         self.actions.append(rec)
         return rec

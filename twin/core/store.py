@@ -279,11 +279,13 @@ class Series:
         for times, _ in self._chunks():
             if times[-1] < start or times[0] > end:
                 continue
-            n += int(np.searchsorted(times, end, side="right")) - int(np.searchsorted(times, start, side="left"))
+            n += int(np.searchsorted(times, end, side="right")) - int(
+                np.searchsorted(times, start, side="left")
+            )
         return n
 
     def window(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the samples with ``start <= t <= end``; only the overlapping chunks are read."""
+        """Copies of the samples with ``start <= t <= end``; reads only the overlapping chunks."""
         parts_t: list[np.ndarray] = []
         parts_v: list[np.ndarray] = []
         for times, values in self._chunks():
@@ -332,7 +334,9 @@ class Series:
         return sum(a.nbytes for a in self._t) + sum(a.nbytes for a in self._v)
 
 
-def downsample(times: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+def downsample(
+    times: np.ndarray, values: np.ndarray, max_points: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Bucket means over equal-count buckets; keeps the shape of long ranges cheap to ship."""
     n = times.shape[0]
     if max_points <= 0 or n <= max_points:
@@ -407,9 +411,15 @@ class SeriesStore:
         if self.max_series is not None and len(self._series) >= self.max_series:
             self._full_sources.add("")
             return f"series_limit: state.max_series {self.max_series} reached"
-        if self.max_per_source is not None and self._per_source.get(source, 0) >= self.max_per_source:
+        if (
+            self.max_per_source is not None
+            and self._per_source.get(source, 0) >= self.max_per_source
+        ):
             self._full_sources.add(source)
-            return f"series_limit: state.max_series_per_system {self.max_per_source} reached for {source}"
+            return (
+                f"series_limit: state.max_series_per_system {self.max_per_source} reached for "
+                f"{source}"
+            )
         return None
 
     def cap_issues(self) -> list[str]:
@@ -417,17 +427,29 @@ class SeriesStore:
         if not self._full_sources:
             return []
         out = []
-        if "" in self._full_sources and self.max_series is not None and len(self._series) >= self.max_series:
+        if (
+            "" in self._full_sources
+            and self.max_series is not None
+            and len(self._series) >= self.max_series
+        ):
             out.append(f"series cap reached: {len(self._series)} series = state.max_series")
         full = sorted(
-            src for src in self._full_sources
-            if src and self.max_per_source is not None and self._per_source.get(src, 0) >= self.max_per_source
+            src
+            for src in self._full_sources
+            if src
+            and self.max_per_source is not None
+            and self._per_source.get(src, 0) >= self.max_per_source
         )
         if full:
             shown = ", ".join(full[:5]) + (" ..." if len(full) > 5 else "")
-            out.append(f"series cap per system reached (state.max_series_per_system {self.max_per_source}): {shown}")
+            out.append(
+                "series cap per system reached (state.max_series_per_system "
+                f"{self.max_per_source}): {shown}"
+            )
         if out:
-            out[-1] += f"; {self.rejected_series} new series ({self.rejected_events} events) refused"
+            out[-1] += (
+                f"; {self.rejected_series} new series ({self.rejected_events} events) refused"
+            )
         return out
 
     def append(self, source: str, name: str, t: float, v: float, unit: str = "unknown") -> Series:
@@ -469,7 +491,11 @@ class SeriesStore:
             by_name = out.get(src)
             if by_name is None:
                 by_name = out[src] = {}
-            by_name[name] = {"timestamp": s.last_t, "unit": s.unit, "value": text if text is not None and not n else s.last_v}
+            by_name[name] = {
+                "timestamp": s.last_t,
+                "unit": s.unit,
+                "value": text if text is not None and not n else s.last_v,
+            }
         return out
 
     @property
@@ -487,12 +513,29 @@ class SeriesStore:
     def export_series(self) -> list[dict[str, object]]:
         """Copies of every series (snapshots): source, name, unit, t, v, last_text, appended."""
         return [
-            {"source": s.source, "name": s.name, "unit": s.unit, "t": t, "v": v, "last_text": s.last_text, "appended": s.appended}
+            {
+                "source": s.source,
+                "name": s.name,
+                "unit": s.unit,
+                "t": t,
+                "v": v,
+                "last_text": s.last_text,
+                "appended": s.appended,
+            }
             for s in self._series.values()
             for t, v in (s.arrays(),)
         ]
 
-    def import_series(self, source: str, name: str, unit: str, t: np.ndarray, v: np.ndarray, last_text: str | None = None, appended: int = 0) -> Series:
+    def import_series(
+        self,
+        source: str,
+        name: str,
+        unit: str,
+        t: np.ndarray,
+        v: np.ndarray,
+        last_text: str | None = None,
+        appended: int = 0,
+    ) -> Series:
         """Recreates one exported series (snapshot restore); replaces an existing one."""
         if (source, name) in self._series:
             self._per_source[source] -= 1

@@ -47,7 +47,11 @@ def _by_reference(fn: Callable[..., Any]) -> bool:
     """Whether a worker process can import ``fn`` (a module-level function): local
     functions and test doubles run in a thread instead."""
     qual = getattr(fn, "__qualname__", "")
-    return bool(qual) and "<locals>" not in qual and getattr(fn, "__module__", "__main__") != "__main__"
+    return (
+        bool(qual)
+        and "<locals>" not in qual
+        and getattr(fn, "__module__", "__main__") != "__main__"
+    )
 
 
 def _watch_parent(pid: int) -> None:
@@ -122,7 +126,9 @@ class WorkerPool:
                 self.process_calls += 1
                 return result
             except BrokenProcessPool:
-                log.warning("a compute worker died; restarting the pool, this call runs in a thread")
+                log.warning(
+                    "a compute worker died; restarting the pool, this call runs in a thread"
+                )
                 self._discard()
                 return await asyncio.to_thread(fn, *args)
         finally:

@@ -634,7 +634,11 @@ def evaluate_series(
             from twin.evaluation.nab_plot import SeriesTrace
 
             ranges = window_index_ranges(stamps, wins)
-            keep.append(SeriesTrace(name, stamps, values, scores, wins, ranges, probation_length(len(stamps))))
+            keep.append(
+                SeriesTrace(
+                    name, stamps, values, scores, wins, ranges, probation_length(len(stamps))
+                )
+            )
         prepared.append(prepare_file(name, stamps, scores, wins))
     return NabReport(
         profiles=score_corpus(prepared, profiles),

@@ -40,14 +40,24 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 _TIMEOUT = re.compile(r"^\s*(\d{1,8})\s*([HMSmun])\s*$")
 _UNIT = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 # Never forwarded as metadata: hop-by-hop and browser credentials other than Authorization.
-_SKIP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "cookie", "host", "content-length"}
+_SKIP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "cookie",
+    "host",
+    "content-length",
+}
 
 
 def parse_grpc_timeout(value: str) -> float:
     """``Grpc-Timeout`` header value (``"2S"``, ``"500m"``) → seconds; ValueError if malformed."""
     m = _TIMEOUT.match(value)
     if not m:
-        raise ValueError(f"Grpc-Timeout must be 1-8 digits and a unit (H, M, S, m, u, n), got {value!r}")
+        raise ValueError(
+            f"Grpc-Timeout must be 1-8 digits and a unit (H, M, S, m, u, n), got {value!r}"
+        )
     return int(m.group(1)) * _UNIT[m.group(2)]
 
 
@@ -80,7 +90,9 @@ class HttpContext:
             return None
         return max(0.0, self._deadline - time.monotonic())
 
-    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
+    ) -> NoReturn:
         self._code = code
         self._details = details
         raise Aborted(code, details)

@@ -32,18 +32,40 @@ _SCALARS: dict[int, dict[str, Any]] = {
 }
 
 RPCS = {
-    "query": ("Query", "QueryRequest", "QueryResponse", "Current, historical or natural-language questions."),
-    "simulate": ("Simulate", "SimulationRequest", "SimulationResponse", "Forecasts and what-if analysis."),
-    "diagnose": ("Diagnose", "DiagnosisRequest", "DiagnosisResponse", "Ranked root-cause hypotheses."),
-    "manage": ("Manage", "ManagementRequest", "ManagementResponse", "Health, metrics, reload, reset, replay, snapshots."),
+    "query": (
+        "Query",
+        "QueryRequest",
+        "QueryResponse",
+        "Current, historical or natural-language questions.",
+    ),
+    "simulate": (
+        "Simulate",
+        "SimulationRequest",
+        "SimulationResponse",
+        "Forecasts and what-if analysis.",
+    ),
+    "diagnose": (
+        "Diagnose",
+        "DiagnosisRequest",
+        "DiagnosisResponse",
+        "Ranked root-cause hypotheses.",
+    ),
+    "manage": (
+        "Manage",
+        "ManagementRequest",
+        "ManagementResponse",
+        "Health, metrics, reload, reset, replay, snapshots.",
+    ),
 }
 
 ERRORS = {
-    "400": "INVALID_ARGUMENT: the body is not a valid request (unknown field, wrong type, failed validation).",
+    "400": "INVALID_ARGUMENT: the body is not a valid request (unknown field, wrong type, failed "
+           "validation).",
     "401": "UNAUTHENTICATED",
     "403": "PERMISSION_DENIED",
     "413": "The body is larger than grpc.max_message_size.",
-    "429": "RESOURCE_EXHAUSTED: too many requests in flight or waiting (grpc.max_workers, performance.max_concurrent_queries).",
+    "429": "RESOURCE_EXHAUSTED: too many requests in flight or waiting (grpc.max_workers, "
+           "performance.max_concurrent_queries).",
     "503": "UNAVAILABLE: the twin is shutting down.",
     "504": "DEADLINE_EXCEEDED: the request's Grpc-Timeout passed.",
 }
@@ -92,7 +114,9 @@ def document() -> dict[str, Any]:
             "message": {"type": "string"},
         },
     }
-    errors = {code: {"description": text, "content": _json("Error")} for code, text in ERRORS.items()}
+    errors = {
+        code: {"description": text, "content": _json("Error")} for code, text in ERRORS.items()
+    }
     timeout = {
         "name": "Grpc-Timeout",
         "in": "header",
@@ -114,32 +138,80 @@ def document() -> dict[str, Any]:
     paths["/v1/watch"] = {
         "get": {
             "operationId": "Watch",
-            "summary": "Pushed events as server-sent events (gRPC Watch): id = sequence, event = kind, data = TwinEvent JSON.",
+            "summary": "Pushed events as server-sent events (gRPC Watch): id = sequence, event = "
+                       "kind, data = TwinEvent JSON.",
             "parameters": [
-                {"name": "systems", "in": "query", "schema": {"type": "string"}, "description": "comma-separated systems (empty: all)"},
-                {"name": "kinds", "in": "query", "schema": {"type": "string"}, "description": "comma-separated kinds (empty: all)"},
-                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "replay retained events after this sequence"},
-                {"name": "from_start", "in": "query", "schema": {"type": "boolean"}, "description": "replay every retained event first"},
-                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}, "description": "as since (set by EventSource on reconnect)"},
+                {
+                    "name": "systems",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "comma-separated systems (empty: all)",
+                },
+                {
+                    "name": "kinds",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "comma-separated kinds (empty: all)",
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "replay retained events after this sequence",
+                },
+                {
+                    "name": "from_start",
+                    "in": "query",
+                    "schema": {"type": "boolean"},
+                    "description": "replay every retained event first",
+                },
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "schema": {"type": "string"},
+                    "description": "as since (set by EventSource on reconnect)",
+                },
             ],
             "responses": {
                 "200": {
-                    "description": "text/event-stream of TwinEvent; a dropped slow watcher gets a final 'dropped' event",
-                    "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/TwinEvent"}}},
+                    "description": "text/event-stream of TwinEvent; a dropped slow watcher gets a "
+                                   "final 'dropped' event",
+                    "content": {
+                        "text/event-stream": {"schema": {"$ref": "#/components/schemas/TwinEvent"}}
+                    },
                 },
                 "400": errors["400"],
                 "429": errors["429"],
             },
         }
     }
-    status = {"type": "object", "properties": {"status": {"type": "string"}, "reason": {"type": "string"}}}
-    paths["/healthz"] = {"get": {"operationId": "Liveness", "responses": {"200": {"description": "the process answers", "content": {"application/json": {"schema": status}}}}}}
+    status = {
+        "type": "object",
+        "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+    }
+    paths["/healthz"] = {
+        "get": {
+            "operationId": "Liveness",
+            "responses": {
+                "200": {
+                    "description": "the process answers",
+                    "content": {"application/json": {"schema": status}},
+                }
+            },
+        }
+    }
     paths["/readyz"] = {
         "get": {
             "operationId": "Readiness",
             "responses": {
-                "200": {"description": "SERVING (as the gRPC health service '')", "content": {"application/json": {"schema": status}}},
-                "503": {"description": "NOT_SERVING, with the reason", "content": {"application/json": {"schema": status}}},
+                "200": {
+                    "description": "SERVING (as the gRPC health service '')",
+                    "content": {"application/json": {"schema": status}},
+                },
+                "503": {
+                    "description": "NOT_SERVING, with the reason",
+                    "content": {"application/json": {"schema": status}},
+                },
             },
         }
     }
@@ -148,8 +220,10 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "POLARIS Digital Twin REST/JSON gateway",
             "version": __version__,
-            "description": "The gRPC service polaris.digitaltwin.DigitalTwin over HTTP/JSON. Bodies use the "
-            "proto3 canonical JSON mapping with the proto's field names, as grpcurl takes and prints them.",
+            "description": "The gRPC service polaris.digitaltwin.DigitalTwin over HTTP/JSON. "
+                           "Bodies use the "
+            "proto3 canonical JSON mapping with the proto's field names, as grpcurl takes and "
+            "prints them.",
         },
         "paths": paths,
         "components": {"schemas": schemas},

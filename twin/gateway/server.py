@@ -70,7 +70,9 @@ Readiness = Callable[[], tuple[bool, str]]
 def to_json(msg: Message) -> dict[str, Any]:
     """Canonical proto3 JSON with the proto's field names and every field present
     (``grpcurl -emit-defaults`` prints the same)."""
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return json_format.MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def error_body(code: grpc.StatusCode, message: str) -> dict[str, Any]:
@@ -78,7 +80,9 @@ def error_body(code: grpc.StatusCode, message: str) -> dict[str, Any]:
 
 
 def error_response(code: grpc.StatusCode, message: str, status: int | None = None) -> web.Response:
-    return web.json_response(error_body(code, message), status=status or HTTP_STATUS.get(code, 500), dumps=_dumps)
+    return web.json_response(
+        error_body(code, message), status=status or HTTP_STATUS.get(code, 500), dumps=_dumps
+    )
 
 
 def _dumps(obj: Any) -> str:
@@ -104,15 +108,21 @@ def console_dir() -> Path:
 
 
 @web.middleware
-async def _headers(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     try:
         resp = await handler(request)
     except web.HTTPException as exc:
         if exc.status == 413:
-            return error_response(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body too large: {exc.text}", 413)
+            return error_response(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body too large: {exc.text}", 413
+            )
         if exc.status >= 400 and exc.content_type != JSON:
             code = grpc.StatusCode.NOT_FOUND if exc.status == 404 else grpc.StatusCode.UNIMPLEMENTED
-            return error_response(code, f"{exc.reason}: {request.method} {request.path}", exc.status)
+            return error_response(
+                code, f"{exc.reason}: {request.method} {request.path}", exc.status
+            )
         raise
     if not resp.prepared:  # a stream (SSE) set its headers before it started
         resp.headers["Server"] = "polaris-twin"  # not the library and its version
@@ -145,7 +155,9 @@ class HttpGateway:
 
     # ------------------------------------------------------------------ wiring
     def _build(self) -> web.Application:
-        app = web.Application(client_max_size=self.grpc_cfg.max_message_size, middlewares=[_headers])
+        app = web.Application(
+            client_max_size=self.grpc_cfg.max_message_size, middlewares=[_headers]
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/openapi.json", self._openapi)
@@ -154,11 +166,15 @@ class HttpGateway:
         app.router.add_get("/v1/watch", self._watch)
         if self.cfg.console:
             app.router.add_get("/", self._index)
-            app.router.add_static("/console/", console_dir(), show_index=False, append_version=False)
+            app.router.add_static(
+                "/console/", console_dir(), show_index=False, append_version=False
+            )
         return app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
         await runner.setup()
         ctx = ssl_context(self.grpc_cfg)
         try:
@@ -169,14 +185,23 @@ class HttpGateway:
             if exc.errno != errno.EADDRINUSE or self.cfg.port != DEFAULT_PORT:
                 await runner.cleanup()
                 raise
-            log.warning("HTTP port %d is taken; serving HTTP on a free port instead (set http.port)", self.cfg.port)
+            log.warning(
+                "HTTP port %d is taken; serving HTTP on a free port instead (set http.port)",
+                self.cfg.port,
+            )
             site = web.TCPSite(runner, self.cfg.host, 0, ssl_context=ctx)
             await site.start()
         self._runner = runner
         server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
         assert server is not None and server.sockets  # type: ignore[attr-defined]
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        log.info("HTTP gateway on %s://%s:%d (console: %s)", self.scheme, self.cfg.host, self.port, "/" if self.cfg.console else "off")
+        log.info(
+            "HTTP gateway on %s://%s:%d (console: %s)",
+            self.scheme,
+            self.cfg.host,
+            self.port,
+            "/" if self.cfg.console else "off",
+        )
 
     async def stop(self) -> None:
         """Ends open event streams, then lets in-flight requests finish (bounded)."""
@@ -191,8 +216,14 @@ class HttpGateway:
         from twin.core.metrics import Figures
 
         f = Figures(registry)
-        f.counter("http_requests", "REST calls received by the HTTP gateway.", lambda: self.requests)
-        f.counter("http_rejected_busy", "REST calls refused: grpc.max_workers in flight (429).", lambda: self.rejected_busy)
+        f.counter(
+            "http_requests", "REST calls received by the HTTP gateway.", lambda: self.requests
+        )
+        f.counter(
+            "http_rejected_busy",
+            "REST calls refused: grpc.max_workers in flight (429).",
+            lambda: self.rejected_busy,
+        )
         f.gauge("http_inflight", "REST calls in flight.", lambda: self.inflight)
 
     # ------------------------------------------------------------------ probes, docs, console
@@ -224,7 +255,10 @@ class HttpGateway:
         cert = transport.get_extra_info("peercert") if transport is not None else None
         if cert:
             names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
-            auth = {"transport_security_type": [b"ssl"], "x509_common_name": [n.encode() for n in names]}
+            auth = {
+                "transport_security_type": [b"ssl"],
+                "x509_common_name": [n.encode() for n in names],
+            }
         return HttpContext(request.headers, f"ipv4:{peer}" if peer else "", deadline, auth)
 
     async def _rpc(self, request: web.Request) -> web.Response:
@@ -243,7 +277,9 @@ class HttpGateway:
         finally:
             self.inflight -= 1
 
-    async def _call(self, request: web.Request, method: str, request_cls: type[Message]) -> web.Response:
+    async def _call(
+        self, request: web.Request, method: str, request_cls: type[Message]
+    ) -> web.Response:
         deadline = None
         raw_timeout = request.headers.get("Grpc-Timeout")
         if raw_timeout:
@@ -264,18 +300,25 @@ class HttpGateway:
             if deadline is None:
                 resp = await handler(msg, ctx)
             else:
-                async with asyncio.timeout_at(asyncio.get_running_loop().time() + (ctx.time_remaining() or 0.0)):
+                async with asyncio.timeout_at(
+                    asyncio.get_running_loop().time() + (ctx.time_remaining() or 0.0)
+                ):
                     resp = await handler(msg, ctx)
         except Aborted as exc:
             return error_response(exc.code, exc.details)
         except TimeoutError:
-            return error_response(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} did not finish within the client's deadline ({raw_timeout})")
+            return error_response(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{method} did not finish within the client's deadline ({raw_timeout})",
+            )
         return web.json_response(to_json(resp), dumps=_dumps)
 
     # ------------------------------------------------------------------ SSE
     async def _watch(self, request: web.Request) -> web.StreamResponse:
         q = request.query
-        systems = [s for v in q.getall("systems", []) + q.getall("system", []) for s in v.split(",")]
+        systems = [
+            s for v in q.getall("systems", []) + q.getall("system", []) for s in v.split(",")
+        ]
         kinds = [k for v in q.getall("kinds", []) + q.getall("kind", []) for k in v.split(",")]
         raw_since = request.headers.get("Last-Event-ID") or q.get("since") or "0"
         try:
@@ -283,10 +326,20 @@ class HttpGateway:
             if since < 0:
                 raise ValueError
         except ValueError:
-            return error_response(grpc.StatusCode.INVALID_ARGUMENT, f"since: not a sequence number: {raw_since!r}")
+            return error_response(
+                grpc.StatusCode.INVALID_ARGUMENT, f"since: not a sequence number: {raw_since!r}"
+            )
         try:
-            from_start = q.get("from_start", "").lower() in ("1", "true", "yes") and not request.headers.get("Last-Event-ID")
-            spec = parse_watch(pb.WatchRequest(systems=systems, kinds=kinds, since_sequence=since, from_start=from_start))
+            from_start = q.get("from_start", "").lower() in (
+                "1",
+                "true",
+                "yes",
+            ) and not request.headers.get("Last-Event-ID")
+            spec = parse_watch(
+                pb.WatchRequest(
+                    systems=systems, kinds=kinds, since_sequence=since, from_start=from_start
+                )
+            )
         except InvalidRequest as exc:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         watchers = self.servicer.watchers
@@ -309,7 +362,9 @@ class HttpGateway:
         )
         try:
             await resp.prepare(request)
-            await resp.write(f"retry: 2000\n: last sequence {watchers.bus.last_sequence}\n\n".encode())
+            await resp.write(
+                f"retry: 2000\n: last sequence {watchers.bus.last_sequence}\n\n".encode()
+            )
             while True:
                 try:
                     ev = await asyncio.wait_for(sub.get(), HEARTBEAT_SEC)
@@ -318,9 +373,12 @@ class HttpGateway:
                     continue
                 except WatcherDropped as exc:
                     kind = "shutdown" if exc.shutdown else "dropped"
-                    await resp.write(f"event: {kind}\ndata: {_dumps({'reason': exc.reason})}\n\n".encode())
+                    await resp.write(
+                        f"event: {kind}\ndata: {_dumps({'reason': exc.reason})}\n\n".encode()
+                    )
                     break
-                frame = f"id: {ev.sequence}\nevent: {ev.kind}\ndata: {_dumps(event_dict(ev))}\n\n".encode()
+                data = _dumps(event_dict(ev))
+                frame = f"id: {ev.sequence}\nevent: {ev.kind}\ndata: {data}\n\n".encode()
                 try:
                     await asyncio.wait_for(resp.write(frame), WRITE_TIMEOUT_SEC)
                 except TimeoutError:

@@ -46,12 +46,18 @@ class EventPublisher:
             while True:
                 ev = await self._sub.get()
                 try:
-                    await nc.publish(f"{self.prefix}.{ev.kind}", orjson.dumps(event_dict(ev)), headers=headers)
+                    await nc.publish(
+                        f"{self.prefix}.{ev.kind}", orjson.dumps(event_dict(ev)), headers=headers
+                    )
                     self.published += 1
                 except Exception as exc:  # noqa: BLE001 - closed/buffer full: count, go on
                     self.failures += 1
                     if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
-                        log.warning("cannot publish event on NATS (%d failures so far): %s", self.failures, exc)
+                        log.warning(
+                            "cannot publish event on NATS (%d failures so far): %s",
+                            self.failures,
+                            exc,
+                        )
         except WatcherDropped:
             pass
 
@@ -72,5 +78,11 @@ class EventPublisher:
         from twin.core.metrics import Figures
 
         f = Figures(registry)
-        f.counter("events_nats_published", "Pushed events published on NATS.", lambda: self.published)
-        f.counter("events_nats_failures", "Pushed events NATS refused (closed, buffer full).", lambda: self.failures)
+        f.counter(
+            "events_nats_published", "Pushed events published on NATS.", lambda: self.published
+        )
+        f.counter(
+            "events_nats_failures",
+            "Pushed events NATS refused (closed, buffer full).",
+            lambda: self.failures,
+        )

@@ -95,7 +95,9 @@ def redact_url(url: str) -> str:
     return redact_text(url)
 
 
-def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, Any]:
+def connect_options(
+    cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] = os.environ
+) -> dict[str, Any]:
     """nats-py connect() options from config and the credential environment variables."""
     opts: dict[str, Any] = {
         # nats-py reads max_reconnect_attempts=0 as "retry forever" (it only gives up when
@@ -123,7 +125,13 @@ def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] 
 def _point_json(p: Point) -> bytes:
     """A refused point as JSON for its dead-letter record (its original bytes are gone)."""
     return orjson.dumps(
-        {"source": p.source, "name": p.name, "timestamp": p.t, "unit": p.unit, "value": p.text if p.text is not None else p.value}
+        {
+            "source": p.source,
+            "name": p.name,
+            "timestamp": p.t,
+            "unit": p.unit,
+            "value": p.text if p.text is not None else p.value,
+        }
     )
 
 
@@ -190,7 +198,9 @@ class Ingestor:
         self._last_yield = 0.0
         self._cost_per_event = 1e-5  # seconds to apply one event, moving average
         if registry is not None:
-            Figures(registry).gauge("queue_size", "Decoded messages waiting to be applied.", self.queue.qsize)
+            Figures(registry).gauge(
+                "queue_size", "Decoded messages waiting to be applied.", self.queue.qsize
+            )
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self, url: str) -> None:
@@ -210,7 +220,9 @@ class Ingestor:
             )
         except Exception as exc:  # noqa: BLE001 - nats raises many types here
             log.error("cannot connect to NATS at %s: %s", redact_url(url), exc)
-            raise IngestError(f"cannot connect to NATS at {redact_url(url)}: {redact_text(str(exc))}") from exc
+            raise IngestError(
+                f"cannot connect to NATS at {redact_url(url)}: {redact_text(str(exc))}"
+            ) from exc
         await self.subscribe()
         self._set_connected(True)
         log.info("ingesting from %s (%s)", redact_url(url), self.mode)
@@ -239,7 +251,13 @@ class Ingestor:
         for configured, cb in handlers.items():
             # Narrowed to this twin's systems where the subject names them (a trailing *).
             for subject in self.systems.subjects_for(configured):
-                await self.nc.subscribe(subject, queue=c.queue_group, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=limit * c.max_payload_bytes // 8)
+                await self.nc.subscribe(
+                    subject,
+                    queue=c.queue_group,
+                    cb=cb,
+                    pending_msgs_limit=limit,
+                    pending_bytes_limit=limit * c.max_payload_bytes // 8,
+                )
         await confirm_interest(self.nc)
 
     def configured_subject(self, subject: str) -> str:
@@ -308,11 +326,22 @@ class Ingestor:
             self.closed_unexpectedly.set()
 
     # ------------------------------------------------------------- dead letters
-    async def dead_letter(self, reason: str, subject: str, payload: bytes, index: int | None = None, batch_id: str | None = None, *, parent: Any = None) -> None:
+    async def dead_letter(
+        self,
+        reason: str,
+        subject: str,
+        payload: bytes,
+        index: int | None = None,
+        batch_id: str | None = None,
+        *,
+        parent: Any = None,
+    ) -> None:
         """Counts and publishes one dead-letter record; ``parent`` is the producer's SpanContext."""
         self.stats.dead_lettered += 1
         self.stats.dead_letter_reasons[reason_class(reason)] += 1
-        record = build_record(reason, subject, payload, index=index, batch_id=batch_id, twin=self.twin_id)
+        record = build_record(
+            reason, subject, payload, index=index, batch_id=batch_id, twin=self.twin_id
+        )
         log.debug("dead-letter from %s: %s", subject, reason)
         if self.nc is None:
             return
@@ -321,9 +350,15 @@ class Ingestor:
             return
         await self._publish_dead_letter(record, None)
 
-    async def _traced_dead_letter(self, reason: str, subject: str, record: bytes, parent: Any) -> None:
+    async def _traced_dead_letter(
+        self, reason: str, subject: str, record: bytes, parent: Any
+    ) -> None:
         assert trace is not None
-        ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
+        ctx = (
+            trace.set_span_in_context(trace.NonRecordingSpan(parent))
+            if parent is not None
+            else None
+        )
         dest = self.cfg.error_subject
         attrs = {
             "messaging.system": "nats",
@@ -333,7 +368,9 @@ class Ingestor:
             "polaris.source_subject": subject,
             "polaris.reason": reason_class(reason),
         }
-        with trace.get_tracer(__name__).start_as_current_span(f"send {dest}", context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attrs):
+        with trace.get_tracer(__name__).start_as_current_span(
+            f"send {dest}", context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attrs
+        ):
             await self._publish_dead_letter(record, inject_headers())
 
     async def _publish_dead_letter(self, record: bytes, headers: dict[str, str] | None) -> None:
@@ -362,7 +399,13 @@ class Ingestor:
             self._last_yield = now
             await asyncio.sleep(0)
 
-    async def handle(self, subject: str, data: bytes, ack: Callable[[], Awaitable[None]] | None = None, headers: dict[str, str] | None = None) -> None:
+    async def handle(
+        self,
+        subject: str,
+        data: bytes,
+        ack: Callable[[], Awaitable[None]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Decodes one message from ``subject`` and queues it (the JetStream path calls this too).
 
         ``headers`` are the message's NATS headers; only the W3C trace context in
@@ -375,14 +418,21 @@ class Ingestor:
         link = remote_span_context(headers) if headers and tracing_active() else None
         if len(data) > c.max_payload_bytes:
             stats.events_received += 1
-            await self.dead_letter(f"oversize: {len(data)} bytes > max_payload_bytes {c.max_payload_bytes}", subject, data, parent=link)
+            await self.dead_letter(
+                f"oversize: {len(data)} bytes > max_payload_bytes {c.max_payload_bytes}",
+                subject,
+                data,
+                parent=link,
+            )
             if ack:
                 await ack()
             return
         now = self._clock()
         if subject == c.telemetry_batch_subject:
             try:
-                points, errors = self.decoder.batch_columns(data, now)  # columnar: no Point per event
+                points, errors = self.decoder.batch_columns(
+                    data, now
+                )  # columnar: no Point per event
             except DecodeError as err:
                 stats.events_received += 1
                 await self.dead_letter(err.reason, subject, data, parent=link)
@@ -391,7 +441,9 @@ class Ingestor:
                 return
             stats.events_received += len(points) + len(errors)
             for bad in errors:
-                await self.dead_letter(bad.reason, subject, bad.raw or b"", index=bad.index, parent=link)
+                await self.dead_letter(
+                    bad.reason, subject, bad.raw or b"", index=bad.index, parent=link
+                )
             if points and self.systems.active:
                 points = self._own_systems(points)
             if points:
@@ -402,11 +454,20 @@ class Ingestor:
         stats.events_received += 1
         try:
             if subject == c.telemetry_stream_subject:
-                item = Item([self.decoder.stream(data, now)], None, None, ack, link, subject)  # positional: hot path
+                item = Item(
+                    [self.decoder.stream(data, now)], None, None, ack, link, subject
+                )  # positional: hot path
             elif subject == c.execution_subject:
-                item = Item(execution=self.decoder.execution(data, now), ack=ack, link=link, subject=subject)
+                item = Item(
+                    execution=self.decoder.execution(data, now), ack=ack, link=link, subject=subject
+                )
             elif subject == c.calibrate_subject:
-                item = Item(calibration=self.decoder.calibration(data, now), ack=ack, link=link, subject=subject)
+                item = Item(
+                    calibration=self.decoder.calibration(data, now),
+                    ack=ack,
+                    link=link,
+                    subject=subject,
+                )
             else:
                 raise DecodeError(f"no decoder for subject {subject!r}")
         except DecodeError as err:
@@ -523,7 +584,9 @@ class Ingestor:
         else:
             await self._apply(items)
 
-    async def _dead_letter_refused(self, items: list[Item], cols: SeriesColumns, refused: dict[int, str]) -> None:
+    async def _dead_letter_refused(
+        self, items: list[Item], cols: SeriesColumns, refused: dict[int, str]
+    ) -> None:
         """One record per event of a refused series, under the subject it came from."""
         origin: dict[tuple[str, str], str] = {}
         for it in items:
@@ -535,10 +598,16 @@ class Ingestor:
             key, unit = cols.keys[g], cols.units[g]
             subject = origin.get(key, "")
             for t, v in zip(cols.ts[g], cols.vs[g]):
-                await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, v, unit, None)))
+                await self.dead_letter(
+                    reason, subject, _point_json(Point(key[0], key[1], t, v, unit, None))
+                )
             for gi, t, text in cols.texts:
                 if gi == g:
-                    await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, float("nan"), unit, text)))
+                    await self.dead_letter(
+                        reason,
+                        subject,
+                        _point_json(Point(key[0], key[1], t, float("nan"), unit, text)),
+                    )
 
     async def _traced_apply(self, items: list[Item]) -> None:
         assert trace is not None
@@ -562,7 +631,9 @@ class Ingestor:
             name = f"process {subject}"
             attrs["messaging.destination.name"] = subject
         tracer = trace.get_tracer(__name__)
-        with tracer.start_as_current_span(name, kind=trace.SpanKind.CONSUMER, links=links, attributes=attrs) as span:
+        with tracer.start_as_current_span(
+            name, kind=trace.SpanKind.CONSUMER, links=links, attributes=attrs
+        ) as span:
             errors = self.stats.apply_errors
             await self._apply(items)
             if span.is_recording():
@@ -604,7 +675,9 @@ class Ingestor:
                 skip = {id(p) for p, _ in refused_points}
                 points = [p for p in points if id(p) not in skip]
                 for p, reason in refused_points:
-                    await self.dead_letter(reason, self.cfg.telemetry_stream_subject, _point_json(p))
+                    await self.dead_letter(
+                        reason, self.cfg.telemetry_stream_subject, _point_json(p)
+                    )
         else:
             _, refused = state.apply_columns(cols)
             if refused:

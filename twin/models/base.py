@@ -61,7 +61,9 @@ class WorldModel(abc.ABC):
     version: ClassVar[str] = "0"
 
     @classmethod
-    def validate_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    def validate_settings(
+        cls, settings: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> list[str]:
         """Problems ``--validate-only`` reports before start (e.g. a missing API key)."""
         return []
 

@@ -33,7 +33,9 @@ from twin.models.domain import QueryRequest, QueryResult
 MAX_SERIES_IN_ANSWER = 2000
 
 
-def param_time(params: dict[str, str], key: str, limits: EventLimits = DEFAULT_LIMITS) -> float | None:
+def param_time(
+    params: dict[str, str], key: str, limits: EventLimits = DEFAULT_LIMITS
+) -> float | None:
     """A time parameter, checked against the window event times are held to."""
     raw = params.get(key)
     if raw is None or raw == "":
@@ -41,7 +43,9 @@ def param_time(params: dict[str, str], key: str, limits: EventLimits = DEFAULT_L
     try:
         t = parse_time(raw)
     except (ValueError, OverflowError) as exc:
-        raise InvalidRequest(f"not an ISO-8601 time or epoch seconds: {raw!r}", f"parameters.{key}") from exc
+        raise InvalidRequest(
+            f"not an ISO-8601 time or epoch seconds: {raw!r}", f"parameters.{key}"
+        ) from exc
     return limits.check_request_time(t, f"parameters.{key}")
 
 
@@ -64,7 +68,10 @@ def requested_metrics(params: dict[str, str], limits: EventLimits = DEFAULT_LIMI
     names = list(dict.fromkeys(normalise_name(m.strip()) for m in raw.split(",") if m.strip()))
     if len(names) > limits.max_query_metrics:
         field = "parameters.metrics" if params.get("metrics") else "parameters.metric"
-        raise InvalidRequest(f"{len(names)} metrics; at most {limits.max_query_metrics} (limits.max_query_metrics)", field)
+        raise InvalidRequest(
+            f"{len(names)} metrics; at most {limits.max_query_metrics} (limits.max_query_metrics)",
+            field,
+        )
     return names
 
 
@@ -93,20 +100,33 @@ def current_state(state: TwinState, params: dict[str, str]) -> QueryResult:
         latest = {src: ms for src, ms in latest.items() if ms}
     count = sum(len(ms) for ms in latest.values())
     if count > MAX_SERIES_IN_ANSWER:
-        return QueryResult(False, None, 0.0, f"{count} series match; narrow the query with 'system' or 'metric'")
+        return QueryResult(
+            False, None, 0.0, f"{count} series match; narrow the query with 'system' or 'metric'"
+        )
     systems = {
-        src: {m: {"value": e["value"], "timestamp": iso(e["timestamp"]) if math.isfinite(e["timestamp"]) else None, "unit": e["unit"]} for m, e in ms.items()}  # type: ignore[arg-type]
+        src: {
+            m: {
+                "value": e["value"],
+                "timestamp": iso(e["timestamp"]) if math.isfinite(e["timestamp"]) else None,  # type: ignore[arg-type]
+                "unit": e["unit"],
+            }
+            for m, e in ms.items()
+        }
         for src, ms in latest.items()
     }
     newest = max((e["timestamp"] for ms in latest.values() for e in ms.values()), default=math.nan)  # type: ignore[type-var]
     result: dict[str, Any] = {"systems": systems, "series": count}
     if math.isfinite(newest):  # type: ignore[arg-type]
         result["as_of"] = iso(newest)
-    explanation = f"latest values of {count} series" if count else "the twin has received no telemetry yet"
+    explanation = (
+        f"latest values of {count} series" if count else "the twin has received no telemetry yet"
+    )
     return QueryResult(True, result, 1.0 if count else 0.0, explanation, {"series": str(count)})
 
 
-def _series_for(state: TwinState, params: dict[str, str], limits: EventLimits) -> tuple[list[Series], QueryResult | None]:
+def _series_for(
+    state: TwinState, params: dict[str, str], limits: EventLimits
+) -> tuple[list[Series], QueryResult | None]:
     system = requested_system(params)
     metrics = requested_metrics(params, limits)
     if not metrics:
@@ -129,13 +149,15 @@ def _series_for(state: TwinState, params: dict[str, str], limits: EventLimits) -
 def _check_budget(scanned: int, returned: int, limits: EventLimits) -> None:
     if scanned > limits.max_scanned_samples:
         raise InvalidRequest(
-            f"would read {scanned} samples; at most {limits.max_scanned_samples} (limits.max_scanned_samples): "
+            f"would read {scanned} samples; at most {limits.max_scanned_samples} "
+            "(limits.max_scanned_samples): "
             "narrow it with system, metric, start/end or window_minutes",
             "parameters",
         )
     if returned > limits.max_points_returned:
         raise InvalidRequest(
-            f"would return {returned} points; at most {limits.max_points_returned} (limits.max_points_returned): "
+            f"would return {returned} points; at most {limits.max_points_returned} "
+            "(limits.max_points_returned): "
             "lower max_points or name fewer series",
             "parameters.max_points",
         )
@@ -168,7 +190,9 @@ def iso_many(times: np.ndarray) -> list[str]:
 YIELD_EVERY_POINTS = 5_000  # a long answer lets other RPCs (health!) run between series
 
 
-async def historical(state: TwinState, params: dict[str, str], request_time: float | None) -> QueryResult:
+async def historical(
+    state: TwinState, params: dict[str, str], request_time: float | None
+) -> QueryResult:
     limits = getattr(state, "limits", DEFAULT_LIMITS)
     at = param_time(params, "at", limits)
     start = param_time(params, "start", limits)
@@ -201,8 +225,16 @@ async def historical(state: TwinState, params: dict[str, str], request_time: flo
             )
         found = sum(1 for ms in values.values() for v in ms.values() if v is not None)
         if not found:
-            return QueryResult(False, {"systems": values, "at": iso(at)}, 0.0, f"no samples at or before {iso(at)}")
-        return QueryResult(True, {"systems": values, "at": iso(at)}, 1.0, f"values at {iso(at)}", {"series": str(len(series))})
+            return QueryResult(
+                False, {"systems": values, "at": iso(at)}, 0.0, f"no samples at or before {iso(at)}"
+            )
+        return QueryResult(
+            True,
+            {"systems": values, "at": iso(at)},
+            1.0,
+            f"values at {iso(at)}",
+            {"series": str(len(series))},
+        )
     ranges: dict[str, dict[str, Any]] = {}
     total = 0
     since_yield = 0
@@ -221,10 +253,18 @@ async def historical(state: TwinState, params: dict[str, str], request_time: flo
         if since_yield >= YIELD_EVERY_POINTS:
             since_yield = 0
             await asyncio.sleep(0)
-    return QueryResult(True, {"systems": ranges}, 1.0 if total else 0.0, f"{total} samples in range", {"series": str(len(series))})
+    return QueryResult(
+        True,
+        {"systems": ranges},
+        1.0 if total else 0.0,
+        f"{total} samples in range",
+        {"series": str(len(series))},
+    )
 
 
-def series_stats(state: TwinState, system: str | None = None, metric: str | None = None) -> dict[str, Any]:
+def series_stats(
+    state: TwinState, system: str | None = None, metric: str | None = None
+) -> dict[str, Any]:
     """Exact per-series figures (retained count, sum, first/last time, ever appended) for audits.
 
     ``Manage series_stats`` answers with it: a fault test audits what a twin holds
@@ -249,7 +289,12 @@ def series_stats(state: TwinState, system: str | None = None, metric: str | None
         }
         samples += n
         total += ssum
-    return {"series": [f"{src}/{m}" for src, ms in out.items() for m in ms], "by_series": out, "samples": samples, "sum": total}
+    return {
+        "series": [f"{src}/{m}" for src, ms in out.items() for m in ms],
+        "by_series": out,
+        "samples": samples,
+        "sum": total,
+    }
 
 
 async def answer(state: TwinState, request: QueryRequest) -> QueryResult:
@@ -258,4 +303,6 @@ async def answer(state: TwinState, request: QueryRequest) -> QueryResult:
         return current_state(state, request.parameters)
     if request.query_type == "historical":
         return await historical(state, request.parameters, request.timestamp)
-    return QueryResult(False, None, 0.0, f"query type {request.query_type!r} is not supported by this model")
+    return QueryResult(
+        False, None, 0.0, f"query type {request.query_type!r} is not supported by this model"
+    )

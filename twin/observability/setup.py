@@ -39,7 +39,9 @@ def instrument_app(
     app.interceptors.append(server_interceptor(provider))
     log.info(
         "tracing on: %s (sampling ratio %s)",
-        "in-memory exporter" if span_exporter is not None else ", ".join(traces_exporters(cfg, environ)),
+        "in-memory exporter"
+        if span_exporter is not None
+        else ", ".join(traces_exporters(cfg, environ)),
         cfg.telemetry.sampling_ratio,
     )
     done = False

@@ -61,7 +61,9 @@ def otlp_protocol(environ: Mapping[str, str]) -> str:
         or "grpc"
     ).strip().lower()
     if raw not in PROTOCOLS:
-        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {raw!r} is not one of {', '.join(PROTOCOLS)}")
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL: {raw!r} is not one of {', '.join(PROTOCOLS)}"
+        )
     return raw
 
 
@@ -69,18 +71,26 @@ def traces_exporters(cfg: Any, environ: Mapping[str, str]) -> list[str]:
     """The exporters tracing should use (empty = tracing off)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
         return []
-    names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
+    names = [
+        n.strip().lower()
+        for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")
+        if n.strip()
+    ]
     if "none" in names:
         return []
     unknown = [n for n in names if n not in _EXPORTERS]
     if unknown:
-        raise ValueError(f"OTEL_TRACES_EXPORTER: {', '.join(unknown)} not supported (use otlp, console or none)")
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER: {', '.join(unknown)} not supported (use otlp, console or none)"
+        )
     if "otlp" in names and otlp_endpoint(cfg, environ) is None:
         names.remove("otlp")  # no endpoint known: nothing to send to
     return names
 
 
-def configure_tracing(cfg: Any, environ: Mapping[str, str] | None = None, span_exporter: Any = None) -> Any:
+def configure_tracing(
+    cfg: Any, environ: Mapping[str, str] | None = None, span_exporter: Any = None
+) -> Any:
     """Installs the global tracer provider; returns it (None when tracing is off).
 
     ``span_exporter`` replaces the configured exporters (tests pass an
@@ -120,7 +130,9 @@ def configure_tracing(cfg: Any, environ: Mapping[str, str] | None = None, span_e
 
 def _otlp_exporter(cfg: Any, environ: Mapping[str, str]) -> Any:
     protocol = otlp_protocol(environ)
-    from_env = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    from_env = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
     endpoint = otlp_endpoint(cfg, environ)
     assert endpoint is not None
     # A bare host:port from the config means plaintext (an in-cluster collector);

@@ -28,7 +28,9 @@ EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class InFlightLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
-    def __init__(self, limit: int, on_reject: Callable[[str], None], setting: str = "grpc.max_workers") -> None:
+    def __init__(
+        self, limit: int, on_reject: Callable[[str], None], setting: str = "grpc.max_workers"
+    ) -> None:
         self.limit = limit
         self.in_flight = 0
         self._on_reject = on_reject

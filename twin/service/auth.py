@@ -93,7 +93,9 @@ class AuthPolicy:
     protected: frozenset[str] = frozenset(PROTECTED_OPERATIONS)
 
     @classmethod
-    def from_config(cls, auth: AuthConfig, listen_host: str, environ: Mapping[str, str] = os.environ) -> AuthPolicy:
+    def from_config(
+        cls, auth: AuthConfig, listen_host: str, environ: Mapping[str, str] = os.environ
+    ) -> AuthPolicy:
         return cls(
             tokens=TokenSource(environ.get(TOKEN_ENV), auth.admin_token_file),
             mtls_allow={op: tuple(ids) for op, ids in auth.mtls_allow.items()},
@@ -113,7 +115,11 @@ class AuthPolicy:
             ways.append("an allow-listed mTLS client identity")
         if ways:
             return " or ".join(ways)
-        return "loopback listener: allowed locally" if self.loopback_listener else "refused (no token or mTLS allow-list configured)"
+        return (
+            "loopback listener: allowed locally"
+            if self.loopback_listener
+            else "refused (no token or mTLS allow-list configured)"
+        )
 
 
 @dataclass(frozen=True)
@@ -124,11 +130,15 @@ class Caller:
     authorization_present: bool = False
 
     @classmethod
-    def from_metadata(cls, metadata: Iterable[tuple[str, Any]], identities: Sequence[str] = (), peer: str = "") -> Caller:
+    def from_metadata(
+        cls, metadata: Iterable[tuple[str, Any]], identities: Sequence[str] = (), peer: str = ""
+    ) -> Caller:
         header = None
         for key, value in metadata:
             if key.lower() == "authorization":
-                header = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                header = (
+                    value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                )
                 break
         bearer = None
         if header is not None:
@@ -149,7 +159,9 @@ def caller_of(context: Any) -> Caller:
                 if ident and ident not in identities:
                     identities.append(ident)
     peer = getattr(context, "peer", None)
-    return Caller.from_metadata(context.invocation_metadata() or (), identities, peer() if peer else "")
+    return Caller.from_metadata(
+        context.invocation_metadata() or (), identities, peer() if peer else ""
+    )
 
 
 @dataclass(frozen=True)
@@ -170,15 +182,33 @@ def authorize(op: str, caller: Caller, policy: AuthPolicy) -> Decision:
     token = policy.tokens.current()
     if policy.tokens.configured:
         if caller.bearer is None:
-            why = "malformed authorization metadata (expected 'Bearer <token>')" if caller.authorization_present else "no authorization metadata"
-            return Decision(False, "UNAUTHENTICATED", f"{op} needs an authorised caller: {why}", _who(caller))
+            why = (
+                "malformed authorization metadata (expected 'Bearer <token>')"
+                if caller.authorization_present
+                else "no authorization metadata"
+            )
+            return Decision(
+                False, "UNAUTHENTICATED", f"{op} needs an authorised caller: {why}", _who(caller)
+            )
         if token is not None and hmac.compare_digest(caller.bearer.encode(), token.encode()):
             return Decision(True, "OK", "bearer token", "bearer-token")
-        return Decision(False, "PERMISSION_DENIED", f"{op}: the bearer token is not accepted", _who(caller))
+        return Decision(
+            False, "PERMISSION_DENIED", f"{op}: the bearer token is not accepted", _who(caller)
+        )
     if allowed_ids or policy.mtls_allow:
         if not caller.identities:
-            return Decision(False, "UNAUTHENTICATED", f"{op} needs a client certificate on the mTLS allow-list", _who(caller))
-        return Decision(False, "PERMISSION_DENIED", f"{op}: client identity {caller.identities[0]!r} is not on the allow-list", _who(caller))
+            return Decision(
+                False,
+                "UNAUTHENTICATED",
+                f"{op} needs a client certificate on the mTLS allow-list",
+                _who(caller),
+            )
+        return Decision(
+            False,
+            "PERMISSION_DENIED",
+            f"{op}: client identity {caller.identities[0]!r} is not on the allow-list",
+            _who(caller),
+        )
     if policy.loopback_listener:
         return Decision(True, "OK", "loopback listener without authorisation configured", "local")
     return Decision(
@@ -194,7 +224,9 @@ def _who(caller: Caller) -> str:
     return f"mtls:{caller.identities[0]}" if caller.identities else "anonymous"
 
 
-def audit(op: str, params: Mapping[str, str], caller: Caller, decision: Decision, outcome: str = "") -> None:
+def audit(
+    op: str, params: Mapping[str, str], caller: Caller, decision: Decision, outcome: str = ""
+) -> None:
     """One line per protected call on the ``twin.audit`` logger: who, what, when, the result."""
     record = {
         "audit": "manage",
@@ -209,4 +241,6 @@ def audit(op: str, params: Mapping[str, str], caller: Caller, decision: Decision
     }
     if outcome:
         record["outcome"] = outcome
-    audit_log.log(logging.INFO if decision.allowed else logging.WARNING, "%s", orjson.dumps(record).decode())
+    audit_log.log(
+        logging.INFO if decision.allowed else logging.WARNING, "%s", orjson.dumps(record).decode()
+    )

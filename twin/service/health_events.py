@@ -34,9 +34,19 @@ class HealthEvents:
         h = await self.rt.health()
         if h.status != self.status:
             if self.status is not None:
-                data = {"from": self.status, "to": h.status, "issues": list(h.issues[:10]), "model": h.model_type}
+                data = {
+                    "from": self.status,
+                    "to": h.status,
+                    "issues": list(h.issues[:10]),
+                    "model": h.model_type,
+                }
                 self.rt.state.events.publish(HEALTH_CHANGED, "", data)
-                log.info("health %s -> %s%s", self.status, h.status, f": {'; '.join(h.issues[:3])}" if h.issues else "")
+                log.info(
+                    "health %s -> %s%s",
+                    self.status,
+                    h.status,
+                    f": {'; '.join(h.issues[:3])}" if h.issues else "",
+                )
             self.status = h.status
 
     async def _run(self) -> None:

@@ -59,7 +59,10 @@ def _text(text: str, field: str) -> str:
 def to_query(req: pb.QueryRequest, limits: EventLimits = DEFAULT_LIMITS) -> QueryRequest:
     limits.check_parameters(req.parameters)
     if req.query_type not in QUERY_TYPES:
-        raise InvalidRequest(f"unknown query_type {req.query_type!r}; expected one of {', '.join(QUERY_TYPES)}", "query_type")
+        raise InvalidRequest(
+            f"unknown query_type {req.query_type!r}; expected one of {', '.join(QUERY_TYPES)}",
+            "query_type",
+        )
     if req.query_type == "natural_language" and not req.query_content.strip():
         raise InvalidRequest("natural_language queries need query_content", "query_content")
     return QueryRequest(
@@ -71,16 +74,23 @@ def to_query(req: pb.QueryRequest, limits: EventLimits = DEFAULT_LIMITS) -> Quer
     )
 
 
-def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMITS) -> SimulationRequest:
+def to_simulation(
+    req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMITS
+) -> SimulationRequest:
     limits.check_parameters(req.parameters)
     if req.simulation_type not in SIMULATION_TYPES:
         raise InvalidRequest(
-            f"unknown simulation_type {req.simulation_type!r}; expected one of {', '.join(SIMULATION_TYPES)}", "simulation_type"
+            f"unknown simulation_type {req.simulation_type!r}; expected one of "
+            f"{', '.join(SIMULATION_TYPES)}",
+            "simulation_type",
         )
     if req.horizon_minutes < 0:
         raise InvalidRequest(f"must be >= 0, got {req.horizon_minutes}", "horizon_minutes")
     if req.horizon_minutes > MAX_HORIZON_MINUTES:
-        raise InvalidRequest(f"must be <= {MAX_HORIZON_MINUTES} (7 days), got {req.horizon_minutes}", "horizon_minutes")
+        raise InvalidRequest(
+            f"must be <= {MAX_HORIZON_MINUTES} (7 days), got {req.horizon_minutes}",
+            "horizon_minutes",
+        )
     if len(req.actions) > MAX_ACTIONS:
         raise InvalidRequest(f"at most {MAX_ACTIONS} actions", "actions")
     if req.simulation_type == "what_if" and not req.actions:
@@ -94,7 +104,16 @@ def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMIT
         if not math.isfinite(a.timeout) or a.timeout < 0:
             raise InvalidRequest("must be a finite number >= 0", f"actions[{i}].timeout")
         limits.check_parameters(a.params, f"actions[{i}].params")
-        actions.append(Action(a.action_type.strip().upper(), a.target, dict(a.params), a.action_id or new_id(), a.priority.lower() or "normal", a.timeout))
+        actions.append(
+            Action(
+                a.action_type.strip().upper(),
+                a.target,
+                dict(a.params),
+                a.action_id or new_id(),
+                a.priority.lower() or "normal",
+                a.timeout,
+            )
+        )
     return SimulationRequest(
         req.simulation_id or new_id(),
         req.simulation_type,
@@ -105,7 +124,9 @@ def to_simulation(req: pb.SimulationRequest, limits: EventLimits = DEFAULT_LIMIT
     )
 
 
-def to_diagnosis(req: pb.DiagnosisRequest, limits: EventLimits = DEFAULT_LIMITS) -> DiagnosisRequest:
+def to_diagnosis(
+    req: pb.DiagnosisRequest, limits: EventLimits = DEFAULT_LIMITS
+) -> DiagnosisRequest:
     limits.check_parameters(req.context, "context")
     return DiagnosisRequest(
         req.diagnosis_id or new_id(),
@@ -143,13 +164,19 @@ def from_simulation(sim_id: str, res: SimulationResult, elapsed: float) -> pb.Si
     states = [
         pb.PredictedState(
             timestamp=iso(s.t),
-            metrics={k: float(v) for k, v in s.metrics.items() if v is not None and math.isfinite(v)},
+            metrics={
+                k: float(v) for k, v in s.metrics.items() if v is not None and math.isfinite(v)
+            },
             confidence=_finite(s.confidence),
             description=s.description,
         )
         for s in res.future_states
     ]
-    avg = sum(s.confidence for s in res.future_states) / len(res.future_states) if res.future_states else 0.0
+    avg = (
+        sum(s.confidence for s in res.future_states) / len(res.future_states)
+        if res.future_states
+        else 0.0
+    )
     out = pb.SimulationResponse(
         simulation_id=sim_id,
         success=res.success,
@@ -186,7 +213,13 @@ def from_diagnosis(diag_id: str, res: DiagnosisResult) -> pb.DiagnosisResponse:
         diagnosis_id=diag_id,
         success=res.success,
         hypotheses=[
-            pb.CausalHypothesis(hypothesis=h.hypothesis, probability=_finite(h.probability), reasoning=h.reasoning, evidence=list(h.evidence), rank=h.rank or i + 1)
+            pb.CausalHypothesis(
+                hypothesis=h.hypothesis,
+                probability=_finite(h.probability),
+                reasoning=h.reasoning,
+                evidence=list(h.evidence),
+                rank=h.rank or i + 1,
+            )
             for i, h in enumerate(res.hypotheses)
         ],
         causal_chain=res.causal_chain,
@@ -202,7 +235,9 @@ def from_health(h: Health) -> pb.HealthStatus:
     return pb.HealthStatus(
         status=h.status,
         last_check=now_iso(),
-        performance_metrics={k: float(v) for k, v in h.performance_metrics.items() if math.isfinite(v)},
+        performance_metrics={
+            k: float(v) for k, v in h.performance_metrics.items() if math.isfinite(v)
+        },
         issues=list(h.issues),
         model_type=h.model_type,
         model_version=h.model_version,

@@ -18,12 +18,28 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from twin.core.metrics import PREFIX, counter_family, gauge_family
+from twin.core.metrics import PREFIX, counter_family, gauge_family, with_flat
 
 __all__ = ["BUCKETS", "RESERVOIR", "LatencyRecorder", "RpcMetrics"]
 
 RESERVOIR = 4096
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 QUANTILES = ((0.5, "p50"), (0.99, "p99"))
 
 
@@ -50,7 +66,9 @@ class LatencyRecorder:
         return float(np.quantile(np.fromiter(self.samples, dtype=np.float64), q))
 
 
-def _histogram(name: str, doc: str, label: str, recs: dict[str, LatencyRecorder]) -> HistogramMetricFamily:
+def _histogram(
+    name: str, doc: str, label: str, recs: dict[str, LatencyRecorder]
+) -> HistogramMetricFamily:
     h = HistogramMetricFamily(PREFIX + name, doc, labels=[label])
     for key, rec in sorted(recs.items()):
         cumulative = 0
@@ -99,38 +117,73 @@ class RpcMetrics(Collector):
 
     # ------------------------------------------------------------ Collector
     def collect(self) -> Iterator[Metric]:
-        rpc = _histogram("rpc_duration_seconds", "RPC latency as seen by the servicer.", "method", self.latency)
-        rpc.flat = {f"rpc_{m.lower()}_requests_total": float(r.count) for m, r in self.latency.items()}  # type: ignore[attr-defined]
-        yield rpc
-        model = _histogram("model_call_duration_seconds", "World-model call duration.", "operation", self.model_time)
-        model.flat = {f"model_{op}_seconds_total": r.total for op, r in self.model_time.items()}  # type: ignore[attr-defined]
-        yield model
-        responses = counter_family("rpc_responses", "RPC responses by method and status code.", ["method", "code"])
+        rpc = _histogram(
+            "rpc_duration_seconds", "RPC latency as seen by the servicer.", "method", self.latency
+        )
+        yield with_flat(
+            rpc,
+            {f"rpc_{m.lower()}_requests_total": float(r.count) for m, r in self.latency.items()},
+        )
+        model = _histogram(
+            "model_call_duration_seconds",
+            "World-model call duration.",
+            "operation",
+            self.model_time,
+        )
+        yield with_flat(
+            model, {f"model_{op}_seconds_total": r.total for op, r in self.model_time.items()}
+        )
+        responses = counter_family(
+            "rpc_responses", "RPC responses by method and status code.", ["method", "code"]
+        )
         for (method, code), n in sorted(self.outcomes.items()):
             responses.add_metric([method.lower(), code], float(n))
-        responses.flat = {f"rpc_{m.lower()}_responses_total.{c}": float(n) for (m, c), n in self.outcomes.items()}  # type: ignore[attr-defined]
-        responses.flat["rpc_errors_total"] = float(self.errors())  # type: ignore[attr-defined]
-        yield responses
-        busy = counter_family("rpc_rejected_busy", "Requests refused as busy (RESOURCE_EXHAUSTED), by limit.", ["limit"])
+        flat = {
+            f"rpc_{m.lower()}_responses_total.{c}": float(n) for (m, c), n in self.outcomes.items()
+        }
+        flat["rpc_errors_total"] = float(self.errors())
+        yield with_flat(responses, flat)
+        busy = counter_family(
+            "rpc_rejected_busy",
+            "Requests refused as busy (RESOURCE_EXHAUSTED), by limit.",
+            ["limit"],
+        )
         for limit, n in sorted(self.rejected_by.items()):
             busy.add_metric([limit], float(n))
-        busy.flat = {f"rpc_rejected_busy_total.{k}": float(n) for k, n in self.rejected_by.items()}  # type: ignore[attr-defined]
-        busy.flat["rpc_rejected_busy_total"] = float(self.rejected_busy)  # type: ignore[attr-defined]
-        yield busy
-        denied = counter_family("manage_denied", "Protected Manage operations refused, by operation and code.", ["operation", "code"])
+        flat = {f"rpc_rejected_busy_total.{k}": float(n) for k, n in self.rejected_by.items()}
+        flat["rpc_rejected_busy_total"] = float(self.rejected_busy)
+        yield with_flat(busy, flat)
+        denied = counter_family(
+            "manage_denied",
+            "Protected Manage operations refused, by operation and code.",
+            ["operation", "code"],
+        )
         for (op, code), n in sorted(self.auth_denied.items()):
             denied.add_metric([op, code], float(n))
-        denied.flat = {f"manage_denied_total.{op}.{c}": float(n) for (op, c), n in self.auth_denied.items()}  # type: ignore[attr-defined]
-        denied.flat["manage_denied_total"] = float(sum(self.auth_denied.values()))  # type: ignore[attr-defined]
-        yield denied
-        yield self._recent("rpc_recent_latency_seconds", "Quantiles of the last 4096 RPC latencies per method.", "method", "rpc_{}_{}_ms", self.latency)
+        flat = {
+            f"manage_denied_total.{op}.{c}": float(n) for (op, c), n in self.auth_denied.items()
+        }
+        flat["manage_denied_total"] = float(sum(self.auth_denied.values()))
+        yield with_flat(denied, flat)
         yield self._recent(
-            "model_call_recent_latency_seconds", "Quantiles of the last 4096 world-model call durations per operation.",
-            "operation", "model_{}_{}_ms", self.model_time,
+            "rpc_recent_latency_seconds",
+            "Quantiles of the last 4096 RPC latencies per method.",
+            "method",
+            "rpc_{}_{}_ms",
+            self.latency,
+        )
+        yield self._recent(
+            "model_call_recent_latency_seconds",
+            "Quantiles of the last 4096 world-model call durations per operation.",
+            "operation",
+            "model_{}_{}_ms",
+            self.model_time,
         )
 
     @staticmethod
-    def _recent(name: str, doc: str, label: str, flat_key: str, recs: dict[str, LatencyRecorder]) -> Metric:
+    def _recent(
+        name: str, doc: str, label: str, flat_key: str, recs: dict[str, LatencyRecorder]
+    ) -> Metric:
         fam = gauge_family(name, doc, [label, "quantile"])
         flat: dict[str, float] = {}
         for key, rec in sorted(recs.items()):
@@ -138,8 +191,7 @@ class RpcMetrics(Collector):
                 value = rec.quantile(q)
                 fam.add_metric([key.lower(), str(q)], value)
                 flat[flat_key.format(key.lower(), tag)] = value * 1000.0
-        fam.flat = flat  # type: ignore[attr-defined]
-        return fam
+        return with_flat(fam, flat)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -48,7 +48,9 @@ T = TypeVar("T")
 ManageResult = tuple[bool, str, dict[str, str]]
 ManageHandler = Callable[["DigitalTwinServicer", dict[str, str]], Awaitable[ManageResult]]
 _MANAGE: dict[str, ManageHandler] = {}  # operation name → handler, in the order documented
-_NO_DURABILITY = "{op} needs snapshots (state.snapshot_dir) or JetStream ingestion (nats.jetstream.enabled)"
+_NO_DURABILITY = (
+    "{op} needs snapshots (state.snapshot_dir) or JetStream ingestion (nats.jetstream.enabled)"
+)
 
 
 def _operation(name: str) -> Callable[[ManageHandler], ManageHandler]:
@@ -90,12 +92,20 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
         self.rpc_metrics = RpcMetrics().register(runtime.registry)
         self.auth = AuthPolicy.from_config(runtime.config.auth, runtime.config.grpc.host)
         # Open Watch/SSE streams, shared by every transport (twin.service.watch).
-        self.watchers = watch.Watchers(runtime.state.events, runtime.config.events, runtime.config.grpc.max_workers // 2)
+        self.watchers = watch.Watchers(
+            runtime.state.events, runtime.config.events, runtime.config.grpc.max_workers // 2
+        )
 
     async def _run(
-        self, method: str, op: str, timeout: float, context: grpc.aio.ServicerContext, request: Any, call: Callable[[], Awaitable[T]]
+        self,
+        method: str,
+        op: str,
+        timeout: float,
+        context: grpc.aio.ServicerContext,
+        request: Any,
+        call: Callable[[], Awaitable[T]],
     ) -> T | str:
-        """Runs a model call under admission, timeout and its span; returns the result or a failure text."""
+        """A model call under admission, timeout and its span: the result or a failure text."""
         remaining = context.time_remaining()
         budget = timeout if remaining is None else min(timeout, remaining)
         try:
@@ -119,7 +129,10 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             raise  # unreachable: abort raises
         except TimeoutError:
             if remaining is not None and remaining <= timeout:
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} did not finish within the client's deadline ({remaining:.2f}s)")
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{method} did not finish within the client's deadline ({remaining:.2f}s)",
+                )
             return f"{method} timed out after {budget:.1f}s (performance timeout)"
         except InvalidRequest:
             raise
@@ -129,7 +142,9 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             log.exception("%s failed", method)
             return f"internal error in world model: {exc.__class__.__name__}: {exc}"
 
-    async def _observe(self, method: str, context: grpc.aio.ServicerContext, handler: Callable[[], Awaitable[T]]) -> T:
+    async def _observe(
+        self, method: str, context: grpc.aio.ServicerContext, handler: Callable[[], Awaitable[T]]
+    ) -> T:
         t0 = time.perf_counter()
         code = "OK"
         try:
@@ -152,10 +167,19 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
                 self.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, code)
 
     # ------------------------------------------------------------------ RPCs
-    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:  # noqa: N802
+    async def Query(
+        self, request: pb.QueryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.QueryResponse:
         async def handle() -> pb.QueryResponse:
             req = mapping.to_query(request, self.rt.state.limits)
-            out = await self._run("Query", "query", self.perf.query_timeout_sec, context, req, lambda: self.rt.model.query(req))
+            out = await self._run(
+                "Query",
+                "query",
+                self.perf.query_timeout_sec,
+                context,
+                req,
+                lambda: self.rt.model.query(req),
+            )
             res = out if isinstance(out, QueryResult) else QueryResult(False, None, 0.0, out)
             resp = mapping.from_query(req.query_id, res)
             dur = self.rt.durability
@@ -165,21 +189,45 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
         return await self._observe("Query", context, handle)
 
-    async def Simulate(self, request: pb.SimulationRequest, context: grpc.aio.ServicerContext) -> pb.SimulationResponse:  # noqa: N802
+    async def Simulate(
+        self, request: pb.SimulationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SimulationResponse:
         async def handle() -> pb.SimulationResponse:
             req = mapping.to_simulation(request, self.rt.state.limits)
             t0 = time.perf_counter()
-            out = await self._run("Simulate", "simulate", self.perf.simulation_timeout_sec, context, req, lambda: self.rt.model.simulate(req))
-            res = out if isinstance(out, SimulationResult) else SimulationResult(False, explanation=out)
+            out = await self._run(
+                "Simulate",
+                "simulate",
+                self.perf.simulation_timeout_sec,
+                context,
+                req,
+                lambda: self.rt.model.simulate(req),
+            )
+            res = (
+                out
+                if isinstance(out, SimulationResult)
+                else SimulationResult(False, explanation=out)
+            )
             return mapping.from_simulation(req.simulation_id, res, time.perf_counter() - t0)
 
         return await self._observe("Simulate", context, handle)
 
-    async def Diagnose(self, request: pb.DiagnosisRequest, context: grpc.aio.ServicerContext) -> pb.DiagnosisResponse:  # noqa: N802
+    async def Diagnose(
+        self, request: pb.DiagnosisRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DiagnosisResponse:
         async def handle() -> pb.DiagnosisResponse:
             req = mapping.to_diagnosis(request, self.rt.state.limits)
-            out = await self._run("Diagnose", "diagnose", self.perf.diagnosis_timeout_sec, context, req, lambda: self.rt.model.diagnose(req))
-            res = out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
+            out = await self._run(
+                "Diagnose",
+                "diagnose",
+                self.perf.diagnosis_timeout_sec,
+                context,
+                req,
+                lambda: self.rt.model.diagnose(req),
+            )
+            res = (
+                out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
+            )
             watch.publish_diagnosis(self.rt.state.events, req, res)
             return mapping.from_diagnosis(req.diagnosis_id, res)
 
@@ -188,12 +236,16 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
         await watch.serve_grpc(self.watchers, request, context)
 
-    async def Manage(self, request: pb.ManagementRequest, context: grpc.aio.ServicerContext) -> pb.ManagementResponse:  # noqa: N802
+    async def Manage(
+        self, request: pb.ManagementRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ManagementResponse:
         async def handle() -> pb.ManagementResponse:
             op = request.operation
             handler = _MANAGE.get(op)
             if handler is None:
-                raise InvalidRequest(f"unknown operation {op!r}; expected one of {', '.join(_MANAGE)}", "operation")
+                raise InvalidRequest(
+                    f"unknown operation {op!r}; expected one of {', '.join(_MANAGE)}", "operation"
+                )
             rid = request.request_id or new_id()
             self.rt.state.limits.check_parameters(request.parameters)
             params = dict(request.parameters)
@@ -201,16 +253,28 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             if op in self.auth.protected:
                 caller = await self._authorize(op, params, context)
             try:
-                success, result, metrics = await asyncio.wait_for(handler(self, params), self.perf.management_timeout_sec)
+                success, result, metrics = await asyncio.wait_for(
+                    handler(self, params), self.perf.management_timeout_sec
+                )
             except TimeoutError:
-                success, result, metrics = False, f"{op} timed out after {self.perf.management_timeout_sec}s", {}
+                success, result, metrics = (
+                    False,
+                    f"{op} timed out after {self.perf.management_timeout_sec}s",
+                    {},
+                )
             except InvalidRequest:
                 raise
             except Exception as exc:  # noqa: BLE001 - in-band failure
                 log.exception("Manage %s failed", op)
                 success, result, metrics = False, f"{op} failed: {exc}", {}
             if caller is not None:
-                audit(op, params, caller[0], caller[1], "success" if success else f"failed: {result[:200]}")
+                audit(
+                    op,
+                    params,
+                    caller[0],
+                    caller[1],
+                    "success" if success else f"failed: {result[:200]}",
+                )
             health = await self.rt.health()
             return pb.ManagementResponse(
                 request_id=rid,
@@ -223,8 +287,10 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
         return await self._observe("Manage", context, handle)
 
-    async def _authorize(self, op: str, params: dict[str, str], context: Any) -> tuple[Caller, Decision]:
-        """The caller of a protected operation, or an abort (UNAUTHENTICATED / PERMISSION_DENIED)."""
+    async def _authorize(
+        self, op: str, params: dict[str, str], context: Any
+    ) -> tuple[Caller, Decision]:
+        """The caller of a protected operation, or an abort (UNAUTHENTICATED, PERMISSION_DENIED)."""
         caller = caller_of(context)
         policy = self.auth
         listener = getattr(context, "listener_host", None)  # the REST gateway's own listener
@@ -313,14 +379,27 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             return False, _NO_DURABILITY.format(op="snapshot"), {}
         path = await dur.snapshot_now()
         if path is None:
-            return False, "no snapshot written (state.snapshot_dir is not set, or the write failed; see health)", {}
-        return True, path.name, {"applied_sequence": str(dur.applied_sequence or 0), "file": path.name}
+            return (
+                False,
+                "no snapshot written (state.snapshot_dir is not set, or the write failed; see "
+                "health)",
+                {},
+            )
+        return (
+            True,
+            path.name,
+            {"applied_sequence": str(dur.applied_sequence or 0), "file": path.name},
+        )
 
     @_operation("series_stats")
     async def _series_stats(self, params: dict[str, str]) -> ManageResult:
         system = params.get("system") or params.get("source")
         stats = series_stats(self.rt.state, system, params.get("metric"))
-        totals = {"series": str(len(stats["series"])), "samples": str(stats["samples"]), "sum": repr(stats["sum"])}
+        totals = {
+            "series": str(len(stats["series"])),
+            "samples": str(stats["samples"]),
+            "sum": repr(stats["sum"]),
+        }
         dur = self.rt.durability
         if dur is not None and dur.applied_sequence is not None:
             totals["applied_sequence"] = str(dur.applied_sequence)

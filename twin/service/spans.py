@@ -38,7 +38,11 @@ def request_attributes(request: Any) -> dict[str, Any]:
     """The filterable attributes of one domain request."""
     if isinstance(request, QueryRequest):
         p = request.parameters
-        return {"polaris.query_type": request.query_type, "polaris.system": _system(p), "polaris.metric_count": _metric_count(p)}
+        return {
+            "polaris.query_type": request.query_type,
+            "polaris.system": _system(p),
+            "polaris.metric_count": _metric_count(p),
+        }
     if isinstance(request, SimulationRequest):
         p = request.parameters
         targets = sorted({a.target for a in request.actions if a.target})
@@ -67,7 +71,9 @@ def model_call_span(operation: str, model: str, request: Any) -> Iterator[Any]:
     # Looked up per call (cheap next to a model call) so a re-installed provider is
     # honoured; a module-level tracer would pin the first one.
     tracer = trace.get_tracer(__name__)
-    with tracer.start_as_current_span(f"world_model.{operation}", attributes=attrs, record_exception=True) as span:
+    with tracer.start_as_current_span(
+        f"world_model.{operation}", attributes=attrs, record_exception=True
+    ) as span:
         yield span
 
 
@@ -78,7 +84,10 @@ def record_outcome(span: Any, result: Any, seconds: float) -> None:
     if isinstance(result, str):  # the servicer's in-band failure text (timeout, model error)
         success, explanation = False, result
     else:
-        success, explanation = bool(getattr(result, "success", False)), str(getattr(result, "explanation", ""))
+        success, explanation = (
+            bool(getattr(result, "success", False)),
+            str(getattr(result, "explanation", "")),
+        )
     span.set_attribute("polaris.success", success)
     span.set_attribute("polaris.model_seconds", seconds)
     if not success and explanation:

@@ -50,7 +50,9 @@ def parse_watch(req: pb.WatchRequest) -> WatchSpec:
     kinds = tuple(k.strip() for k in req.kinds if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise InvalidRequest(f"unknown kind {unknown[0]!r}; expected some of {', '.join(KINDS)}", "kinds")
+        raise InvalidRequest(
+            f"unknown kind {unknown[0]!r}; expected some of {', '.join(KINDS)}", "kinds"
+        )
     systems = tuple(s.strip() for s in req.systems if s.strip())
     since = 0 if req.from_start else (int(req.since_sequence) if req.since_sequence else None)
     return WatchSpec(systems, kinds, since)
@@ -85,10 +87,13 @@ class Watchers:
             raise TooManyWatchers(f"{total} watchers are open (events.max_watchers); retry later")
         if transport == "grpc" and self.open["grpc"] >= self.grpc_limit:
             raise TooManyWatchers(
-                f"{self.open['grpc']} gRPC Watch streams are open, the limit (half of grpc.max_workers, "
+                f"{self.open['grpc']} gRPC Watch streams are open, the limit (half of "
+                "grpc.max_workers, "
                 "so unary RPCs keep their slots); use SSE at /v1/watch or retry later"
             )
-        sub = self.bus.subscribe(spec.systems, spec.kinds, spec.since, self.cfg.queue_size, name=transport)
+        sub = self.bus.subscribe(
+            spec.systems, spec.kinds, spec.since, self.cfg.queue_size, name=transport
+        )
         self.open[transport] += 1
         try:
             yield sub
@@ -97,21 +102,28 @@ class Watchers:
             sub.close("watcher closed")
 
 
-async def serve_grpc(watchers: Watchers, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> None:
+async def serve_grpc(
+    watchers: Watchers, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+) -> None:
     """The Watch RPC body: writes events until the client goes away, the watcher is
     dropped (RESOURCE_EXHAUSTED with the reason) or the twin shuts down (UNAVAILABLE)."""
     dropped: WatcherDropped | None = None
     try:
         spec = parse_watch(request)
         with watchers.watch(spec, "grpc") as sub:
-            await context.send_initial_metadata((("polaris-last-sequence", str(watchers.bus.last_sequence)),))
+            await context.send_initial_metadata(
+                (("polaris-last-sequence", str(watchers.bus.last_sequence)),)
+            )
             try:
                 while True:
                     ev = await sub.get()
                     try:
                         await asyncio.wait_for(context.write(to_proto(ev)), WRITE_TIMEOUT_SEC)
                     except TimeoutError:
-                        sub.close(f"slow watcher dropped: an event could not be sent within {WRITE_TIMEOUT_SEC:.0f}s")
+                        sub.close(
+                            "slow watcher dropped: an event could not be sent within "
+                            f"{WRITE_TIMEOUT_SEC:.0f}s"
+                        )
                         watchers.bus.watchers_dropped_total += 1
             except WatcherDropped as exc:
                 dropped = exc
@@ -120,7 +132,9 @@ async def serve_grpc(watchers: Watchers, request: pb.WatchRequest, context: grpc
     except TooManyWatchers as exc:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     if dropped is not None:
-        code = grpc.StatusCode.UNAVAILABLE if dropped.shutdown else grpc.StatusCode.RESOURCE_EXHAUSTED
+        code = (
+            grpc.StatusCode.UNAVAILABLE if dropped.shutdown else grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
         await context.abort(code, dropped.reason)
 
 
@@ -131,7 +145,11 @@ def publish_diagnosis(bus: EventBus, req: DiagnosisRequest, res: DiagnosisResult
         return
     system = req.context.get("system") or req.context.get("source") or ""
     top = [
-        {"hypothesis": h.hypothesis, "probability": round(float(h.probability), 4), "rank": h.rank or i + 1}
+        {
+            "hypothesis": h.hypothesis,
+            "probability": round(float(h.probability), 4),
+            "rank": h.rank or i + 1,
+        }
         for i, h in enumerate(res.hypotheses[:3])
     ]
     bus.publish(

@@ -39,10 +39,60 @@ async def _checks(target: str, nats_url: str, out: Callable[[str], None]) -> boo
 
         await nc.subscribe("polaris.digitaltwin.errors", cb=on_error)
         now = time.time()
-        await nc.publish("polaris.telemetry.events.stream", orjson.dumps({"name": "cpu_usage", "value": 42.0, "unit": "percent", "source": source, "timestamp": now}))
-        await nc.publish("polaris.telemetry.events.batch", orjson.dumps({"batch_id": "v", "count": 2, "events": [{"name": "response_time", "value": 120.0, "unit": "ms", "source": source, "timestamp": now}, {"name": "arrival_rate", "value": 30.0, "source": source, "timestamp": now}]}))
-        await nc.publish("polaris.execution.results", orjson.dumps({"action_id": str(uuid.uuid4()), "action_type": "ADD_SERVER", "status": "success", "success": True, "message": "verify", "target": source}))
-        await nc.publish("polaris.digitaltwin.calibrate", orjson.dumps({"prediction_id": "verify", "predicted_outcome": {"value": 1.0}, "actual_outcome": {"value": 1.0}}))
+        await nc.publish(
+            "polaris.telemetry.events.stream",
+            orjson.dumps(
+                {
+                    "name": "cpu_usage",
+                    "value": 42.0,
+                    "unit": "percent",
+                    "source": source,
+                    "timestamp": now,
+                }
+            ),
+        )
+        await nc.publish(
+            "polaris.telemetry.events.batch",
+            orjson.dumps(
+                {
+                    "batch_id": "v",
+                    "count": 2,
+                    "events": [
+                        {
+                            "name": "response_time",
+                            "value": 120.0,
+                            "unit": "ms",
+                            "source": source,
+                            "timestamp": now,
+                        },
+                        {"name": "arrival_rate", "value": 30.0, "source": source, "timestamp": now},
+                    ],
+                }
+            ),
+        )
+        await nc.publish(
+            "polaris.execution.results",
+            orjson.dumps(
+                {
+                    "action_id": str(uuid.uuid4()),
+                    "action_type": "ADD_SERVER",
+                    "status": "success",
+                    "success": True,
+                    "message": "verify",
+                    "target": source,
+                }
+            ),
+        )
+        await nc.publish(
+            "polaris.digitaltwin.calibrate",
+            orjson.dumps(
+                {
+                    "prediction_id": "verify",
+                    "predicted_outcome": {"value": 1.0},
+                    "actual_outcome": {"value": 1.0},
+                }
+            ),
+        )
         await nc.publish("polaris.telemetry.events.stream", b"{malformed")
         await nc.flush()
 
@@ -57,12 +107,17 @@ async def _checks(target: str, nats_url: str, out: Callable[[str], None]) -> boo
             out(f"{'PASS' if passed else 'FAIL'}  {name}{detail}")
 
         async def health() -> bool:
-            r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            r = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
             return r.status == health_pb2.HealthCheckResponse.SERVING
 
         async def telemetry_visible() -> bool:
             for _ in range(100):
-                r = await stub.Query(pb.QueryRequest(query_type="current_state", parameters={"system": source}), timeout=10)
+                r = await stub.Query(
+                    pb.QueryRequest(query_type="current_state", parameters={"system": source}),
+                    timeout=10,
+                )
                 if r.success and len(orjson.loads(r.result)["systems"].get(source, {})) == 3:
                     return True
                 await asyncio.sleep(0.1)
@@ -77,16 +132,33 @@ async def _checks(target: str, nats_url: str, out: Callable[[str], None]) -> boo
 
         async def simulate() -> bool:
             act = pb.ControlAction(action_type="ADD_SERVER", target=source, params={"count": "2"})
-            r = await stub.Simulate(pb.SimulationRequest(simulation_type="what_if", actions=[act], horizon_minutes=30), timeout=30)
-            return r.success and len(r.future_states) > 0 and all(len(s.metrics) > 0 for s in r.future_states)
+            r = await stub.Simulate(
+                pb.SimulationRequest(simulation_type="what_if", actions=[act], horizon_minutes=30),
+                timeout=30,
+            )
+            return (
+                r.success
+                and len(r.future_states) > 0
+                and all(len(s.metrics) > 0 for s in r.future_states)
+            )
 
         async def diagnose() -> bool:
-            r = await stub.Diagnose(pb.DiagnosisRequest(anomaly_description="High response times detected", context={"system": source, "metric": "response_time"}), timeout=20)
+            r = await stub.Diagnose(
+                pb.DiagnosisRequest(
+                    anomaly_description="High response times detected",
+                    context={"system": source, "metric": "response_time"},
+                ),
+                timeout=20,
+            )
             return bool(r.diagnosis_id) and (r.success or bool(r.explanation))
 
         async def metrics() -> bool:
             r = await stub.Manage(pb.ManagementRequest(operation="get_metrics"), timeout=5)
-            return r.success and float(r.metrics["events_applied_total"]) >= 5 and float(r.metrics["dead_lettered_total"]) >= 1
+            return (
+                r.success
+                and float(r.metrics["events_applied_total"]) >= 5
+                and float(r.metrics["dead_lettered_total"]) >= 1
+            )
 
         async def invalid() -> bool:
             try:
@@ -96,7 +168,9 @@ async def _checks(target: str, nats_url: str, out: Callable[[str], None]) -> boo
             return False
 
         await check("grpc.health.v1 SERVING", health)
-        await check("telemetry (stream + batch) visible through Query current_state", telemetry_visible)
+        await check(
+            "telemetry (stream + batch) visible through Query current_state", telemetry_visible
+        )
         await check("malformed message published on polaris.digitaltwin.errors", dead_letter)
         await check("Simulate what_if ADD_SERVER returns future states with metrics", simulate)
         await check("Diagnose answers", diagnose)
@@ -114,7 +188,13 @@ async def run(args: argparse.Namespace) -> int:
         from twin.core.config import load_config
 
         cfg = load_config(
-            overrides={"digital_twin": {"grpc": {"host": "127.0.0.1", "port": 0}, "world_model": {"implementation": args.world_model}, "nats": {"batch_timeout_sec": 0.05}}},
+            overrides={
+                "digital_twin": {
+                    "grpc": {"host": "127.0.0.1", "port": 0},
+                    "world_model": {"implementation": args.world_model},
+                    "nats": {"batch_timeout_sec": 0.05},
+                }
+            },
         )
         app = TwinApp(cfg)
         await app.start()
@@ -136,7 +216,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="polaris-twin verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="polaris-twin verify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     configure_parser(p)
     return asyncio.run(run(p.parse_args(argv)))
 

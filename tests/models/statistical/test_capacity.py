@@ -53,25 +53,42 @@ async def test_server_and_dimmer_actions_move_the_predictions_the_right_way(rt) 
         return sum(vals) / len(vals)
 
     rt_base = mean(base, "average.response.time")
-    assert mean(add, "average.response.time") < mean(up, "average.response.time") < rt_base < mean(rem, "average.response.time")
+    assert (
+        mean(add, "average.response.time")
+        < mean(up, "average.response.time")
+        < rt_base
+        < mean(rem, "average.response.time")
+    )
     assert mean(down, "server.utilization") == pytest.approx(mean(rem, "server.utilization"))
     assert mean(dim, "average.response.time") < rt_base
     assert mean(dim, "optional.throughput") < mean(base, "optional.throughput")
     assert add.future_states[0].metrics["active.servers"] == 5.0
     assert {f"utilization.server.{i}" for i in range(1, 6)} <= set(add.future_states[0].metrics)
     assert "utilization.server.4" not in rem.future_states[0].metrics
-    assert add.impact.cost_impact > 0 and add.impact.performance_impact > 0 and add.impact.reliability_impact > 0
+    assert (
+        add.impact.cost_impact > 0
+        and add.impact.performance_impact > 0
+        and add.impact.reliability_impact > 0
+    )
     assert rem.impact.cost_impact < 0 and rem.impact.performance_impact < 0
     # Baseline figures are carried in every state for comparison.
     s0 = add.future_states[0].metrics
     assert s0["baseline.average.response.time"] > s0["average.response.time"]
-    assert s0["average.response.time.lower"] <= s0["average.response.time"] <= s0["average.response.time.upper"]
-    assert "E[S]" in add.explanation and add.custom_metrics["service_rate_per_server"] == pytest.approx(20.0, rel=0.05)
+    assert (
+        s0["average.response.time.lower"]
+        <= s0["average.response.time"]
+        <= s0["average.response.time.upper"]
+    )
+    assert "E[S]" in add.explanation and add.custom_metrics[
+        "service_rate_per_server"
+    ] == pytest.approx(20.0, rel=0.05)
 
 
 async def test_unknown_actions_are_not_invented(rt) -> None:
     known = await rt.model.simulate(_what_if([Action("ADD_SERVER", "swim")]))
-    res = await rt.model.simulate(_what_if([Action("RESTART", "swim"), Action("ADD_SERVER", "swim")]))
+    res = await rt.model.simulate(
+        _what_if([Action("RESTART", "swim"), Action("ADD_SERVER", "swim")])
+    )
     assert res.success and res.metadata["unknown_actions"] == "RESTART"
     assert res.metadata["action_effects_modelled"] == "false"
     assert "no effect model for RESTART" in res.explanation
@@ -97,9 +114,13 @@ async def test_saturation_is_flagged() -> None:
     r = await runtime()
     try:
         feed(r, loadgen_points(200))
-        res = await r.model.simulate(_what_if([Action("REMOVE_SERVER", "swim", {"count": "2"})], 10))
+        res = await r.model.simulate(
+            _what_if([Action("REMOVE_SERVER", "swim", {"count": "2"})], 10)
+        )
         assert res.success and res.custom_metrics["saturated_states"] > 0
-        assert "saturates" in res.explanation and any("SATURATED" in s.description for s in res.future_states)
+        assert "saturates" in res.explanation and any(
+            "SATURATED" in s.description for s in res.future_states
+        )
         assert all(math.isfinite(v) for s in res.future_states for v in s.metrics.values())
     finally:
         await r.shutdown()
@@ -107,11 +128,24 @@ async def test_saturation_is_flagged() -> None:
 
 async def test_scenarios_scale_or_fix_the_load(rt) -> None:
     base = await rt.model.simulate(SimulationRequest("s", "scenario", [], 30, {"system": "swim"}))
-    double = await rt.model.simulate(SimulationRequest("s", "scenario", [Action("ADD_SERVER", "swim", {"count": "3"})], 30, {"system": "swim", "load_factor": "2"}))
-    fixed = await rt.model.simulate(SimulationRequest("s", "scenario", [], 30, {"system": "swim", "arrival_rate": "10"}))
+    double = await rt.model.simulate(
+        SimulationRequest(
+            "s",
+            "scenario",
+            [Action("ADD_SERVER", "swim", {"count": "3"})],
+            30,
+            {"system": "swim", "load_factor": "2"},
+        )
+    )
+    fixed = await rt.model.simulate(
+        SimulationRequest("s", "scenario", [], 30, {"system": "swim", "arrival_rate": "10"})
+    )
     assert base.success and double.success and fixed.success
     b0, d0 = base.future_states[0].metrics, double.future_states[0].metrics
-    assert d0["arrival.rate"] == pytest.approx(2 * b0["arrival.rate"]) and "load_factor 2" in double.explanation
+    assert (
+        d0["arrival.rate"] == pytest.approx(2 * b0["arrival.rate"])
+        and "load_factor 2" in double.explanation
+    )
     assert d0["active.servers"] == 6.0
     assert all(s.metrics["arrival.rate"] == 10.0 for s in fixed.future_states)
     assert fixed.future_states[0].metrics["server.utilization"] < b0["server.utilization"]

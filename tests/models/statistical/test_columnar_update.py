@@ -18,12 +18,20 @@ def _series(n: int, seed: int) -> list[Point]:
     out = []
     for i in range(n):
         for k in range(3):
-            v = 10 * k + np.sin(i / 20) + rng.normal(0, 0.1) + (500.0 if i in (700, 1300) and k == 1 else 0.0) + (300.0 if i > 1000 and k == 2 else 0.0)
+            v = (
+                10 * k
+                + np.sin(i / 20)
+                + rng.normal(0, 0.1)
+                + (500.0 if i in (700, 1300) and k == 1 else 0.0)
+                + (300.0 if i > 1000 and k == 2 else 0.0)
+            )
             out.append(Point("sys", f"m{k}", 1_600_000_000.0 + 60 * i, float(v), "u", None))
     return out
 
 
-@pytest.mark.parametrize("per_batch", [12, 150])  # 4 points per series (one by one), 50 (score_batch)
+@pytest.mark.parametrize(
+    "per_batch", [12, 150]
+)  # 4 points per series (one by one), 50 (score_batch)
 def test_columnar_update_equals_point_by_point(per_batch: int) -> None:
     pts = _series(1600, 3)
     a = StatisticalWorldModel(TwinState(), {"background_fitting": False})

@@ -44,7 +44,12 @@ def test_holt_winters_state_advance_equals_statsmodels(trend: bool) -> None:
     hw = HoltWinters.fit(y[:2000], 288, trend)
     hw.advance(y[2000:])
     ref = ExponentialSmoothing(
-        y, trend="add" if trend else None, damped_trend=trend, seasonal="add", seasonal_periods=288, initialization_method="heuristic"
+        y,
+        trend="add" if trend else None,
+        damped_trend=trend,
+        seasonal="add",
+        seasonal_periods=288,
+        initialization_method="heuristic",
     ).fit(
         smoothing_level=hw.alpha,
         smoothing_trend=hw.beta if trend else None,

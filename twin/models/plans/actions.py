@@ -111,7 +111,8 @@ def validate(
         elif kind.effect == "capacity_set":
             if v is None or v < 1:
                 raise InvalidRequest(
-                    f"{a.action_type} needs a target capacity >= 1 ({' or '.join(kind.params[:3])})",
+                    f"{a.action_type} needs a target capacity >= 1 "
+                    f"({' or '.join(kind.params[:3])})",
                     where,
                 )
         elif kind.effect == "knob_set":

@@ -351,7 +351,10 @@ def _service_series(
         # basic + optional where reported (optional alone may be missing: then basic alone)
         parts = [
             np.nan_to_num(a)
-            for a in (_aligned(store, roles.system, xb, t), _aligned(store, roles.system, roles.get("throughput_optional"), t))
+            for a in (
+                _aligned(store, roles.system, xb, t),
+                _aligned(store, roles.system, roles.get("throughput_optional"), t),
+            )
             if a is not None
         ]
         x = sum(parts[1:], parts[0]) if parts else None

@@ -180,7 +180,7 @@ class PlanEngine:
             )
 
     def background(self) -> int:
-        """Learns effects of executions whose telemetry has arrived (cheap; off the request path)."""
+        """Learns the effects of executions with telemetry (cheap, off the request path)."""
         return self.effects.process(
             self.state.store, lambda system: self.roles.roles(self.state.store, system)
         )
@@ -286,11 +286,13 @@ class PlanEngine:
         runner = ranked[1] if len(ranked) > 1 else None
         margin = best.utility - runner.utility if runner is not None else math.inf
         expl = [
-            f"compared {len(plans)} plan(s) and '{BASELINE_PLAN_ID}' on {ctx.system}{ctx.note} over {ctx.horizon_sec / 60:g} min"
+            f"compared {len(plans)} plan(s) and '{BASELINE_PLAN_ID}' on {ctx.system}{ctx.note} "
+            f"over {ctx.horizon_sec / 60:g} min"
             + (f" ({ctx.scenario})" if ctx.scenario != "baseline" else ""),
             "ranking by utility: "
             + ", ".join(
-                f"{o.rank}. {o.plan_id} {o.utility:+.4g} {obj.currency} (breach {o.slo_breach_probability:.0%})"
+                f"{o.rank}. {o.plan_id} {o.utility:+.4g} {obj.currency} (breach "
+                f"{o.slo_breach_probability:.0%})"
                 for o in ranked
             ),
             obj.describe(),
@@ -375,7 +377,8 @@ class PlanEngine:
         if system not in store.sources():
             return SimulationResult(
                 False,
-                explanation=f"unknown system {system!r}; known: {', '.join(store.sources()) or 'none yet'}",
+                explanation=f"unknown system {system!r}; known: "
+                            f"{', '.join(store.sources()) or 'none yet'}",
             )
         roles = self.roles.roles(store, system)
         sys_settings = system_settings(self.settings, system)
@@ -477,7 +480,10 @@ class PlanEngine:
             method = fc.method
             if ceiling is not None and np.any(hi - mean > ceiling):
                 lo, hi = np.maximum(lo, mean - ceiling), np.minimum(hi, mean + ceiling)
-                method += f" (band capped at ±{ceiling:.3g} req/s, the load's own variability over the window)"
+                method += (
+                    f" (band capped at ±{ceiling:.3g} req/s, the load's own variability over the "
+                    "window)"
+                )
             load = scenarios.Load(fc.times[idx], mean, np.maximum(lo, 0.0), hi, method)
             fitted = bool(fc.fitted)
         else:
@@ -616,7 +622,8 @@ class PlanEngine:
         for a in cfg.knob_unestimated:
             if eff.action_key(a.action_type, a.params) in set(unknown):
                 notes.append(
-                    f"{a.action_type} {a.params}: no telemetry at that knob setting and no learned effect"
+                    f"{a.action_type} {a.params}: no telemetry at that knob setting and no learned "
+                    "effect"
                 )
         sigma = self._plan_sigma(ctx, tier, c)
         traj = evaluate_tier(tier, ctx.load, ctx.now, c, sigma, _z(self.level), ctx.timeout_ms)
@@ -847,8 +854,10 @@ class PlanEngine:
         sat = int(pred.saturated.sum()) if pred.saturated.shape[0] else 0
         sat_b = int(base.saturated.sum()) if base.saturated.shape[0] else 0
         desc = (
-            f"cost: {pred.unit_delta:+d} units × {obj.cost_per_unit_hour:g} {obj.currency}/h × {hours:g} h = {cost:+.2f} {obj.currency}; "
-            f"performance: mean relative latency change vs. no action under the same scenario = {perf:+.1%} (positive = faster); "
+            f"cost: {pred.unit_delta:+d} units × {obj.cost_per_unit_hour:g} {obj.currency}/h × "
+            f"{hours:g} h = {cost:+.2f} {obj.currency}; "
+            "performance: mean relative latency change vs. no action under the same scenario = "
+            f"{perf:+.1%} (positive = faster); "
             f"reliability: utilisation headroom change = {headroom:+.3f} (positive = more headroom)"
         )
         if sat or sat_b:
@@ -873,21 +882,24 @@ class PlanEngine:
         out: list[str] = []
         if t is not None:
             out.append(
-                f"what-if on {ctx.system}{ctx.note} with an M/G/c queue (Erlang C + Allen–Cunneen, fluid backlog under overload) "
+                f"what-if on {ctx.system}{ctx.note} with an M/G/c queue (Erlang C + Allen–Cunneen, "
+                "fluid backlog under overload) "
                 f"calibrated from the last {self.window_sec:g} s of telemetry"
             )
             out += pred.notes or ["no modelled actions: baseline only"]
             out.append(f"calibration: {'; '.join(t.notes)}")
             if not (0.5 <= t.rt_factor <= 2.0):
                 out.append(
-                    f"the queueing shape matches the observed latency only after a factor {t.rt_factor:.2f}: relative changes are more reliable than absolute values"
+                    "the queueing shape matches the observed latency only after a factor "
+                    f"{t.rt_factor:.2f}: relative changes are more reliable than absolute values"
                 )
             if t.assumed:
                 out.append(f"assumed (missing telemetry): {', '.join(t.assumed)}")
         else:
             missing = ", ".join(ctx.roles.missing_for_queue())
             out.append(
-                f"what-if on {ctx.system}{ctx.note} without a queueing model (it lacks {missing}): forecasts of its metrics"
+                f"what-if on {ctx.system}{ctx.note} without a queueing model (it lacks {missing}): "
+                "forecasts of its metrics"
                 + (", moved by effects learned from the execution log" if pred.learned else "")
             )
             out += pred.notes
@@ -898,7 +910,8 @@ class PlanEngine:
             out.append("learned from executions: " + "; ".join(pred.learned))
         if pred.unknown:
             out.append(
-                f"no effect model for {', '.join(pred.unknown)}: these actions are NOT reflected in the prediction (never seen executed, not modelled; low confidence)"
+                f"no effect model for {', '.join(pred.unknown)}: these actions are NOT reflected "
+                "in the prediction (never seen executed, not modelled; low confidence)"
             )
         sat = int(pred.saturated.sum()) if pred.saturated.shape[0] else 0
         if sat:
@@ -923,7 +936,8 @@ class PlanEngine:
         )
         bits = [
             f"{plan.plan_id}: {what}",
-            f"utility {u:.4g} = value {parts['value']:.4g} - breach penalty {parts['penalty']:.4g} - cost {parts['cost']:.4g}",
+            f"utility {u:.4g} = value {parts['value']:.4g} - breach penalty "
+            f"{parts['penalty']:.4g} - cost {parts['cost']:.4g}",
         ]
         bits.append(f"SLO breach probability {p:.1%}")
         lat = pred.values.get("latency")

@@ -117,7 +117,8 @@ RULES: tuple[tuple[str, str], ...] = (
     (
         "latency",
         _EXCLUDE_TAIL
-        + r".*(^|\.)(latency|response\.time|request\.duration|server\.duration)(\.seconds|\.ms)?(\.(avg|mean|average))?$",
+        + r".*(^|\.)(latency|response\.time|request\.duration|server\.duration)"
+        r"(\.seconds|\.ms)?(\.(avg|mean|average))?$",
     ),
     (
         "latency",
@@ -363,7 +364,8 @@ def validate_systems_setting(settings: Mapping[str, Any]) -> list[str]:
         for role in roles:
             if role not in ROLES:
                 errors.append(
-                    f"settings.systems.{name}.roles.{role}: unknown role (known: {', '.join(ROLES)})"
+                    f"settings.systems.{name}.roles.{role}: unknown role (known: "
+                    f"{', '.join(ROLES)})"
                 )
     return errors
 

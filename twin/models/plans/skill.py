@@ -89,7 +89,8 @@ def assess(
             prior,
             sigma,
             "prior",
-            f"no scored history: prior model error {model_sigma:.0%} combined with this answer's own uncertainty {extra_sigma:.0%}",
+            f"no scored history: prior model error {model_sigma:.0%} combined with this answer's "
+            f"own uncertainty {extra_sigma:.0%}",
         )
     plain = confidence(model_sigma, tolerance)
     measured = skill.confidence(plain)

@@ -295,9 +295,15 @@ def calibrate(
     if since is not None and since > lo:
         if newest - since >= MIN_SINCE_SEC:
             lo = hist_lo = since + 1e-6
-            changed_note = f"calibrated from the {newest - since:.0f} s since the last unmodelled action (the system may have changed then)"
+            changed_note = (
+                f"calibrated from the {newest - since:.0f} s since the last unmodelled action (the "
+                "system may have changed then)"
+            )
         else:
-            changed_note = f"an unmodelled action {newest - since:.0f} s ago may have changed the system: calibration still reflects the time before it"
+            changed_note = (
+                f"an unmodelled action {newest - since:.0f} s ago may have changed the system: "
+                "calibration still reflects the time before it"
+            )
     lam, n_lam = _mean(store, system, roles.get("load"), lo)
     xb, _ = _mean(store, system, roles.get("throughput_basic"), lo)
     xo, _ = _mean(store, system, roles.get("throughput_optional"), lo)
@@ -444,11 +450,14 @@ def _backlog_now(store: Any, tier: Tier) -> None:
         # FCFS: everything that arrived while the newest completions waited is still queued.
         tier.backlog = float(min(excess * float(lam[0]), cap * 3600.0))
         tier.notes.append(
-            f"saturated now (utilisation {float(u[0]):.2f}, latency {r_obs * 1000:.0f} ms): a backlog of ~{tier.backlog:.0f} requests carries into the horizon"
+            f"saturated now (utilisation {float(u[0]):.2f}, latency {r_obs * 1000:.0f} ms): a "
+            f"backlog of ~{tier.backlog:.0f} requests carries into the horizon"
         )
 
 
-def _config_mask(store: Any, system: str, roles: RoleMap, knob_now: float | None, units_now: int) -> Any:
+def _config_mask(
+    store: Any, system: str, roles: RoleMap, knob_now: float | None, units_now: int
+) -> Any:
     """A function t -> bool mask 'sample taken in the current configuration' (same knob
     setting, same capacity)."""
     kb, cb = roles.get("knob"), roles.get("capacity")
@@ -498,7 +507,8 @@ def _split_dimmer(
                 # Anchor at the current setting's own estimate.
                 shift = es - (d * so + (1 - d) * sb)
                 notes.append(
-                    f"basic/optional service times from E[S] at {len(table)} dimmer settings: {1000 * (sb + shift):.1f} / {1000 * (so + shift):.1f} ms"
+                    f"basic/optional service times from E[S] at {len(table)} dimmer settings: "
+                    f"{1000 * (sb + shift):.1f} / {1000 * (so + shift):.1f} ms"
                 )
                 return sb + shift, so + shift
     delta = (ro - rb) / 1000.0 if (ro is not None and rb is not None) else 0.0
@@ -513,7 +523,8 @@ def _split_dimmer(
         else:
             sb = so = es
             notes.append(
-                "basic and optional service times not distinguishable: the dimmer has no modelled effect"
+                "basic and optional service times not distinguishable: the dimmer has no modelled "
+                "effect"
             )
     return sb, so
 
@@ -541,7 +552,8 @@ def _fit_latency(store: Any, tier: Tier, lo: float, ravg: float | None) -> None:
     if k != 1.0:
         tier.wait_factor = k
         tier.notes.append(
-            f"waiting-time factor {k:.3f} ± {k_sd:.3f} from {what} (service-time variability; waiting is {share:.0%} of the latency there)"
+            f"waiting-time factor {k:.3f} ± {k_sd:.3f} from {what} (service-time variability; "
+            f"waiting is {share:.0%} of the latency there)"
         )
     fit = _pool(tier, groups, tier.wait_factor)
     if fit is None:
@@ -552,7 +564,8 @@ def _fit_latency(store: Any, tier: Tier, lo: float, ravg: float | None) -> None:
     used = float(math.exp(math.copysign(max(0.0, abs(lf) - band), lf)))
     where = f" over {what}" if n_used > 1 else ""
     tier.notes.append(
-        f"latency factor observed/model{where} = {raw:.3f}, used {used:.3f} (noise band ±{band:.2f} in log at load elasticity {e:.1f})"
+        f"latency factor observed/model{where} = {raw:.3f}, used {used:.3f} (noise band "
+        f"±{band:.2f} in log at load elasticity {e:.1f})"
     )
     tier.rt_factor = used
     tier.fit_sigma = _fit_residual(tier, groups)
@@ -787,7 +800,8 @@ def _fit_tail(store: Any, tier: Tier, lo: float, mask: Any) -> None:
             lo_f, hi_f = (mid, hi_f) if q_at(mid) < target else (lo_f, mid)
         tier.tail_wait_factor = 0.5 * (lo_f + hi_f)
         tier.notes.append(
-            f"p{tier.tail_q * 100:g} latency: queueing part ×{tier.tail_wait_factor:.3f} to match the published quantile"
+            f"p{tier.tail_q * 100:g} latency: queueing part ×{tier.tail_wait_factor:.3f} to match "
+            "the published quantile"
         )
     elif q1 > 0:
         tier.tail_factor = float(min(5.0, max(0.2, target / q1)))

@@ -69,7 +69,8 @@ class Objectives:
     def describe(self) -> str:
         err = f", error rate <= {self.error_rate:g}" if self.error_rate is not None else ""
         return (
-            f"SLO {self.latency_stat} latency <= {self.latency_ms:g} ms{err}; utility = served·{self.value_per_request:g}"
+            f"SLO {self.latency_stat} latency <= {self.latency_ms:g} ms{err}; utility = "
+            f"served·{self.value_per_request:g}"
             f"·(1 + {self.quality_weight:g}·quality) in SLO, -{self.breach_penalty:g}× in breach, "
             f"- {self.cost_per_unit_hour:g} {self.currency}/unit-hour"
         )

@@ -18,8 +18,9 @@ Method, per (source, metric) series around the incident time ``t0``:
    that usually sit in it, as long as they cover less than half of it.
 2. **Post-incident change** over ``[t0, t0 + horizon)``: for each sample the geometric
    mean of its distance to the baseline median and to the median of the last
-   ``recent_sec`` before ``t0``, over the scale (monotonic counters are scored as rates), i.e. a change *at* ``t0`` against both
-   the long-run and the immediately preceding level (a series still elevated by, or
+   ``recent_sec`` before ``t0``, over the scale (monotonic counters are scored as
+   rates), i.e. a change *at* ``t0`` against both the long-run and the immediately
+   preceding level (a series still elevated by, or
    recovering from, an earlier incident is not a new change). The series score is the
    *k*-th largest value, *k* at least ``persistence`` and a third of the horizon's
    samples (``persistence_share``), so spikes that a quantised or bursty series makes now
@@ -630,7 +631,9 @@ def rank_services(
         dt = t0 - rec.t
         if not (-cfg.horizon_sec <= dt <= cfg.action_lookback_sec):
             continue
-        weight = cfg.action_weight * math.exp(-max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0))
+        weight = cfg.action_weight * math.exp(
+            -max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0)
+        )
         if rec.success is False:
             weight *= cfg.failed_action_factor
         sc = scores.get(target)
@@ -638,7 +641,8 @@ def rank_services(
             sc = scores[target] = ServiceScore(target, 0.0)
         sc.score += weight
         sc.actions.append(
-            f"{rec.action_type} {rec.action_id} on {target} ({rec.status}) {dt:+.0f}s before the incident"
+            f"{rec.action_type} {rec.action_id} on {target} ({rec.status}) {dt:+.0f}s before the "
+            "incident"
         )
 
     # Services with telemetry but no usable evidence still appear, at the bottom.
@@ -883,7 +887,8 @@ def answer(prepared: PreparedDiagnosis) -> DiagnosisResult:
     if not ranked:
         return DiagnosisResult(
             False,
-            explanation=f"not enough telemetry around the incident time ({t0_note}) to rank services",
+            explanation=f"not enough telemetry around the incident time ({t0_note}) to rank "
+                        "services",
             metadata={"method": METHOD, "incident_time": _fmt(t0)},
         )
 
@@ -906,12 +911,16 @@ def answer(prepared: PreparedDiagnosis) -> DiagnosisResult:
         elif ev is not None:
             what = f"{s.service}/{ev.metric}"
             verb = "rose" if ev.direction > 0 else "fell"
-            head = f"{s.service} is the root cause ({ev.metric} {verb} from {_fmt(ev.baseline)} to {_fmt(ev.value)})"
+            head = (
+                f"{s.service} is the root cause ({ev.metric} {verb} from {_fmt(ev.baseline)} to "
+                f"{_fmt(ev.value)})"
+            )
         else:
             what = s.service
             head = f"{s.service} is the root cause (a recent change on it)"
         evidence = [
-            f"{e.source}/{e.metric}: robust z {e.peak:.1f} (sustained {e.score:.1f}), baseline {_fmt(e.baseline)} -> {_fmt(e.value)}"
+            f"{e.source}/{e.metric}: robust z {e.peak:.1f} (sustained {e.score:.1f}), baseline "
+            f"{_fmt(e.baseline)} -> {_fmt(e.value)}"
             + (f", onset +{e.onset:.0f}s" if e.onset is not None else "")
             for e in s.top
         ] + s.actions
@@ -964,7 +973,8 @@ def answer(prepared: PreparedDiagnosis) -> DiagnosisResult:
     supporting += [f"symptom {n}" for n in symptom_names]
     explanation = (
         f"{len(ranked)} services ranked by robust deviation after {_fmt(t0)} ({t0_note}); "
-        f"baseline {cfg.baseline_sec / 60:.0f} min median/MAD, horizon {cfg.horizon_sec / 60:.0f} min. "
+        f"baseline {cfg.baseline_sec / 60:.0f} min median/MAD, horizon {cfg.horizon_sec / 60:.0f} "
+        "min. "
     )
     if quiet and p_none is not None:
         explanation += (

@@ -180,7 +180,9 @@ class StatisticalWorldModel(WorldModel):
         self._configure()
         self._wake = asyncio.Event()
         if self.background:
-            self._task = asyncio.get_running_loop().create_task(self._fit_loop(), name="statistical-fitter")
+            self._task = asyncio.get_running_loop().create_task(
+                self._fit_loop(), name="statistical-fitter"
+            )
         self.initialized = True
 
     async def shutdown(self) -> None:
@@ -222,7 +224,9 @@ class StatisticalWorldModel(WorldModel):
             k = len(t)
             batch_score = getattr(det, "score_batch", None)  # the compiled kernel: one call
             if batch_score is not None and k >= 8:
-                sc = batch_score(np.array(t, dtype=np.float64), np.array(v, dtype=np.float64)).tolist()
+                sc = batch_score(
+                    np.array(t, dtype=np.float64), np.array(v, dtype=np.float64)
+                ).tolist()
             else:
                 upd = det.update
                 sc = [upd(a, b) for a, b in zip(t, v)]
@@ -278,7 +282,17 @@ class StatisticalWorldModel(WorldModel):
                 if a is None:
                     anomalous[key] = [p.t, p.t, sc]
                     # Transitions only publish (twin.core.notify): nothing per point.
-                    events.publish(ANOMALY_STARTED, p.source, {"metric": p.name, "score": round(sc, 6), "value": p.value, "threshold": thr}, p.t)
+                    events.publish(
+                        ANOMALY_STARTED,
+                        p.source,
+                        {
+                            "metric": p.name,
+                            "score": round(sc, 6),
+                            "value": p.value,
+                            "threshold": thr,
+                        },
+                        p.t,
+                    )
                 else:
                     a[1] = p.t
                     a[2] = max(a[2], sc)
@@ -289,7 +303,14 @@ class StatisticalWorldModel(WorldModel):
                     events.publish(
                         ANOMALY_CLEARED,
                         p.source,
-                        {"metric": p.name, "score": round(sc, 6), "value": p.value, "peak_score": round(peak, 6), "since": iso(since), "duration_sec": p.t - since},
+                        {
+                            "metric": p.name,
+                            "score": round(sc, 6),
+                            "value": p.value,
+                            "peak_score": round(peak, 6),
+                            "since": iso(since),
+                            "duration_sec": p.t - since,
+                        },
                         p.t,
                     )
         self.points_scored += n
@@ -377,7 +398,13 @@ class StatisticalWorldModel(WorldModel):
             if gen != self._generation or series is None:
                 continue  # reset while fitting
             engine.install(key, fc, report, appended, float(t[-1]), series)
-            log.debug("statistical model: fitted %s/%s (%s): %s", key[0], key[1], reason, report.description)
+            log.debug(
+                "statistical model: fitted %s/%s (%s): %s",
+                key[0],
+                key[1],
+                reason,
+                report.description,
+            )
             done += 1
         return done
 
@@ -399,14 +426,28 @@ class StatisticalWorldModel(WorldModel):
 
             if not request.content.strip():
                 raise InvalidRequest("natural_language queries need query_content", "query_content")
-            return nl.answer(self.state.store, request.content, request.parameters, self.current_anomalies, self._forecast_point)
+            return nl.answer(
+                self.state.store,
+                request.content,
+                request.parameters,
+                self.current_anomalies,
+                self._forecast_point,
+            )
         res = await super().query(request)
         if request.query_type == "historical":
-            include = {x.strip().lower() for x in request.parameters.get("include", "").split(",") if x.strip()}
+            include = {
+                x.strip().lower()
+                for x in request.parameters.get("include", "").split(",")
+                if x.strip()
+            }
             if "scores" in include and res.success and isinstance(res.result, dict):
                 self._add_scores(res, int(param_float(request.parameters, "max_points", 500)))
         if request.query_type == "current_state":
-            include = {x.strip().lower() for x in request.parameters.get("include", "").split(",") if x.strip()}
+            include = {
+                x.strip().lower()
+                for x in request.parameters.get("include", "").split(",")
+                if x.strip()
+            }
             system = requested_system(request.parameters)
             found = self.current_anomalies(system)
             res.metadata["anomalous_series"] = str(len(found))
@@ -461,11 +502,18 @@ class StatisticalWorldModel(WorldModel):
             )
         return rows
 
-    def _forecast_point(self, system: str, metric: str, horizon_sec: float) -> dict[str, Any] | None:
+    def _forecast_point(
+        self, system: str, metric: str, horizon_sec: float
+    ) -> dict[str, Any] | None:
         s = self.state.store.get(system, metric)
         if s is None or not len(s):
             return None
-        out = calibrated(self.calibrator, system, metric, self.engine.forecast((system, metric), s, horizon_sec, self.level))
+        out = calibrated(
+            self.calibrator,
+            system,
+            metric,
+            self.engine.forecast((system, metric), s, horizon_sec, self.level),
+        )
         return {
             "value": float(out.mean[-1]),
             "lower": float(out.lower[-1]),
@@ -482,7 +530,11 @@ class StatisticalWorldModel(WorldModel):
             return simulate_forecast(self.sim, request)
         if kind in ("what_if", "scenario"):
             return simulate_what_if(self.sim, request)
-        return SimulationResult(False, explanation=f"simulation_type {kind!r} is not supported; use forecast, what_if or scenario")
+        return SimulationResult(
+            False,
+            explanation=f"simulation_type {kind!r} is not supported; use forecast, what_if or "
+                        "scenario",
+        )
 
     # ------------------------------------------------------------------ diagnosis, calibration
 
@@ -490,12 +542,24 @@ class StatisticalWorldModel(WorldModel):
         try:
             diagnosis = importlib.import_module("twin.models.statistical.diagnosis")
         except ImportError as exc:
-            return DiagnosisResult(False, explanation=f"root-cause diagnosis is not available in this build of the statistical model ({exc})", metadata={"model": self.name})
+            return DiagnosisResult(
+                False,
+                explanation="root-cause diagnosis is not available in this build of the "
+                            f"statistical model ({exc})",
+                metadata={"model": self.name},
+            )
         fn = getattr(diagnosis, "diagnose", None)
         if fn is None:
-            return DiagnosisResult(False, explanation="root-cause diagnosis is not available: twin.models.statistical.diagnosis has no diagnose()")
+            return DiagnosisResult(
+                False,
+                explanation="root-cause diagnosis is not available: "
+                            "twin.models.statistical.diagnosis has no diagnose()",
+            )
         try:
-            prepare, answer = getattr(diagnosis, "prepare", None), getattr(diagnosis, "answer", None)
+            prepare, answer = (
+                getattr(diagnosis, "prepare", None),
+                getattr(diagnosis, "answer", None),
+            )
             if prepare is None or answer is None:
                 return fn(self.state, request, self.anomaly_scores)
             # The state is read here, on the loop; the ranking (pure, picklable) runs off it.
@@ -507,7 +571,9 @@ class StatisticalWorldModel(WorldModel):
             raise
         except Exception as exc:
             log.exception("statistical model: diagnosis failed")
-            return DiagnosisResult(False, explanation=f"diagnosis failed: {exc.__class__.__name__}: {exc}")
+            return DiagnosisResult(
+                False, explanation=f"diagnosis failed: {exc.__class__.__name__}: {exc}"
+            )
 
     async def calibrate(self, record: CalibrationRecord) -> dict[str, float]:
         return self.calibrator.observe(record)
@@ -520,7 +586,11 @@ class StatisticalWorldModel(WorldModel):
         issues = []
         failing = [(k, e) for k, e in self.engine.entries.items() if e.last_error]
         for (src, name), e in failing[:5]:
-            kept = " (keeping the previous model)" if e.forecaster is not None else " (forecasts use the fallback)"
+            kept = (
+                " (keeping the previous model)"
+                if e.forecaster is not None
+                else " (forecasts use the fallback)"
+            )
             issues.append(f"forecaster for {src}/{name} failed to fit{kept}: {e.last_error}")
         if len(failing) > 5:
             issues.append(f"... and {len(failing) - 5} more series whose last fit failed")
@@ -540,7 +610,9 @@ class StatisticalWorldModel(WorldModel):
             "detectors": float(len(self.tracks)),
             "anomalous_series": float(len(self.anomalous)),
             "points_scored_total": float(self.points_scored),
-            "update_seconds_per_point": self.update_seconds / self.points_scored if self.points_scored else 0.0,
+            "update_seconds_per_point": self.update_seconds / self.points_scored
+            if self.points_scored
+            else 0.0,
             "fallback_forecasts_total": float(self.fallback_forecasts),
             "calibration_records_total": float(self.calibrator.records),
             "calibration_pairs_total": float(self.calibrator.pairs),

@@ -117,7 +117,9 @@ class FitReport:
     seconds: float = 0.0
 
 
-def _candidates(m: int, n: int, persistent: bool = True) -> list[tuple[str, Callable[[np.ndarray], Forecaster]]]:
+def _candidates(
+    m: int, n: int, persistent: bool = True
+) -> list[tuple[str, Callable[[np.ndarray], Forecaster]]]:
     c: list[tuple[str, Callable[[np.ndarray], Forecaster]]] = [
         ("naive", Naive.fit),
         ("ses", SES.fit),
@@ -143,7 +145,9 @@ def _needs(name: str, m: int) -> int:
     return MIN_FIT_POINTS
 
 
-def select_and_fit(t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int = 2) -> tuple[Forecaster, FitReport]:
+def select_and_fit(
+    t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int = 2
+) -> tuple[Forecaster, FitReport]:
     """Detects seasonality, scores candidates on holdout windows, refits the winner."""
     import time
 
@@ -186,7 +190,11 @@ def select_and_fit(t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int =
     combo = None
     if len(order) >= 2:
         a, b = order[0], order[1]
-        err = float(np.mean([np.mean(np.abs((pa + pb) / 2 - t)) for pa, pb, t in zip(preds[a], preds[b], tests)]))
+        err = float(
+            np.mean(
+                [np.mean(np.abs((pa + pb) / 2 - t)) for pa, pb, t in zip(preds[a], preds[b], tests)]
+            )
+        )
         scores["combination"] = err
         if err < COMBO_MARGIN * scores[a]:
             combo = (a, b)
@@ -194,7 +202,17 @@ def select_and_fit(t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int =
     if combo is not None:
         try:
             fc = Combo([builders[combo[0]](y), builders[combo[1]](y)])
-            return fc, FitReport(fc.kind, fc.describe(), fc.period, season, step, n, H, scores, time.perf_counter() - t0)
+            return fc, FitReport(
+                fc.kind,
+                fc.describe(),
+                fc.period,
+                season,
+                step,
+                n,
+                H,
+                scores,
+                time.perf_counter() - t0,
+            )
         except Exception as exc:  # noqa: BLE001 - fall back to the single best
             last_exc = exc
     for name in order:
@@ -204,7 +222,9 @@ def select_and_fit(t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int =
         except Exception as exc:  # noqa: BLE001
             last_exc = exc
             continue
-        return fc, FitReport(fc.kind, fc.describe(), fc.period, season, step, n, H, scores, time.perf_counter() - t0)
+        return fc, FitReport(
+            fc.kind, fc.describe(), fc.period, season, step, n, H, scores, time.perf_counter() - t0
+        )
     raise RuntimeError(f"every candidate failed to fit: {last_exc}")
 
 

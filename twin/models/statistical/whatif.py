@@ -70,15 +70,21 @@ def validate_actions(actions: list[Action]) -> None:
             except ValueError:
                 ok = False
             if not ok:
-                raise InvalidRequest("SET_DIMMER needs a numeric value in [0, 1]", f"actions[{i}].params.value")
+                raise InvalidRequest(
+                    "SET_DIMMER needs a numeric value in [0, 1]", f"actions[{i}].params.value"
+                )
         elif kind in capacity.SERVER_DELTA:
-            v = next((a.params[k] for k in ("count", "servers", "delta", "value") if k in a.params), "1")
+            v = next(
+                (a.params[k] for k in ("count", "servers", "delta", "value") if k in a.params), "1"
+            )
             try:
                 ok = math.isfinite(float(v)) and float(v) >= 0
             except ValueError:
                 ok = False
             if not ok:
-                raise InvalidRequest(f"{a.action_type} needs a count >= 0", f"actions[{i}].params.count")
+                raise InvalidRequest(
+                    f"{a.action_type} needs a count >= 0", f"actions[{i}].params.count"
+                )
 
 
 def arrival_forecast(
@@ -87,15 +93,28 @@ def arrival_forecast(
     """The arrival series' cached forecast, thinned to ``max_whatif_states`` states."""
     store = ctx.state.store
     lam_series = next(
-        (s for n in ("arrival.rate", "request.rate") if (s := store.get(system, n)) is not None and len(s)),
+        (
+            s
+            for n in ("arrival.rate", "request.rate")
+            if (s := store.get(system, n)) is not None and len(s)
+        ),
         None,
     )
     if lam_series is None:
         newest = capacity.tier_newest(store, system)
         times = newest + np.linspace(horizon_sec / 10, horizon_sec, 10)
         held = np.full(10, cal.arrival_rate)
-        return Arrivals(times, held, held, held, "held at the observed throughput (no arrival-rate series)", False)
-    lf = ctx.engine.forecast((system, lam_series.name), lam_series, horizon_sec, ctx.settings.interval_level)
+        return Arrivals(
+            times,
+            held,
+            held,
+            held,
+            "held at the observed throughput (no arrival-rate series)",
+            False,
+        )
+    lf = ctx.engine.forecast(
+        (system, lam_series.name), lam_series, horizon_sec, ctx.settings.interval_level
+    )
     n = lf.times.shape[0]
     stride = max(1, math.ceil(n / ctx.settings.max_whatif_states))
     idx = np.arange(n - 1, -1, -stride)[::-1]
@@ -125,7 +144,9 @@ def apply_scenario(arrivals: Arrivals, params: dict[str, str]) -> Arrivals:
     return Arrivals(arrivals.times, lam, np.maximum(lam_lo, 0.0), lam_hi, method, arrivals.fitted)
 
 
-def base_confidence(cal: capacity.TierCalibration, plan: capacity.Plan, arrivals_fitted: bool) -> float:
+def base_confidence(
+    cal: capacity.TierCalibration, plan: capacity.Plan, arrivals_fitted: bool
+) -> float:
     """Confidence before the interval width: lowered for each assumption the model made."""
     conf = 0.85
     if cal.assumed:
@@ -212,10 +233,16 @@ def estimate_impact(
         reliability_impact=headroom,
         cost_currency=cur,
         impact_description=(
-            f"cost: {plan.server_delta:+d} servers × {s.cost_per_server_hour:g} {cur}/h × {hours:g} h = {cost:+.2f} {cur}; "
-            f"performance: mean relative response-time change vs. no action = {perf:+.1%} (positive = faster); "
+            f"cost: {plan.server_delta:+d} servers × {s.cost_per_server_hour:g} {cur}/h × "
+            f"{hours:g} h = {cost:+.2f} {cur}; "
+            f"performance: mean relative response-time change vs. no action = {perf:+.1%} "
+            "(positive = faster); "
             f"reliability: utilisation headroom change = {headroom:+.3f} (positive = more headroom)"
-            + (f"; {predicted.unstable} of {len(predicted.states)} states saturated" if predicted.unstable else "")
+            + (
+                f"; {predicted.unstable} of {len(predicted.states)} states saturated"
+                if predicted.unstable
+                else ""
+            )
         ),
     )
     return impact, finite
@@ -233,9 +260,12 @@ def simulate_what_if(ctx: SimulationContext, request: SimulationRequest) -> Simu
         return SimulationResult(
             False,
             explanation=(
-                f"no capacity model for {system}: a what-if needs an arrival rate (arrival.rate/request.rate or "
-                f"basic/optional.throughput) and a server count (active.servers/servers); {system} has: "
-                f"{', '.join(store.metrics_of(system)[:30])}. A forecast simulation still predicts its metrics."
+                f"no capacity model for {system}: a what-if needs an arrival rate "
+                "(arrival.rate/request.rate or "
+                f"basic/optional.throughput) and a server count (active.servers/servers); {system} "
+                "has: "
+                f"{', '.join(store.metrics_of(system)[:30])}. A forecast simulation still predicts "
+                "its metrics."
             ),
             metadata={"system": system, "action_effects_modelled": "false"},
         )
@@ -248,26 +278,43 @@ def simulate_what_if(ctx: SimulationContext, request: SimulationRequest) -> Simu
     predicted = predict_states(ctx, system, cal, plan, arrivals, base_conf, request.simulation_id)
     states, unstable = predicted.states, predicted.unstable
     impact, finite = estimate_impact(ctx, plan, predicted, horizon_sec)
-    expl = [f"what-if on {system}{note} with an M/G/c queue (Erlang C + Allen–Cunneen) calibrated from the last {s.capacity_window_sec:g} s of telemetry"]
+    expl = [
+        f"what-if on {system}{note} with an M/G/c queue (Erlang C + Allen–Cunneen) calibrated from "
+        f"the last {s.capacity_window_sec:g} s of telemetry"
+    ]
     expl += plan.notes or ["no modelled actions: baseline only"]
     expl.append(f"calibration: {'; '.join(cal.notes)}")
     if mismatch:
-        expl.append(f"the queueing shape matches the observed response times only after a factor {cal.rt_factor:.2f}: relative changes are more reliable than absolute values")
+        expl.append(
+            "the queueing shape matches the observed response times only after a factor "
+            f"{cal.rt_factor:.2f}: relative changes are more reliable than absolute values"
+        )
     if cal.assumed:
         expl.append(f"assumed (missing telemetry): {', '.join(cal.assumed)}")
     expl.append(f"arrival rate over the horizon: {arrivals.method}")
     if plan.unknown:
-        expl.append(f"no effect model for {', '.join(plan.unknown)}: these actions are NOT reflected in the prediction (low confidence)")
+        expl.append(
+            f"no effect model for {', '.join(plan.unknown)}: these actions are NOT reflected in "
+            "the prediction (low confidence)"
+        )
     if unstable:
         expl.append(f"the configuration saturates in {unstable} of {len(states)} states")
     confidence = float(np.mean([st.confidence for st in states])) if states else 0.0
     last = states[-1].metrics if states else {}
-    custom = {k: float(v) for k, v in cal.as_dict().items() if isinstance(v, (int, float)) and v is not None and math.isfinite(float(v))}
+    custom = {
+        k: float(v)
+        for k, v in cal.as_dict().items()
+        if isinstance(v, (int, float)) and v is not None and math.isfinite(float(v))
+    }
     rt_new, rt_base = predicted.rt_new, predicted.rt_base
     custom.update(
         {
-            "predicted_avg_rt_ms_mean": float(np.mean(rt_new[finite])) if finite.any() else capacity.UNSTABLE_RT_MS,
-            "baseline_avg_rt_ms_mean": float(np.mean(rt_base[finite])) if finite.any() else capacity.UNSTABLE_RT_MS,
+            "predicted_avg_rt_ms_mean": float(np.mean(rt_new[finite]))
+            if finite.any()
+            else capacity.UNSTABLE_RT_MS,
+            "baseline_avg_rt_ms_mean": float(np.mean(rt_base[finite]))
+            if finite.any()
+            else capacity.UNSTABLE_RT_MS,
             "servers_after": float(plan.servers),
             "dimmer_after": plan.dimmer,
             "saturated_states": float(unstable),

@@ -398,7 +398,8 @@ class SwitchInference(Exemplar):
             raise ValueError(f"{k} is not supported by switch")
         return (
             new,
-            f"{act.describe()}: {SWITCH_LEVELS[int(new['level']) - 1][0]} at {int(new['size'])} px on {int(new['workers'])} workers",
+            f"{act.describe()}: {SWITCH_LEVELS[int(new['level']) - 1][0]} at {int(new['size'])} "
+            f"px on {int(new['workers'])} workers",
         )
 
     def metrics(self, cfg: dict[str, float], b: Bins, i: int) -> list[tuple[str, float, str]]:
