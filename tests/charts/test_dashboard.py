@@ -225,6 +225,17 @@ async def test_every_query_names_a_metric_that_is_really_exported(live_twin, tmp
     named = {(title, m) for title, expr in queries(load()) for m in METRIC.findall(expr)}
     assert {m for _, m in named} >= LEDGER
     ledger_landed = bool(LEDGER & exported)
+    # The ledger's figures under other names would leave the panels empty: catch a rename.
+    stems = (
+        "predictions_recorded",
+        "predictions_scored",
+        "interval_coverage",
+        "prediction_mase",
+        "whatif_error",
+    )
+    elsewhere = {m for m in exported if any(s in m for s in stems)} - LEDGER
+    elsewhere -= {"polaris_twin_forecast_interval_coverage_raw"}
+    assert not elsewhere, f"the ledger exports {sorted(elsewhere)}: update the dashboard"
     missing = sorted(
         {
             f"{m} ({title})"
