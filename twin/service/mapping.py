@@ -18,17 +18,23 @@ from twin.core.events import iso, new_id, parse_time
 from twin.core.limits import DEFAULT_LIMITS, EventLimits
 from twin.models.domain import (
     Action,
+    CandidatePlan,
     DiagnosisRequest,
     DiagnosisResult,
     Health,
+    Impact,
+    PlanOutcome,
+    PredictedState,
     QueryRequest,
     QueryResult,
     SimulationRequest,
     SimulationResult,
 )
+from twin.models.plans import scenarios
+from twin.models.plans.types import BASELINE_PLAN_ID, MAX_PLANS
 
 QUERY_TYPES = ("current_state", "historical", "natural_language")
-SIMULATION_TYPES = ("forecast", "what_if", "scenario")
+SIMULATION_TYPES = ("forecast", "what_if", "scenario", "compare")
 PRIORITIES = ("", "low", "normal", "medium", "high", "critical")
 MAX_HORIZON_MINUTES = 7 * 24 * 60
 MAX_ACTIONS = 100
@@ -95,15 +101,53 @@ def to_simulation(
         raise InvalidRequest(f"at most {MAX_ACTIONS} actions", "actions")
     if req.simulation_type == "what_if" and not req.actions:
         raise InvalidRequest("what_if simulations need at least one action", "actions")
+    actions = _actions(req.actions, "actions", limits)
+    plans: list[CandidatePlan] = []
+    if req.plans and req.simulation_type != "compare":
+        raise InvalidRequest("plans are only read by simulation_type 'compare'", "plans")
+    if req.simulation_type == "compare":
+        if not req.plans and not req.actions:
+            raise InvalidRequest("a compare simulation needs at least one plan", "plans")
+        if len(req.plans) > MAX_PLANS:
+            raise InvalidRequest(f"at most {MAX_PLANS} plans", "plans")
+        seen: set[str] = set()
+        for i, p in enumerate(req.plans):
+            pid = p.plan_id.strip() or f"plan-{i + 1}"
+            if pid == BASELINE_PLAN_ID:
+                raise InvalidRequest(
+                    f"{BASELINE_PLAN_ID!r} is reserved for the baseline the twin adds",
+                    f"plans[{i}].plan_id",
+                )
+            if pid in seen:
+                raise InvalidRequest(f"duplicate plan_id {pid!r}", f"plans[{i}].plan_id")
+            seen.add(pid)
+            if len(p.actions) > MAX_ACTIONS:
+                raise InvalidRequest(f"at most {MAX_ACTIONS} actions", f"plans[{i}].actions")
+            plans.append(CandidatePlan(pid, _actions(p.actions, f"plans[{i}].actions", limits)))
+    params = dict(req.parameters)
+    # An unknown scenario is INVALID_ARGUMENT whichever model answers.
+    scenarios.validate(params, req.horizon_minutes)
+    return SimulationRequest(
+        req.simulation_id or new_id(),
+        req.simulation_type,
+        actions,
+        req.horizon_minutes,
+        params,
+        _time(req.timestamp, "timestamp", limits),
+        plans,
+    )
+
+
+def _actions(msgs: Any, where: str, limits: EventLimits) -> list[Action]:
     actions = []
-    for i, a in enumerate(req.actions):
+    for i, a in enumerate(msgs):
         if not a.action_type.strip():
-            raise InvalidRequest("action_type is required", f"actions[{i}].action_type")
+            raise InvalidRequest("action_type is required", f"{where}[{i}].action_type")
         if a.priority.lower() not in PRIORITIES:
-            raise InvalidRequest(f"unknown priority {a.priority!r}", f"actions[{i}].priority")
+            raise InvalidRequest(f"unknown priority {a.priority!r}", f"{where}[{i}].priority")
         if not math.isfinite(a.timeout) or a.timeout < 0:
-            raise InvalidRequest("must be a finite number >= 0", f"actions[{i}].timeout")
-        limits.check_parameters(a.params, f"actions[{i}].params")
+            raise InvalidRequest("must be a finite number >= 0", f"{where}[{i}].timeout")
+        limits.check_parameters(a.params, f"{where}[{i}].params")
         actions.append(
             Action(
                 a.action_type.strip().upper(),
@@ -114,14 +158,7 @@ def to_simulation(
                 a.timeout,
             )
         )
-    return SimulationRequest(
-        req.simulation_id or new_id(),
-        req.simulation_type,
-        actions,
-        req.horizon_minutes,
-        dict(req.parameters),
-        _time(req.timestamp, "timestamp", limits),
-    )
+    return actions
 
 
 def to_diagnosis(
@@ -160,8 +197,8 @@ def from_query(query_id: str, res: QueryResult) -> pb.QueryResponse:
     )
 
 
-def from_simulation(sim_id: str, res: SimulationResult, elapsed: float) -> pb.SimulationResponse:
-    states = [
+def _states(states: list[PredictedState]) -> list[pb.PredictedState]:
+    return [
         pb.PredictedState(
             timestamp=iso(s.t),
             metrics={
@@ -170,8 +207,37 @@ def from_simulation(sim_id: str, res: SimulationResult, elapsed: float) -> pb.Si
             confidence=_finite(s.confidence),
             description=s.description,
         )
-        for s in res.future_states
+        for s in states
     ]
+
+
+def _impact(i: Impact) -> pb.CostPerformanceReliability:
+    return pb.CostPerformanceReliability(
+        cost_impact=_finite(i.cost_impact),
+        performance_impact=_finite(i.performance_impact),
+        reliability_impact=_finite(i.reliability_impact),
+        cost_currency=i.cost_currency,
+        impact_description=i.impact_description,
+    )
+
+
+def _outcome(o: PlanOutcome) -> pb.PlanOutcome:
+    out = pb.PlanOutcome(
+        plan_id=o.plan_id,
+        rank=o.rank,
+        utility=_finite(o.utility),
+        slo_breach_probability=_finite(o.slo_breach_probability),
+        future_states=_states(o.future_states),
+        confidence=_finite(o.confidence),
+        explanation=o.explanation,
+    )
+    if o.impact is not None:
+        out.impact_estimates.CopyFrom(_impact(o.impact))
+    return out
+
+
+def from_simulation(sim_id: str, res: SimulationResult, elapsed: float) -> pb.SimulationResponse:
+    states = _states(res.future_states)
     avg = (
         sum(s.confidence for s in res.future_states) / len(res.future_states)
         if res.future_states
@@ -195,16 +261,10 @@ def from_simulation(sim_id: str, res: SimulationResult, elapsed: float) -> pb.Si
         metadata={k: str(v) for k, v in res.metadata.items()},
     )
     if res.impact is not None:
-        i = res.impact
-        out.impact_estimates.CopyFrom(
-            pb.CostPerformanceReliability(
-                cost_impact=_finite(i.cost_impact),
-                performance_impact=_finite(i.performance_impact),
-                reliability_impact=_finite(i.reliability_impact),
-                cost_currency=i.cost_currency,
-                impact_description=i.impact_description,
-            )
-        )
+        out.impact_estimates.CopyFrom(_impact(res.impact))
+    if res.plan_outcomes:
+        ranked = sorted(res.plan_outcomes, key=lambda o: o.rank or 1_000_000)
+        out.plan_outcomes.extend(_outcome(o) for o in ranked)
     return out
 
 

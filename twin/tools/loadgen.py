@@ -3,9 +3,9 @@ in the original wire formats, at a target rate, with a progress bar.
 
 Two systems are simulated: ``swim`` (SWIM's monitor metrics: servers, dimmer,
 arrival rate, M/M/c-style utilisation and response times) and ``web_cluster``
-(cpu/memory/response time/request rate). The arrival rate follows a daily-like
-sine with noise, so the statistical model sees seasonality and trends. Each
-telemetry event is published on the stream subject, or grouped into batch
+(cpu/memory/response time/request rate/instance count of an M/M/6 queue). The arrival
+rate follows a daily-like sine with noise, so the statistical model sees seasonality and
+trends. Each telemetry event is published on the stream subject, or grouped into batch
 messages (``--mode batch``, 100 events or 1 s like the original monitor).
 """
 
@@ -82,17 +82,38 @@ class SwimLike:
         ]
 
 
+WEB_INSTANCES = 6
+WEB_SERVICE_SEC = 0.02  # per request on one instance
+
+
+def _mmc_response(lam: float, c: int, s: float) -> float:
+    """Mean response time (s) of M/M/c (Erlang C); the tail of a saturated queue is capped."""
+    rho = min(lam * s / c, 0.99)
+    a = rho * c
+    b = 1.0
+    for k in range(1, c + 1):  # Erlang B by the stable recursion
+        b = a * b / (k + a * b)
+    pw = b / (1.0 - rho + rho * b)
+    return s + pw * s / (c * (1.0 - rho))
+
+
 def web_cluster(rng: random.Random, t: float) -> list[dict[str, Any]]:
+    """A web cluster of ``WEB_INSTANCES`` instances behind one queue (M/M/c), named the way
+    a generic monitor names it: instance_count, request_rate, cpu_usage, response_time."""
     load = 0.5 + 0.2 * math.sin(2 * math.pi * t / 3600.0)
+    lam = max(1.0, 400 * load + rng.gauss(0, 8))
+    rho = min(1.0, lam * WEB_SERVICE_SEC / WEB_INSTANCES)
+    rt = 1000.0 * _mmc_response(lam, WEB_INSTANCES, WEB_SERVICE_SEC)
     ts = _iso(t)
+    tags = {"tier": "web"}
     return [
         {
             "name": "cpu_usage",
-            "value": round(100 * min(1.0, max(0.0, load + rng.gauss(0, 0.03))), 3),
+            "value": round(100 * min(1.0, max(0.0, rho + rng.gauss(0, 0.02))), 3),
             "unit": "percent",
             "timestamp": ts,
             "source": "web_cluster",
-            "tags": {"tier": "web"},
+            "tags": tags,
         },
         {
             "name": "memory_usage",
@@ -100,23 +121,31 @@ def web_cluster(rng: random.Random, t: float) -> list[dict[str, Any]]:
             "unit": "percent",
             "timestamp": ts,
             "source": "web_cluster",
-            "tags": {"tier": "web"},
+            "tags": tags,
         },
         {
             "name": "response_time",
-            "value": round(120 * (1 + load) + rng.gauss(0, 5), 3),
+            "value": round(rt * (1 + rng.gauss(0, 0.03)), 3),
             "unit": "ms",
             "timestamp": ts,
             "source": "web_cluster",
-            "tags": {"tier": "web"},
+            "tags": tags,
         },
         {
             "name": "request_rate",
-            "value": round(500 * load + rng.gauss(0, 10), 3),
+            "value": round(lam, 3),
             "unit": "req/s",
             "timestamp": ts,
             "source": "web_cluster",
-            "tags": {"tier": "web"},
+            "tags": tags,
+        },
+        {
+            "name": "instance_count",
+            "value": float(WEB_INSTANCES),
+            "unit": "count",
+            "timestamp": ts,
+            "source": "web_cluster",
+            "tags": tags,
         },
     ]
 

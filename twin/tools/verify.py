@@ -96,13 +96,15 @@ async def _checks(target: str, nats_url: str, out: Callable[[str], None]) -> boo
         await nc.publish("polaris.telemetry.events.stream", b"{malformed")
         await nc.flush()
 
-        async def check(name: str, fn: Callable[[], Awaitable[bool]]) -> None:
+        async def check(name: str, fn: Callable[[], Awaitable[bool | tuple[bool, str]]]) -> None:
+            """Runs one check; a failure prints why (the twin's explanation when it gave one)."""
             nonlocal ok
             try:
-                passed = await fn()
-                detail = ""
+                got = await fn()
+                passed, why = got if isinstance(got, tuple) else (got, "")
+                detail = f"\n      why: {why}" if (why and not passed) else ""
             except Exception as exc:  # noqa: BLE001 - reported as a failed check
-                passed, detail = False, f" ({exc.__class__.__name__}: {exc})"
+                passed, detail = False, f"\n      why: {exc.__class__.__name__}: {exc}"
             ok &= passed
             out(f"{'PASS' if passed else 'FAIL'}  {name}{detail}")
 
@@ -130,17 +132,51 @@ async def _checks(target: str, nats_url: str, out: Callable[[str], None]) -> boo
                 await asyncio.sleep(0.1)
             return False
 
-        async def simulate() -> bool:
+        async def simulate() -> tuple[bool, str]:
+            # The seed README's example: ADD_SERVER count=2 under a traffic spike.
             act = pb.ControlAction(action_type="ADD_SERVER", target=source, params={"count": "2"})
-            r = await stub.Simulate(
-                pb.SimulationRequest(simulation_type="what_if", actions=[act], horizon_minutes=30),
-                timeout=30,
+            req = pb.SimulationRequest(
+                simulation_type="what_if",
+                actions=[act],
+                horizon_minutes=30,
+                parameters={"scenario": "traffic_spike"},
             )
-            return (
+            r = await stub.Simulate(req, timeout=30)
+            ok = (
                 r.success
                 and len(r.future_states) > 0
                 and all(len(s.metrics) > 0 for s in r.future_states)
             )
+            return ok, r.explanation or "no future states"
+
+        async def compare() -> tuple[bool, str]:
+            plans = [
+                pb.CandidatePlan(
+                    plan_id="add",
+                    actions=[
+                        pb.ControlAction(
+                            action_type="ADD_SERVER", target=source, params={"count": "2"}
+                        )
+                    ],
+                ),
+                pb.CandidatePlan(
+                    plan_id="remove",
+                    actions=[pb.ControlAction(action_type="REMOVE_SERVER", target=source)],
+                ),
+            ]
+            r = await stub.Simulate(
+                pb.SimulationRequest(
+                    simulation_type="compare",
+                    plans=plans,
+                    horizon_minutes=30,
+                    parameters={"system": source},
+                ),
+                timeout=30,
+            )
+            ids = sorted(o.plan_id for o in r.plan_outcomes)
+            ranks = sorted(o.rank for o in r.plan_outcomes)
+            ok = r.success and ids == ["add", "do_nothing", "remove"] and ranks == [1, 2, 3]
+            return ok, r.explanation or f"plan outcomes: {ids}"
 
         async def diagnose() -> bool:
             r = await stub.Diagnose(
@@ -172,7 +208,11 @@ async def _checks(target: str, nats_url: str, out: Callable[[str], None]) -> boo
             "telemetry (stream + batch) visible through Query current_state", telemetry_visible
         )
         await check("malformed message published on polaris.digitaltwin.errors", dead_letter)
-        await check("Simulate what_if ADD_SERVER returns future states with metrics", simulate)
+        await check(
+            "Simulate what_if ADD_SERVER count=2 under traffic_spike returns future states",
+            simulate,
+        )
+        await check("Simulate compare ranks 2 plans and do_nothing", compare)
         await check("Diagnose answers", diagnose)
         await check("Manage get_metrics counts applied and dead-lettered events", metrics)
         await check("malformed request → INVALID_ARGUMENT", invalid)

@@ -101,3 +101,30 @@ def test_grounding_prefers_the_system_in_question_and_caps_the_text() -> None:
     assert "more line(s) omitted (prompt budget)" in small.text
     empty = grounding.build(TwinState(), "hello", grounding.GroundingConfig())
     assert "no telemetry yet" in empty.text and empty.now == 0.0
+
+
+def test_grounding_carries_the_ledgers_track_record() -> None:
+    """The LLM sees how far this twin's own predictions were from what then happened."""
+    from twin.core.events import Point
+    from twin.core.state import TwinState
+    from twin.models.llm.grounding import GroundingConfig, build
+    from twin.models.plans.skill import Skill
+
+    class Ledger:
+        def skill(self, system: str, kind: str, metric: str | None = None) -> Skill:
+            if (system, kind) == ("swim", "what_if"):
+                return Skill(25, 0.7, 0.06, 0.88, 1.0, 0.8)
+            return Skill(0)
+
+    state = TwinState()
+    state.apply_points([Point("swim", "average.response.time", 1.0, 100.0, "ms", None)])
+    plain = build(state, "what if I add a server", GroundingConfig(), system="swim")
+    assert "track record" not in plain.text  # no ledger yet: nothing invented
+    state.ledger = Ledger()  # type: ignore[attr-defined]
+    g = build(state, "what if I add a server", GroundingConfig(), system="swim")
+    assert "track record of this twin's predictions for swim" in g.text
+    assert (
+        "- what_if: 25 scored, relative error 6.0%, within ±10 % 80%, interval coverage 88%"
+        in g.text
+    )
+    assert "- forecast" not in g.text

@@ -20,11 +20,11 @@ async def test_whatif_mean_latency_within_10_percent_up_to_utilisation_0_9(syste
 
 @pytest.mark.parametrize("system", X.SYSTEM_NAMES)
 async def test_plan_choice_on_random_situations(system: str) -> None:
-    results = [await X.plan_choice(system, 500 + i) for i in range(8)]
+    results = [await X.plan_choice(system, 500 + i) for i in range(10)]
     matches = sum(r.match for r in results)
     regret = sum(r.regret for r in results) / sum(abs(r.best_utility) for r in results)
     detail = [(r.seed, r.twin_best, r.true_best, round(r.regret_share, 3)) for r in results]
-    assert matches >= 6, detail
+    assert matches >= 7, detail  # bench/plans.py: 85-90 % over 3 x 100 situations
     assert regret <= 0.05, detail
 
 

@@ -19,7 +19,7 @@ from twin.tools.loadgen import telemetry
 ROOT = Path(__file__).resolve().parents[3]
 NAB = Path(os.environ.get("POLARIS_NAB_DIR", ROOT.parent / "shared" / "nab"))
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
-EVENTS_PER_ROUND = 18  # loadgen: 11 swim + 3 utilization.server.N + 4 web_cluster
+EVENTS_PER_ROUND = 19  # loadgen: 11 swim + 3 utilization.server.N + 5 web_cluster
 
 
 def loadgen_points(rounds: int, start: float = T0, step: float = 5.0, seed: int = 1) -> list[Point]:

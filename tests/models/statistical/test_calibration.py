@@ -88,11 +88,12 @@ async def test_prediction_id_refers_to_a_simulation_and_forecasts_are_corrected(
 async def what_if_errors(calibrate: bool, **settings: float) -> list[float]:
     """Every 10 simulated minutes the twin (fed 3-server SWIM telemetry) predicts the next
     5 minutes under ADD_SERVER; the "real" system (the load generator's own model, not
-    M/G/c) then runs with 4 servers. With ``calibrate`` the observed mean response time
-    comes back as a calibration event referring to the simulation id."""
+    M/G/c, and with servers 20 % slower than the telemetry shows: a bias no model of
+    the history can know) then runs with 4 servers. With ``calibrate`` the observed mean
+    response time comes back as a calibration event referring to the simulation id."""
     rt = await runtime(**settings)
     try:
-        truth = SwimLike(seed=7, servers=4)
+        truth = SwimLike(seed=7, servers=4, service_rate=16.0)
         errors = []
         start = T0
         feed(rt, loadgen_points(240, start=start))  # 20 min of history first

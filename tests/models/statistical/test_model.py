@@ -121,6 +121,7 @@ async def test_forecast_defaults_to_all_metrics_of_the_system_and_rejects_unknow
             "memory.usage",
             "response.time",
             "request.rate",
+            "instance.count",
         }
         assert {"cpu.usage", "cpu.usage.lower", "request.rate.upper"} <= set(
             res.future_states[0].metrics

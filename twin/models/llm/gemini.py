@@ -385,6 +385,17 @@ class GeminiWorldModel(WorldModel):
                 explanation=self._unavailable_text(),
                 metadata={"model": self.name, "failure": "unavailable"},
             )
+        if request.simulation_type == "compare":
+            # Ranking K plans would take K+1 model calls; the plan engine (statistical
+            # member of a hybrid) ranks them, and its figures ground the LLM's what-ifs.
+            return SimulationResult(
+                False,
+                explanation=(
+                    "the gemini model does not rank plans (one LLM call per plan would be slow "
+                    "and costly); ask the statistical or hybrid model"
+                ),
+                metadata={"model": self.name, "failure": "unsupported"},
+            )
         system = next((a.target for a in request.actions if a.target), None) or requested_system(
             request.parameters
         )

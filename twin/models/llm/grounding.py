@@ -5,7 +5,9 @@ relevant to the question (name overlap with the question, the requested system,
 anomalous behaviour), the latest value, a trend (least-squares slope over the last
 ``trend_points`` samples) and a robust z-score of the latest value against that
 window; the current anomalies across *all* series; the newest actions from the
-action log; recent calibration results; and, when a forecaster is available (the
+action log; recent calibration results; the prediction ledger's measured accuracy of
+this twin's forecasts, what-ifs and plans for the system (when the ledger has scored
+some); and, when a forecaster is available (the
 statistical model), a few forecast points. The rendered text is cut to
 ``max_chars``; what was left out is counted in the text so the model knows.
 
@@ -219,6 +221,45 @@ def summarise_forecast(
     return lines
 
 
+TRACK_KINDS = ("forecast", "what_if", "plan")
+
+
+def track_record(state: TwinState, system: str | None) -> list[str]:
+    """The prediction ledger's measured figures for ``system``: how far this twin's own
+    forecasts and what-ifs have been from what then happened (empty without a ledger or
+    before anything was scored). Lets the LLM weigh its answer by measured, not assumed,
+    accuracy."""
+    ledger = getattr(state, "ledger", None)
+    if system is None or ledger is None or not callable(getattr(ledger, "skill", None)):
+        return []
+    lines = []
+    for kind in TRACK_KINDS:
+        try:
+            sk = ledger.skill(system, kind)
+        except Exception:  # noqa: BLE001 - grounding must never fail a request
+            continue
+        n = int(getattr(sk, "n", 0) or 0) if sk is not None else 0
+        if n <= 0:
+            continue
+        bits = [f"{n} scored"]
+        for label, attr, fmt in (
+            ("relative error", "rel_error", "{:.1%}"),
+            ("within ±10 %", "within_tolerance", "{:.0%}"),
+            ("interval coverage", "coverage", "{:.0%}"),
+            ("MASE", "mase", "{:.2f}"),
+        ):
+            v = getattr(sk, attr, math.nan)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                bits.append(f"{label} {fmt.format(v)}")
+        lines.append(f"- {kind}: " + ", ".join(bits))
+    if not lines:
+        return []
+    return [
+        f"track record of this twin's predictions for {system} "
+        "(prediction ledger, scored against later telemetry):"
+    ] + lines
+
+
 def build(
     state: TwinState,
     question: str,
@@ -310,6 +351,9 @@ def build(
                 + (f": {acc}" if acc else "")
             )
         sections.append(lines)
+    track = track_record(state, system or (sources[0] if len(sources) == 1 else None))
+    if track:
+        sections.append(track)
     forecasts_shown = 0
     if forecast is not None:
         label, result = forecast

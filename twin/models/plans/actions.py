@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twin.core.errors import InvalidRequest
-from twin.models.base import Action
+from twin.models.domain import Action
 
 CAPACITY_DELTA: dict[str, int] = {
     "ADD_SERVER": 1,

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from twin.core.errors import InvalidRequest
-from twin.models.base import (
+from twin.models.domain import (
     Action,
     EventBatch,
     Impact,
@@ -77,6 +77,7 @@ SERIES_ROLES = (
     "cost",
 )
 UNKNOWN_SIGMA = 0.5  # relative error assumed for an action nobody can model
+LEVEL_SAMPLES = 30  # load level of a last-value forecast: the mean of this many recent samples
 PLAN_SIGMA_FLOOR = 0.5  # share of the prior error every plan keeps (the future is not the window)
 
 
@@ -219,7 +220,7 @@ class PlanEngine:
         base = self._predict(ctx, [])
         pred = self._predict(ctx, list(request.actions)) if request.actions else base
         obj = self._objectives(ctx, request.parameters)
-        states = self._states(ctx, pred, base)
+        states = self._states(ctx, pred, base, request.simulation_id)
         impact = self._impact(ctx, pred, base, obj)
         conf, basis = self._confidence(ctx, pred)
         util_value, parts, p_breach = self._utility(ctx, pred, obj)
@@ -258,7 +259,7 @@ class PlanEngine:
             pred = base if not plan.actions else self._predict(ctx, plan.actions)
             u, parts, p_breach = self._utility(ctx, pred, obj)
             conf, basis = self._confidence(ctx, pred)
-            states = self._states(ctx, pred, base)
+            states = self._states(ctx, pred, base, compact=True)
             impact = self._impact(ctx, pred, base, obj)
             p_any = float(np.mean(p_breach)) if p_breach.shape[0] else 0.0
             text = self._plan_text(ctx, plan, pred, u, parts, p_any, basis)
@@ -378,7 +379,7 @@ class PlanEngine:
             return SimulationResult(
                 False,
                 explanation=f"unknown system {system!r}; known: "
-                            f"{', '.join(store.sources()) or 'none yet'}",
+                f"{', '.join(store.sources()) or 'none yet'}",
             )
         roles = self.roles.roles(store, system)
         sys_settings = system_settings(self.settings, system)
@@ -469,22 +470,53 @@ class PlanEngine:
             if (name and self.forecast is not None)
             else None
         )
-        if fc is not None and fc.times.shape[0]:
-            n = fc.times.shape[0]
-            stride = max(1, math.ceil(n / max_states))
-            idx = np.arange(n - 1, -1, -stride)[::-1]
-            scale = (roles.get("load") or roles.get("throughput")).scale  # type: ignore[union-attr]
-            mean = fc.mean[idx] * scale
-            lo, hi = fc.lower[idx] * scale, fc.upper[idx] * scale
-            ceiling = self._load_ceiling(ctx, name) if name else None
+        if fc is not None and fc.times.shape[0] and name:
+            times, f_mean, f_lo, f_hi = fc.times, fc.mean, fc.lower, fc.upper
             method = fc.method
+            end = ctx.now + ctx.horizon_sec
+            if getattr(fc, "truncated", False) and float(times[-1]) < end - 1.0:
+                # A fast series hits the forecaster's step limit before the horizon: hold
+                # its last forecast on a coarse grid out to the horizon, and say so.
+                extra = np.linspace(float(times[-1]), end, max_states + 1)[1:]
+                times = np.concatenate((times, extra))
+                f_mean, f_lo, f_hi = (
+                    np.concatenate((a, np.full(extra.shape[0], a[-1])))
+                    for a in (f_mean, f_lo, f_hi)
+                )
+                held = (float(fc.times[-1]) - ctx.now) / 60
+                method += (
+                    f" (held from +{held:.0f} min: the sampling step is too fine to forecast "
+                    "further)"
+                )
+            if times.shape[0] > max_states:  # a uniform grid of at most max_states states
+                grid = np.linspace(
+                    float(times[-1])
+                    - (float(times[-1]) - float(times[0])) * (max_states - 1) / max_states,
+                    float(times[-1]),
+                    max_states,
+                )
+                f_mean, f_lo, f_hi = (np.interp(grid, times, a) for a in (f_mean, f_lo, f_hi))
+                times = grid
+            scale = (roles.get("load") or roles.get("throughput")).scale  # type: ignore[union-attr]
+            mean = f_mean * scale
+            lo, hi = f_lo * scale, f_hi * scale
+            if method.startswith(("naive", "fallback")):
+                # A last-value forecast of a noisy rate is its last sample (a 10 s count can be
+                # 20 % off), and a queue's latency is very sensitive to the load level: use
+                # the recent mean as the level, keep the band's width.
+                level = self._recent_level(ctx, name)
+                if level is not None:
+                    shift = level - float(mean[0])
+                    mean, lo, hi = mean + shift, np.maximum(lo + shift, 0.0), hi + shift
+                    method += f", level = mean of the last {LEVEL_SAMPLES} samples ({level:.4g})"
+            ceiling = self._load_ceiling(ctx, name)
             if ceiling is not None and np.any(hi - mean > ceiling):
                 lo, hi = np.maximum(lo, mean - ceiling), np.minimum(hi, mean + ceiling)
                 method += (
                     f" (band capped at ±{ceiling:.3g} req/s, the load's own variability over the "
                     "window)"
                 )
-            load = scenarios.Load(fc.times[idx], mean, np.maximum(lo, 0.0), hi, method)
+            load = scenarios.Load(times, mean, np.maximum(lo, 0.0), hi, method)
             fitted = bool(fc.fitted)
         else:
             level = ctx.tier.load if ctx.tier is not None else None
@@ -501,6 +533,15 @@ class PlanEngine:
             )
             fitted = False
         return scenarios.shape(load, params, ctx.now, ctx.horizon_sec), fitted
+
+    def _recent_level(self, ctx: _Context, name: str) -> float | None:
+        s = self.state.store.get(ctx.system, name)
+        if s is None or len(s) < 3:
+            return None
+        _, v = s.tail(LEVEL_SAMPLES)
+        b = ctx.roles.get("load") or ctx.roles.get("throughput")
+        v = v[np.isfinite(v)]
+        return float(np.mean(v)) * (b.scale if b is not None else 1.0) if v.shape[0] else None
 
     def _load_ceiling(self, ctx: _Context, name: str) -> float | None:
         """Half-width a load band need not exceed: the z-score of the load's variation over
@@ -695,7 +736,16 @@ class PlanEngine:
             return ctx.load.times
         return ctx.series["_times"][0]
 
-    def _states(self, ctx: _Context, pred: _Prediction, base: _Prediction) -> list[PredictedState]:
+    def _states(
+        self,
+        ctx: _Context,
+        pred: _Prediction,
+        base: _Prediction,
+        remember: str = "",
+        compact: bool = False,
+    ) -> list[PredictedState]:
+        """States in the system's own metric names and units. ``compact`` (compare outcomes):
+        no ``baseline.*`` copies (the do-nothing outcome is there) and no per-unit copies."""
         times = self._times(ctx)
         roles, system = ctx.roles, ctx.system
         n = times.shape[0]
@@ -712,9 +762,14 @@ class PlanEngine:
                 cols[f"{b.metric}.lower"] = lo / scale
                 cols[f"{b.metric}.upper"] = hi / scale
                 bv = base.values.get(role)
-                if bv is not None:
+                if bv is not None and not compact:
                     cols[f"baseline.{b.metric}"] = bv[0] / scale
-        if roles.per_unit_utilization and util is not None and pred.units is not None:
+        if (
+            roles.per_unit_utilization
+            and util is not None
+            and pred.units is not None
+            and not compact
+        ):
             prefix = roles.per_unit_utilization[0].rsplit(".", 1)[0]
             ub = roles.get("utilization")
             scale = ub.scale if ub is not None else 1.0
@@ -724,6 +779,19 @@ class PlanEngine:
             skill.confidence(math.sqrt(float(x) ** 2 + pred.extra_sigma**2), self.tolerance)
             for x in pred.latency_sigma
         ]
+        if remember and hasattr(self.corrector, "remember"):
+            # The raw (uncorrected) prediction, so a calibration event that refers to this
+            # simulation id compares the actual with what the model itself predicted.
+            keep = [
+                k
+                for k in cols
+                if not k.endswith((".lower", ".upper")) and not k.startswith("baseline.")
+            ]
+            stride = max(1, n // 200)
+            raw = [
+                (float(times[i]), {k: float(cols[k][i]) for k in keep}) for i in range(0, n, stride)
+            ]
+            self.corrector.remember(remember, system, raw)
         self._correct_columns(system, cols, util, butil)
         names = list(cols)
         rows = np.vstack([cols[k] for k in names]).T.tolist() if names else [[] for _ in range(n)]

@@ -119,12 +119,18 @@ def evaluate_tier(
     out = Trajectory(units=cfg.units, saturated=st.saturated, latency_sigma=sigma, own_sigma=own)
     out.values["load"] = (load.mean, load.lower, load.upper)
     out.values["latency"] = (lat_m, lat_lo_load / spread, lat_hi_load * spread)
+    # While the mean path is saturated (a backlog) the tier is fully busy at every band load.
+    sat = st.saturated
     out.values["utilization"] = (
         st.utilization,
-        runs["lower"].utilization,
-        runs["upper"].utilization,
+        np.where(sat, 1.0, runs["lower"].utilization),
+        np.where(sat, 1.0, runs["upper"].utilization),
     )
-    out.values["throughput"] = (st.throughput, runs["lower"].throughput, runs["upper"].throughput)
+    out.values["throughput"] = (
+        st.throughput,
+        np.where(sat, st.throughput, runs["lower"].throughput),
+        np.where(sat, st.throughput, runs["upper"].throughput),
+    )
     out.values["capacity"] = _const(n, cfg.units)
     if cfg.knob is not None:
         out.values["knob"] = _const(n, cfg.knob)

@@ -116,8 +116,7 @@ RULES: tuple[tuple[str, str], ...] = (
     ("latency", r"^response\.time(\.(avg|mean|average))?$"),
     (
         "latency",
-        _EXCLUDE_TAIL
-        + r".*(^|\.)(latency|response\.time|request\.duration|server\.duration)"
+        _EXCLUDE_TAIL + r".*(^|\.)(latency|response\.time|request\.duration|server\.duration)"
         r"(\.seconds|\.ms)?(\.(avg|mean|average))?$",
     ),
     (
@@ -224,9 +223,7 @@ def _latency_scale(name: str, unit: str) -> float:
         return 0.001
     if u in ("ns", "nanosecond", "nanoseconds"):
         return 1e-6
-    if (
-        name.endswith((".seconds", ".sec", ".s")) or ".seconds." in name
-    ):
+    if name.endswith((".seconds", ".sec", ".s")) or ".seconds." in name:
         return 1000.0
     if name.endswith((".us", ".micros")):
         return 0.001

@@ -569,6 +569,23 @@ def _fit_latency(store: Any, tier: Tier, lo: float, ravg: float | None) -> None:
     )
     tier.rt_factor = used
     tier.fit_sigma = _fit_residual(tier, groups)
+    if tier.wait_factor != 1.0 and len(groups) > 1:
+        # Several configurations or load levels: keep the waiting-time factor only if it
+        # fits them better than a flat factor alone (a system that is not M/G/c at all
+        # can make a large waiting factor fit one load level and miss the others).
+        k_model = (tier.wait_factor, tier.rt_factor, tier.fit_sigma)
+        tier.wait_factor = 1.0
+        flat = _pool(tier, groups, 1.0)
+        tier.rt_factor = flat[0] if flat is not None else 1.0
+        flat_sigma = _fit_residual(tier, groups)
+        if flat_sigma < k_model[2]:
+            tier.fit_sigma = flat_sigma
+            tier.notes.append(
+                f"a flat factor {tier.rt_factor:.3f} fits the configurations better "
+                f"({flat_sigma:.1%} vs {k_model[2]:.1%}) than the waiting-time factor: used instead"
+            )
+        else:
+            tier.wait_factor, tier.rt_factor, tier.fit_sigma = k_model
 
 
 def _fit_residual(tier: Tier, groups: list[_Group]) -> float:

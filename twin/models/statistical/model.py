@@ -20,9 +20,9 @@ Request types:
   ``include=anomalies`` (and ``include=forecasters``) on ``current_state``, and
   ``natural_language`` (``nl.py``).
 - ``simulate``: ``forecast`` (``forecast_simulation.py``; parameters ``system``,
-  ``metric`` or ``metrics``) and ``what_if``/``scenario`` (``whatif.py`` over the
-  queueing model of ``capacity.py``; scenarios take ``load_factor`` or
-  ``arrival_rate``); both pick their system with ``simulation.pick_system``.
+  ``metric`` or ``metrics``); ``what_if``/``scenario`` and ``compare`` (ranked plans)
+  through ``twin.models.plans.engine.PlanEngine`` (metric roles, the queueing model,
+  effects learned from the execution log, load scenarios, SLOs and utility).
 - ``diagnose``: delegated to ``diagnosis.diagnose`` (imported lazily).
 - ``calibrate``: per-metric corrections (``calibration.py``).
 
@@ -67,7 +67,6 @@ from twin.models.statistical.forecast_simulation import simulate_forecast
 from twin.models.statistical.selection import select_and_fit
 from twin.models.statistical.settings import StatisticalSettings
 from twin.models.statistical.simulation import SimulationContext, calibrated
-from twin.models.statistical.whatif import simulate_what_if
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +142,15 @@ class StatisticalWorldModel(WorldModel):
     name = "statistical"
     version = "1.0.0"
 
+    @classmethod
+    def validate_settings(
+        cls, settings: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> list[str]:
+        from twin.models.plans.roles import validate_systems_setting
+        from twin.models.settings import settings_problems
+
+        return settings_problems(StatisticalSettings, settings) + validate_systems_setting(settings)
+
     def __init__(self, state: TwinState, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(state, settings)
         self._task: asyncio.Task[None] | None = None
@@ -166,10 +174,29 @@ class StatisticalWorldModel(WorldModel):
         self.engine = ForecastEngine(cfg)
         self.calibrator = Calibrator(cfg.calibration_min_weight)
         self.sim = SimulationContext(self.state, self.engine, self.calibrator, cfg)
+        self.plans = self._plan_engine()
         self.points_scored = 0
         self.update_seconds = 0.0
         self.fit_failures = 0
         self.fit_cycles = 0
+
+    def _plan_engine(self) -> Any:
+        from twin.models.plans.engine import PlanEngine
+
+        sim = self.sim
+
+        def forecast(system: str, metric: str, horizon_sec: float, level: float) -> Any:
+            s = self.state.store.get(system, metric)
+            if s is None or not len(s):
+                return None
+            out = self.engine.forecast((system, metric), s, horizon_sec, level)
+            if not out.fitted:
+                sim.fallback_forecasts += 1
+            return out
+
+        settings = dict(self.settings)
+        settings.setdefault("cost_per_server_hour", self.config.cost_per_server_hour)
+        return PlanEngine(self.state, settings, forecast, self.calibrator, self.level)
 
     @property
     def fallback_forecasts(self) -> int:
@@ -199,6 +226,7 @@ class StatisticalWorldModel(WorldModel):
         self.anomalous.clear()
         self.engine.reset()
         self.calibrator.reset()
+        self.plans.reset()
 
     # ------------------------------------------------------------------ ingestion
 
@@ -313,6 +341,10 @@ class StatisticalWorldModel(WorldModel):
                         },
                         p.t,
                     )
+        if batch.actions:
+            self.plans.update(
+                batch
+            )  # execution results: learned effects, once their telemetry arrives
         self.points_scored += n
         self.update_seconds += time.perf_counter() - t0
         if new_series and self._wake is not None:
@@ -362,6 +394,7 @@ class StatisticalWorldModel(WorldModel):
     async def fit_cycle(self, max_fits: int | None = None) -> int:
         """One background pass: advance cached states, (re)fit what is due. Returns fits done."""
         self.fit_cycles += 1
+        self.plans.background()
         store, engine = self.state.store, self.engine
         due: list[tuple[int, Key, str]] = []
         for s in store:
@@ -528,12 +561,19 @@ class StatisticalWorldModel(WorldModel):
         kind = request.simulation_type
         if kind == "forecast":
             return simulate_forecast(self.sim, request)
-        if kind in ("what_if", "scenario"):
-            return simulate_what_if(self.sim, request)
+        if kind in ("what_if", "scenario", "compare"):
+            self.plans.background()  # effects of executions whose telemetry has arrived
+            if kind == "compare":
+                result, outcomes = self.plans.compare(request, request.plans)
+                result.plan_outcomes = outcomes
+                return result
+            return self.plans.what_if(request)
         return SimulationResult(
             False,
-            explanation=f"simulation_type {kind!r} is not supported; use forecast, what_if or "
-                        "scenario",
+            explanation=(
+                f"simulation_type {kind!r} is not supported; use forecast, what_if, scenario "
+                "or compare"
+            ),
         )
 
     # ------------------------------------------------------------------ diagnosis, calibration
@@ -545,7 +585,7 @@ class StatisticalWorldModel(WorldModel):
             return DiagnosisResult(
                 False,
                 explanation="root-cause diagnosis is not available in this build of the "
-                            f"statistical model ({exc})",
+                f"statistical model ({exc})",
                 metadata={"model": self.name},
             )
         fn = getattr(diagnosis, "diagnose", None)
@@ -553,7 +593,7 @@ class StatisticalWorldModel(WorldModel):
             return DiagnosisResult(
                 False,
                 explanation="root-cause diagnosis is not available: "
-                            "twin.models.statistical.diagnosis has no diagnose()",
+                "twin.models.statistical.diagnosis has no diagnose()",
             )
         try:
             prepare, answer = (
@@ -617,6 +657,7 @@ class StatisticalWorldModel(WorldModel):
             "calibration_records_total": float(self.calibrator.records),
             "calibration_pairs_total": float(self.calibrator.pairs),
             "calibrated_metrics": float(len(self.calibrator.corrections)),
+            **self.plans.metrics(),
         }
 
     def metrics(self) -> dict[str, float]:

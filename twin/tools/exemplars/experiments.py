@@ -59,24 +59,6 @@ class TwinUnderTest:
 
     def __init__(self, rt: Any) -> None:
         self.rt = rt
-        self._engine: Any = getattr(rt.model, "plans", None)
-        if self._engine is None:  # a model without the plans engine wired in: drive one here
-            from twin.models.plans.engine import PlanEngine
-
-            m = rt.model
-
-            def forecast(system: str, metric: str, horizon: float, level: float) -> Any:
-                s = rt.state.store.get(system, metric)
-                return (
-                    m.engine.forecast((system, metric), s, horizon, level)
-                    if s is not None and len(s)
-                    else None
-                )
-
-            self._engine = PlanEngine(rt.state, m.settings, forecast, m.calibrator, m.level)
-            self._own = True
-        else:
-            self._own = False
 
     @classmethod
     async def start(cls, **settings: Any) -> TwinUnderTest:
@@ -88,7 +70,8 @@ class TwinUnderTest:
         cfg = load_config(
             overrides={
                 "digital_twin": {
-                    "world_model": {"implementation": "statistical", "settings": merged}
+                    "world_model": {"implementation": "statistical", "settings": merged},
+                    "performance": {"compute_workers": 0},  # one twin per situation: no pool
                 }
             },
             environ={},
@@ -106,26 +89,11 @@ class TwinUnderTest:
 
     @property
     def plans(self) -> Any:
-        return self._engine
+        """The statistical model's plan engine (roles, effects, settings)."""
+        return self.rt.model.plans
 
     def feed(self, seg: Segment) -> None:
         feed(self.rt, seg)
-        if self._own:
-            import orjson
-
-            from twin.core.events import decode_execution, parse_time
-            from twin.models.base import EventBatch
-
-            for e in seg.executions:
-                rec = decode_execution(orjson.dumps(e))
-                self._engine.effects.on_action(
-                    parse_time(e["finished_at"]),
-                    rec.target or "",
-                    rec.action_type,
-                    (rec.metadata or {}).get("params", {}),
-                    rec.success,
-                )
-            _ = EventBatch
 
     async def fit(self, system: str, metrics: Sequence[str] | None = None) -> int:
         """Fits the forecasters of ``metrics`` (default: the load series) now."""
@@ -160,7 +128,7 @@ class TwinUnderTest:
         params: dict[str, str] | None = None,
         plans: Sequence[tuple[str, Sequence[Act]]] = (),
     ) -> Any:
-        from twin.models.base import Action, SimulationRequest
+        from twin.models.domain import Action, SimulationRequest
         from twin.models.plans.types import CandidatePlan
 
         p = dict(params or {})
@@ -176,32 +144,8 @@ class TwinUnderTest:
             CandidatePlan(pid, [Action(a.action_type, system, dict(a.params)) for a in acts])
             for pid, acts in plans
         ]
-        if not self._own:
-            if cands:
-                req.plans = cands  # type: ignore[attr-defined]
-            return await self.model.simulate(req)
-        if kind == "compare":
-            res, outcomes = self._engine.compare(req, cands)
-            return _Compared(res, outcomes)
-        if kind in ("what_if", "scenario"):
-            return self._engine.what_if(req)
+        req.plans = cands
         return await self.model.simulate(req)
-
-
-@dataclass(slots=True)
-class _Compared:
-    """A compare answer while SimulationResult has no ``plan_outcomes`` field yet."""
-
-    result: Any
-    plan_outcomes: list[Any]
-
-    @property
-    def success(self) -> bool:
-        return bool(self.result.success)
-
-    @property
-    def explanation(self) -> str:
-        return str(self.result.explanation)
 
 
 # ----------------------------------------------------------------------------- utilities

@@ -36,7 +36,7 @@ def points(events: list[dict[str, Any]]) -> list[Point]:
 def feed(rt: Any, seg: Segment, batch: int = 500) -> None:
     """Applies a segment to an in-process ``TwinRuntime``: telemetry and execution results
     in event-time order, each execution result decoded from its JSON like a NATS message."""
-    from twin.models.base import EventBatch
+    from twin.models.domain import EventBatch
 
     pts = points(seg.telemetry)
     execs = sorted(((parse_time(e["finished_at"]), e) for e in seg.executions), key=lambda x: x[0])
