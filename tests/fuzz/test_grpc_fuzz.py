@@ -120,6 +120,48 @@ REQUESTS = st.one_of(
 )
 
 
+def well_formed() -> list[tuple[str, object]]:
+    """Requests a client would send: each must be answered OK, whatever hypothesis draws."""
+    return [
+        ("Query", pb.QueryRequest(query_id="q1", query_type="current_state")),
+        (
+            "Query",
+            pb.QueryRequest(
+                query_id="q2", query_type="current_state", parameters={"system": "sys1"}
+            ),
+        ),
+        (
+            "Query",
+            pb.QueryRequest(
+                query_id="q3",
+                query_type="historical",
+                parameters={"system": "sys1", "metric": "load", "window_minutes": "60"},
+            ),
+        ),
+        (
+            "Simulate",
+            pb.SimulationRequest(
+                simulation_id="s1", simulation_type="forecast", horizon_minutes=10
+            ),
+        ),
+        (
+            "Simulate",
+            pb.SimulationRequest(
+                simulation_id="s2",
+                simulation_type="what_if",
+                horizon_minutes=10,
+                actions=[pb.ControlAction(action_id="a", action_type="ADD_SERVER", target="sys1")],
+            ),
+        ),
+        ("Diagnose", pb.DiagnosisRequest(diagnosis_id="d1", anomaly_description="slow")),
+        *[
+            ("Manage", pb.ManagementRequest(request_id=op, operation=op))
+            for op in ("health_check", "get_metrics", "list_models", "get_config")
+            if op in MANAGE_OPERATIONS
+        ],
+    ]
+
+
 def corpus(n: int) -> list[tuple[str, object]]:
     out: list[tuple[str, object]] = []
 
@@ -154,6 +196,8 @@ async def test_random_requests_get_ok_or_invalid_argument_never_an_internal_erro
     stub = pb_grpc.DigitalTwinStub(ch)
     codes: collections.Counter[str] = collections.Counter()
     bad: list[str] = []
+    for method, req in well_formed():
+        await getattr(stub, method)(req, timeout=15)  # raises on anything but OK
     for method, req in corpus(300):
         try:
             await getattr(stub, method)(req, timeout=15)
@@ -164,7 +208,9 @@ async def test_random_requests_get_ok_or_invalid_argument_never_an_internal_erro
                 bad.append(f"{method} {err.code().name} {err.details()!r} for {str(req)[:300]!r}")
     print(f"\ngRPC fuzz: {sum(codes.values())} requests: {dict(codes)}")
     assert not bad, bad[:5]
-    assert codes["OK"] > 50 and codes["INVALID_ARGUMENT"] > 20  # the corpus reached both sides
+    # The corpus reached both sides (the OK count depends on hypothesis' draws; the
+    # well-formed requests above hold OK for certain).
+    assert codes["OK"] > 20 and codes["INVALID_ARGUMENT"] > 20
     assert (await manage(ch, "health_check")).success
     # Random replays may have run; once they finish the twin holds the whole stream again.
     await manage(ch, "replay", from_sequence="1")
