@@ -248,6 +248,8 @@ class TwinConfig:
     events: EventsConfig = field(default_factory=EventsConfig)
     limits: EventLimits = field(default_factory=EventLimits)
     auth: AuthConfig = field(default_factory=lambda: AuthConfig(None, {}, list(DEFAULT_PROTECTED)))
+    # Managed systems this twin answers for (names or globs; empty = all): twin.ingest.systems.
+    systems: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TwinConfig:
@@ -277,6 +279,7 @@ class TwinConfig:
             http=HttpConfig(**dt["http"]),
             events=EventsConfig(**dt["events"]),
             limits=EventLimits.from_settings(dt.get("limits")),
+            systems=tuple(dt.get("systems") or ()),
         )
 
 
