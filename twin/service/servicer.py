@@ -39,7 +39,7 @@ from twin.service.auth import (
     caller_of,
     is_loopback_host,
 )
-from twin.service.eager import call_within
+from twin.service.budget import call_within
 from twin.service.rpc_metrics import RpcMetrics
 from twin.service.spans import model_call_span, record_outcome
 

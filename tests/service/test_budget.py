@@ -1,4 +1,4 @@
-"""``call_within``: ``asyncio.wait_for`` semantics without a task per call that never waits."""
+"""``call_within``: ``asyncio.wait_for`` semantics, in the caller's task."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from twin.service.eager import call_within
+from twin.service.budget import call_within
 
 
 def _busy(seconds: float) -> None:
@@ -16,7 +16,7 @@ def _busy(seconds: float) -> None:
         pass
 
 
-async def test_a_call_that_never_suspends_runs_in_the_callers_task_and_is_answered() -> None:
+async def test_a_call_that_never_suspends_is_answered() -> None:
     outer = asyncio.current_task()
     seen: list[asyncio.Task[object] | None] = []
 
@@ -26,6 +26,37 @@ async def test_a_call_that_never_suspends_runs_in_the_callers_task_and_is_answer
         return "answer"
 
     assert await call_within(call(), 0.01) == "answer"
+    assert seen == [outer]  # no task per call
+
+
+async def test_timeouts_inside_the_call_keep_working_across_suspensions() -> None:
+    """A call that enters its own timeout before suspending (the LLM model's call
+    timeout) is timed out by it, not by the outer budget, and answers in band."""
+
+    async def call() -> str:
+        try:
+            async with asyncio.timeout(0.02):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            return "inner timeout"
+        return "never"
+
+    t0 = time.perf_counter()
+    assert await call_within(call(), 2.0) == "inner timeout"
+    assert time.perf_counter() - t0 < 1.0
+    assert not asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+
+async def test_a_call_that_suspends_keeps_its_task() -> None:
+    outer = asyncio.current_task()
+    seen: list[asyncio.Task[object] | None] = []
+
+    async def call() -> int:
+        await asyncio.sleep(0.001)
+        seen.append(asyncio.current_task())
+        return 1
+
+    assert await call_within(call(), 1.0) == 1
     assert seen == [outer]
 
 
