@@ -7,7 +7,9 @@ the management operations. Ingestion and the gRPC service both hold a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,12 +18,15 @@ from typing import Any, Protocol
 from twin.core import workers
 from twin.core.config import TwinConfig
 from twin.core.events import Point
+from twin.core.ledger import PredictionLedger
 from twin.core.memory import release_memory
 from twin.core.state import TwinState
 from twin.core.store import Retention
 from twin.ingest.stats import IngestStats
 from twin.models.base import WorldModel
-from twin.models.domain import EventBatch, Health
+from twin.models.capabilities import BacktestReporter, Refittable
+from twin.models.domain import EventBatch, Health, SimulationRequest, SimulationResult
+from twin.models.predictions import calibrate_and_record
 from twin.models.registry import create_model
 from twin.core.rpc_metrics import RpcMetrics
 
@@ -65,6 +70,7 @@ class TwinRuntime:
             max_series_per_system=config.state.max_series_per_system,
             action_log_max_bytes=config.state.action_log_max_bytes,
             limits=config.limits,
+            ledger=ledger_from_config(config),
         )
         self.model_name = model_name or config.world_model.implementation
         self.model: WorldModel = create_model(self.model_name, self.state, config.world_model.settings)
@@ -79,6 +85,7 @@ class TwinRuntime:
         self.workers = workers.pool()
         # twin.supervisor.ModelSupervisor, started by the app (health_check_interval_sec).
         self.supervisor: Any = None
+        self._ledger_task: asyncio.Task[None] | None = None
 
     async def initialize(self) -> None:
         # Worker processes for heavy computation (fits): started in the background, so
@@ -86,8 +93,15 @@ class TwinRuntime:
         self.workers = workers.configure(self.config.performance.compute_workers)
         self._workers_start = asyncio.get_running_loop().create_task(self.workers.start(), name="compute-workers")
         await self.model.initialize()
+        if self._ledger_task is None:
+            self._ledger_task = asyncio.get_running_loop().create_task(self._score_loop(), name="prediction-ledger")
 
     async def shutdown(self) -> None:
+        task, self._ledger_task = self._ledger_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.model.shutdown()
         task = getattr(self, "_workers_start", None)
         if task is not None and not task.done():
@@ -105,6 +119,40 @@ class TwinRuntime:
         self.model.update(EventBatch(points, (), ()))
         self.ingest_stats.events_received += len(points)
         self.ingest_stats.events_applied += len(points)
+        self.score_predictions()
+
+    # ------------------------------------------------------------------ predictions
+    async def simulate(self, request: SimulationRequest) -> SimulationResult:
+        """The model's answer, its intervals recalibrated and the prediction recorded in
+        the ledger (once here, whichever model answered)."""
+        result = await self.model.simulate(request)
+        try:
+            bt = self.model.backtest_error if isinstance(self.model, BacktestReporter) else None
+            calibrate_and_record(self.state.ledger, self.state.store, request, result, self.model_name, bt)
+        except Exception:  # noqa: BLE001 - the ledger must never cost an answer
+            log.exception("prediction ledger: could not record %s", request.simulation_id)
+        return result
+
+    def score_predictions(self) -> int:
+        """Scores due predictions (by event time) and refits systems whose forecasts drifted."""
+        led = self.state.ledger
+        n = led.score_due(self.state.store, self.state.actions)
+        if self.config.predictions.refit_on_drift:
+            for system in led.systems_to_refit():
+                parts = self.model.refit_system(system) if isinstance(self.model, Refittable) else 0
+                newest = max((s.last_t for s in self.state.store if s.source == system), default=math.nan)
+                led.refitted(system, newest, parts)
+                log.warning("prediction drift on %s: %d model part(s) refitted", system, parts)
+        return n
+
+    async def _score_loop(self) -> None:
+        interval = self.config.predictions.score_interval_sec
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.score_predictions()
+            except Exception:  # noqa: BLE001 - keep scoring
+                log.exception("prediction ledger: scoring failed")
 
     async def reload(self, implementation: str | None = None, settings: Mapping[str, Any] | None = None) -> str:
         """Reloads the model in place, or swaps in another implementation (store kept)."""
@@ -141,6 +189,11 @@ class TwinRuntime:
             extra = self.durability.health_issues()
             issues.extend(extra)
             if extra and status == "healthy":
+                status = "degraded"
+        drift = self.state.ledger.drift_reasons()
+        if drift:
+            issues.extend(f"prediction drift: {r}" for r in drift)
+            if status == "healthy":
                 status = "degraded"
         perf = dict(h.performance_metrics)
         perf.update(
@@ -202,6 +255,8 @@ class TwinRuntime:
             m[f"model_{op}_p99_ms"] = rec.quantile(0.99) * 1000
         for k, v in self.model.metrics().items():
             m[f"model.{k}"] = v
+        m.update(self.state.ledger.totals())
+        m.update(self.state.ledger.labelled_metrics())
         m.update(self.workers.metrics())
         if self.supervisor is not None:
             m.update(self.supervisor.metrics())
@@ -210,3 +265,17 @@ class TwinRuntime:
             if self.durability.applied_sequence is not None:
                 m["applied_sequence"] = self.durability.applied_sequence
         return {k: float(v) for k, v in m.items()}
+
+
+def ledger_from_config(config: TwinConfig) -> PredictionLedger:
+    p = config.predictions
+    return PredictionLedger(
+        max_pending=p.max_pending_per_system,
+        max_recent=p.max_recent_per_system,
+        max_points=p.max_points_per_prediction,
+        max_systems=p.max_systems,
+        skill_window=p.skill_window,
+        drift_margin=p.drift_margin,
+        drift_min_predictions=p.drift_min_predictions,
+        calibrate_intervals=p.calibrate_intervals,
+    )

@@ -178,3 +178,47 @@ async def test_metrics_port_zero_starts_no_server(
 ) -> None:
     app = await instrumented_twin(nats_server.url)
     assert getattr(app, "metrics_server", None) is None
+
+
+def test_prediction_ledger_figures_are_labelled_by_system_model_and_kind() -> None:
+    import numpy as np
+
+    from twin.core.events import Point
+    from twin.core.ledger import TrackInput
+    from twin.core.rpc_metrics import RpcMetrics
+    from twin.core.state import TwinState
+
+    state = TwinState()
+    state.apply_points([Point("web", "cpu", 100.0 + 10 * i, 50.0, "pct", None) for i in range(50)])
+    t = state.store.get("web", "cpu").last_t + 10.0 * np.arange(1, 4)
+    m = np.full(3, 50.0)
+    state.ledger.record(state.store, "f", "web", "statistical", "forecast", [TrackInput("cpu", t, m, m - 1, m + 1)], 0.9)
+    state.ledger.record(state.store, "w", "web", "statistical", "what_if", [TrackInput("cpu", t, m)], actions=[("ADD_SERVER", "web")])
+    state.apply_points([Point("web", "cpu", float(x), 50.5, "pct", None) for x in t])
+    assert state.ledger.score_due(state.store, state.actions) == 2
+
+    class Rt:
+        rpc_metrics = RpcMetrics()
+
+    Rt.state = state  # type: ignore[attr-defined]
+    snap = {**state.ledger.totals(), **state.ledger.labelled_metrics()}
+    assert snap['predictions_scored_total{kind="forecast",model="statistical",system="web"}'] == 1
+    registry = CollectorRegistry(auto_describe=False)
+
+    class C:
+        def collect(self):
+            return families(Rt(), snap)
+
+    registry.register(C())  # type: ignore[arg-type]
+    g = registry.get_sample_value
+    lab = {"system": "web", "model": "statistical", "kind": "forecast"}
+    assert g("polaris_twin_predictions_recorded_total", lab) == 1
+    assert g("polaris_twin_predictions_scored_total", lab) == 1
+    assert g("polaris_twin_prediction_interval_coverage", lab) == 1.0
+    assert g("polaris_twin_predictions_not_executed_total", {**lab, "kind": "what_if"}) == 1
+    assert g("polaris_twin_forecast_interval_coverage") == 1.0
+    assert g("polaris_twin_predictions_recorded_total") is None, "no unlabelled twin of a labelled family"
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE polaris_twin_predictions_scored_total counter") == 1

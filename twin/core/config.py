@@ -198,6 +198,22 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class PredictionsConfig:
+    """``digital_twin.predictions``: bounds and feedback of the prediction ledger."""
+
+    max_pending_per_system: int = 100
+    max_recent_per_system: int = 100
+    max_points_per_prediction: int = 240
+    max_systems: int = 1000
+    skill_window: int = 50
+    calibrate_intervals: bool = True
+    drift_margin: float = 2.0
+    drift_min_predictions: int = 5
+    refit_on_drift: bool = True
+    score_interval_sec: float = 1.0
+
+
+@dataclass(frozen=True)
 class TelemetryConfig:
     otlp_endpoint: str | None
     sampling_ratio: float
@@ -216,6 +232,7 @@ class TwinConfig:
     telemetry: TelemetryConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     limits: EventLimits = field(default_factory=EventLimits)
+    predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TwinConfig:
@@ -231,6 +248,7 @@ class TwinConfig:
             telemetry=TelemetryConfig(**dt["telemetry"]),
             raw={"digital_twin": dt},
             limits=EventLimits.from_settings(dt.get("limits")),
+            predictions=PredictionsConfig(**dt.get("predictions", {})),
         )
 
 

@@ -57,6 +57,16 @@ TOLERANCE = 0.10  # "within tolerance": |error| <= 10 % of the actual
 CONFIDENCE_PRIOR_WEIGHT = 5.0  # Skill.confidence: measured share weighs n / (n + 5)
 SCALE_TAIL = 512  # points before the origin used for the MASE scale and the native step
 STATUSES = ("pending", "scored", "not_executed", "unscorable", "dropped")
+# aggregate field -> metric name (get_metrics keys and Prometheus families, labelled by system, model, kind)
+METRIC_NAMES = {
+    "recorded": "predictions_recorded_total",
+    "scored": "predictions_scored_total",
+    "not_executed": "predictions_not_executed_total",
+    "coverage": "prediction_interval_coverage",
+    "coverage_raw": "prediction_interval_coverage_raw",
+    "mase": "prediction_mase",
+    "rel_error": "prediction_error_ratio",
+}
 
 
 class _Series(Protocol):
@@ -687,19 +697,22 @@ class PredictionLedger:
     def systems_to_refit(self) -> list[str]:
         return sorted({name for name, s in self._systems.items() if any(d.awaiting_refit for d in s.drift.values())})
 
-    def refitted(self, system: str, at: float) -> None:
+    def refitted(self, system: str, at: float, parts: int = 0) -> None:
         """The system's models were refitted at event time ``at``: older forecasts no longer count."""
         sysl = self._systems.get(system)
         if sysl is None:
             return
         self.refits_total += 1
+        what = f"{parts} forecaster(s) refitted" if parts else "refit requested (the model has no refit: nothing changed)"
         for d in sysl.drift.values():
             if d.awaiting_refit:
                 d.awaiting_refit = False
                 d.refits += 1
-                d.reason = d.reason.split(" — ")[0] + f" — models refitted at {_iso(at)}; waiting for new forecasts to be scored"
-            d.refitted_at = at
+                d.reason = d.reason.split(" — ")[0] + f" — {what} at {_iso(at)}; waiting for new forecasts to be scored"
+            if math.isfinite(at):
+                d.refitted_at = at
             d.ratios.clear()
+        self._emit_event({"type": "refit", "system": system, "parts": parts, "t": _iso(at)})
 
     # ------------------------------------------------------------------ listeners
     def _emit(self, p: Prediction, out: dict[str, Any] | None) -> None:
@@ -795,6 +808,23 @@ class PredictionLedger:
             "prediction_drift_events_total": self.drift_events_total,
             "prediction_refits_total": self.refits_total,
         }
+
+    LABELLED = ("recorded", "scored", "not_executed", "coverage", "coverage_raw", "mase", "rel_error")
+
+    def labelled_metrics(self) -> dict[str, float]:
+        """Per (system, model, kind) figures for ``get_metrics``, keyed in the Prometheus
+        text form (``predictions_scored_total{kind="forecast",model="m",system="s"}``);
+        ``/metrics`` builds the same families from ``aggregates()``, never from these keys."""
+        out: dict[str, float] = {}
+        for row in self.aggregates():
+            lab = f'{{kind="{row["kind"]}",model="{row["model"]}",system="{row["system"]}"}}'
+            for f in self.LABELLED:
+                name = METRIC_NAMES[f]
+                v = row[f]
+                if isinstance(v, float) and not math.isfinite(v):
+                    continue
+                out[name + lab] = v
+        return out
 
     @property
     def nbytes(self) -> int:

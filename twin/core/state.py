@@ -16,6 +16,7 @@ import msgspec
 from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
 from twin.core.limits import DEFAULT_LIMITS, EventLimits
 from twin.core.columns import SeriesColumns
+from twin.core.ledger import PredictionLedger
 from twin.core.store import Retention, Series, SeriesStore
 
 _R = TypeVar("_R")
@@ -107,8 +108,12 @@ class TwinState:
         max_series_per_system: int | None = None,
         action_log_max_bytes: int = 64 * 1024 * 1024,
         limits: EventLimits = DEFAULT_LIMITS,
+        ledger: PredictionLedger | None = None,
     ) -> None:
         self.store = SeriesStore(retention, max_series, max_series_per_system)
+        # Predictions and their outcomes are facts too: recorded by the runtime, scored
+        # against this store, kept in snapshots (twin/core/ledger.py).
+        self.ledger = ledger if ledger is not None else PredictionLedger()
         self.actions: BoundedLog[ActionRecord] = BoundedLog(action_log_size, action_log_max_bytes, _action_size)
         self.calibrations: BoundedLog[CalibrationRecord] = BoundedLog(action_log_size, action_log_max_bytes, _calibration_size)
         self.limits = limits  # what ingestion accepts; request times are checked against it too
@@ -222,7 +227,9 @@ class TwinState:
             "samples": self.store.reset(),
             "actions": len(self.actions),
             "calibrations": len(self.calibrations),
+            "predictions": int(self.ledger.totals()["predictions_recorded_total"]),
         }
         self.actions.clear()
         self.calibrations.clear()
+        self.ledger.reset()
         return dropped

@@ -104,7 +104,12 @@ def families(runtime: Any, snapshot: dict[str, float]) -> list[Metric]:
             fam = out[key] = _family(key, doc or HELP.get(key, key.replace("_", " ")), list(labels))
         fam.add_metric(list(labels.values()), value)
 
+    from twin.core.ledger import METRIC_NAMES
+
+    labelled = set(METRIC_NAMES.values())
     for key, value in snapshot.items():
+        if "{" in key or key in labelled:
+            continue  # the prediction ledger's figures: labelled families built from their source below
         if m := _RPC.match(key):
             if m["what"] != "requests_total":
                 recent_rpc.add_metric(
@@ -166,7 +171,35 @@ def families(runtime: Any, snapshot: dict[str, float]) -> list[Metric]:
             )
         )
     result += [recent_rpc, recent_model]
+    state = getattr(runtime, "state", None)
+    if state is not None and hasattr(state, "ledger"):
+        result += ledger_families(state.ledger.aggregates())
     return result
+
+
+def ledger_families(rows: list[dict[str, Any]]) -> list[Metric]:
+    """The prediction ledger's aggregates, labelled by system, model and kind."""
+    from twin.core.ledger import METRIC_NAMES
+
+    docs = {
+        "recorded": "Predictions (forecasts, what-ifs, plan outcomes) recorded by the ledger.",
+        "scored": "Predictions scored against the telemetry that followed.",
+        "not_executed": "What-ifs and plans whose actions were not executed within their horizon.",
+        "coverage": "Share of actuals inside the prediction intervals as delivered (recalibrated).",
+        "coverage_raw": "Share of actuals inside the prediction intervals as the model gave them.",
+        "mase": "Mean absolute scaled error of scored predictions (scale: in-sample one-step naive error).",
+        "rel_error": "Mean |error| / mean |actual| of scored predictions (what-ifs: after their action).",
+    }
+    out: list[Metric] = []
+    labels = ["system", "model", "kind"]
+    for field_, name in METRIC_NAMES.items():
+        fam = _family(name, docs[field_], labels)
+        for r in rows:
+            v = r.get(field_)
+            if isinstance(v, (int, float)) and v == v:
+                fam.add_metric([str(r["system"]), str(r["model"]), str(r["kind"])], float(v))
+        out.append(fam)
+    return out
 
 
 class TwinCollector(Collector):
