@@ -20,7 +20,7 @@ class Constant(pb_grpc.DigitalTwinServicer):
     def __init__(self, response: pb.QueryResponse) -> None:
         self.response = response
 
-    async def Query(
+    async def Query(  # noqa: N802 - the gRPC method name
         self, request: pb.QueryRequest, context: grpc.aio.ServicerContext
     ) -> pb.QueryResponse:
         return self.response

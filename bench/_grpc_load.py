@@ -2,7 +2,8 @@
 ``--duration`` seconds (after ``--warmup``); reports QPS and latency percentiles.
 
 ``query`` sends Query current_state (optionally for one system); ``simulate`` sends
-forecast simulations with a 60-step horizon (60 minutes, 1-minute steps)."""
+forecast simulations with a 60-step horizon (60 minutes, 1-minute steps); ``compare``
+sends plan comparisons of 10 plans over 60 minutes under a traffic spike."""
 
 from __future__ import annotations
 
@@ -17,7 +18,40 @@ from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 
 
+def compare_request(system: str) -> pb.SimulationRequest:
+    def act(t: str, **params: str) -> pb.ControlAction:
+        return pb.ControlAction(action_type=t, target=system, params=params)
+
+    plans = [
+        pb.CandidatePlan(plan_id=f"add-{k}", actions=[act("ADD_SERVER", count=str(k))])
+        for k in (1, 2, 3)
+    ]
+    plans += [
+        pb.CandidatePlan(plan_id=f"remove-{k}", actions=[act("REMOVE_SERVER", count=str(k))])
+        for k in (1, 2)
+    ]
+    plans += [
+        pb.CandidatePlan(plan_id=f"dimmer-{v}", actions=[act("SET_DIMMER", value=v)])
+        for v in ("0", "0.25", "0.5", "0.75")
+    ]
+    plans.append(
+        pb.CandidatePlan(
+            plan_id="add-1-dimmer-0.5",
+            actions=[act("ADD_SERVER", count="1"), act("SET_DIMMER", value="0.5")],
+        )
+    )
+    return pb.SimulationRequest(
+        simulation_id="bench",
+        simulation_type="compare",
+        horizon_minutes=60,
+        plans=plans,
+        parameters={"system": system, "scenario": "traffic_spike"},
+    )
+
+
 def request(kind: str, system: str) -> tuple[str, object]:
+    if kind == "compare":
+        return "Simulate", compare_request(system or "swim")
     if kind == "query":
         params = {"system": system} if system else {}
         return "Query", pb.QueryRequest(
@@ -74,7 +108,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--target", required=True)
-    p.add_argument("--kind", choices=("query", "simulate"), default="query")
+    p.add_argument("--kind", choices=("query", "simulate", "compare"), default="query")
     p.add_argument("--system", default="swim")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--duration", type=float, default=5.0)

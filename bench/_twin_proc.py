@@ -146,7 +146,9 @@ if __name__ == "__main__":
     p.add_argument("--url", required=True)
     p.add_argument("--model", default="statistical")
     p.add_argument("--count", type=int, default=0)
-    p.add_argument("--idle", type=float, default=30.0, help="give up after this long without progress")
+    p.add_argument(
+        "--idle", type=float, default=30.0, help="give up after this long without progress"
+    )
     p.add_argument("--history", type=int, default=0, help="points per series to preload")
     p.add_argument(
         "--progress", default="", help="ingest: answer requests here with events applied so far"

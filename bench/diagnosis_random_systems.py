@@ -39,7 +39,9 @@ async def run(n: int, seed: int, show: bool) -> dict:
         chunks = [pts[j : j + 5000] for j in range(0, len(pts), 5000)]
         req = pb.DiagnosisRequest(diagnosis_id=f"rs-{s}", timestamp=iso(rs.fault_t))
         out = await replay_and_diagnose(chunks, req)
-        per[rs.kind].append(out.ranking.index(rs.root_cause) + 1 if rs.root_cause in out.ranking else 0)
+        per[rs.kind].append(
+            out.ranking.index(rs.root_cause) + 1 if rs.root_cause in out.ranking else 0
+        )
     allr = [r for v in per.values() for r in v]
     return {
         "n": n,
@@ -66,7 +68,10 @@ def main() -> int:
     o = rep["overall"]
     print(f"{'overall':<12} {o['n']:>4} {o['AC@1']:6.2f} {o['AC@3']:6.2f} {o['Avg@5']:6.2f}")
     sz = rep["services"]
-    print(f"{a.n} systems of {sz['min']}-{sz['max']} services (mean {sz['mean']:.0f}) in {rep['elapsed_sec']:.0f}s")
+    print(
+        f"{a.n} systems of {sz['min']}-{sz['max']} services (mean {sz['mean']:.0f}) in "
+        f"{rep['elapsed_sec']:.0f}s"
+    )
     return 0
 
 

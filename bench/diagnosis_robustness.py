@@ -37,12 +37,16 @@ def main() -> int:
         print(json.dumps({**rep, "elapsed_sec": elapsed}, indent=2))
         return 0
     c = rep["clean"]
-    print(f"{'input':<16} {'n':>4} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6}   {'loss AC@1':>9} {'loss Avg@5':>10}  budget     ok")
+    print(
+        f"{'input':<16} {'n':>4} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6}   {'loss AC@1':>9} "
+        f"{'loss Avg@5':>10}  budget     ok"
+    )
     print(f"{'clean':<16} {c['n']:>4} {c['AC@1']:6.2f} {c['AC@3']:6.2f} {c['Avg@5']:6.2f}")
     for n, r in rep["transforms"].items():
         b = r["budget"]
         print(
-            f"{n:<16} {r['n']:>4} {r['AC@1']:6.2f} {r['AC@3']:6.2f} {r['Avg@5']:6.2f}   {r['loss_AC@1']:+9.2f} {r['loss_Avg@5']:+10.2f}"
+            f"{n:<16} {r['n']:>4} {r['AC@1']:6.2f} {r['AC@3']:6.2f} {r['Avg@5']:6.2f}   "
+            f"{r['loss_AC@1']:+9.2f} {r['loss_Avg@5']:+10.2f}"
             f"  {b[0]:.2f}/{b[1]:.2f}  {'yes' if r['within'] else 'NO'}"
         )
     print(f"{c['n']} cases x {len(names) + 1} inputs in {elapsed:.0f}s")

@@ -31,7 +31,9 @@ def _no_incident(resp: Any) -> tuple[float | None, bool]:
     for h in resp.hypotheses:
         if h.hypothesis.lower().startswith(NO_INCIDENT_PREFIX):
             p = float(h.probability)
-    top = bool(resp.hypotheses) and min(resp.hypotheses, key=lambda h: h.rank).hypothesis.lower().startswith(NO_INCIDENT_PREFIX)
+    top = bool(resp.hypotheses) and min(
+        resp.hypotheses, key=lambda h: h.rank
+    ).hypothesis.lower().startswith(NO_INCIDENT_PREFIX)
     return p, top
 
 
@@ -59,9 +61,21 @@ async def run(n: int, seed: int, healthy: int, verbose: bool) -> dict:
         rank = ranking.index(sc.root_cause) + 1 if sc.root_cause in ranking else 0
         per[kind].append(rank)
         if rank != 1:
-            misses.append({"seed": s, "kind": kind, "root_cause": sc.root_cause, "ranking": ranking[:3], "step": sc.step})
+            misses.append(
+                {
+                    "seed": s,
+                    "kind": kind,
+                    "root_cause": sc.root_cause,
+                    "ranking": ranking[:3],
+                    "step": sc.step,
+                }
+            )
         if verbose:
-            print(f"seed={s:7d} {kind:16s} truth={sc.root_cause:6s} rank={rank} top3={ranking[:3]} p(no incident)={p}", file=sys.stderr)
+            print(
+                f"seed={s:7d} {kind:16s} truth={sc.root_cause:6s} rank={rank} "
+                f"top3={ranking[:3]} p(no incident)={p}",
+                file=sys.stderr,
+            )
     elapsed = time.perf_counter() - t0
 
     def acc(r: list[int], k: int) -> float:
@@ -76,9 +90,16 @@ async def run(n: int, seed: int, healthy: int, verbose: bool) -> dict:
         "healthy": healthy,
         "elapsed_sec": elapsed,
         "overall": {"top1": acc(allr, 1), "top3": acc(allr, 3)},
-        "per_kind": {k: {"n": len(v), "top1": acc(v, 1), "top3": acc(v, 3)} for k, v in sorted(per.items())},
+        "per_kind": {
+            k: {"n": len(v), "top1": acc(v, 1), "top3": acc(v, 3)} for k, v in sorted(per.items())
+        },
         "no_incident": {
-            g: {"n": len(none_top[g]), "mean_probability": mean(none_p[g]), "answered_first": mean(none_top[g])} for g in none_p
+            g: {
+                "n": len(none_top[g]),
+                "mean_probability": mean(none_p[g]),
+                "answered_first": mean(none_top[g]),
+            }
+            for g in none_p
         },
         "misses": misses,
     }
@@ -105,7 +126,10 @@ def main() -> int:
     for g, v in rep["no_incident"].items():
         print(f"{g:<18} {v['n']:>4} {v['mean_probability']:6.2f} {v['answered_first']:6.2f}")
     total = a.n + healthy
-    print(f"{total} scenarios in {rep['elapsed_sec']:.1f}s ({rep['elapsed_sec'] / max(total, 1) * 1000:.0f} ms each)")
+    print(
+        f"{total} scenarios in {rep['elapsed_sec']:.1f}s "
+        f"({rep['elapsed_sec'] / max(total, 1) * 1000:.0f} ms each)"
+    )
     for m in rep["misses"][:15]:
         print(f"  miss: {m}")
     return 0

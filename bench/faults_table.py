@@ -29,11 +29,23 @@ TESTS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *TESTS], cwd=ROOT, capture_output=True, text=True, check=False)
-    rows = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("FAULT-ROW ")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *TESTS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    rows = [
+        json.loads(line.split(" ", 1)[1])
+        for line in proc.stdout.splitlines()
+        if line.startswith("FAULT-ROW ")
+    ]
     if args.json:
         for r in rows:
             print(json.dumps(r))
@@ -42,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---:|---:|---:|---:|---|")
         for r in rows:
             rec = "—" if r["recovery_s"] is None else f"{r['recovery_s']:.2f}"
-            print(f"| {r['fault']} | {r['published']:,} | {r['applied']:,} | {r['duplicates']} | {rec} | {r['note']} |")
+            print(
+                f"| {r['fault']} | {r['published']:,} | {r['applied']:,} | {r['duplicates']} | "
+                f"{rec} | {r['note']} |"
+            )
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
     print(f"\npytest: {summary}", file=sys.stderr)
     return proc.returncode

@@ -120,7 +120,9 @@ def latency(samples: int = 500) -> dict[str, float]:
         n, step = 10_000, 300.0
         t = 1_600_000_000.0 + step * np.arange(n)
         y = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.normal(0, 1, n)
-        pts = [Point("bench", "cpu.usage", float(a), float(b), "percent", None) for a, b in zip(t, y)]
+        pts = [
+            Point("bench", "cpu.usage", float(a), float(b), "percent", None) for a, b in zip(t, y)
+        ]
         state.apply_points(pts)
         from twin.models.base import EventBatch
 
@@ -132,29 +134,42 @@ def latency(samples: int = 500) -> dict[str, float]:
         for i in range(samples):
             if i % 10 == 0:  # new telemetry between requests: the cached state is advanced
                 nxt += step
-                p = Point("bench", "cpu.usage", float(nxt), float(50 + rng.normal()), "percent", None)
+                p = Point(
+                    "bench", "cpu.usage", float(nxt), float(50 + rng.normal()), "percent", None
+                )
                 state.apply_points([p])
                 model.update(EventBatch([p]))
-            req = SimulationRequest(f"s{i}", "forecast", [], 300, {"system": "bench", "metric": "cpu.usage"})  # 300 min = 60 steps
+            req = SimulationRequest(
+                f"s{i}", "forecast", [], 300, {"system": "bench", "metric": "cpu.usage"}
+            )  # 300 min = 60 steps
             t0 = time.perf_counter()
             res = await model.simulate(req)
             times.append(time.perf_counter() - t0)
             assert res.success and len(res.future_states) == 60
         await model.shutdown()
         a = np.array(times) * 1000
-        return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()), "method": method}  # type: ignore[dict-item]
+        return {
+            "p50_ms": float(np.percentile(a, 50)),
+            "p99_ms": float(np.percentile(a, 99)),
+            "max_ms": float(a.max()),
+            "method": method,
+        }  # type: ignore[dict-item]
 
     return asyncio.run(run())
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--origins", type=int, default=5)
     p.add_argument("--horizon", type=int, default=60)
     p.add_argument("--max-fit-points", type=int, default=4000)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--folds", type=int, default=2, help="holdout windows used for model selection")
-    p.add_argument("--latency", action="store_true", help="also measure request-path forecast latency")
+    p.add_argument(
+        "--latency", action="store_true", help="also measure request-path forecast latency"
+    )
     p.add_argument("--filter", default="", help="only files whose path contains this")
     args = p.parse_args(argv)
     files = sorted(str(f) for f in (nab_dir() / "data").glob("*/*.csv") if args.filter in str(f))
@@ -164,29 +179,58 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as ex:
-            results = list(ex.map(backtest_file, files, [args.origins] * len(files), [args.horizon] * len(files), [args.max_fit_points] * len(files), [args.folds] * len(files)))
+            results = list(
+                ex.map(
+                    backtest_file,
+                    files,
+                    [args.origins] * len(files),
+                    [args.horizon] * len(files),
+                    [args.max_fit_points] * len(files),
+                    [args.folds] * len(files),
+                )
+            )
     else:
-        results = [backtest_file(f, args.origins, args.horizon, args.max_fit_points, args.folds) for f in files]
+        results = [
+            backtest_file(f, args.origins, args.horizon, args.max_fit_points, args.folds)
+            for f in files
+        ]
     wall = time.perf_counter() - t0
-    print(f"rolling-origin backtest: {len(files)} NAB series, {args.origins} origins each, horizon {args.horizon} steps, benchmark seasonal naive (daily period)")
+    print(
+        f"rolling-origin backtest: {len(files)} NAB series, {args.origins} origins each, horizon "
+        f"{args.horizon} steps, benchmark seasonal naive (daily period)"
+    )
     print(f"{'series':<48} {'MASE':>7} {'MASE_sn':>8} {'rel':>6}  {'fit s':>6}  model(s)")
     for r in results:
         models = ", ".join(f"{k}×{v}" for k, v in r["models"])
-        print(f"{r['category'] + '/' + r['name']:<48} {r['mase']:7.3f} {r['mase_snaive']:8.3f} {r['rel']:6.3f}  {r['fit_s']:6.2f}  {models}")
+        print(
+            f"{r['category'] + '/' + r['name']:<48} {r['mase']:7.3f} {r['mase_snaive']:8.3f} "
+            f"{r['rel']:6.3f}  {r['fit_s']:6.2f}  {models}"
+        )
     print()
-    print(f"{'category':<24} {'n':>3} {'MASE mean':>10} {'MASE median':>12} {'MASE_sn mean':>13} {'rel gmean':>10} {'better':>7}")
+    print(
+        f"{'category':<24} {'n':>3} {'MASE mean':>10} {'MASE median':>12} {'MASE_sn mean':>13} "
+        f"{'rel gmean':>10} {'better':>7}"
+    )
     cats = sorted({r["category"] for r in results})
     for c in [*cats, "OVERALL"]:
         rs = [r for r in results if c == "OVERALL" or r["category"] == c]
         mases = [r["mase"] for r in rs]
         print(
-            f"{c:<24} {len(rs):>3} {np.mean(mases):10.3f} {np.median(mases):12.3f} {np.mean([r['mase_snaive'] for r in rs]):13.3f} "
+            f"{c:<24} {len(rs):>3} {np.mean(mases):10.3f} {np.median(mases):12.3f} "
+            f"{np.mean([r['mase_snaive'] for r in rs]):13.3f} "
             f"{gmean([r['rel'] for r in rs]):10.3f} {sum(r['rel'] < 1 for r in rs):>3}/{len(rs)}"
         )
-    print(f"\nwall time {wall:.1f} s ({args.jobs} job(s)); mean fit time per origin {np.mean([r['fit_s'] for r in results]):.2f} s")
+    print(
+        f"\nwall time {wall:.1f} s ({args.jobs} job(s)); mean fit time per origin "
+        f"{np.mean([r['fit_s'] for r in results]):.2f} s"
+    )
     if args.latency:
         lat = latency()
-        print(f"request-path forecast latency (cached {lat['method']}, 10k history, 60 steps, 500 requests): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
+        print(
+            f"request-path forecast latency (cached {lat['method']}, 10k history, 60 steps, 500 "
+            f"requests): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max "
+            f"{lat['max_ms']:.2f} ms"
+        )
     return 0
 
 

@@ -27,8 +27,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -41,7 +39,13 @@ def one(path: str, level: float, horizon: int, every: int, calibrate: bool = Tru
 
     t, y = load(Path(path))
     t0 = time.perf_counter()
-    rep = forecast_interval_coverage({Path(path).stem: (t, y)}, level=level, horizon_steps=horizon, every_steps=every, calibrate=calibrate)
+    rep = forecast_interval_coverage(
+        {Path(path).stem: (t, y)},
+        level=level,
+        horizon_steps=horizon,
+        every_steps=every,
+        calibrate=calibrate,
+    )
     return {
         "category": Path(path).parent.name,
         "name": Path(path).stem,
@@ -61,7 +65,9 @@ def pooled(rows: list[dict], which: str) -> tuple[float, float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--level", type=float, default=0.9)
     p.add_argument("--horizon", type=int, default=60)
     p.add_argument("--every", type=int, default=30)
@@ -81,14 +87,29 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = [one(f, args.level, args.horizon, args.every) for f in files]
     lv = round(args.level * 100)
-    print(f"coverage of nominal {lv} % forecast intervals, {n} NAB series, a {args.horizon}-step forecast every {args.every} points from 30 % of each series")
-    print("held out = second half of each series' forecasts; raw = model intervals, calibrated = as delivered by the twin (ledger recalibration)")
-    print(f"{'series':<50} {'fcsts':>5} {'raw':>6} {'calib':>6}   {'all raw':>7} {'all cal':>7} {'MASE':>6}")
+    print(
+        f"coverage of nominal {lv} % forecast intervals, {n} NAB series, a {args.horizon}-step "
+        f"forecast every {args.every} points from 30 % of each series"
+    )
+    print(
+        "held out = second half of each series' forecasts; raw = model intervals, calibrated = as "
+        "delivered by the twin (ledger recalibration)"
+    )
+    print(
+        f"{'series':<50} {'fcsts':>5} {'raw':>6} {'calib':>6}   {'all raw':>7} {'all cal':>7} "
+        f"{'MASE':>6}"
+    )
     for r in rows:
         h, a = r["held"], r["all"]
-        print(f"{r['category'] + '/' + r['name']:<50} {h['predictions']:>5} {h['raw']:6.3f} {h['calibrated']:6.3f}   {a['raw']:7.3f} {a['calibrated']:7.3f} {a['mase']:6.3f}")
+        print(
+            f"{r['category'] + '/' + r['name']:<50} {h['predictions']:>5} {h['raw']:6.3f} "
+            f"{h['calibrated']:6.3f}   {a['raw']:7.3f} {a['calibrated']:7.3f} {a['mase']:6.3f}"
+        )
     print()
-    print(f"{'category':<24} {'n':>3} {'points':>8} {'held raw':>9} {'held cal':>9} {'all raw':>8} {'all cal':>8} {'series in 85-95 % (raw→cal)':>28}")
+    print(
+        f"{'category':<24} {'n':>3} {'points':>8} {'held raw':>9} {'held cal':>9} {'all raw':>8} "
+        f"{'all cal':>8} {'series in 85-95 % (raw→cal)':>28}"
+    )
     cats = sorted({r["category"] for r in rows})
     summary = {}
     for c in [*cats, "OVERALL"]:
@@ -97,8 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         ar, ac, _ = pooled(rs, "all")
         ok_raw = sum(0.85 <= r["held"]["raw"] <= 0.95 for r in rs if r["held"]["points"])
         ok_cal = sum(0.85 <= r["held"]["calibrated"] <= 0.95 for r in rs if r["held"]["points"])
-        print(f"{c:<24} {len(rs):>3} {pts:>8} {hr:9.3f} {hc:9.3f} {ar:8.3f} {ac:8.3f} {ok_raw:>12} → {ok_cal}/{len(rs)}")
-        summary[c] = {"held_raw": round(hr, 4), "held_calibrated": round(hc, 4), "all_raw": round(ar, 4), "all_calibrated": round(ac, 4)}
+        print(
+            f"{c:<24} {len(rs):>3} {pts:>8} {hr:9.3f} {hc:9.3f} {ar:8.3f} {ac:8.3f} {ok_raw:>12} → "
+            f"{ok_cal}/{len(rs)}"
+        )
+        summary[c] = {
+            "held_raw": round(hr, 4),
+            "held_calibrated": round(hc, 4),
+            "all_raw": round(ar, 4),
+            "all_calibrated": round(ac, 4),
+        }
     print(f"\nwall time {time.perf_counter() - t0:.1f} s ({args.jobs} job(s))")
     import json
 

@@ -53,7 +53,9 @@ def workload(systems: int, metrics: int, points: int) -> list[Point]:
     ]
 
 
-def forecast(state: TwinState, ledger: PredictionLedger, system: str, metrics: int, horizon: int, k: int) -> None:
+def forecast(
+    state: TwinState, ledger: PredictionLedger, system: str, metrics: int, horizon: int, k: int
+) -> None:
     tracks = []
     for m in range(metrics):
         s = state.store.get(system, f"m{m}")
@@ -63,15 +65,23 @@ def forecast(state: TwinState, ledger: PredictionLedger, system: str, metrics: i
     ledger.record(state.store, f"{system}#{k}", system, "statistical", "forecast", tracks, 0.9)
 
 
-def run(pts: list[Point], batch: int, with_ledger: bool, systems: int, metrics: int, horizon: int, every: float) -> tuple[float, float, int, float]:
-    """(total seconds, seconds in the ledger, predictions scored, seconds in idle score_due calls)."""
+def run(
+    pts: list[Point],
+    batch: int,
+    with_ledger: bool,
+    systems: int,
+    metrics: int,
+    horizon: int,
+    every: float,
+) -> tuple[float, float, int, float]:
+    """(total seconds, seconds in the ledger, predictions scored, idle score_due seconds)."""
     state = TwinState()
     ledger = PredictionLedger()
     warm = systems * metrics * 50
     state.apply_points(pts[:warm])
     k = 0
     names = [f"sys{s}" for s in range(systems)]
-    nxt = {n: 0.0 for n in names}
+    nxt = dict.fromkeys(names, 0.0)
     led_s = idle_s = 0.0
     idle_n = 0
     gc.collect()
@@ -99,7 +109,11 @@ def memory(max_pending: int = 100, max_points: int = 240, metrics: int = 4) -> t
     """(tracemalloc bytes, ledger.nbytes) of one system at its bounds."""
     state = TwinState()
     rng = np.random.default_rng(2)
-    pts = [Point("sys", f"m{m}", T0 + i * STEP, float(rng.normal()), "unknown", None) for i in range(2000) for m in range(metrics)]
+    pts = [
+        Point("sys", f"m{m}", T0 + i * STEP, float(rng.normal()), "unknown", None)
+        for i in range(2000)
+        for m in range(metrics)
+    ]
     state.apply_points(pts)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -108,12 +122,30 @@ def memory(max_pending: int = 100, max_points: int = 240, metrics: int = 4) -> t
     # Fill: scored summaries, skill and interval windows first, then the pending bound.
     for k in range(ledger.max_recent + 20):
         s = state.store.get("sys", "m0")
-        tracks = [TrackInput(f"m{m}", s.last_t - STEP * np.arange(h, 0, -1), np.zeros(h), np.full(h, -1.0), np.full(h, 1.0)) for m in range(metrics)]
+        tracks = [
+            TrackInput(
+                f"m{m}",
+                s.last_t - STEP * np.arange(h, 0, -1),
+                np.zeros(h),
+                np.full(h, -1.0),
+                np.full(h, 1.0),
+            )
+            for m in range(metrics)
+        ]
         ledger.record(state.store, f"old{k}", "sys", "statistical", "forecast", tracks, 0.9)
         ledger.score_due(state.store, state.actions)
     for k in range(max_pending + 10):
         s = state.store.get("sys", "m0")
-        tracks = [TrackInput(f"m{m}", s.last_t + STEP * np.arange(1, h + 1), np.zeros(h), np.full(h, -1.0), np.full(h, 1.0)) for m in range(metrics)]
+        tracks = [
+            TrackInput(
+                f"m{m}",
+                s.last_t + STEP * np.arange(1, h + 1),
+                np.zeros(h),
+                np.full(h, -1.0),
+                np.full(h, 1.0),
+            )
+            for m in range(metrics)
+        ]
         ledger.record(state.store, f"p{k}", "sys", "statistical", "forecast", tracks, 0.9)
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before
@@ -122,21 +154,29 @@ def memory(max_pending: int = 100, max_points: int = 240, metrics: int = 4) -> t
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--systems", type=int, default=20)
     p.add_argument("--metrics", type=int, default=5)
     p.add_argument("--points", type=int, default=200_000)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--horizon", type=int, default=60)
-    p.add_argument("--every", type=float, default=60.0, help="event seconds between forecasts of a system")
+    p.add_argument(
+        "--every", type=float, default=60.0, help="event seconds between forecasts of a system"
+    )
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     pts = workload(args.systems, args.metrics, args.points)
     base, led, both, idle = [], [], [], []
     scored = 0
     for _ in range(args.repeats):
-        b, _, _, _ = run(pts, args.batch, False, args.systems, args.metrics, args.horizon, args.every)
-        w, ls, scored, idl = run(pts, args.batch, True, args.systems, args.metrics, args.horizon, args.every)
+        b, _, _, _ = run(
+            pts, args.batch, False, args.systems, args.metrics, args.horizon, args.every
+        )
+        w, ls, scored, idl = run(
+            pts, args.batch, True, args.systems, args.metrics, args.horizon, args.every
+        )
         base.append(b)
         both.append(w)
         led.append(ls)
@@ -144,13 +184,27 @@ def main(argv: list[str] | None = None) -> int:
     n = len(pts) - args.systems * args.metrics * 50
     i = int(np.argmin(both))
     print(
-        f"ledger cost: {args.systems} systems x {args.metrics} metrics (10 s sampling), {n} points ingested in batches of {args.batch}; "
-        f"a {args.horizon}-step forecast of every system every {args.every:g} s of event time; score_due after every batch; {scored} forecasts scored per run"
+        f"ledger cost: {args.systems} systems x {args.metrics} metrics (10 s sampling), {n} points "
+        f"ingested in batches of {args.batch}; "
+        f"a {args.horizon}-step forecast of every system every {args.every:g} s of event time; "
+        f"score_due after every batch; {scored} forecasts scored per run"
     )
-    print(f"  ingest alone: {1e6 * min(base) / n:.3f} µs/point; with the ledger: {1e6 * min(both) / n:.3f} µs/point (ratio {min(both) / min(base):.3f}, best of {args.repeats})")
-    print(f"  ledger share (record + score_due): {1e6 * led[i] / n:.3f} µs/point; {1e6 * led[i] / max(1, scored):.0f} µs per forecast recorded and scored ({args.metrics} metrics x {args.horizon} points); idle score_due call {1e6 * min(idle):.1f} µs")
+    print(
+        f"  ingest alone: {1e6 * min(base) / n:.3f} µs/point; with the ledger: "
+        f"{1e6 * min(both) / n:.3f} µs/point (ratio {min(both) / min(base):.3f}, best of "
+        f"{args.repeats})"
+    )
+    print(
+        f"  ledger share (record + score_due): {1e6 * led[i] / n:.3f} µs/point; "
+        f"{1e6 * led[i] / max(1, scored):.0f} µs per forecast recorded and scored ({args.metrics} "
+        f"metrics x {args.horizon} points); idle score_due call {1e6 * min(idle):.1f} µs"
+    )
     used, est = memory()
-    print(f"memory of one system at its bounds (100 pending forecasts x 4 metrics, 240 points each; 100 scored summaries): {used / 1024:.0f} KiB measured (tracemalloc), {est / 1024:.0f} KiB estimated by ledger_bytes")
+    print(
+        "memory of one system at its bounds (100 pending forecasts x 4 metrics, 240 points each; "
+        f"100 scored summaries): {used / 1024:.0f} KiB measured (tracemalloc), {est / 1024:.0f} "
+        "KiB estimated by ledger_bytes"
+    )
     return 0
 
 

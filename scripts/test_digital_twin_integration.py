@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed's `scripts/test_digital_twin_integration.py`, kept so its commands work verbatim.
 
-Equivalent to `polaris-twin verify` (see the README).
+Equivalent to `polaris-twin verify` (see docs/seed-commands.md).
 """
 
 import sys

@@ -5,23 +5,22 @@ Everything here starts real processes/servers and tears them down in ``finally``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-import twin  # noqa: F401,I001 - first: sets gRPC's fork-support default before grpc loads
+# isort: off
+import twin  # noqa: F401 - first: sets gRPC's fork-support default before grpc loads
+# isort: on
 import grpc
 import nats
 import pytest
 
 from twin.app import TwinApp
 from twin.ingest.embedded import EmbeddedNatsServer
-from support import twin_config
 
+from support import twin_config
 
 
 @pytest.fixture
@@ -57,7 +56,9 @@ async def make_twin() -> AsyncIterator[TwinFactory]:
     # test's queue group.
     group = f"twin-test-{uuid.uuid4().hex[:12]}"
 
-    async def factory(nats_url: str | None, model: str = "mock", **sections: dict[str, Any]) -> TwinApp:
+    async def factory(
+        nats_url: str | None, model: str = "mock", **sections: dict[str, Any]
+    ) -> TwinApp:
         sections.setdefault("world_model", {})["implementation"] = model
         sections.setdefault("nats", {}).setdefault("queue_group", group)
         app = TwinApp(twin_config(nats_url, **sections))

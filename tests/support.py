@@ -18,6 +18,7 @@ def twin_config(nats_url: str | None, **sections: dict[str, Any]) -> Any:
     """A validated TwinConfig on a free gRPC port with test-friendly batching."""
     dt: dict[str, Any] = {
         "grpc": {"host": "127.0.0.1", "port": 0, "grace_period_sec": 1.0},
+        "http": {"host": "127.0.0.1", "port": -1},
         "nats": {"batch_timeout_sec": 0.05, "batch_size": 100, "reconnect_wait_sec": 0.2},
         "debugging": {"log_level": "INFO"},
     }
@@ -28,7 +29,9 @@ def twin_config(nats_url: str | None, **sections: dict[str, Any]) -> Any:
     return load_config(overrides={"digital_twin": dt}, environ={})
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> None:
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02
+) -> None:
     """Polls until ``predicate()`` is true; fails the test with a clear message otherwise."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

@@ -69,7 +69,10 @@ def test_a_misspelt_command_gets_a_suggestion_and_exit_2() -> None:
 
 
 def test_validate_is_the_seeds_validate_only() -> None:
-    new, old = run("validate", "--world-model", "crystal_ball"), run("--validate-only", "--world-model", "crystal_ball")
+    new, old = (
+        run("validate", "--world-model", "crystal_ball"),
+        run("--validate-only", "--world-model", "crystal_ball"),
+    )
     assert new.returncode == old.returncode == 2
     assert "unknown world model 'crystal_ball'" in new.stderr
     assert new.stderr == old.stderr
@@ -84,7 +87,8 @@ def test_health_is_the_seeds_health_check() -> None:
 
 
 @pytest.mark.parametrize(
-    ("flag", "setting"), [("--grpc-port", "grpc.port"), ("--metrics-port", "telemetry.metrics_port")]
+    ("flag", "setting"),
+    [("--grpc-port", "grpc.port"), ("--metrics-port", "telemetry.metrics_port")],
 )
 def test_a_port_in_use_names_its_setting_and_exits_2(flag: str, setting: str) -> None:
     with socket.socket() as busy:

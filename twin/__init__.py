@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from twin.core.errors import (  # noqa: E402 - after the environment default above
+    Busy,
     ConfigError,
     DecodeError,
     IngestError,
@@ -20,12 +21,14 @@ from twin.core.errors import (  # noqa: E402 - after the environment default abo
     ModelError,
     ModelNotFound,
     ModelUnavailable,
+    PortInUse,
     TwinError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Busy",
     "ConfigError",
     "DecodeError",
     "IngestError",
@@ -33,6 +36,7 @@ __all__ = [
     "ModelError",
     "ModelNotFound",
     "ModelUnavailable",
+    "PortInUse",
     "TwinError",
     "__version__",
 ]

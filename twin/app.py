@@ -16,13 +16,17 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from twin.core.config import TwinConfig
-from twin.ingest.jetstream import JetStreamIngestor
 from twin.durability.manager import Durability
 from twin.ingest.embedded import DEFAULT_PORT, EmbeddedNatsServer, port_is_free
+from twin.ingest.event_publisher import EventPublisher
+from twin.ingest.jetstream import JetStreamIngestor
 from twin.ingest.nats_ingest import Ingestor
+from twin.observability.prometheus import MetricsServer
 from twin.runtime import TwinRuntime
+from twin.service.health_events import HealthEvents
 from twin.service.server import TwinServer
 from twin.service.servicer import DigitalTwinServicer
 from twin.supervisor import ModelSupervisor
@@ -43,6 +47,7 @@ class TwinApp:
             self.runtime.ingest_stats,
             twin_id=socket.gethostname(),
             on_status=self._on_ingest_status,
+            registry=self.runtime.registry,
         )
         # Snapshots + JetStream position + replay; restored before ingestion starts.
         self.durability: Durability | None = None
@@ -54,11 +59,21 @@ class TwinApp:
                 self.ingestor.on_caught_up = lambda: self._on_ingest_status(self.ingestor.connected)
         wm = config.world_model
         self.supervisor = ModelSupervisor(
-            lambda: self.runtime.model.health(), self.runtime.reload, wm.health_check_interval_sec, wm.reload_on_failure
+            lambda: self.runtime.model.health(),
+            self.runtime.reload,
+            wm.health_check_interval_sec,
+            wm.reload_on_failure,
         )
         self.runtime.supervisor = self.supervisor
-        self.servicer = DigitalTwinServicer(self.runtime, lambda: self.ingestor.queue.qsize())
+        self.servicer = DigitalTwinServicer(self.runtime)
         self.server: TwinServer | None = None
+        # HTTP gateway + console (twin.gateway, imported only when http.port != 0),
+        # pushed events on NATS, health_changed events.
+        self.gateway: Any = None
+        self.event_publisher: EventPublisher | None = None
+        self.health_events = HealthEvents(self.runtime, config.events.health_poll_sec)
+        # ``/metrics`` of the runtime's registry when telemetry.metrics_port is set.
+        self.metrics_server: MetricsServer | None = None
         self.nats_url: str | None = None
         self._stop = asyncio.Event()
         self._stopped = False
@@ -74,35 +89,89 @@ class TwinApp:
         assert self.server is not None
         return self.server.port
 
+    @property
+    def http_port(self) -> int:
+        """The bound HTTP port (0 when http.port is 0)."""
+        return self.gateway.port if self.gateway is not None else 0
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready to serve (gRPC health "" SERVING, HTTP /readyz 200), or why not."""
+        if self._stopped:
+            return False, "shutting down"
+        if not self._model_ready:
+            return False, "world model initialising"
+        if not self.runtime.ingest_connected:
+            return False, "ingestion is not connected to NATS"
+        if self.durability is not None and not self.durability.ready():
+            return False, "replaying the stream"
+        return True, ""
+
     def _on_ingest_status(self, connected: bool) -> None:
         self.runtime.ingest_connected = connected
+        self.health_events.poke()
         if self.server is not None:
-            ready = connected and self._model_ready and not self._stopped and (self.durability is None or self.durability.ready())
+            ready = self.readiness()[0]
             task = asyncio.get_running_loop().create_task(self.server.set_ready(ready))
             self._pending_health.add(task)
             task.add_done_callback(self._pending_health.discard)
 
     async def start(self) -> None:
         cfg = self.config
-        self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)  # type: ignore[arg-type]
+        if cfg.telemetry.metrics_port:
+            # First, so a slow model start-up is already observable.
+            host = cfg.grpc.host if cfg.grpc.host not in ("", "[::]") else "0.0.0.0"
+            self.metrics_server = MetricsServer(
+                self.runtime.registry, cfg.telemetry.metrics_port, host
+            )
+            self.metrics_server.start(asyncio.get_running_loop())
+            log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_server.port)
+        self.server = TwinServer(cfg.grpc, self.servicer, self.interceptors)
         await self.server.start()
-        log.info("gRPC listening on %s:%d (health NOT_SERVING until ready)", cfg.grpc.host, self.server.port)
+        log.info(
+            "gRPC listening on %s:%d (health NOT_SERVING until ready)",
+            cfg.grpc.host,
+            self.server.port,
+        )
+        self.runtime.state.events.bind()
+        if cfg.http.port:
+            from twin.gateway.server import HttpGateway
+
+            self.gateway = HttpGateway(cfg.http, cfg.grpc, self.servicer, self.readiness)
+            await self.gateway.start()
+            self.gateway.register(self.runtime.registry)
         await self.runtime.initialize()
         self._model_ready = True
         url = cfg.nats.url
         if not url:
             # The standard port when free, so `polaris-twin load` finds it without flags.
-            self.embedded = EmbeddedNatsServer(port=DEFAULT_PORT if port_is_free(DEFAULT_PORT) else -1, jetstream=True)
+            self.embedded = EmbeddedNatsServer(
+                port=DEFAULT_PORT if port_is_free(DEFAULT_PORT) else -1, jetstream=True
+            )
             url = await self.embedded.start()
         self.nats_url = url
         if self.durability is not None:
             await self.durability.restore()
         await self.ingestor.start(url)
+        if cfg.events.nats_publish and self.ingestor.nc is not None:
+            self.event_publisher = EventPublisher(
+                self.runtime.state.events, cfg.events.nats_subject_prefix, socket.gethostname()
+            )
+            self.event_publisher.start(self.ingestor.nc)
+            self.event_publisher.register(self.runtime.registry)
+        self.health_events.start()
         if self.durability is not None:
             self.durability.start()
         self.supervisor.start()
-        await self.server.set_ready(self.ingestor.connected and (self.durability is None or self.durability.ready()))
-        log.info("digital twin ready: model=%s grpc=:%d", self.runtime.model_name, self.server.port)
+        await self.server.set_ready(
+            self.ingestor.connected and (self.durability is None or self.durability.ready())
+        )
+        http = f" http=:{self.http_port}" if self.gateway is not None else ""
+        log.info(
+            "digital twin ready: model=%s grpc=:%d%s",
+            self.runtime.model_name,
+            self.server.port,
+            http,
+        )
         for cb in self.on_started:
             cb(self)
 
@@ -130,9 +199,16 @@ class TwinApp:
         for hook in self.on_stopping:
             with contextlib.suppress(Exception):
                 await hook()
+        await self.health_events.stop()
+        # Watchers (gRPC, SSE) end now with "shutting down", so they do not hold the grace period.
+        self.runtime.state.events.close("the twin is shutting down")
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self.server is not None:
             await self.server.stop()
         await self.supervisor.stop()
+        if self.event_publisher is not None:
+            await self.event_publisher.stop()
         await self.ingestor.stop()
         if self.durability is not None:
             try:
@@ -143,6 +219,8 @@ class TwinApp:
             await self.runtime.shutdown()
         if self.embedded is not None:
             await self.embedded.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         log.info("stopped (events applied: %d)", self.runtime.ingest_stats.events_applied)
 
     async def run(self) -> int:

@@ -46,26 +46,66 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 def _config_options(p: argparse.ArgumentParser) -> None:
     """Options every twin-config command shares (run, validate, health)."""
-    p.add_argument("--config", metavar="FILE", help="YAML config (the seed's digital_twin: section); default: built-in defaults")
-    p.add_argument("--world-model", help=f"world model implementation ({', '.join(MODELS)} or a plugin); overrides the config")
-    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), help="overrides debugging.log_level")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config (the seed's digital_twin: section); default: built-in defaults",
+    )
+    p.add_argument(
+        "--world-model",
+        help=f"world model implementation ({', '.join(MODELS)} or a plugin); overrides the config",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="overrides debugging.log_level",
+    )
     p.add_argument("--log-format", choices=("text", "json"), help="overrides debugging.log_format")
     p.add_argument("--grpc-host", help="overrides grpc.host")
     p.add_argument("--grpc-port", type=int, help="overrides grpc.port (0 = any free port)")
-    p.add_argument("--nats-url", help="overrides nats.url; without any URL the twin starts an embedded nats-server")
-    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (overrides telemetry.metrics_port)")
+    p.add_argument(
+        "--nats-url",
+        help="overrides nats.url; without any URL the twin starts an embedded nats-server",
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        help="REST/JSON gateway, SSE and web console port (overrides http.port; 0 = off, -1 = any "
+             "free port)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus /metrics port (overrides telemetry.metrics_port)",
+    )
 
 
 def _health_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", help="HOST:PORT of the twin to ask (default: from the config, loopback)")
+    p.add_argument(
+        "--target", help="HOST:PORT of the twin to ask (default: from the config, loopback)"
+    )
     p.add_argument("--timeout", type=float, default=5.0, help="health check timeout in seconds")
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     _config_options(p)
-    p.add_argument("--demo-load", type=float, metavar="EVENTS_PER_SEC", default=0.0, help="also publish SWIM-like telemetry at this rate (a demo with data)")
-    p.add_argument("--validate-only", action="store_true", help="same as 'polaris-twin validate' (the seed's spelling)")
-    p.add_argument("--health-check", action="store_true", help="same as 'polaris-twin health' (the seed's spelling)")
+    p.add_argument(
+        "--demo-load",
+        type=float,
+        metavar="EVENTS_PER_SEC",
+        default=0.0,
+        help="also publish SWIM-like telemetry at this rate (a demo with data)",
+    )
+    p.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="same as 'polaris-twin validate' (the seed's spelling)",
+    )
+    p.add_argument(
+        "--health-check",
+        action="store_true",
+        help="same as 'polaris-twin health' (the seed's spelling)",
+    )
     _health_options(p)
 
 
@@ -79,7 +119,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="polaris-twin",
         description="POLARIS Digital Twin: NATS telemetry in, world-model answers over gRPC out.",
         epilog="Without a command the twin runs: 'polaris-twin --world-model statistical' is "
-        "'polaris-twin run --world-model statistical'. 'polaris-twin COMMAND --help' shows a command's options.",
+        "'polaris-twin run --world-model statistical'. 'polaris-twin COMMAND --help' shows a "
+        "command's options.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"polaris-twin {__version__}")
@@ -118,16 +159,40 @@ def _configure_eval(p: argparse.ArgumentParser) -> None:
     from twin.evaluation import nab, rca
 
     what = p.add_subparsers(dest="what", required=True, metavar="WHAT", title="evaluations")
-    nab.configure_parser(what.add_parser("nab", help="Numenta Anomaly Benchmark score of the streaming detector", formatter_class=HelpFormatter))
-    rca.configure_parser(what.add_parser("rca", help="root-cause diagnosis accuracy on labelled incidents", formatter_class=HelpFormatter))
+    nab.configure_parser(
+        what.add_parser(
+            "nab",
+            help="Numenta Anomaly Benchmark score of the streaming detector",
+            formatter_class=HelpFormatter,
+        )
+    )
+    rca.configure_parser(
+        what.add_parser(
+            "rca",
+            help="root-cause diagnosis accuracy on labelled incidents",
+            formatter_class=HelpFormatter,
+        )
+    )
 
 
 _COMMAND_PARSERS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
-    "run": ("run a twin: gRPC service, NATS ingestion, the world model (the default)", _run_options),
-    "validate": ("validate the configuration, print every error with its path, exit", _config_options),
-    "health": ("ask a running twin (grpc.health.v1 + Manage health_check); exit 0 if healthy", _configure_health),
+    "run": (
+        "run a twin: gRPC service, NATS ingestion, the world model (the default)",
+        _run_options,
+    ),
+    "validate": (
+        "validate the configuration, print every error with its path, exit",
+        _config_options,
+    ),
+    "health": (
+        "ask a running twin (grpc.health.v1 + Manage health_check); exit 0 if healthy",
+        _configure_health,
+    ),
     "load": ("publish SWIM-like telemetry to NATS (a load generator)", _configure_load),
-    "top": ("live view of a running twin: throughput, queue, dead letters, latencies", _configure_top),
+    "top": (
+        "live view of a running twin: throughput, queue, dead letters, latencies",
+        _configure_top,
+    ),
     "verify": ("end-to-end check of a running (or an in-process) twin", _configure_verify),
     "eval": ("evaluations that drive the serving code in process", _configure_eval),
 }
@@ -168,6 +233,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         dt.setdefault("grpc", {})["port"] = args.grpc_port
     if getattr(args, "nats_url", None):
         dt.setdefault("nats", {})["url"] = args.nats_url
+    if getattr(args, "http_port", None) is not None:
+        dt.setdefault("http", {})["port"] = args.http_port
     if getattr(args, "metrics_port", None) is not None:
         dt.setdefault("telemetry", {})["metrics_port"] = args.metrics_port
     return {"digital_twin": dt} if dt else {}
@@ -190,7 +257,10 @@ def validate(args: argparse.Namespace) -> int:
         tc = TwinConfig.from_dict(cfg)
         try:
             cls = model_class(tc.world_model.implementation)
-            errors = [f"digital_twin.world_model: {e}" for e in cls.validate_settings(tc.world_model.settings, os.environ)]
+            errors = [
+                f"digital_twin.world_model: {e}"
+                for e in cls.validate_settings(tc.world_model.settings, os.environ)
+            ]
         except ModelError as exc:
             errors = [f"digital_twin.world_model.implementation: {exc}"]
     if errors:
@@ -271,7 +341,18 @@ def _add_demo_load(app: Any, rate: float) -> None:
 
         lp = argparse.ArgumentParser()
         configure_parser(lp)
-        largs = lp.parse_args(["--nats-url", a.nats_url or "", "--telemetry-rate", str(rate), "--duration", "1e9", "--quiet", "--realtime-clock"])
+        largs = lp.parse_args(
+            [
+                "--nats-url",
+                a.nats_url or "",
+                "--telemetry-rate",
+                str(rate),
+                "--duration",
+                "1e9",
+                "--quiet",
+                "--realtime-clock",
+            ]
+        )
         demo.append(asyncio.create_task(run_load(largs), name="demo-load"))
 
     async def stop_demo() -> None:

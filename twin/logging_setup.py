@@ -41,7 +41,11 @@ def setup_logging(cfg: DebuggingConfig, level_override: str | None = None) -> No
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    inner = JsonFormatter() if cfg.log_format == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    inner = (
+        JsonFormatter()
+        if cfg.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     fmt = RedactingFormatter(inner)
     if cfg.log_to_console or not cfg.log_file:
         h = logging.StreamHandler(sys.stderr)

@@ -11,24 +11,38 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+
+from twin import __version__
 from twin.core import workers
 from twin.core.config import TwinConfig
 from twin.core.events import Point
+from twin.core.ingest_stats import IngestStats
 from twin.core.ledger import PredictionLedger
 from twin.core.memory import release_memory
+from twin.core.metrics import (
+    FigureDict,
+    Figures,
+    flat_view,
+    gauge_family,
+    new_registry,
+    with_flat,
+)
+from twin.core.notify import EventBus
 from twin.core.state import TwinState
 from twin.core.store import Retention
-from twin.ingest.stats import IngestStats
 from twin.models.base import WorldModel
 from twin.models.capabilities import BacktestReporter, Refittable
 from twin.models.domain import EventBatch, Health, SimulationRequest, SimulationResult
 from twin.models.predictions import calibrate_and_record
 from twin.models.registry import create_model
-from twin.core.rpc_metrics import RpcMetrics
+from twin.observability.ledger_metrics import LedgerCollector
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +75,17 @@ class DurabilityView(Protocol):
 
 
 class TwinRuntime:
-    def __init__(self, config: TwinConfig, model_name: str | None = None) -> None:
+    def __init__(
+        self,
+        config: TwinConfig,
+        model_name: str | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.config = config
+        # The one source of the twin's metrics (``/metrics`` and ``get_metrics``); every
+        # component registers what it measures here.
+        self.registry = registry if registry is not None else new_registry()
         self.state = TwinState(
             Retention(config.state.max_points_per_series, config.state.max_age_sec),
             config.state.action_log_size,
@@ -72,13 +95,17 @@ class TwinRuntime:
             limits=config.limits,
             ledger=ledger_from_config(config),
         )
+        self.state.events = EventBus(config.events.history, config.events.queue_size)
         self.model_name = model_name or config.world_model.implementation
-        self.model: WorldModel = create_model(self.model_name, self.state, config.world_model.settings)
+        self.model: WorldModel = create_model(
+            self.model_name, self.state, config.world_model.settings
+        )
         self.ingest_stats = IngestStats()
-        self.rpc_metrics = RpcMetrics()
+        self.ingest_stats.register(self.registry)
         self.ingest_connected = False
         self.started_at = time.time()
         self._model_lock = asyncio.Lock()
+        self._rate = _Rate()
         # Set by the app when snapshots or JetStream are on: its applied stream sequence,
         # issues and figures show in health and get_metrics.
         self.durability: DurabilityView | None = None
@@ -86,15 +113,61 @@ class TwinRuntime:
         # twin.supervisor.ModelSupervisor, started by the app (health_check_interval_sec).
         self.supervisor: Any = None
         self._ledger_task: asyncio.Task[None] | None = None
+        self._register_metrics()
+
+    def _register_metrics(self) -> None:
+        store = self.state.store
+        f = Figures(self.registry)
+        f.gauge("series", "Time series in the store.", lambda: len(store))
+        f.gauge(
+            "samples_retained",
+            "Samples currently retained in the store.",
+            lambda: store.sample_count,
+        )
+        f.gauge("store_bytes", "Bytes of numpy buffers held by the store.", lambda: store.nbytes)
+        f.gauge(
+            "ingest_connected",
+            "1 while ingestion is connected to NATS.",
+            lambda: float(self.ingest_connected),
+        )
+        f.counter(
+            "series_rejected",
+            "New series refused by the store's series limits.",
+            lambda: store.rejected_series,
+        )
+        f.counter(
+            "series_rejected_events", "Events of refused new series.", lambda: store.rejected_events
+        )
+        f.gauge(
+            "action_log_bytes", "Bytes held by the action log.", lambda: self.state.actions.nbytes
+        )
+        f.gauge(
+            "calibration_log_bytes",
+            "Bytes held by the calibration log.",
+            lambda: self.state.calibrations.nbytes,
+        )
+        self.state.events.register(self.registry)
+        LedgerCollector(self.registry, lambda: self.state.ledger)
+        self.registry.register(_BuildInfo(self))
+        # The current model's own figures, read through ``runtime.model`` so a model
+        # swapped by reload_model reports from then on.
+        FigureDict(self.registry, lambda: self.model.metrics(), "model_", "model.", "World-model")
+        FigureDict(self.registry, lambda: self.workers.metrics(), owner="Compute-worker")
+        FigureDict(
+            self.registry,
+            lambda: self.supervisor.metrics() if self.supervisor is not None else {},
+            owner="Model supervisor",
+        )
 
     async def initialize(self) -> None:
-        # Worker processes for heavy computation (fits): started in the background, so
-        # start-up never waits for them; until they are up, calls wait or use a thread.
+        # Worker processes for heavy computation (fits): started on first use, in a thread,
+        # so start-up (start_to_serving_s) never pays for them.
         self.workers = workers.configure(self.config.performance.compute_workers)
-        self._workers_start = asyncio.get_running_loop().create_task(self.workers.start(), name="compute-workers")
         await self.model.initialize()
         if self._ledger_task is None:
-            self._ledger_task = asyncio.get_running_loop().create_task(self._score_loop(), name="prediction-ledger")
+            self._ledger_task = asyncio.get_running_loop().create_task(
+                self._score_loop(), name="prediction-ledger"
+            )
 
     async def shutdown(self) -> None:
         task, self._ledger_task = self._ledger_task, None
@@ -103,9 +176,6 @@ class TwinRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.model.shutdown()
-        task = getattr(self, "_workers_start", None)
-        if task is not None and not task.done():
-            task.cancel()
         await asyncio.to_thread(self.workers.close)
 
     def ingest_points(self, points: list[Point]) -> None:
@@ -128,7 +198,9 @@ class TwinRuntime:
         result = await self.model.simulate(request)
         try:
             bt = self.model.backtest_error if isinstance(self.model, BacktestReporter) else None
-            calibrate_and_record(self.state.ledger, self.state.store, request, result, self.model_name, bt)
+            calibrate_and_record(
+                self.state.ledger, self.state.store, request, result, self.model_name, bt
+            )
         except Exception:  # noqa: BLE001 - the ledger must never cost an answer
             log.exception("prediction ledger: could not record %s", request.simulation_id)
         return result
@@ -140,7 +212,9 @@ class TwinRuntime:
         if self.config.predictions.refit_on_drift:
             for system in led.systems_to_refit():
                 parts = self.model.refit_system(system) if isinstance(self.model, Refittable) else 0
-                newest = max((s.last_t for s in self.state.store if s.source == system), default=math.nan)
+                newest = max(
+                    (s.last_t for s in self.state.store if s.source == system), default=math.nan
+                )
                 led.refitted(system, newest, parts)
                 log.warning("prediction drift on %s: %d model part(s) refitted", system, parts)
         return n
@@ -154,11 +228,17 @@ class TwinRuntime:
             except Exception:  # noqa: BLE001 - keep scoring
                 log.exception("prediction ledger: scoring failed")
 
-    async def reload(self, implementation: str | None = None, settings: Mapping[str, Any] | None = None) -> str:
+    async def reload(
+        self, implementation: str | None = None, settings: Mapping[str, Any] | None = None
+    ) -> str:
         """Reloads the model in place, or swaps in another implementation (store kept)."""
         async with self._model_lock:
             if implementation and implementation != self.model_name:
-                new = create_model(implementation, self.state, settings if settings is not None else self.config.world_model.settings)
+                new = create_model(
+                    implementation,
+                    self.state,
+                    settings if settings is not None else self.config.world_model.settings,
+                )
                 await new.initialize()
                 old, self.model, self.model_name = self.model, new, implementation
                 await old.shutdown()
@@ -208,63 +288,53 @@ class TwinRuntime:
             perf["applied_sequence"] = float(self.durability.applied_sequence)
         return Health(status, issues, perf, h.model_type or self.model_name, h.model_version)
 
-    def metrics_snapshot(self, queue_size: int = 0) -> dict[str, float]:
-        """Every figure ``get_metrics`` reports, flat, numeric, with conventional names."""
-        s = self.ingest_stats
-        m: dict[str, float] = {
-            "events_received_total": s.events_received,
-            "events_applied_total": s.events_applied,
-            "dead_lettered_total": s.dead_lettered,
-            "dead_letter_publish_failures_total": s.dead_letter_publish_failures,
-            "slow_consumer_drops_total": s.slow_consumer_drops,
-            "messages_received_total": s.messages_total,
-            "messages_per_second": s.events_per_second(),
-            "batches_applied_total": s.batches_applied,
-            "executions_applied_total": s.executions_applied,
-            "calibrations_applied_total": s.calibrations_applied,
-            "queue_size": queue_size,
-            "queue_high_water": s.queue_high_water,
-            "nats_disconnects_total": s.disconnects,
-            "nats_reconnects_total": s.reconnects,
-            "ingest_apply_errors_total": s.apply_errors,
-            "model_update_seconds_total": s.model_update_seconds,
-            "series": len(self.state.store),
-            "samples_retained": self.state.store.sample_count,
-            "store_bytes": self.state.store.nbytes,
-            "series_rejected_total": self.state.store.rejected_series,
-            "series_rejected_events_total": self.state.store.rejected_events,
-            "action_log_bytes": self.state.actions.nbytes,
-            "calibration_log_bytes": self.state.calibrations.nbytes,
-            "rpc_errors_total": self.rpc_metrics.errors(),
-            "rpc_rejected_busy_total": self.rpc_metrics.rejected_busy,
-            "uptime_seconds": time.time() - self.started_at,
-            "ingest_connected": 1.0 if self.ingest_connected else 0.0,
-        }
-        for reason, n in s.dead_letter_reasons.items():
-            m[f"dead_lettered_total.{reason}"] = n
-        for method, rec in self.rpc_metrics.latency.items():
-            key = method.lower()
-            m[f"rpc_{key}_requests_total"] = rec.count
-            m[f"rpc_{key}_p50_ms"] = rec.quantile(0.5) * 1000
-            m[f"rpc_{key}_p99_ms"] = rec.quantile(0.99) * 1000
-        for (method, code), n in self.rpc_metrics.outcomes.items():
-            m[f"rpc_{method.lower()}_responses_total.{code}"] = n
-        for op, rec in self.rpc_metrics.model_time.items():
-            m[f"model_{op}_seconds_total"] = rec.total
-            m[f"model_{op}_p50_ms"] = rec.quantile(0.5) * 1000
-            m[f"model_{op}_p99_ms"] = rec.quantile(0.99) * 1000
-        for k, v in self.model.metrics().items():
-            m[f"model.{k}"] = v
-        m.update(self.state.ledger.totals())
-        m.update(self.state.ledger.labelled_metrics())
-        m.update(self.workers.metrics())
-        if self.supervisor is not None:
-            m.update(self.supervisor.metrics())
-        if self.durability is not None:
-            m.update(self.durability.metrics())
-            if self.durability.applied_sequence is not None:
-                m["applied_sequence"] = self.durability.applied_sequence
-        return {k: float(v) for k, v in m.items()}
+    def metrics_snapshot(self, queue_size: int | None = None) -> dict[str, float]:
+        """``get_metrics``: the registry's flat view plus two figures for people reading it.
+
+        ``uptime_seconds`` and ``messages_per_second`` (over roughly the last 10 s of
+        calls) are derived here, not exported: Prometheus has
+        ``process_start_time_seconds`` and ``rate()``.
+        """
+        m = flat_view(self.registry)
+        if queue_size is not None:
+            m["queue_size"] = float(queue_size)
+        m["uptime_seconds"] = time.time() - self.started_at
+        m["messages_per_second"] = self._rate.per_second(m.get("events_received_total", 0.0))
+        return m
+
+
+class _BuildInfo:
+    """``polaris_twin_build_info{version,model} 1`` (the model label follows reloads)."""
+
+    def __init__(self, runtime: TwinRuntime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        fam = gauge_family(
+            "build_info", "The twin's version and current world model.", ["version", "model"]
+        )
+        fam.add_metric([__version__, self.runtime.model_name], 1.0)
+        yield with_flat(fam, {})  # not a figure: Prometheus-only
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class _Rate:
+    """Per-second rate of a counter between reads, over roughly the last ``horizon`` s."""
+
+    def __init__(self, horizon: float = 10.0) -> None:
+        self.horizon = horizon
+        self.started = time.monotonic()
+        self.window: deque[tuple[float, float]] = deque(maxlen=64)
+
+    def per_second(self, count: float) -> float:
+        now = time.monotonic()
+        self.window.append((now, count))
+        old = next(((t, n) for t, n in self.window if now - t <= self.horizon), None)
+        if old is None or now - old[0] < 1e-3:
+            return count / max(now - self.started, 1e-3)
+        return (count - old[1]) / (now - old[0])
 
 
 def ledger_from_config(config: TwinConfig) -> PredictionLedger:

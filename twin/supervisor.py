@@ -74,10 +74,16 @@ class ModelSupervisor:
         try:
             health = await self._health()
         except Exception as exc:  # noqa: BLE001 - a health call that raises is itself a failure
-            health = Health("unhealthy", [f"health check raised {exc.__class__.__name__}: {exc}"], {}, "", "")
+            health = Health(
+                "unhealthy", [f"health check raised {exc.__class__.__name__}: {exc}"], {}, "", ""
+            )
         if self.last is None or health.status != self.last.status:
-            log.log(logging.INFO if health.status == "healthy" else logging.WARNING,
-                    "world model health: %s%s", health.status, f" ({'; '.join(health.issues)})" if health.issues else "")
+            log.log(
+                logging.INFO if health.status == "healthy" else logging.WARNING,
+                "world model health: %s%s",
+                health.status,
+                f" ({'; '.join(health.issues)})" if health.issues else "",
+            )
             if self.on_change is not None:
                 result = self.on_change(health)
                 if result is not None:

@@ -139,7 +139,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
     for resource in WATCHED:
-        settings.watching.label_selectors[resource] = MANAGED_SELECTOR
+        settings.watching.label_selectors[resource] = MANAGED_SELECTOR  # type: ignore[index]  # kopf's selector key type is narrower
     memo.client = KubeClient(lambda: _discover_credentials(settings))
     memo.locks = collections.defaultdict(asyncio.Lock)
     memo.unconverged = {}
@@ -237,7 +237,7 @@ async def _apply(
             metrics.applied.labels(resource=kind, action="create").inc()
             if trigger.startswith("child"):
                 metrics.drift_repairs.labels(resource=kind).inc()
-            kopf.event(dt, type="Normal", reason="Created", message=f"Created {ident}")
+            kopf.event(dt, type="Normal", reason="Created", message=f"Created {ident}")  # type: ignore[arg-type]  # kopf types Body, our handlers get Mappings
             logger.info(f"Created {ident}")
             return created
         if live.get("metadata", {}).get("deletionTimestamp"):
@@ -269,7 +269,7 @@ async def _apply(
             )
             metrics.applied.labels(resource=kind, action="replace").inc()
             message = f"Replacing {ident}: spec.{frozen} cannot change in place"
-            kopf.event(dt, type="Normal", reason="Replaced", message=message)
+            kopf.event(dt, type="Normal", reason="Replaced", message=message)  # type: ignore[arg-type]  # kopf types Body, our handlers get Mappings
             logger.info(message)
             continue
         if unconverged.get(key) == digest:
@@ -291,7 +291,7 @@ async def _apply(
         if drift:
             metrics.drift_repairs.labels(resource=kind).inc()
         kopf.event(
-            dt,
+            dt,  # type: ignore[arg-type]  # kopf types Body, our handlers get Mappings
             type="Normal",
             reason=reason,
             message=f"{reason.replace('Repaired', ' repaired')} {ident}",
@@ -319,7 +319,7 @@ async def _remove_other_workloads(
         )
         metrics.applied.labels(resource=kind, action="delete").inc()
         message = f"Deleted {kind} {meta['name']}: the twin now runs as a {keep}"
-        kopf.event(dt, type="Normal", reason="WorkloadReplaced", message=message)
+        kopf.event(dt, type="Normal", reason="WorkloadReplaced", message=message)  # type: ignore[arg-type]  # kopf types Body, our handlers get Mappings
         logger.info(message)
 
 
@@ -351,11 +351,11 @@ async def _pods(client: KubeClient, dt: Mapping[str, Any], logger: Any) -> list[
 def _report_pod_problems(dt: Mapping[str, Any], problems: list[PodProblem], memo: Any) -> None:
     """A Warning event for each problem not reported before; the gauge by reason."""
     key = (dt["metadata"]["namespace"], dt["metadata"]["name"])
-    known: dict[tuple[str, str, str], list[PodProblem]] = memo.problems
+    known: dict[tuple[str, str], list[PodProblem]] = memo.problems
     before = {(p.pod, p.reason) for p in known.get(key, [])}
     for problem in problems:
         if (problem.pod, problem.reason) not in before:
-            kopf.event(dt, type="Warning", reason=problem.reason, message=problem.describe())
+            kopf.event(dt, type="Warning", reason=problem.reason, message=problem.describe())  # type: ignore[arg-type]  # kopf types Body, our handlers get Mappings
     if problems:
         known[key] = problems
     else:

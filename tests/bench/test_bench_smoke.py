@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT
 
 from twin.ingest.embedded import EmbeddedNatsServer
+
+from support import ROOT
 
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
@@ -163,7 +164,9 @@ async def test_soak_samples_rss_and_counters_of_a_real_twin() -> None:
 
     import soak
 
-    args = argparse.Namespace(series=200, rate=4000.0, duration=3.0, every=1.0, max_points=5, model="mock", verbose=False)
+    args = argparse.Namespace(
+        series=200, rate=4000.0, duration=3.0, every=1.0, max_points=5, model="mock", verbose=False
+    )
     r = await soak.soak(args)
     assert len(r["samples"]) >= 3 and all(s["rss"] > 0 for s in r["samples"])
     assert r["end"]["series"] == 200 and r["end"]["samples_retained"] == 200 * 5  # the bound holds

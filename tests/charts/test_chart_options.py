@@ -34,7 +34,7 @@ ALL_OPTIONS = (
 def test_optional_features_are_off_by_default():
     kinds = {d["kind"] for d in render()}
     assert not kinds & {"PodDisruptionBudget", "ServiceMonitor", "PodMonitor"}
-    assert not [d for d in by_kind(render(), "ConfigMap")]
+    assert not list(by_kind(render(), "ConfigMap"))
 
 
 def test_pod_disruption_budget_covers_the_operator_pods():
@@ -69,8 +69,9 @@ def test_service_monitor_finds_the_operators_metrics_port():
 
 
 def test_pod_monitor_finds_the_twin_pods_the_operator_builds():
-    from crd_tools import admitted, load_examples
     from polaris_operator import builders as b
+
+    from crd_tools import admitted, load_examples
 
     docs = render("podMonitor.enabled=true", "watchNamespaces={lab}")
     (pm,) = by_kind(docs, "PodMonitor")

@@ -253,7 +253,7 @@ def test_custom_images_and_namespaces():
 
 
 def test_helm_test_checks_a_twins_grpc_health_when_given_its_endpoint():
-    default_tests = [d for d in by_kind(render(), "Pod")]
+    default_tests = list(by_kind(render(), "Pod"))
     assert [p["metadata"]["name"] for p in default_tests] == [
         "polaris-polaris-twin-operator-test-liveness"
     ]

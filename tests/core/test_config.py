@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from twin.core.config import build_config, defaults, env_overrides, load_config, redact_config, validate_config
+from twin.core.config import (
+    build_config,
+    defaults,
+    env_overrides,
+    load_config,
+    redact_config,
+    validate_config,
+)
 from twin.core.errors import ConfigError
 
 SEED_YAML = """
@@ -59,7 +66,11 @@ def test_defaults_are_complete_and_valid() -> None:
 def test_environment_overrides_win_over_file_and_parse_types(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text(SEED_YAML)
-    env = {"POLARIS_DT__GRPC__PORT": "6000", "POLARIS_DT__NATS__JETSTREAM__ENABLED": "true", "NATS_URL": "nats://n:4222"}
+    env = {
+        "POLARIS_DT__GRPC__PORT": "6000",
+        "POLARIS_DT__NATS__JETSTREAM__ENABLED": "true",
+        "NATS_URL": "nats://n:4222",
+    }
     cfg = load_config(f, environ=env)
     assert cfg.grpc.port == 6000
     assert cfg.nats.jetstream["enabled"] is True
@@ -68,23 +79,41 @@ def test_environment_overrides_win_over_file_and_parse_types(tmp_path: Path) -> 
 
 
 def test_explicit_overrides_win_over_environment() -> None:
-    cfg = load_config(overrides={"digital_twin": {"grpc": {"port": 7000}}}, environ={"POLARIS_DT__GRPC__PORT": "6000"})
+    cfg = load_config(
+        overrides={"digital_twin": {"grpc": {"port": 7000}}},
+        environ={"POLARIS_DT__GRPC__PORT": "6000"},
+    )
     assert cfg.grpc.port == 7000
 
 
 def test_every_error_is_reported_with_its_path() -> None:
     errors = validate_config(
-        {"digital_twin": {"grpc": {"port": 70000, "bogus": 1}, "nats": {"batch_size": 0, "url": "http://x"}, "debugging": {"log_level": "LOUD"}}}
+        {
+            "digital_twin": {
+                "grpc": {"port": 70000, "bogus": 1},
+                "nats": {"batch_size": 0, "url": "http://x"},
+                "debugging": {"log_level": "LOUD"},
+            }
+        }
     )
     joined = "\n".join(errors)
     assert len(errors) == 5
-    for path in ("digital_twin.grpc.port", "digital_twin.grpc:", "digital_twin.nats.batch_size", "digital_twin.nats.url", "digital_twin.debugging.log_level"):
+    for path in (
+        "digital_twin.grpc.port",
+        "digital_twin.grpc:",
+        "digital_twin.nats.batch_size",
+        "digital_twin.nats.url",
+        "digital_twin.debugging.log_level",
+    ):
         assert path in joined
 
 
 def test_load_config_raises_with_all_errors() -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(overrides={"digital_twin": {"grpc": {"port": -1}, "nats": {"queue_maxsize": 0}}}, environ={})
+        load_config(
+            overrides={"digital_twin": {"grpc": {"port": -1}, "nats": {"queue_maxsize": 0}}},
+            environ={},
+        )
     assert len(info.value.errors) == 2
 
 
@@ -98,6 +127,15 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_redaction_hides_secrets_and_url_credentials() -> None:
-    out = redact_config({"nats": {"url": "nats://user:hunter2@host:4222", "password": "hunter2", "creds_file": "/x"}, "port": 1})
+    out = redact_config(
+        {
+            "nats": {
+                "url": "nats://user:hunter2@host:4222",
+                "password": "hunter2",
+                "creds_file": "/x",
+            },
+            "port": 1,
+        }
+    )
     assert "hunter2" not in str(out)
     assert out["port"] == 1

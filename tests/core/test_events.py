@@ -25,7 +25,10 @@ def ev(**kw: object) -> bytes:
 
 
 def test_stream_event_is_normalised_and_timestamped() -> None:
-    p = decode_stream(ev(source="web_cluster", unit="percent", timestamp="2024-01-01T00:00:00Z", tags={"h": "1"}), NOW)
+    p = decode_stream(
+        ev(source="web_cluster", unit="percent", timestamp="2024-01-01T00:00:00Z", tags={"h": "1"}),
+        NOW,
+    )
     assert (p.source, p.name, p.value, p.unit) == ("web_cluster", "cpu.usage", 42.5, "percent")
     assert p.t == 1704067200.0
 
@@ -75,7 +78,10 @@ def test_knowledge_event_envelope_is_unwrapped() -> None:
         (b'{"name": "cpu", "value": 1e400}', "out of range"),
         (orjson.dumps({"name": "cpu", "value": 1, "timestamp": "yesterday"}), "datetime"),
         (orjson.dumps({"name": "cpu", "value": 1, "tags": {"a": 1}}), "Expected `str`"),
-        (orjson.dumps({"event_type": "anomaly", "data": {"name": "x", "value": 1}}), "unsupported event_type"),
+        (
+            orjson.dumps({"event_type": "anomaly", "data": {"name": "x", "value": 1}}),
+            "unsupported event_type",
+        ),
     ],
 )
 def test_bad_stream_events_are_rejected_with_a_reason(payload: bytes, reason: str) -> None:
@@ -86,13 +92,29 @@ def test_bad_stream_events_are_rejected_with_a_reason(payload: bytes, reason: st
 
 def test_batch_object_and_bare_list() -> None:
     events = [{"name": "a", "value": 1}, {"name": "b", "value": 2, "source": "s"}]
-    for payload in (orjson.dumps({"batch_id": "b1", "batch_timestamp": "2024-01-01T00:00:00Z", "count": 2, "events": events}), orjson.dumps(events)):
+    for payload in (
+        orjson.dumps(
+            {
+                "batch_id": "b1",
+                "batch_timestamp": "2024-01-01T00:00:00Z",
+                "count": 2,
+                "events": events,
+            }
+        ),
+        orjson.dumps(events),
+    ):
         points, errors = decode_batch(payload, NOW)
         assert [p.name for p in points] == ["a", "b"] and errors == []
 
 
 def test_one_bad_event_in_a_batch_does_not_lose_its_neighbours() -> None:
-    events = [{"name": "a", "value": 1}, {"name": "9bad", "value": 2}, {"name": "c", "value": "x"}, {"name": "d", "value": None}, {"name": "e", "value": 5}]
+    events = [
+        {"name": "a", "value": 1},
+        {"name": "9bad", "value": 2},
+        {"name": "c", "value": "x"},
+        {"name": "d", "value": None},
+        {"name": "e", "value": 5},
+    ]
     points, errors = decode_batch(orjson.dumps({"events": events}), NOW)
     assert [p.name for p in points] == ["a", "c", "e"]
     assert [e.index for e in errors] == [1, 3]
@@ -134,7 +156,16 @@ def test_execution_result_shape() -> None:
 
 def test_calibration_shape() -> None:
     cal = decode_calibration(
-        orjson.dumps({"calibration_id": "c", "timestamp": "2024-01-01T00:00:00Z", "prediction_id": "p", "actual_outcome": {"value": 2}, "predicted_outcome": {"value": 1}, "accuracy_metrics": {"mae": 1}})
+        orjson.dumps(
+            {
+                "calibration_id": "c",
+                "timestamp": "2024-01-01T00:00:00Z",
+                "prediction_id": "p",
+                "actual_outcome": {"value": 2},
+                "predicted_outcome": {"value": 1},
+                "accuracy_metrics": {"mae": 1},
+            }
+        )
     )
     assert cal.prediction_id == "p" and cal.actual_outcome == {"value": 2}
     with pytest.raises(DecodeError, match="calibration"):

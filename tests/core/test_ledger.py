@@ -27,7 +27,9 @@ def feed(store: SeriesStore, system: str, metric: str, values: np.ndarray, start
     return t - STEP
 
 
-def forecast_track(last_t: float, mean: float, half: float, steps: int = 6, metric: str = "cpu") -> TrackInput:
+def forecast_track(
+    last_t: float, mean: float, half: float, steps: int = 6, metric: str = "cpu"
+) -> TrackInput:
     t = last_t + STEP * np.arange(1, steps + 1)
     m = np.full(steps, mean)
     return TrackInput(metric, t, m, m - half, m + half)
@@ -42,7 +44,9 @@ def test_forecast_is_scored_only_when_telemetry_passes_its_horizon() -> None:
     hist = np.array([10.0, 12.0, 10.0, 12.0, 10.0, 12.0, 10.0, 12.0])  # naive MAE = 2
     last = feed(store, "web", "cpu", hist, T0)
     led = PredictionLedger()
-    p = led.record(store, "f1", "web", "statistical", "forecast", [forecast_track(last, 11.0, 1.5)], level=0.9)
+    p = led.record(
+        store, "f1", "web", "statistical", "forecast", [forecast_track(last, 11.0, 1.5)], level=0.9
+    )
     assert p.status == "pending" and p.made_at == last
     assert led.score_due(store) == 0
     feed(store, "web", "cpu", np.array([11.0, 12.0, 10.0]), last + STEP)  # half the horizon
@@ -68,7 +72,15 @@ def test_a_series_that_stops_reporting_does_not_block_a_prediction_forever() -> 
     last = feed(store, "web", "cpu", np.ones(20), T0)
     feed(store, "web", "mem", np.ones(20), T0)
     led = PredictionLedger()
-    led.record(store, "f", "web", "m", "forecast", [forecast_track(last, 1.0, 0.5, 6, "cpu"), forecast_track(last, 1.0, 0.5, 6, "mem")], 0.9)
+    led.record(
+        store,
+        "f",
+        "web",
+        "m",
+        "forecast",
+        [forecast_track(last, 1.0, 0.5, 6, "cpu"), forecast_track(last, 1.0, 0.5, 6, "mem")],
+        0.9,
+    )
     feed(store, "web", "cpu", np.ones(6), last + STEP)  # mem has stopped
     assert led.score_due(store) == 0
     feed(store, "web", "cpu", np.ones(8), last + 7 * STEP)  # past the end plus the grace (60 s)
@@ -82,17 +94,39 @@ def test_what_if_is_scored_after_its_action_was_executed() -> None:
     last = feed(store, "web", "rt", np.full(30, 100.0), T0)
     led = PredictionLedger()
     t = last + STEP * np.arange(1, 11)
-    tr = TrackInput("rt", t, np.full(10, 50.0), np.full(10, 40.0), np.full(10, 60.0), baseline=np.full(10, 100.0))
-    led.record(store, "w1", "web", "statistical", "what_if", [tr], 0.9, actions=[("ADD_SERVER", "web")])
+    tr = TrackInput(
+        "rt",
+        t,
+        np.full(10, 50.0),
+        np.full(10, 40.0),
+        np.full(10, 60.0),
+        baseline=np.full(10, 100.0),
+    )
+    led.record(
+        store, "w1", "web", "statistical", "what_if", [tr], 0.9, actions=[("ADD_SERVER", "web")]
+    )
     # Executed at the 4th step: before it the old level, after it the predicted one.
-    feed(store, "web", "rt", np.array([100.0, 100.0, 100.0, 55.0, 52.0, 50.0, 48.0, 50.0, 51.0, 49.0]), last + STEP)
-    acts = [action(last + 3.5 * STEP, "REMOVE_SERVER", "web"), action(last + 4 * STEP, "ADD_SERVER", "web")]
+    feed(
+        store,
+        "web",
+        "rt",
+        np.array([100.0, 100.0, 100.0, 55.0, 52.0, 50.0, 48.0, 50.0, 51.0, 49.0]),
+        last + STEP,
+    )
+    acts = [
+        action(last + 3.5 * STEP, "REMOVE_SERVER", "web"),
+        action(last + 4 * STEP, "ADD_SERVER", "web"),
+    ]
     assert led.score_due(store, acts) == 1
     [row] = led.report()
     out = row["outcome"]
     assert out["executed"] is True and row["status"] == "scored"
     assert out["points"] == 7, "only states at or after the execution"
-    assert out["rel_error"] == pytest.approx(np.mean(np.abs(np.array([55, 52, 50, 48, 50, 51, 49]) - 50.0)) / np.mean([55, 52, 50, 48, 50, 51, 49]), abs=1e-5)
+    assert out["rel_error"] == pytest.approx(
+        np.mean(np.abs(np.array([55, 52, 50, 48, 50, 51, 49]) - 50.0))
+        / np.mean([55, 52, 50, 48, 50, 51, 49]),
+        abs=1e-5,
+    )
     assert led.totals()["whatif_error_ratio"] == pytest.approx(out["rel_error"], rel=1e-4)
 
 
@@ -106,7 +140,10 @@ def test_what_if_not_executed_scores_its_baseline_instead() -> None:
     led.record(store, "w1", "web", "m", "what_if", [with_base], actions=[("ADD_SERVER", "web")])
     led.record(store, "w2", "web", "m", "what_if", [without], actions=[("ADD_SERVER", "web")])
     feed(store, "web", "rt", np.full(5, 100.0), last + STEP)
-    failed = [action(last + STEP, "ADD_SERVER", "web", status="failed"), action(last + STEP, "ADD_SERVER", "other")]
+    failed = [
+        action(last + STEP, "ADD_SERVER", "web", status="failed"),
+        action(last + STEP, "ADD_SERVER", "other"),
+    ]
     assert led.score_due(store, failed) == 2
     rows = {r["id"]: r for r in led.report()}
     assert rows["w1"]["status"] == "not_executed"
@@ -125,12 +162,31 @@ def test_do_nothing_plan_is_scored_when_nothing_was_executed() -> None:
     last = feed(store, "web", "rt", np.full(30, 100.0), T0)
     led = PredictionLedger()
     t = last + STEP * np.arange(1, 6)
-    led.record(store, "c/baseline", "web", "m", "plan", [TrackInput("rt", t, np.full(5, 100.0))], plan_id="baseline")
-    led.record(store, "c/p1", "web", "m", "plan", [TrackInput("rt", t, np.full(5, 50.0))], actions=[("ADD_SERVER", "")], plan_id="p1")
+    led.record(
+        store,
+        "c/baseline",
+        "web",
+        "m",
+        "plan",
+        [TrackInput("rt", t, np.full(5, 100.0))],
+        plan_id="baseline",
+    )
+    led.record(
+        store,
+        "c/p1",
+        "web",
+        "m",
+        "plan",
+        [TrackInput("rt", t, np.full(5, 50.0))],
+        actions=[("ADD_SERVER", "")],
+        plan_id="p1",
+    )
     feed(store, "web", "rt", np.full(5, 100.0), last + STEP)
     assert led.score_due(store, []) == 2
     rows = {r["plan_id"]: r for r in led.report()}
-    assert rows["baseline"]["status"] == "scored" and rows["baseline"]["outcome"]["rel_error"] == 0.0
+    assert (
+        rows["baseline"]["status"] == "scored" and rows["baseline"]["outcome"]["rel_error"] == 0.0
+    )
     assert rows["p1"]["status"] == "not_executed"
     assert rows["p1"]["actions"] == [{"action_type": "ADD_SERVER", "target": "web"}]
 
@@ -140,7 +196,9 @@ def test_scenarios_and_unknown_metrics_are_recorded_but_unscorable() -> None:
     last = feed(store, "web", "cpu", np.ones(10), T0)
     led = PredictionLedger()
     a = led.record(store, "s", "web", "m", "scenario", [forecast_track(last, 1.0, 0.1)])
-    b = led.record(store, "u", "web", "m", "forecast", [forecast_track(last, 1.0, 0.1, metric="nope")])
+    b = led.record(
+        store, "u", "web", "m", "forecast", [forecast_track(last, 1.0, 0.1, metric="nope")]
+    )
     assert a.status == b.status == "unscorable"
     assert "hypothetical" in a.note and "nope" in b.note
     tot = led.totals()
@@ -155,7 +213,15 @@ def test_bounds_per_system_and_per_prediction() -> None:
     last = feed(store, "web", "cpu", np.ones(10), T0)
     led = PredictionLedger(max_pending=5, max_recent=3, max_points=40)
     for i in range(12):
-        led.record(store, f"f{i}", "web", "m", "forecast", [forecast_track(last, 1.0, 0.1, steps=1000)], 0.9)
+        led.record(
+            store,
+            f"f{i}",
+            "web",
+            "m",
+            "forecast",
+            [forecast_track(last, 1.0, 0.1, steps=1000)],
+            0.9,
+        )
     assert led.pending_count() == 5
     assert led.totals()["predictions_dropped_total"] == 7
     pend = led.report()
@@ -176,13 +242,23 @@ def test_report_filters_and_limit() -> None:
     led = PredictionLedger()
     for i in range(4):
         led.record(store, f"a{i}", "a", "m", "forecast", [forecast_track(la, 1.0, 0.1)], 0.9)
-        led.record(store, f"b{i}", "b", "m", "what_if", [forecast_track(lb, 1.0, 0.1)], 0.9, [("X", "b")])
+        led.record(
+            store, f"b{i}", "b", "m", "what_if", [forecast_track(lb, 1.0, 0.1)], 0.9, [("X", "b")]
+        )
     assert [r["id"] for r in led.report(system="a", limit=2)] == ["a3", "a2"]
     assert {r["system"] for r in led.report(kind="what_if")} == {"b"}
     assert len(led.report(limit=100)) == 8
 
 
-def run_calibration(led: PredictionLedger, store: SeriesStore, rng: np.random.Generator, rounds: int, true_sd: float, model_sd: float, level: float = 0.9) -> tuple[float, float]:
+def run_calibration(
+    led: PredictionLedger,
+    store: SeriesStore,
+    rng: np.random.Generator,
+    rounds: int,
+    true_sd: float,
+    model_sd: float,
+    level: float = 0.9,
+) -> tuple[float, float]:
     """Forecasts of a noisy constant whose model intervals assume ``model_sd``; learned
     scales applied to each new forecast before it is recorded. Returns (raw, delivered)
     coverage of the rounds."""
@@ -196,7 +272,15 @@ def run_calibration(led: PredictionLedger, store: SeriesStore, rng: np.random.Ge
         mean = np.zeros(h)
         half = z * model_sd * np.sqrt(np.arange(1, h + 1) / 4 + 0.75)  # grows with the lead
         scales, _ = led.interval_scales("web", "forecast", "cpu", (t - last) / STEP, level)
-        led.record(store, f"r{r}", "web", "m", "forecast", [TrackInput("cpu", t, mean, mean - half, mean + half, applied_scale=scales)], level)
+        led.record(
+            store,
+            f"r{r}",
+            "web",
+            "m",
+            "forecast",
+            [TrackInput("cpu", t, mean, mean - half, mean + half, applied_scale=scales)],
+            level,
+        )
         y = rng.normal(0.0, true_sd, h) * np.sqrt(np.arange(1, h + 1) / 4 + 0.75)
         feed(store, "web", "cpu", y, last + STEP)
         assert led.score_due(store) == 1
@@ -207,7 +291,9 @@ def run_calibration(led: PredictionLedger, store: SeriesStore, rng: np.random.Ge
 
 
 @pytest.mark.parametrize("true_sd, model_sd", [(2.0, 1.0), (0.5, 1.0)])
-def test_intervals_recalibrated_out_of_sample_reach_nominal_coverage(true_sd: float, model_sd: float) -> None:
+def test_intervals_recalibrated_out_of_sample_reach_nominal_coverage(
+    true_sd: float, model_sd: float
+) -> None:
     rng = np.random.default_rng(7)
     store = SeriesStore()
     feed(store, "web", "cpu", rng.normal(0, true_sd, 50), T0)
@@ -236,7 +322,15 @@ def test_interval_scales_pool_from_kind_to_system_to_metric() -> None:
         s = store.get("a", "cpu")
         t = s.last_t + STEP * np.arange(1, 13)
         m = np.zeros(12)
-        led.record(store, f"r{r}", "a", "m", "forecast", [TrackInput("cpu", t, m, m - 1.645, m + 1.645)], 0.9)
+        led.record(
+            store,
+            f"r{r}",
+            "a",
+            "m",
+            "forecast",
+            [TrackInput("cpu", t, m, m - 1.645, m + 1.645)],
+            0.9,
+        )
         feed(store, "a", "cpu", rng.normal(0, 2, 12), s.last_t + STEP)
         led.score_due(store)
     sa, spec_a = led.interval_scales("a", "forecast", "cpu", lead, 0.9)
@@ -259,7 +353,15 @@ def test_skill_and_confidence() -> None:
         now = store.get("web", "rt").last_t
         t = now + STEP * np.arange(1, 4)
         good = i % 2 == 0  # half the what-ifs within 10 %, half 50 % off
-        led.record(store, f"w{i}", "web", "m", "what_if", [TrackInput("rt", t, np.full(3, 100.0 if good else 150.0))], actions=[("ADD_SERVER", "web")])
+        led.record(
+            store,
+            f"w{i}",
+            "web",
+            "m",
+            "what_if",
+            [TrackInput("rt", t, np.full(3, 100.0 if good else 150.0))],
+            actions=[("ADD_SERVER", "web")],
+        )
         feed(store, "web", "rt", np.full(3, 100.0), now + STEP)
         assert led.score_due(store, [action(now + STEP, "ADD_SERVER", "web")]) == 1
     sk = led.skill("web", "what_if")
@@ -281,7 +383,15 @@ def test_drift_is_detected_against_the_backtest_error_and_cleared_after_refit() 
     def one(i: int, err: float) -> None:
         s = store.get("web", "cpu")
         t = s.last_t + STEP * np.arange(1, 7)
-        tr = TrackInput("cpu", t, np.ones(6), np.zeros(6), np.full(6, 2.0), backtest_mae=1.0, backtest_horizon_sec=60.0)
+        tr = TrackInput(
+            "cpu",
+            t,
+            np.ones(6),
+            np.zeros(6),
+            np.full(6, 2.0),
+            backtest_mae=1.0,
+            backtest_horizon_sec=60.0,
+        )
         led.record(store, f"f{i}", "web", "m", "forecast", [tr], 0.9)
         feed(store, "web", "cpu", 1.0 + np.full(6, err), s.last_t + STEP)
         led.score_due(store)
@@ -325,9 +435,13 @@ def test_export_and_load_round_trip_keeps_pending_and_learned_state() -> None:
     assert t2 == pytest.approx(t1, nan_ok=True, rel=0.2)
     assert again.report(limit=5) == led.report(limit=5)
     lead = np.arange(1.0, 7.0)
-    assert again.interval_scales("web", "forecast", "cpu", lead, 0.9)[0] == pytest.approx(led.interval_scales("web", "forecast", "cpu", lead, 0.9)[0])
+    assert again.interval_scales("web", "forecast", "cpu", lead, 0.9)[0] == pytest.approx(
+        led.interval_scales("web", "forecast", "cpu", lead, 0.9)[0]
+    )
     feed(store, "web", "cpu", rng.normal(0, 2, 6), s.last_t + STEP)
     assert again.score_due(store) == 1
-    assert again.report(limit=1)[0]["id"] == "open" and again.report(limit=1)[0]["status"] == "scored"
+    assert (
+        again.report(limit=1)[0]["id"] == "open" and again.report(limit=1)[0]["status"] == "scored"
+    )
     with pytest.raises(ValueError):
         again.load({"version": 99})

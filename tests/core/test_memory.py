@@ -27,12 +27,17 @@ rt = TwinRuntime(twin_config(None))
 base = rss()
 for rnd in range(3):
     for k0 in range(0, 3000, 500):
-        rt.ingest_points([Point(f"s{k % 50}", f"m{k}", float(rnd * 150 + i), 1.0, "u", None) for k in range(k0, k0 + 500) for i in range(150)])
+        rt.ingest_points([
+            Point(f"s{k % 50}", f"m{k}", float(rnd * 150 + i), 1.0, "u", None)
+            for k in range(k0, k0 + 500)
+            for i in range(150)
+        ])
 full = rss()
 samples = rt.state.store.sample_count
 dropped = rt.reset()
 after = rss()
-print(json.dumps({"base": base, "full": full, "after": after, "samples": samples, "dropped": dropped["samples"]}))
+report = {"base": base, "full": full, "after": after, "samples": samples}
+print(json.dumps(report | {"dropped": dropped["samples"]}))
 """
 
 
@@ -49,5 +54,8 @@ def test_reset_state_gives_the_memory_back(tmp_path) -> None:
     assert r["samples"] == r["dropped"] == 1_350_000
     grown = r["full"] - r["base"]
     assert grown > 20e6  # the fill really used memory (1.35 M x 16 B = 22 MB of samples)
-    print(f"\nRSS MB: base {r['base'] / 1e6:.0f}, full {r['full'] / 1e6:.0f}, after reset {r['after'] / 1e6:.0f}")
+    print(
+        f"\nRSS MB: base {r['base'] / 1e6:.0f}, full {r['full'] / 1e6:.0f}, after reset "
+        f"{r['after'] / 1e6:.0f}"
+    )
     assert r["after"] - r["base"] <= 0.2 * grown

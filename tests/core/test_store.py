@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twin.core.store import CHUNK, Retention, Series, SeriesStore, downsample
 
@@ -120,3 +122,29 @@ def test_series_cap_total_and_per_source() -> None:
     store.reset()
     assert store.cap_issues() == [] and isinstance(store.admit("c", "x"), Series)
     assert store.rejected_series == 2  # a counter
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.floats(0, 1000, allow_nan=False), min_size=0, max_size=400),
+    st.integers(1, 300),
+    st.floats(-10, 1010, allow_nan=False),
+    st.floats(-10, 1010, allow_nan=False),
+)
+def test_chunked_reads_equal_reads_of_the_whole_series(
+    times: list[float], max_points: int, a: float, b: float
+) -> None:
+    """window / value_at / count_between read only the chunks they need (issue 17, defect 4);
+    they must answer exactly what the sorted copy of every sample answers."""
+    s = Series("s", "m", Retention(max_points))
+    for i, t in enumerate(times):
+        s.append(t, float(i))
+    t_all, v_all = s.arrays()
+    lo, hi = min(a, b), max(a, b)
+    wt, wv = s.window(lo, hi)
+    keep = (t_all >= lo) & (t_all <= hi)
+    assert np.array_equal(wt, t_all[keep]) and np.array_equal(wv, v_all[keep])
+    assert s.count_between(lo, hi) == int(keep.sum())
+    before = np.nonzero(t_all <= a)[0]
+    expect = (float(t_all[before[-1]]), float(v_all[before[-1]])) if before.size else None
+    assert s.value_at(a) == expect

@@ -56,3 +56,44 @@ async def test_a_dead_worker_costs_a_retry_not_the_call(tmp_path) -> None:
 
 def test_auto_workers_leaves_the_twin_a_core() -> None:
     assert auto_workers() == min(4, usable_cpus() - 1)
+
+
+def test_workers_exit_when_the_twin_is_killed(tmp_path) -> None:
+    """A SIGKILLed twin cannot close its pool: its worker processes must not outlive it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import asyncio, os, sys\n"
+        "from twin.core.workers import WorkerPool\n"
+        "async def main():\n"
+        "    pool = WorkerPool(1, preload=())\n"
+        "    pid = await pool.run(os.getpid)\n"
+        "    print(pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    path = tmp_path / "twin_like.py"
+    path.write_text(script)
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(proc.stdout.readline())  # type: ignore[union-attr]
+        assert worker != proc.pid
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the worker outlived the killed twin")
+    finally:
+        if proc.poll() is None:
+            proc.kill()

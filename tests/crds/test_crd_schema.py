@@ -11,6 +11,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+
 from crd_tools import (
     CHART_CRD_PATH,
     CRD_PATH,

@@ -30,12 +30,14 @@ from nats.aio.msg import Msg
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
-from twin.ingest.jetstream import SequenceTracker
 from twin.durability.snapshot import FORMAT_VERSION, decode, encode_v1
+from twin.ingest.jetstream import SequenceTracker
 
 
 def js_sections(snapdir: Any = None, durable: str = "t1", **js: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"nats": {"jetstream": {"enabled": True, "durable": durable, "ack_wait_sec": 2, **js}}}
+    out: dict[str, Any] = {
+        "nats": {"jetstream": {"enabled": True, "durable": durable, "ack_wait_sec": 2, **js}}
+    }
     if snapdir is not None:
         out["state"] = {"snapshot_dir": str(snapdir), "snapshot_interval_sec": 3600}
     return out
@@ -80,7 +82,9 @@ def test_sequence_tracker_replay_from_a_time_takes_the_floor_from_the_server() -
     assert late.applied == 41
 
 
-async def test_lost_acks_are_redelivered_and_skipped_so_each_event_applies_once(nats_server, make_twin, channel_for, monkeypatch) -> None:
+async def test_lost_acks_are_redelivered_and_skipped_so_each_event_applies_once(
+    nats_server, make_twin, channel_for, monkeypatch
+) -> None:
     events = make_events(5000)  # 50 batch messages
     dropped = 0
     real_ack = Msg.ack
@@ -101,14 +105,23 @@ async def test_lost_acks_are_redelivered_and_skipped_so_each_event_applies_once(
     while (await metrics(ch))["jetstream_duplicates_skipped_total"] < 5 and time.monotonic() < end:
         await asyncio.sleep(0.1)
     m = await metrics(ch)
-    report_fault("5 acks lost (redelivered after ack_wait 1 s)", 5000, total(await applied_by_series(ch)), 0, None, f"redeliveries recognised and skipped: {m['jetstream_duplicates_skipped_total']:.0f}")
+    report_fault(
+        "5 acks lost (redelivered after ack_wait 1 s)",
+        5000,
+        total(await applied_by_series(ch)),
+        0,
+        None,
+        f"redeliveries recognised and skipped: {m['jetstream_duplicates_skipped_total']:.0f}",
+    )
     assert dropped == 5
     assert m["jetstream_duplicates_skipped_total"] == 5  # the 5 redeliveries were recognised
     assert await applied_by_series(ch) == expected_of(events)  # and not applied twice
     assert m["applied_sequence"] == 50
 
 
-async def test_restart_restores_the_snapshot_and_replays_only_the_tail(nats_server, make_twin, channel_for, tmp_path) -> None:
+async def test_restart_restores_the_snapshot_and_replays_only_the_tail(
+    nats_server, make_twin, channel_for, tmp_path
+) -> None:
     first, second = make_events(3000), make_events(2000, start=3000)
     app = await make_twin(nats_server.url, **js_sections(tmp_path))
     await publish(nats_server.url, first)
@@ -125,7 +138,9 @@ async def test_restart_restores_the_snapshot_and_replays_only_the_tail(nats_serv
     assert m["events_applied_total"] == 2000  # only the tail came from the stream
 
 
-async def test_replay_from_config_time_rebuilds_only_messages_stored_after_it(nats_server, make_twin, channel_for) -> None:
+async def test_replay_from_config_time_rebuilds_only_messages_stored_after_it(
+    nats_server, make_twin, channel_for
+) -> None:
     old, new = make_events(1000), make_events(1000, start=1000)
     nc = await nats.connect(nats_server.url)
     await create_stream(nc)
@@ -142,7 +157,9 @@ async def test_replay_from_config_time_rebuilds_only_messages_stored_after_it(na
     assert await applied_by_series(ch) == expected_of(new)
 
 
-async def test_manage_replay_from_a_sequence_rebuilds_state_and_reports_progress(nats_server, make_twin, channel_for) -> None:
+async def test_manage_replay_from_a_sequence_rebuilds_state_and_reports_progress(
+    nats_server, make_twin, channel_for
+) -> None:
     events = make_events(5000)
     app = await make_twin(nats_server.url, **js_sections())
     ch = channel_for(app)
@@ -157,13 +174,24 @@ async def test_manage_replay_from_a_sequence_rebuilds_state_and_reports_progress
         if st["state"] == "done" or time.monotonic() > end:
             break
         await asyncio.sleep(0.05)
-    assert st["state"] == "done" and st["progress"] == 1.0 and st["applied_sequence"] == 50 and st["messages_total"] == 30
-    assert await applied_by_series(ch) == expected_of(events[2000:])  # messages 21..50 = events 2000..4999
+    assert (
+        st["state"] == "done"
+        and st["progress"] == 1.0
+        and st["applied_sequence"] == 50
+        and st["messages_total"] == 30
+    )
+    assert await applied_by_series(ch) == expected_of(
+        events[2000:]
+    )  # messages 21..50 = events 2000..4999
 
     # Time travel: the value of sys3 as of an event time inside the replayed range.
     stub = pb_grpc.DigitalTwinStub(ch)
     at = events[2503]["timestamp"]
-    q = await stub.Query(pb.QueryRequest(query_type="historical", parameters={"system": "sys3", "metric": "load", "at": str(at)}))
+    q = await stub.Query(
+        pb.QueryRequest(
+            query_type="historical", parameters={"system": "sys3", "metric": "load", "at": str(at)}
+        )
+    )
     assert q.success and q.metadata["applied_sequence"] == "50"
     assert orjson.loads(q.result)["systems"]["sys3"]["load"]["value"] == events[2503]["value"]
 
@@ -176,7 +204,9 @@ async def test_manage_replay_from_a_sequence_rebuilds_state_and_reports_progress
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "future_version", "version_1"])
-async def test_bad_or_old_snapshot_on_start(nats_server, make_twin, channel_for, tmp_path, damage) -> None:
+async def test_bad_or_old_snapshot_on_start(
+    nats_server, make_twin, channel_for, tmp_path, damage
+) -> None:
     """corrupt / future version: rejected, reported (log, health, metric), state rebuilt by
     replay from the stream's start; version 1: migrated and used."""
     events = make_events(3000)
@@ -201,7 +231,14 @@ async def test_bad_or_old_snapshot_on_start(nats_server, make_twin, channel_for,
     await wait_applied(ch, 3000)
     recovery = time.monotonic() - t0
     m = await metrics(ch)
-    report_fault(f"snapshot on start: {damage}", 3000, total(await applied_by_series(ch)), 0, recovery, "rejected + full replay" if damage != "version_1" else "migrated v1 → v2, no replay needed")
+    report_fault(
+        f"snapshot on start: {damage}",
+        3000,
+        total(await applied_by_series(ch)),
+        0,
+        recovery,
+        "rejected + full replay" if damage != "version_1" else "migrated v1 → v2, no replay needed",
+    )
     health = (await manage(ch, "health_check")).health_status
     assert await applied_by_series(ch) == expected_of(events)
     if damage == "version_1":
@@ -212,11 +249,15 @@ async def test_bad_or_old_snapshot_on_start(nats_server, make_twin, channel_for,
         assert m["events_applied_total"] == 3000  # rebuilt by replaying the whole stream
         assert any("rejected" in i for i in health.issues), health.issues
         assert health.status == "degraded"
-        expected_reason = "checksum mismatch" if damage == "corrupt" else "unsupported snapshot format version 99"
+        expected_reason = (
+            "checksum mismatch" if damage == "corrupt" else "unsupported snapshot format version 99"
+        )
         assert any(expected_reason in i for i in health.issues)
 
 
-async def test_each_replica_consumes_the_whole_stream_with_its_own_durable(nats_server, make_twin, channel_for) -> None:
+async def test_each_replica_consumes_the_whole_stream_with_its_own_durable(
+    nats_server, make_twin, channel_for
+) -> None:
     events = make_events(4000)
     a = await make_twin(nats_server.url, **js_sections(durable="replica-a"))
     b = await make_twin(nats_server.url, **js_sections(durable="replica-b"))
@@ -241,7 +282,9 @@ async def _consumers(nc: Any):  # type: ignore[no-untyped-def]
         yield c
 
 
-async def test_dead_lettered_messages_are_acknowledged_and_counted_once(nats_server, make_twin, channel_for) -> None:
+async def test_dead_lettered_messages_are_acknowledged_and_counted_once(
+    nats_server, make_twin, channel_for
+) -> None:
     """Sent: 10 good batch messages (1 000 events), 5 malformed messages. Applied: 1 000;
     dead-lettered: 5; the applied sequence passes the malformed ones (they are acked)."""
     app = await make_twin(nats_server.url, **js_sections())
@@ -273,7 +316,9 @@ async def test_dead_lettered_messages_are_acknowledged_and_counted_once(nats_ser
     assert all(orjson.loads(r)["reason"].startswith("invalid JSON") for r in got)
 
 
-async def test_readiness_waits_until_the_replay_at_start_caught_up(nats_server, make_twin, channel_for) -> None:
+async def test_readiness_waits_until_the_replay_at_start_caught_up(
+    nats_server, make_twin, channel_for
+) -> None:
     """Sent before the twin starts: 20 000 events (200 messages); the model takes 10 ms per
     batch of 100, so the replay takes about 2 s. gRPC health is NOT_SERVING (and
     health_check names the replay) until all 200 are applied, then SERVING."""
@@ -285,14 +330,21 @@ async def test_readiness_waits_until_the_replay_at_start_caught_up(nats_server, 
     await create_stream(nc)
     await nc.close()
     await publish(nats_server.url, events)
-    app = await make_twin(nats_server.url, model=register(), world_model={"settings": {"update_delay": 0.01}}, **js_sections())
+    app = await make_twin(
+        nats_server.url,
+        model=register(),
+        world_model={"settings": {"update_delay": 0.01}},
+        **js_sections(),
+    )
     ch = channel_for(app)
     health = health_pb2_grpc.HealthStub(ch)
     early = await health.Check(health_pb2.HealthCheckRequest(service=""))
     issues = (await manage(ch, "health_check")).health_status.issues
     await wait_applied(ch, 20_000, timeout=60)
     end = time.monotonic() + 5
-    while (late := await health.Check(health_pb2.HealthCheckRequest(service=""))).status != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < end:
+    while (
+        late := await health.Check(health_pb2.HealthCheckRequest(service=""))
+    ).status != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < end:
         await asyncio.sleep(0.05)
     assert early.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert any(i.startswith("replaying the stream") for i in issues), issues
@@ -300,7 +352,9 @@ async def test_readiness_waits_until_the_replay_at_start_caught_up(nats_server, 
     assert await applied_by_series(ch) == expected_of(events)
 
 
-async def test_snapshot_newer_than_a_recreated_stream_keeps_its_state_and_applies_the_new_stream(make_twin, channel_for, tmp_path) -> None:
+async def test_snapshot_newer_than_a_recreated_stream_keeps_its_state_and_applies_the_new_stream(
+    make_twin, channel_for, tmp_path
+) -> None:
     """Sent: 3 000 events to server 1 (snapshot at sequence 30), then 1 000 events to a
     fresh server 2 whose stream starts again at sequence 1. Applied: all 4 000, and the
     mismatch is reported in health instead of silently skipping sequences 1..30."""
@@ -325,7 +379,9 @@ async def test_snapshot_newer_than_a_recreated_stream_keeps_its_state_and_applie
         await app2.stop()
 
 
-async def test_snapshots_without_jetstream_restore_the_state_on_restart(nats_server, make_twin, channel_for, tmp_path) -> None:
+async def test_snapshots_without_jetstream_restore_the_state_on_restart(
+    nats_server, make_twin, channel_for, tmp_path
+) -> None:
     """Core NATS + snapshot_dir: sent 2 000 events; after a restart the twin holds them all
     again from the snapshot (there is no stream to replay)."""
     events = make_events(2000)

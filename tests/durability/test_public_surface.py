@@ -5,8 +5,15 @@ import twin.durability
 
 def test_durability_exports() -> None:
     assert sorted(twin.durability.__all__) == [
-        "Durability", "FORMAT_VERSION", "JetStreamIngestor", "SequenceTracker", "Snapshot", "SnapshotError",
-        "SnapshotStore", "StartPosition", "durable_name",
+        "Durability",
+        "FORMAT_VERSION",
+        "JetStreamIngestor",
+        "SequenceTracker",
+        "Snapshot",
+        "SnapshotError",
+        "SnapshotStore",
+        "StartPosition",
+        "durable_name",
     ]
     for name in twin.durability.__all__:
         assert getattr(twin.durability, name) is not None

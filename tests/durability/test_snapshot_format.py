@@ -31,8 +31,25 @@ def _state() -> TwinState:
     st.apply_points(pts)
     from twin.core.events import CalibrationEvent, ExecutionResult
 
-    st.apply_execution(ExecutionResult(action_id="a1", action_type="ADD_SERVER", status="success", finished_at=123.0, output={"target": "swim", "n": [1, 2]}), 0.0)
-    st.apply_calibration(CalibrationEvent(prediction_id="p1", actual_outcome={"x": 1.5}, predicted_outcome={"x": 1.0}, timestamp=124.0), 0.0)
+    st.apply_execution(
+        ExecutionResult(
+            action_id="a1",
+            action_type="ADD_SERVER",
+            status="success",
+            finished_at=123.0,
+            output={"target": "swim", "n": [1, 2]},
+        ),
+        0.0,
+    )
+    st.apply_calibration(
+        CalibrationEvent(
+            prediction_id="p1",
+            actual_outcome={"x": 1.5},
+            predicted_outcome={"x": 1.0},
+            timestamp=124.0,
+        ),
+        0.0,
+    )
     return st
 
 
@@ -53,7 +70,11 @@ def test_snapshot_round_trip_restores_series_text_values_actions_and_calibration
     st = _state()
     data = encode(capture(st, 42, [44, 45], "S"))
     header = orjson.loads(data.split(b"\n", 1)[0])
-    assert header["format_version"] == FORMAT_VERSION and header["applied_sequence"] == 42 and len(header["sha256"]) == 64
+    assert (
+        header["format_version"] == FORMAT_VERSION
+        and header["applied_sequence"] == 42
+        and len(header["sha256"]) == 64
+    )
     snap = decode(data)
     assert (snap.applied_sequence, snap.applied_above, snap.stream) == (42, [44, 45], "S")
     fresh = TwinState(Retention(1000, 0))
@@ -133,14 +154,32 @@ def _with_ledger() -> TwinState:
 
     st = TwinState(Retention(10_000, 0))
     rng = np.random.default_rng(4)
-    st.apply_points([Point("web", "cpu", 1000.0 + 10 * i, float(v), "pct", None) for i, v in enumerate(rng.normal(50, 2, 200))])
+    st.apply_points(
+        [
+            Point("web", "cpu", 1000.0 + 10 * i, float(v), "pct", None)
+            for i, v in enumerate(rng.normal(50, 2, 200))
+        ]
+    )
     for k in range(6):
         last = st.store.get("web", "cpu").last_t
         t = last + 10.0 * np.arange(1, 7)
         m = np.full(6, 50.0)
-        st.ledger.record(st.store, f"f{k}", "web", "statistical", "forecast", [TrackInput("cpu", t, m, m - 1.0, m + 1.0)], 0.9)
+        st.ledger.record(
+            st.store,
+            f"f{k}",
+            "web",
+            "statistical",
+            "forecast",
+            [TrackInput("cpu", t, m, m - 1.0, m + 1.0)],
+            0.9,
+        )
         if k < 5:
-            st.apply_points([Point("web", "cpu", float(x), float(v), "pct", None) for x, v in zip(t, rng.normal(50, 2, 6))])
+            st.apply_points(
+                [
+                    Point("web", "cpu", float(x), float(v), "pct", None)
+                    for x, v in zip(t, rng.normal(50, 2, 6))
+                ]
+            )
             st.ledger.score_due(st.store, st.actions)
     return st
 
@@ -155,10 +194,15 @@ def test_version_3_snapshots_carry_the_prediction_ledger() -> None:
     assert fresh.ledger.totals()["predictions_scored_total"] == 5
     assert fresh.ledger.totals()["predictions_pending"] == 1
     lead = np.arange(1.0, 7.0)
-    assert np.allclose(fresh.ledger.interval_scales("web", "forecast", "cpu", lead, 0.9)[0], st.ledger.interval_scales("web", "forecast", "cpu", lead, 0.9)[0])
+    assert np.allclose(
+        fresh.ledger.interval_scales("web", "forecast", "cpu", lead, 0.9)[0],
+        st.ledger.interval_scales("web", "forecast", "cpu", lead, 0.9)[0],
+    )
     # The restored pending forecast is scored when its telemetry arrives.
     last = fresh.store.get("web", "cpu").last_t
-    fresh.apply_points([Point("web", "cpu", last + 10.0 * i, 50.0, "pct", None) for i in range(1, 8)])
+    fresh.apply_points(
+        [Point("web", "cpu", last + 10.0 * i, 50.0, "pct", None) for i in range(1, 8)]
+    )
     assert fresh.ledger.score_due(fresh.store, fresh.actions) == 1
 
 

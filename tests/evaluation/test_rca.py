@@ -26,7 +26,9 @@ SUBSET = [
     "2022-08-23_154743",  # shippingservice cpu_contention
 ]
 
-pytestmark = pytest.mark.skipif(not (CASES / SUBSET[0]).is_dir(), reason=f"RCA cases not found in {CASES}")
+pytestmark = pytest.mark.skipif(
+    not (CASES / SUBSET[0]).is_dir(), reason=f"RCA cases not found in {CASES}"
+)
 
 
 def _copy(dst: Path, labels: str) -> Path:
@@ -45,7 +47,13 @@ def _copy(dst: Path, labels: str) -> Path:
                 "root_cause": {"service": rng.choice(services), "metric": "cpu"},
                 "fault_type": "scrambled",
                 "fault_class": "scrambled",
-                "other_faults_in_window": [{"t": meta["fault_start"] - 60, "service": rng.choice(services), "fault_type": "x"}],
+                "other_faults_in_window": [
+                    {
+                        "t": meta["fault_start"] - 60,
+                        "service": rng.choice(services),
+                        "fault_type": "x",
+                    }
+                ],
             }
         (dst / cid / "case.json").write_text(json.dumps(meta))
     return dst
@@ -108,14 +116,32 @@ def test_cross_validation_and_chart(tmp_path: Path, capsys: pytest.CaptureFixtur
     chart = tmp_path / "rca.png"
     p = argparse.ArgumentParser()
     rca.configure_parser(p)
-    assert rca.run(p.parse_args(["--cases", str(cases), "--limit", "4", "--cv", "--json", "--chart", str(chart)])) == 0
+    assert (
+        rca.run(
+            p.parse_args(
+                ["--cases", str(cases), "--limit", "4", "--cv", "--json", "--chart", str(chart)]
+            )
+        )
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out)
     cv = rep["cv"]
-    assert cv["rpc_mismatch"] == [] and cv["candidates"][0] == "default" and len(cv["candidates"]) > 5
+    assert (
+        cv["rpc_mismatch"] == [] and cv["candidates"][0] == "default" and len(cv["candidates"]) > 5
+    )
     for scheme in ("leave-one-fault-type-out", "leave-one-day-out"):
-        assert cv[scheme]["overall"]["n"] == 4 and set(cv[scheme]["overall"]) >= {"AC@1", "AC@3", "Avg@5"}
+        assert cv[scheme]["overall"]["n"] == 4 and set(cv[scheme]["overall"]) >= {
+            "AC@1",
+            "AC@3",
+            "Avg@5",
+        }
         assert set(cv[scheme]["chosen"].values()) <= set(cv["candidates"])
-    assert set(cv["leave-one-fault-type-out"]["chosen"]) == {"cpu_contention", "return", "cpu_consumed", "exception"}
+    assert set(cv["leave-one-fault-type-out"]["chosen"]) == {
+        "cpu_contention",
+        "return",
+        "cpu_consumed",
+        "exception",
+    }
     assert set(cv["leave-one-day-out"]["chosen"]) == {"2022-08-22"}  # the first 4 cases are one day
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
     nip = rep["no_incident_probability"]

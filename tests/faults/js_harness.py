@@ -41,10 +41,18 @@ T0 = 1_700_000_000.0
 Expected = dict[tuple[str, str], tuple[int, float]]
 
 
-def make_events(n: int, series: int = 10, start: int = 0, name: str = "load") -> list[dict[str, Any]]:
+def make_events(
+    n: int, series: int = 10, start: int = 0, name: str = "load"
+) -> list[dict[str, Any]]:
     """Event i: source ``sys{i % series}``, integer value, unique event time."""
     return [
-        {"name": name, "value": float(i % 997), "unit": "u", "source": f"sys{i % series}", "timestamp": T0 + i * 0.001}
+        {
+            "name": name,
+            "value": float(i % 997),
+            "unit": "u",
+            "source": f"sys{i % series}",
+            "timestamp": T0 + i * 0.001,
+        }
         for i in range(start, start + n)
     ]
 
@@ -81,7 +89,9 @@ class JsPublisher:
         self.duplicates = 0
         self.retries = 0
 
-    async def publish(self, subject: str, payload: bytes, msg_id: str, give_up_after: float = 60.0) -> None:
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, give_up_after: float = 60.0
+    ) -> None:
         deadline = time.monotonic() + give_up_after
         while True:
             try:
@@ -96,7 +106,9 @@ class JsPublisher:
                 self.retries += 1
                 await asyncio.sleep(0.1)
 
-    async def publish_all(self, messages: list[tuple[str, bytes, str]], pause_every: int = 0, pause: float = 0.0) -> None:
+    async def publish_all(
+        self, messages: list[tuple[str, bytes, str]], pause_every: int = 0, pause: float = 0.0
+    ) -> None:
         for i, (subject, payload, mid) in enumerate(messages):
             await self.publish(subject, payload, mid)
             if pause_every and i % pause_every == pause_every - 1:
@@ -109,7 +121,9 @@ async def create_stream(nc: Any, name: str = "POLARIS_TWIN") -> None:
 
 
 # ------------------------------------------------------------------ gRPC audits
-async def manage(channel: grpc.aio.Channel, op: str, timeout: float = 10.0, **params: str) -> pb.ManagementResponse:
+async def manage(
+    channel: grpc.aio.Channel, op: str, timeout: float = 10.0, **params: str
+) -> pb.ManagementResponse:
     stub = pb_grpc.DigitalTwinStub(channel)
     return await stub.Manage(pb.ManagementRequest(operation=op, parameters=params), timeout=timeout)
 
@@ -123,7 +137,11 @@ async def applied_by_series(channel: grpc.aio.Channel) -> Expected:
     resp = await manage(channel, "series_stats")
     assert resp.success, resp.result
     data = orjson.loads(resp.result)
-    return {(src, m): (int(v["count"]), float(v["sum"])) for src, ms in data["by_series"].items() for m, v in ms.items()}
+    return {
+        (src, m): (int(v["count"]), float(v["sum"]))
+        for src, ms in data["by_series"].items()
+        for m, v in ms.items()
+    }
 
 
 def total(stats: Expected) -> int:
@@ -155,7 +173,9 @@ def twin_executable() -> list[str]:
 class TwinProcess:
     """``polaris-twin --config FILE`` as a child process; the gRPC port is read from its log."""
 
-    def __init__(self, workdir: Path, digital_twin: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, digital_twin: dict[str, Any], env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.config_path = workdir / "twin.yaml"
         self.config_path.write_text(yaml.safe_dump({"digital_twin": digital_twin}))
@@ -169,7 +189,12 @@ class TwinProcess:
         self.runs += 1
         self.log_path = self.workdir / f"twin-{self.runs}.log"
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([*twin_executable(), "--config", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, env=self.env)  # noqa: ASYNC220 - Popen returns at once
+        self.proc = subprocess.Popen(
+            [*twin_executable(), "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )  # noqa: ASYNC220 - Popen returns at once
         log.close()
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -178,7 +203,9 @@ class TwinProcess:
                 self.port = int(m.group(1))
                 return self.port
             if self.proc.poll() is not None:
-                raise AssertionError(f"twin exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+                raise AssertionError(
+                    f"twin exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}"
+                )
             await asyncio.sleep(0.05)
         raise AssertionError(f"twin did not report its gRPC port:\n{self.log_text()[-3000:]}")
 
@@ -238,14 +265,18 @@ class NatsProcess:
             import tempfile
 
             args += ["-js", "-sd", self.store_dir or tempfile.mkdtemp(prefix="polaris-nats-test-")]
-        self.proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = await asyncio.create_subprocess_exec(
+            *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         assert self.proc.stderr is not None
         seen = b""
         async with asyncio.timeout(15):
             while True:
                 line = await self.proc.stderr.readline()
                 if not line:
-                    raise AssertionError(f"nats-server exited: {seen.decode(errors='replace')[-2000:]}")
+                    raise AssertionError(
+                        f"nats-server exited: {seen.decode(errors='replace')[-2000:]}"
+                    )
                 seen += line
                 m = re.search(rb"Listening for client connections on \S*?:(\d+)", line)
                 if m:
@@ -269,12 +300,28 @@ class NatsProcess:
             await asyncio.gather(self._drain, return_exceptions=True)
 
 
-def report_fault(fault: str, published: int, applied: int, duplicates: int, recovery_s: float | None, note: str = "") -> None:
+def report_fault(
+    fault: str,
+    published: int,
+    applied: int,
+    duplicates: int,
+    recovery_s: float | None,
+    note: str = "",
+) -> None:
     """One machine-readable line per fault scenario; ``bench/faults_table.py`` collects them."""
-    row = {"fault": fault, "published": published, "applied": applied, "duplicates": duplicates, "recovery_s": None if recovery_s is None else round(recovery_s, 2), "note": note}
+    row = {
+        "fault": fault,
+        "published": published,
+        "applied": applied,
+        "duplicates": duplicates,
+        "recovery_s": None if recovery_s is None else round(recovery_s, 2),
+        "note": note,
+    }
     print("\nFAULT-ROW " + orjson.dumps(row).decode())
 
 
 def duplicates_of(applied: Expected, expected: Expected) -> int:
     """Events applied more often than published, summed over series."""
-    return sum(max(0, applied.get(k, (0, 0.0))[0] - n) for k, (n, _) in expected.items()) + sum(c for k, (c, _) in applied.items() if k not in expected)
+    return sum(max(0, applied.get(k, (0, 0.0))[0] - n) for k, (n, _) in expected.items()) + sum(
+        c for k, (c, _) in applied.items() if k not in expected
+    )

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 def js_delivery(control_line: bytes) -> tuple[int, int] | None:
     """(stream sequence, delivery count) of a JetStream delivery's control line, else None.
 
-    ``MSG <subject> <sid> $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> <n>``,
+    ``MSG <subject> <sid> $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+    <n>``,
     or the v2 reply ``$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>...``
     with a trailing token.
     """

@@ -21,6 +21,30 @@ class Pki:
     server_key: Path
     client_cert: Path
     client_key: Path
+    ca_key: Path | None = None
+
+    def issue_client(self, cn: str) -> tuple[Path, Path]:
+        """Another client certificate from this CA, with common name ``cn``: (cert, key)."""
+        assert self.ca_key is not None
+        ca_cert = x509.load_pem_x509_certificate(self.ca.read_bytes())
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), None)
+        key = _key()
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        path = self.ca.parent / f"client-{cn}.pem"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path, _write_key(key, self.ca.parent / f"client-{cn}.key")
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -28,7 +52,13 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return path
 
 
@@ -48,11 +78,16 @@ def make_pki(directory: Path, ca_name: str = "polaris-test-ca") -> Pki:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
     )
 
-    def leaf(cn: str, usage: x509.ObjectIdentifier, san: bool) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    def leaf(
+        cn: str, usage: x509.ObjectIdentifier, san: bool
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         key = _key()
         b = (
             x509.CertificateBuilder()
@@ -66,7 +101,12 @@ def make_pki(directory: Path, ca_name: str = "polaris-test-ca") -> Pki:
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
         if san:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            b = b.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
         return b.sign(ca_key, hashes.SHA256()), key
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -82,4 +122,5 @@ def make_pki(directory: Path, ca_name: str = "polaris-test-ca") -> Pki:
         _write_key(srv_key, directory / "server.key"),
         directory / "client.pem",
         _write_key(cli_key, directory / "client.key"),
+        _write_key(ca_key, directory / "ca.key"),
     )

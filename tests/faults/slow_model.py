@@ -2,8 +2,9 @@
 ``register_model("slow_test", SlowModel)``.
 
 Settings: ``update_delay`` (seconds of blocking work per applied batch: a model that
-cannot keep up with ingestion) and ``query_delay`` (seconds each query, simulation and
-diagnosis awaits: a model slower than the client's deadline).
+cannot keep up with ingestion), ``query_delay`` (seconds each query, simulation and
+diagnosis awaits: a model slower than the client's deadline) and ``health_delay`` (seconds
+each health call awaits: slow Manage operations).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 
 from twin.models.base import (
     EventBatch,
+    Health,
     QueryRequest,
     QueryResult,
     SimulationRequest,
@@ -35,6 +37,10 @@ class SlowModel(MockWorldModel):
     async def query(self, request: QueryRequest) -> QueryResult:
         await asyncio.sleep(float(self.settings.get("query_delay", 0.0)))
         return await super().query(request)
+
+    async def health(self) -> Health:
+        await asyncio.sleep(float(self.settings.get("health_delay", 0.0)))
+        return await super().health()
 
     async def simulate(self, request: SimulationRequest) -> SimulationResult:
         await asyncio.sleep(float(self.settings.get("query_delay", 0.0)))

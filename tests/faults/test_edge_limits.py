@@ -22,10 +22,11 @@ import orjson
 import pytest
 from faults.js_harness import manage, metrics
 from fuzz.fuzz_strategies import deep
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
+
+from support import wait_for
 
 STREAM = "polaris.telemetry.events.stream"
 BATCH = "polaris.telemetry.events.batch"
@@ -48,7 +49,13 @@ async def _dead_letters(nc: nats.NATS) -> list[dict[str, Any]]:
 
 async def _settle(app: Any, received: int, dead: list[dict[str, Any]], n_dead: int) -> None:
     stats = app.runtime.ingest_stats
-    await wait_for(lambda: stats.events_received >= received and len(dead) >= n_dead and app.ingestor.queue.qsize() == 0)
+    await wait_for(
+        lambda: (
+            stats.events_received >= received
+            and len(dead) >= n_dead
+            and app.ingestor.queue.qsize() == 0
+        )
+    )
     await asyncio.sleep(0.3)  # nothing more may arrive
 
 
@@ -62,7 +69,9 @@ async def _healthy(ch: grpc.aio.Channel) -> None:
 
 
 # ----------------------------------------------------------------- defect 1
-async def test_extreme_timestamps_are_dead_lettered_and_queries_keep_working(nats_server, nc, make_twin, channel_for) -> None:
+async def test_extreme_timestamps_are_dead_lettered_and_queries_keep_working(
+    nats_server, nc, make_twin, channel_for
+) -> None:
     app = await make_twin(nats_server.url)
     ch = channel_for(app)
     dead = await _dead_letters(nc)
@@ -100,27 +109,41 @@ async def test_extreme_timestamps_are_dead_lettered_and_queries_keep_working(nat
     for params in ({}, {"system": "edge"}, {"system": "edge", "metric": "cpu"}):
         r = await stub.Query(pb.QueryRequest(query_type="current_state", parameters=params))
         assert r.success, r.explanation
-    r = await stub.Query(pb.QueryRequest(query_type="historical", parameters={"system": "edge", "metric": "cpu", "start": "0"}))
+    r = await stub.Query(
+        pb.QueryRequest(
+            query_type="historical", parameters={"system": "edge", "metric": "cpu", "start": "0"}
+        )
+    )
     assert r.success and orjson.loads(r.result)["systems"]["edge"]["cpu"]["samples"] == 3
     # Request times are held to the same window: INVALID_ARGUMENT, not an internal error.
     for req in (
         pb.QueryRequest(query_type="current_state", timestamp="1e300"),
         pb.QueryRequest(query_type="historical", parameters={"metric": "cpu", "at": "1e300"}),
         pb.QueryRequest(query_type="historical", parameters={"metric": "cpu", "start": "-1e11"}),
-        pb.QueryRequest(query_type="historical", parameters={"metric": "cpu", "end": "9999-12-31T00:00:00Z"}),
+        pb.QueryRequest(
+            query_type="historical", parameters={"metric": "cpu", "end": "9999-12-31T00:00:00Z"}
+        ),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Query(req)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "outside the accepted window" in (info.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.Simulate(pb.SimulationRequest(simulation_type="forecast", timestamp="1e300", parameters={"system": "edge", "metric": "cpu"}))
+        await stub.Simulate(
+            pb.SimulationRequest(
+                simulation_type="forecast",
+                timestamp="1e300",
+                parameters={"system": "edge", "metric": "cpu"},
+            )
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await _healthy(ch)
 
 
 async def test_the_time_window_is_a_setting(nats_server, nc, make_twin, channel_for) -> None:
-    app = await make_twin(nats_server.url, limits={"min_event_time": 1_600_000_000, "max_event_time_ahead_sec": 0})
+    app = await make_twin(
+        nats_server.url, limits={"min_event_time": 1_600_000_000, "max_event_time_ahead_sec": 0}
+    )
     ch = channel_for(app)
     dead = await _dead_letters(nc)
     events = [_ev("a", timestamp=1_500_000_000.0), _ev("a"), _ev("a", timestamp=time.time() + 600)]
@@ -143,7 +166,12 @@ async def test_series_cap_total_and_per_system(nats_server, nc, make_twin, chann
     await nc.flush()
     await _settle(app, len(first), dead, 3)
     # Existing series keep taking points; refused ones stay refused.
-    again = [_ev("m0", 2.0, source="a"), _ev("m1", 2.0, source="b"), _ev("m4", 2.0, source="a"), _ev("x", 1.0, source="c")]
+    again = [
+        _ev("m0", 2.0, source="a"),
+        _ev("m1", 2.0, source="b"),
+        _ev("m4", 2.0, source="a"),
+        _ev("x", 1.0, source="c"),
+    ]
     for e in again:
         await nc.publish(STREAM, orjson.dumps(e))
     await nc.flush()
@@ -157,11 +185,15 @@ async def test_series_cap_total_and_per_system(nats_server, nc, make_twin, chann
     reasons = sorted(d["reason"] for d in dead)
     assert sum("max_series_per_system 3 reached for a" in r for r in reasons) == 2  # a/m3, a/m4
     assert sum("state.max_series 5 reached" in r for r in reasons) == 3  # b/m2, then a/m4 and c/x
-    assert {(orjson.loads(d["payload"])["source"], orjson.loads(d["payload"])["name"]) for d in dead} == {("a", "m3"), ("a", "m4"), ("b", "m2"), ("c", "x")}
+    assert {
+        (orjson.loads(d["payload"])["source"], orjson.loads(d["payload"])["name"]) for d in dead
+    } == {("a", "m3"), ("a", "m4"), ("b", "m2"), ("c", "x")}
     assert {d["subject"] for d in dead} == {BATCH, STREAM}
     h = (await manage(ch, "health_check")).health_status
     assert h.status == "degraded"
-    assert any("series cap reached" in i for i in h.issues) and any("max_series_per_system" in i for i in h.issues)
+    assert any("series cap reached" in i for i in h.issues) and any(
+        "max_series_per_system" in i for i in h.issues
+    )
     stub = pb_grpc.DigitalTwinStub(ch)
     assert (await stub.Query(pb.QueryRequest(query_type="current_state"))).success
     assert (await manage(ch, "reset_state")).success
@@ -170,8 +202,12 @@ async def test_series_cap_total_and_per_system(nats_server, nc, make_twin, chann
 
 
 # ----------------------------------------------------------------- defect 3
-async def test_length_limits_and_action_payloads_are_refused_at_ingest(nats_server, nc, make_twin, channel_for, tmp_path) -> None:
-    app = await make_twin(nats_server.url, state={"snapshot_dir": str(tmp_path), "snapshot_interval_sec": 0})
+async def test_length_limits_and_action_payloads_are_refused_at_ingest(
+    nats_server, nc, make_twin, channel_for, tmp_path
+) -> None:
+    app = await make_twin(
+        nats_server.url, state={"snapshot_dir": str(tmp_path), "snapshot_interval_sec": 0}
+    )
     ch = channel_for(app)
     dead = await _dead_letters(nc)
     bad = [
@@ -182,20 +218,41 @@ async def test_length_limits_and_action_payloads_are_refused_at_ingest(nats_serv
         _ev("n" * 257),
         _ev("s", source="s" * 257),
     ]
-    good = [_ev("u", unit="x" * 64), _ev("t", value="y" * 1024), _ev("g", tags={f"k{i}": "v" * 256 for i in range(32)})]
+    good = [
+        _ev("u", unit="x" * 64),
+        _ev("t", value="y" * 1024),
+        _ev("g", tags={f"k{i}": "v" * 256 for i in range(32)}),
+    ]
     await nc.publish(BATCH, orjson.dumps({"events": bad + good}))
     execs = [
-        {"action_id": "deep", "status": "success", "output": json.loads(deep(600, b'{"a":', b"}").replace(b'{"a":}', b'{"a":1}'))},
-        {"action_id": "deep33", "status": "success", "metadata": {"m": json.loads(deep(31, b"[", b"]"))}},  # 33 levels
+        {
+            "action_id": "deep",
+            "status": "success",
+            "output": json.loads(deep(600, b'{"a":', b"}").replace(b'{"a":}', b'{"a":1}')),
+        },
+        {
+            "action_id": "deep33",
+            "status": "success",
+            "metadata": {"m": json.loads(deep(31, b"[", b"]"))},
+        },  # 33 levels
         {"action_id": "big", "status": "success", "message": "m" * 70_000},
         {"action_id": "long", "status": "success", "message": "m" * 1025},
         {"action_id": "late", "status": "success", "finished_at": 1e12},
-        {"action_id": "ok", "status": "success", "output": {"a": {"b": [1, 2, 3]}}, "message": "fine"},
+        {
+            "action_id": "ok",
+            "status": "success",
+            "output": {"a": {"b": [1, 2, 3]}},
+            "message": "fine",
+        },
     ]
     for e in execs:
         await nc.publish(EXEC, json.dumps(e).encode())
     cals = [
-        {"prediction_id": "p", "predicted_outcome": {"x": json.loads(deep(40, b"[", b"]"))}, "actual_outcome": {"value": 1}},
+        {
+            "prediction_id": "p",
+            "predicted_outcome": {"x": json.loads(deep(40, b"[", b"]"))},
+            "actual_outcome": {"value": 1},
+        },
         {"prediction_id": "p", "predicted_outcome": {"value": 1}, "actual_outcome": {"value": 2}},
     ]
     for c in cals:
@@ -220,7 +277,12 @@ async def test_action_log_is_bounded_in_bytes(nats_server, nc, make_twin, channe
     app = await make_twin(nats_server.url, state={"action_log_max_bytes": 200_000})
     ch = channel_for(app)
     for i in range(60):
-        await nc.publish(EXEC, orjson.dumps({"action_id": f"a{i}", "status": "success", "output": {"blob": "z" * 60_000}}))
+        await nc.publish(
+            EXEC,
+            orjson.dumps(
+                {"action_id": f"a{i}", "status": "success", "output": {"blob": "z" * 60_000}}
+            ),
+        )
     await nc.flush()
     await wait_for(lambda: app.runtime.ingest_stats.executions_applied == 60)
     log = app.runtime.state.actions
@@ -231,16 +293,34 @@ async def test_action_log_is_bounded_in_bytes(nats_server, nc, make_twin, channe
 
 
 # ----------------------------------------------------------------- defect 9
-async def test_nan_literal_and_deep_event_keep_their_good_neighbours(nats_server, nc, make_twin, channel_for) -> None:
+async def test_nan_literal_and_deep_event_keep_their_good_neighbours(
+    nats_server, nc, make_twin, channel_for
+) -> None:
     app = await make_twin(nats_server.url)
     ch = channel_for(app)
     dead = await _dead_letters(nc)
     good = [_ev(f"g{i}", float(i)) for i in range(8)]
-    nan_batch = json.dumps({"batch_id": "nan", "events": good[:4] + [_ev("bad", float("nan"))] + good[4:]}).encode()
+    nan_batch = json.dumps(
+        {"batch_id": "nan", "events": good[:4] + [_ev("bad", float("nan"))] + good[4:]}
+    ).encode()
     assert b"NaN" in nan_batch  # what Python's json.dumps writes
     deep_event = b'{"name": "deep", "value": 1, "metadata": {"m": ' + deep(5000) + b"}}"
-    deep_batch = b'{"events": [' + b", ".join([orjson.dumps(e) for e in good[:2]] + [deep_event] + [orjson.dumps(e) for e in good[2:]]) + b"]}"
-    inf_batch = b'{"events": [' + b", ".join([orjson.dumps(e) for e in good[:7]] + [b'{"name": "big", "value": 1e400}'] + [orjson.dumps(good[7])]) + b"]}"
+    deep_batch = (
+        b'{"events": ['
+        + b", ".join(
+            [orjson.dumps(e) for e in good[:2]] + [deep_event] + [orjson.dumps(e) for e in good[2:]]
+        )
+        + b"]}"
+    )
+    inf_batch = (
+        b'{"events": ['
+        + b", ".join(
+            [orjson.dumps(e) for e in good[:7]]
+            + [b'{"name": "big", "value": 1e400}']
+            + [orjson.dumps(good[7])]
+        )
+        + b"]}"
+    )
     bare_nan = json.dumps(good + [_ev("bad", float("-inf"))]).encode()
     for payload in (nan_batch, deep_batch, inf_batch, bare_nan):
         await nc.publish(BATCH, payload)

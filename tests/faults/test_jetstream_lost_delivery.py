@@ -7,7 +7,15 @@ from __future__ import annotations
 import asyncio
 
 import nats
-from faults.js_harness import JsPublisher, applied_by_series, batches, expected_of, make_events, metrics, wait_applied
+from faults.js_harness import (
+    JsPublisher,
+    applied_by_series,
+    batches,
+    expected_of,
+    make_events,
+    metrics,
+    wait_applied,
+)
 from faults.nats_proxy import CutPlan, NatsCutProxy, js_delivery
 
 N_MESSAGES = 60  # batch messages of 100 events each
@@ -21,7 +29,9 @@ def test_delivery_parser_reads_stream_sequence_and_delivery_count() -> None:
     assert js_delivery(b"MSG _INBOX.x 3 12\r\n") is None
 
 
-async def test_deliveries_lost_in_reconnects_are_applied_not_skipped(nats_server, make_twin, channel_for) -> None:
+async def test_deliveries_lost_in_reconnects_are_applied_not_skipped(
+    nats_server, make_twin, channel_for
+) -> None:
     plan = CutPlan(set(CUT_AT))
     proxy = NatsCutProxy("127.0.0.1", int(nats_server.url.rsplit(":", 1)[1]), plan)
     await proxy.start()
@@ -31,7 +41,12 @@ async def test_deliveries_lost_in_reconnects_are_applied_not_skipped(nats_server
             nats={
                 "max_reconnect_attempts": -1,
                 "reconnect_wait_sec": 0.1,
-                "jetstream": {"enabled": True, "durable": "lost", "ack_wait_sec": 2, "consumer_batch": 8},
+                "jetstream": {
+                    "enabled": True,
+                    "durable": "lost",
+                    "ack_wait_sec": 2,
+                    "consumer_batch": 8,
+                },
             },
         )
         ch = channel_for(app)

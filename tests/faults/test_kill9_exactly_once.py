@@ -52,7 +52,11 @@ async def test_kill9_mid_load_then_restart_applies_every_event_exactly_once(tmp_
                     "jetstream": {"enabled": True, "durable": "twin-kill9", "ack_wait_sec": 5},
                 },
                 "grpc": {"host": "127.0.0.1", "port": 0, "grace_period_sec": 0.5},
-                "state": {"snapshot_dir": str(snaps), "snapshot_every_events": 10_000, "snapshot_interval_sec": 1},
+                "state": {
+                    "snapshot_dir": str(snaps),
+                    "snapshot_every_events": 10_000,
+                    "snapshot_interval_sec": 1,
+                },
                 "debugging": {"log_level": "INFO"},
             },
         )
@@ -65,7 +69,9 @@ async def test_kill9_mid_load_then_restart_applies_every_event_exactly_once(tmp_
             async with twin.channel() as ch:
                 await wait_ready(ch)
                 # Paced so the kill lands mid-load: ~1 000 messages over a few seconds.
-                publishing = asyncio.create_task(pub.publish_all(batches(events), pause_every=50, pause=0.15))
+                publishing = asyncio.create_task(
+                    pub.publish_all(batches(events), pause_every=50, pause=0.15)
+                )
                 while True:
                     m = await metrics(ch)
                     if m["events_applied_total"] >= 30_000:
@@ -90,18 +96,27 @@ async def test_kill9_mid_load_then_restart_applies_every_event_exactly_once(tmp_
                 m = await metrics(ch)
                 hist = await manage(ch, "health_check")
             print(
-                f"\nkill -9 fault: published={N} (acked messages={pub.acked}), applied before kill={applied_before_kill:.0f}, "
-                f"snapshots before kill={snapshots_before_kill:.0f}, restored from sequence={m['snapshot_restored_sequence']:.0f}, "
+                f"\nkill -9 fault: published={N} (acked messages={pub.acked}), applied before "
+                f"kill={applied_before_kill:.0f}, "
+                f"snapshots before kill={snapshots_before_kill:.0f}, restored from "
+                f"sequence={m['snapshot_restored_sequence']:.0f}, "
                 f"applied after restart={sum(c for c, _ in applied.values())}, "
-                f"duplicates skipped={m['jetstream_duplicates_skipped_total']:.0f}, ready after {t_ready:.2f}s, "
+                f"duplicates skipped={m['jetstream_duplicates_skipped_total']:.0f}, ready after "
+                f"{t_ready:.2f}s, "
                 f"caught up after {recovery:.2f}s"
             )
         finally:
             await twin.terminate()
             await nc.close()
     report_fault(
-        "kill -9 of polaris-twin mid-load (JetStream + snapshots), restart", N, total(applied), duplicates_of(applied, expected), recovery,
-        f"killed at {applied_before_kill:.0f} applied; restored snapshot seq {m['snapshot_restored_sequence']:.0f}, replayed the tail; ready (health_check answers) after {t_ready:.2f}s",
+        "kill -9 of polaris-twin mid-load (JetStream + snapshots), restart",
+        N,
+        total(applied),
+        duplicates_of(applied, expected),
+        recovery,
+        f"killed at {applied_before_kill:.0f} applied; restored snapshot seq "
+        f"{m['snapshot_restored_sequence']:.0f}, replayed the tail; ready (health_check answers) "
+        f"after {t_ready:.2f}s",
     )
     assert killed_while_publishing
     assert applied == expected  # per-series count and sum: every event exactly once

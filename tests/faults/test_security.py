@@ -28,10 +28,11 @@ from faults.js_harness import (
     wait_applied,
 )
 from faults.pki import make_pki
-from support import twin_config
 
 from twin.app import TwinApp
 from twin.core.errors import IngestError
+
+from support import twin_config
 
 SECRET = "S3cr3t-pa55-Xq9"
 
@@ -40,48 +41,75 @@ async def _health(channel: grpc.aio.Channel) -> bool:
     return (await manage(channel, "health_check", timeout=3)).success
 
 
-async def test_grpc_tls_serves_trusting_clients_and_refuses_others(nats_server, make_twin, tmp_path) -> None:
+async def test_grpc_tls_serves_trusting_clients_and_refuses_others(
+    nats_server, make_twin, tmp_path
+) -> None:
     pki = make_pki(tmp_path / "pki")
     other = make_pki(tmp_path / "other", "another-ca")
-    app = await make_twin(nats_server.url, grpc={"tls_cert_file": str(pki.server_cert), "tls_key_file": str(pki.server_key)})
+    app = await make_twin(
+        nats_server.url,
+        grpc={"tls_cert_file": str(pki.server_cert), "tls_key_file": str(pki.server_key)},
+    )
     target = f"127.0.0.1:{app.grpc_port}"
     opts = [("grpc.ssl_target_name_override", "localhost")]
-    async with grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(pki.ca.read_bytes()), options=opts) as ch:
+    async with grpc.aio.secure_channel(
+        target, grpc.ssl_channel_credentials(pki.ca.read_bytes()), options=opts
+    ) as ch:
         assert await _health(ch)
     async with grpc.aio.insecure_channel(target) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _health(ch)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    async with grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(other.ca.read_bytes()), options=opts) as ch:
+    async with grpc.aio.secure_channel(
+        target, grpc.ssl_channel_credentials(other.ca.read_bytes()), options=opts
+    ) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _health(ch)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_grpc_mtls_requires_a_client_certificate_from_the_configured_ca(nats_server, make_twin, tmp_path) -> None:
+async def test_grpc_mtls_requires_a_client_certificate_from_the_configured_ca(
+    nats_server, make_twin, tmp_path
+) -> None:
     pki = make_pki(tmp_path / "pki")
     app = await make_twin(
         nats_server.url,
-        grpc={"tls_cert_file": str(pki.server_cert), "tls_key_file": str(pki.server_key), "tls_client_ca_file": str(pki.ca)},
+        grpc={
+            "tls_cert_file": str(pki.server_cert),
+            "tls_key_file": str(pki.server_key),
+            "tls_client_ca_file": str(pki.ca),
+        },
     )
     target = f"127.0.0.1:{app.grpc_port}"
     opts = [("grpc.ssl_target_name_override", "localhost")]
-    with_cert = grpc.ssl_channel_credentials(pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes())
+    with_cert = grpc.ssl_channel_credentials(
+        pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
+    )
     async with grpc.aio.secure_channel(target, with_cert, options=opts) as ch:
         assert await _health(ch)
-    async with grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(pki.ca.read_bytes()), options=opts) as ch:
+    async with grpc.aio.secure_channel(
+        target, grpc.ssl_channel_credentials(pki.ca.read_bytes()), options=opts
+    ) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _health(ch)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_nats_user_password_works_and_the_password_never_leaks(make_twin, channel_for, monkeypatch, caplog, tmp_path) -> None:
+async def test_nats_user_password_works_and_the_password_never_leaks(
+    make_twin, channel_for, monkeypatch, caplog, tmp_path
+) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("NATS_USER", "twin")
     monkeypatch.setenv("NATS_PASSWORD", SECRET)
-    async with NatsProcess("--user", "twin", "--pass", SECRET, store_dir=str(tmp_path / "js")) as ns:
+    async with NatsProcess(
+        "--user", "twin", "--pass", SECRET, store_dir=str(tmp_path / "js")
+    ) as ns:
         url = f"nats://127.0.0.1:{ns.port}"
-        app = await make_twin(url, nats={"jetstream": {"enabled": True, "durable": "auth"}}, state={"snapshot_dir": str(tmp_path / "snap")})
+        app = await make_twin(
+            url,
+            nats={"jetstream": {"enabled": True, "durable": "auth"}},
+            state={"snapshot_dir": str(tmp_path / "snap")},
+        )
         ch = channel_for(app)
         nc = await nats.connect(url, user="twin", password=SECRET)
         try:
@@ -110,7 +138,11 @@ async def test_nats_user_password_works_and_the_password_never_leaks(make_twin, 
             texts += [resp.result, str(dict(resp.metrics)), str(resp.health_status)]
         # A second twin with the wrong password fails cleanly, without echoing any secret.
         monkeypatch.setenv("NATS_PASSWORD", SECRET + "-wrong")
-        bad = TwinApp(twin_config(f"nats://twin:{SECRET}@127.0.0.1:{ns.port}", nats={"max_reconnect_attempts": 1}))
+        bad = TwinApp(
+            twin_config(
+                f"nats://twin:{SECRET}@127.0.0.1:{ns.port}", nats={"max_reconnect_attempts": 1}
+            )
+        )
         with pytest.raises(IngestError) as err:
             await bad.start()
         await bad.stop()
@@ -124,9 +156,18 @@ async def test_nats_user_password_works_and_the_password_never_leaks(make_twin, 
 
 async def test_nats_tls_with_a_private_ca(make_twin, channel_for, tmp_path) -> None:
     pki = make_pki(tmp_path / "pki")
-    async with NatsProcess("--tls", "--tlscert", str(pki.server_cert), "--tlskey", str(pki.server_key), store_dir=str(tmp_path / "js")) as ns:
+    async with NatsProcess(
+        "--tls",
+        "--tlscert",
+        str(pki.server_cert),
+        "--tlskey",
+        str(pki.server_key),
+        store_dir=str(tmp_path / "js"),
+    ) as ns:
         url = f"tls://127.0.0.1:{ns.port}"
-        app = await make_twin(url, nats={"tls_ca_file": str(pki.ca), "jetstream": {"enabled": True, "durable": "tls"}})
+        app = await make_twin(
+            url, nats={"tls_ca_file": str(pki.ca), "jetstream": {"enabled": True, "durable": "tls"}}
+        )
         ch = channel_for(app)
         import ssl
 

@@ -29,7 +29,11 @@ from twin.core.events import (
 
 NOW = 1_700_000_000.0
 NORMALISED = re.compile(r"^[a-z_.][a-z0-9_.]*$")
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _check_point(p: Point) -> None:
@@ -37,7 +41,9 @@ def _check_point(p: Point) -> None:
     assert NORMALISED.match(p.name) and len(p.name) <= 256
     assert isinstance(p.source, str) and 1 <= len(p.source) <= 256
     assert isinstance(p.t, float) and math.isfinite(p.t)
-    assert (p.text is None and math.isfinite(p.value)) or (isinstance(p.text, str) and math.isnan(p.value))
+    assert (p.text is None and math.isfinite(p.value)) or (
+        isinstance(p.text, str) and math.isnan(p.value)
+    )
 
 
 def _rejected(err: DecodeError) -> None:
@@ -92,7 +98,12 @@ def test_decode_calibration_returns_a_valid_event_or_a_reason(payload: bytes) ->
     assert isinstance(cal.prediction_id, str) and isinstance(cal.actual_outcome, dict)
 
 
-DEEP = b'{"name": "x", "value": 1, "action_id": "a", "prediction_id": "p", "actual_outcome": {}, "predicted_outcome": {}, "metadata": {"m": ' + deep(5000) + b"}}"
+DEEP = (
+    b'{"name": "x", "value": 1, "action_id": "a", "prediction_id": "p", "actual_outcome": {}, '
+    b'"predicted_outcome": {}, "metadata": {"m": '
+    + deep(5000)
+    + b"}}"
+)
 DECODERS = {
     "stream": lambda p: decode_stream(p, NOW),
     "execution": decode_execution,
@@ -123,7 +134,11 @@ def test_extremely_deep_event_in_a_batch_is_its_own_dead_letter() -> None:
 def test_oversized_event_name_and_source_are_rejected_with_a_reason() -> None:
     import orjson
 
-    for ev in ({"name": "a" * 10_000, "value": 1}, {"name": "cpu", "value": 1, "source": "s" * 10_000}, {"name": "cpu", "value": "x" * 1_000_000}):
+    for ev in (
+        {"name": "a" * 10_000, "value": 1},
+        {"name": "cpu", "value": 1, "source": "s" * 10_000},
+        {"name": "cpu", "value": "x" * 1_000_000},
+    ):
         try:
             _check_point(decode_stream(orjson.dumps(ev), NOW))
         except DecodeError as err:

@@ -42,7 +42,13 @@ PER_SUBJECT = 40
 def corpus(strategy: st.SearchStrategy[bytes], n: int) -> list[bytes]:
     out: list[bytes] = []
 
-    @settings(max_examples=n, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def collect(payload: bytes) -> None:
         out.append(payload)
@@ -59,23 +65,38 @@ def expected(subject: str, payload: bytes) -> tuple[int, int]:
         if subject == BATCH:
             points, errors = decode_batch(payload, 0.0)
             return len(points), len(errors)
-        {STREAM: lambda p: decode_stream(p, 0.0), EXECUTION: decode_execution, CALIBRATE: decode_calibration}[subject](payload)
+        {
+            STREAM: lambda p: decode_stream(p, 0.0),
+            EXECUTION: decode_execution,
+            CALIBRATE: decode_calibration,
+        }[subject](payload)
         return 1, 0
     except Exception:  # noqa: BLE001 - DecodeError, or a decoder bug the JetStream path contains
         return 0, 1
 
 
-async def test_hostile_payloads_on_every_subject_are_applied_or_dead_lettered_exactly(nats_server, make_twin, channel_for) -> None:
+async def test_hostile_payloads_on_every_subject_are_applied_or_dead_lettered_exactly(
+    nats_server, make_twin, channel_for
+) -> None:
     messages = [(STREAM, p) for p in corpus(STREAM_PAYLOADS, PER_SUBJECT)]
     messages += [(BATCH, p) for p in corpus(BATCH_PAYLOADS, PER_SUBJECT)]
     messages += [(EXECUTION, p) for p in corpus(EXECUTION_PAYLOADS, PER_SUBJECT)]
     messages += [(CALIBRATE, p) for p in corpus(CALIBRATION_PAYLOADS, PER_SUBJECT)]
-    messages += [(STREAM, b'{"name": "x", "value": 1, "metadata": {"m": ' + deep(5000) + b"}}"), (BATCH, b"[" + b" " * (MAX_PAYLOAD + 10) + b"]")]
+    messages += [
+        (STREAM, b'{"name": "x", "value": 1, "metadata": {"m": ' + deep(5000) + b"}}"),
+        (BATCH, b"[" + b" " * (MAX_PAYLOAD + 10) + b"]"),
+    ]
     good = make_events(60)
     messages += [(STREAM, orjson.dumps(e)) for e in good[:30]]
-    mixed = good[30:] + [{"name": "9bad", "value": 1}, {"name": "x", "value": None}, {"name": "y", "value": [1]}]
+    mixed = good[30:] + [
+        {"name": "9bad", "value": 1},
+        {"name": "x", "value": None},
+        {"name": "y", "value": [1]},
+    ]
     messages += [(BATCH, orjson.dumps({"events": mixed}))]  # 30 good + 3 bad in one batch
-    messages.sort(key=lambda m: hashlib.sha256(m[1]).digest())  # interleave good and hostile, deterministically
+    messages.sort(
+        key=lambda m: hashlib.sha256(m[1]).digest()
+    )  # interleave good and hostile, deterministically
     messages += [(STREAM, orjson.dumps({"name": "ok_after_fuzz", "value": 1.0, "source": "fuzz"}))]
     want_applied = want_dlq = 0
     for subject, payload in messages:
@@ -83,7 +104,10 @@ async def test_hostile_payloads_on_every_subject_are_applied_or_dead_lettered_ex
         want_applied += a
         want_dlq += d
 
-    app = await make_twin(nats_server.url, nats={"max_payload_bytes": MAX_PAYLOAD, "jetstream": {"enabled": True, "durable": "fuzz"}})
+    app = await make_twin(
+        nats_server.url,
+        nats={"max_payload_bytes": MAX_PAYLOAD, "jetstream": {"enabled": True, "durable": "fuzz"}},
+    )
     ch = channel_for(app)
     nc = await nats.connect(nats_server.url)
     records: list[dict] = []
@@ -106,11 +130,16 @@ async def test_hostile_payloads_on_every_subject_are_applied_or_dead_lettered_ex
     finally:
         await nc.close()
     m = await metrics(ch)
-    print(f"\nNATS fuzz: messages={len(messages)} expected applied={want_applied} dead-lettered={want_dlq}; got {m['events_applied_total']:.0f} / {len(records)}")
+    print(
+        f"\nNATS fuzz: messages={len(messages)} expected applied={want_applied} "
+        f"dead-lettered={want_dlq}; got {m['events_applied_total']:.0f} / {len(records)}"
+    )
     assert m["applied_sequence"] == len(messages)
     assert m["events_applied_total"] == want_applied
     assert m["dead_lettered_total"] == want_dlq == len(records)
-    assert all(r["reason"] and r["subject"] in (STREAM, BATCH, EXECUTION, CALIBRATE) for r in records)
+    assert all(
+        r["reason"] and r["subject"] in (STREAM, BATCH, EXECUTION, CALIBRATE) for r in records
+    )
     assert (await manage(ch, "health_check")).success
     q = await manage(ch, "series_stats", system="fuzz")
     assert orjson.loads(q.result)["samples"] == 1  # ingestion still works after the fuzz

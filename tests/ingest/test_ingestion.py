@@ -7,12 +7,13 @@ import asyncio
 import nats
 import orjson
 import pytest
-from support import wait_for
 
 from twin.ingest.embedded import EmbeddedNatsServer
 from twin.models.base import EventBatch
 from twin.models.mock import MockWorldModel
 from twin.models.registry import register_model
+
+from support import wait_for
 
 STREAM = "polaris.telemetry.events.stream"
 BATCH = "polaris.telemetry.events.batch"
@@ -35,11 +36,72 @@ async def collect_dead_letters(nc: nats.NATS) -> list[dict]:
 async def test_each_subject_and_payload_shape_is_applied(nats_server, nc, make_twin) -> None:
     app = await make_twin(nats_server.url)
     store = app.runtime.state.store
-    await nc.publish(STREAM, orjson.dumps({"name": "cpu_usage", "value": 71.5, "unit": "percent", "source": "web_cluster", "timestamp": "2024-01-01T00:00:00Z"}))
-    await nc.publish(STREAM, orjson.dumps({"event_id": "k1", "timestamp": "2024-01-01T00:00:01Z", "source": "swim", "event_type": "telemetry", "data": {"name": "dimmer", "value": 0.8}, "metadata": {}}))
-    await nc.publish(BATCH, orjson.dumps({"batch_id": "b", "batch_timestamp": "2024-01-01T00:00:02Z", "count": 2, "events": [{"name": "arrival_rate", "value": 30, "source": "swim"}, {"name": "active_servers", "value": 3, "source": "swim"}]}))
-    await nc.publish(EXEC, orjson.dumps({"action_id": "a1", "action_type": "ADD_SERVER", "status": "success", "success": True, "message": "added", "finished_at": "2024-01-01T00:00:03Z", "duration_sec": 1.0, "metadata": {"target": "swim"}}))
-    await nc.publish(CAL, orjson.dumps({"calibration_id": "c1", "prediction_id": "p1", "predicted_outcome": {"value": 1}, "actual_outcome": {"value": 2}, "accuracy_metrics": {}}))
+    await nc.publish(
+        STREAM,
+        orjson.dumps(
+            {
+                "name": "cpu_usage",
+                "value": 71.5,
+                "unit": "percent",
+                "source": "web_cluster",
+                "timestamp": "2024-01-01T00:00:00Z",
+            }
+        ),
+    )
+    await nc.publish(
+        STREAM,
+        orjson.dumps(
+            {
+                "event_id": "k1",
+                "timestamp": "2024-01-01T00:00:01Z",
+                "source": "swim",
+                "event_type": "telemetry",
+                "data": {"name": "dimmer", "value": 0.8},
+                "metadata": {},
+            }
+        ),
+    )
+    await nc.publish(
+        BATCH,
+        orjson.dumps(
+            {
+                "batch_id": "b",
+                "batch_timestamp": "2024-01-01T00:00:02Z",
+                "count": 2,
+                "events": [
+                    {"name": "arrival_rate", "value": 30, "source": "swim"},
+                    {"name": "active_servers", "value": 3, "source": "swim"},
+                ],
+            }
+        ),
+    )
+    await nc.publish(
+        EXEC,
+        orjson.dumps(
+            {
+                "action_id": "a1",
+                "action_type": "ADD_SERVER",
+                "status": "success",
+                "success": True,
+                "message": "added",
+                "finished_at": "2024-01-01T00:00:03Z",
+                "duration_sec": 1.0,
+                "metadata": {"target": "swim"},
+            }
+        ),
+    )
+    await nc.publish(
+        CAL,
+        orjson.dumps(
+            {
+                "calibration_id": "c1",
+                "prediction_id": "p1",
+                "predicted_outcome": {"value": 1},
+                "actual_outcome": {"value": 2},
+                "accuracy_metrics": {},
+            }
+        ),
+    )
     await nc.flush()
     await wait_for(lambda: app.runtime.ingest_stats.events_applied == 6)
     assert store.get("web_cluster", "cpu.usage").last_v == 71.5
@@ -52,14 +114,23 @@ async def test_each_subject_and_payload_shape_is_applied(nats_server, nc, make_t
     assert app.runtime.ingest_stats.dead_lettered == 0
 
 
-async def test_malformed_messages_go_to_dead_letter_with_reason_and_good_neighbours_are_applied(nats_server, nc, make_twin) -> None:
+async def test_malformed_messages_go_to_dead_letter_with_reason_and_good_neighbours_are_applied(
+    nats_server, nc, make_twin
+) -> None:
     app = await make_twin(nats_server.url, nats={"max_payload_bytes": 4096})
     dead = await collect_dead_letters(nc)
     await nc.publish(STREAM, b"{definitely not json")
     await nc.publish(STREAM, orjson.dumps({"name": "cpu", "value": "1", "tags": ["wrong"]}))
     await nc.publish(STREAM, orjson.dumps({"name": "ok_metric", "value": 1.0, "source": "s"}))
-    await nc.publish(STREAM, orjson.dumps({"name": "big", "value": 1.0, "metadata": {"pad": "x" * 5000}}))
-    events = [{"name": "good_a", "value": 1, "source": "s"}, {"name": "1bad", "value": 2}, {"name": "good_b", "value": 3, "source": "s"}, {"name": "typed", "value": {"nested": True}}]
+    await nc.publish(
+        STREAM, orjson.dumps({"name": "big", "value": 1.0, "metadata": {"pad": "x" * 5000}})
+    )
+    events = [
+        {"name": "good_a", "value": 1, "source": "s"},
+        {"name": "1bad", "value": 2},
+        {"name": "good_b", "value": 3, "source": "s"},
+        {"name": "typed", "value": {"nested": True}},
+    ]
     await nc.publish(BATCH, orjson.dumps({"batch_id": "B7", "count": 4, "events": events}))
     await nc.publish(EXEC, orjson.dumps({"action_id": "a", "status": "on_fire"}))
     await nc.flush()
@@ -68,7 +139,10 @@ async def test_malformed_messages_go_to_dead_letter_with_reason_and_good_neighbo
     assert store.get("s", "ok.metric") is not None
     assert store.get("s", "good.a").last_v == 1 and store.get("s", "good.b").last_v == 3
     by_reason = {d["reason"].split(":")[0]: d for d in dead}
-    assert "invalid JSON" in by_reason and by_reason["invalid JSON"]["payload"] == "{definitely not json"
+    assert (
+        "invalid JSON" in by_reason
+        and by_reason["invalid JSON"]["payload"] == "{definitely not json"
+    )
     assert any(d["reason"].startswith("oversize") and d["payload_bytes"] > 4096 for d in dead)
     batch_errors = sorted((d for d in dead if d["subject"] == BATCH), key=lambda d: d["index"])
     assert [d["index"] for d in batch_errors] == [1, 3]
@@ -90,12 +164,19 @@ class SlowModel(MockWorldModel):
         time.sleep(self.delay)  # a model that cannot keep up
 
 
-async def test_backpressure_bounds_the_queue_and_loses_nothing_when_the_model_is_slow(nats_server, nc, make_twin) -> None:
+async def test_backpressure_bounds_the_queue_and_loses_nothing_when_the_model_is_slow(
+    nats_server, nc, make_twin
+) -> None:
     register_model("slow_test", SlowModel)
-    app = await make_twin(nats_server.url, model="slow_test", nats={"queue_maxsize": 5, "batch_size": 10})
+    app = await make_twin(
+        nats_server.url, model="slow_test", nats={"queue_maxsize": 5, "batch_size": 10}
+    )
     n = 400
     for i in range(n):
-        await nc.publish(STREAM, orjson.dumps({"name": "m", "value": float(i), "source": "s", "timestamp": 1e9 + i}))
+        await nc.publish(
+            STREAM,
+            orjson.dumps({"name": "m", "value": float(i), "source": "s", "timestamp": 1e9 + i}),
+        )
     await nc.flush()
     await wait_for(lambda: app.runtime.ingest_stats.queue_high_water >= 5, timeout=20)
     await wait_for(lambda: app.runtime.ingest_stats.events_applied == n, timeout=60)
@@ -112,7 +193,9 @@ async def test_twin_reconnects_by_itself_when_nats_restarts(make_twin, tmp_path)
     await server.start()
     port = server.port
     try:
-        app = await make_twin(server.url, nats={"max_reconnect_attempts": -1, "reconnect_wait_sec": 0.1})
+        app = await make_twin(
+            server.url, nats={"max_reconnect_attempts": -1, "reconnect_wait_sec": 0.1}
+        )
         nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
         await nc.publish(STREAM, orjson.dumps({"name": "before", "value": 1, "source": "s"}))
         await nc.flush()
@@ -137,17 +220,23 @@ async def test_twin_reconnects_by_itself_when_nats_restarts(make_twin, tmp_path)
 async def test_queue_group_shares_the_stream_between_replicas(nats_server, nc, make_twin) -> None:
     a = await make_twin(nats_server.url)
     b = await make_twin(nats_server.url)
-    for i in range(200):
+    for _ in range(200):
         await nc.publish(STREAM, orjson.dumps({"name": "m", "value": 1, "source": "s"}))
     await nc.flush()
-    await wait_for(lambda: a.runtime.ingest_stats.events_applied + b.runtime.ingest_stats.events_applied == 200)
+    await wait_for(
+        lambda: a.runtime.ingest_stats.events_applied + b.runtime.ingest_stats.events_applied == 200
+    )
     await asyncio.sleep(0.2)
     assert a.runtime.ingest_stats.events_applied + b.runtime.ingest_stats.events_applied == 200
 
 
 @pytest.mark.parametrize("batch_size", [1, 50])
-async def test_batches_flush_on_size_and_on_timeout(nats_server, nc, make_twin, batch_size: int) -> None:
-    app = await make_twin(nats_server.url, nats={"batch_size": batch_size, "batch_timeout_sec": 0.2})
+async def test_batches_flush_on_size_and_on_timeout(
+    nats_server, nc, make_twin, batch_size: int
+) -> None:
+    app = await make_twin(
+        nats_server.url, nats={"batch_size": batch_size, "batch_timeout_sec": 0.2}
+    )
     for i in range(5):
         await nc.publish(STREAM, orjson.dumps({"name": "m", "value": i, "source": "s"}))
     await nc.flush()
@@ -165,4 +254,6 @@ async def test_zero_reconnect_attempts_fails_fast_instead_of_retrying_forever(ma
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(IngestError, match="cannot connect to NATS"):
-        await asyncio.wait_for(make_twin(f"nats://127.0.0.1:{port}", nats={"max_reconnect_attempts": 0}), 10)
+        await asyncio.wait_for(
+            make_twin(f"nats://127.0.0.1:{port}", nats={"max_reconnect_attempts": 0}), 10
+        )

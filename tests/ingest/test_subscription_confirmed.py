@@ -14,6 +14,7 @@ from twin.core.state import TwinState
 from twin.core.store import Retention
 from twin.ingest.nats_ingest import Ingestor
 from twin.models.mock import MockWorldModel
+
 from support import twin_config
 
 ROUNDS = 150
@@ -43,9 +44,16 @@ async def test_a_message_published_right_after_subscribe_returns_is_never_lost(n
     try:
         for i in range(ROUNDS):
             state = TwinState(Retention(100, 0), 10)
-            ingestor = Ingestor(twin_config(nats_server.url, nats={"queue_group": f"g{i}"}).nats, state, lambda: MockWorldModel(state))
+            ingestor = Ingestor(
+                twin_config(nats_server.url, nats={"queue_group": f"g{i}"}).nats,
+                state,
+                lambda: MockWorldModel(state),  # noqa: B023 - used in this round
+            )
             await ingestor.start(nats_server.url)
-            writer.write(b"PUB polaris.telemetry.events.stream %d\r\n%s\r\nPING\r\n" % (len(payload), payload))
+            writer.write(
+                b"PUB polaris.telemetry.events.stream %d\r\n%s\r\nPING\r\n"
+                % (len(payload), payload)
+            )
             await writer.drain()
             await pong(reader, writer)  # the server has routed it
             for _ in range(200):

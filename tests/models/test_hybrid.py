@@ -1,4 +1,4 @@
-"""Fusion, consensus, fallbacks and the member breakdown of the hybrid world model (stub members)."""
+"""Fusion, consensus, fallbacks and the member breakdown of the hybrid model (stub members)."""
 
 from __future__ import annotations
 
@@ -80,12 +80,33 @@ class Stub(WorldModel):
         self.seen.append("reset")
 
 
-def sim(conf: float, states: list[tuple[float, dict[str, float], float]], lo: float = 0.0, hi: float = 1.0, impact: Impact | None = None) -> SimulationResult:
-    return SimulationResult(True, [PredictedState(T + m * 60.0, v, c) for m, v, c in states], conf, lo, hi, "stub sim", impact)
+def sim(
+    conf: float,
+    states: list[tuple[float, dict[str, float], float]],
+    lo: float = 0.0,
+    hi: float = 1.0,
+    impact: Impact | None = None,
+) -> SimulationResult:
+    return SimulationResult(
+        True,
+        [PredictedState(T + m * 60.0, v, c) for m, v, c in states],
+        conf,
+        lo,
+        hi,
+        "stub sim",
+        impact,
+    )
 
 
 def diag(conf: float, hyps: list[tuple[str, float]], chain: str = "") -> DiagnosisResult:
-    return DiagnosisResult(True, [Hypothesis(h, p, f"because {h}", [f"ev:{h}"], i + 1) for i, (h, p) in enumerate(hyps)], chain, conf, "stub diag", [f"sup:{hyps[0][0]}"])
+    return DiagnosisResult(
+        True,
+        [Hypothesis(h, p, f"because {h}", [f"ev:{h}"], i + 1) for i, (h, p) in enumerate(hyps)],
+        chain,
+        conf,
+        "stub diag",
+        [f"sup:{hyps[0][0]}"],
+    )
 
 
 async def hybrid(members: dict[str, WorldModel], **settings: Any) -> HybridWorldModel:
@@ -100,17 +121,39 @@ SIM_REQ = SimulationRequest("s1", "forecast", [], 20)
 
 # ---------------------------------------------------------------- simulation fusion
 async def test_confidence_weighted_fusion_exact_numbers() -> None:
-    g = Stub(sim(0.5, [(10, {"u": 0.8, "rt": 200.0}, 0.5), (20, {"u": 1.0}, 0.5)], lo=0.4, hi=0.6, impact=Impact(2.0, 10.0, 0.1, "USD", "more")))
-    s = Stub(sim(0.8, [(10, {"u": 0.5, "rt": 220.0}, 0.8), (20, {"u": 0.8}, 0.8)], lo=0.7, hi=0.9, impact=Impact(1.0, 4.0, 0.3, "USD", "less")))
+    g = Stub(
+        sim(
+            0.5,
+            [(10, {"u": 0.8, "rt": 200.0}, 0.5), (20, {"u": 1.0}, 0.5)],
+            lo=0.4,
+            hi=0.6,
+            impact=Impact(2.0, 10.0, 0.1, "USD", "more"),
+        )
+    )
+    s = Stub(
+        sim(
+            0.8,
+            [(10, {"u": 0.5, "rt": 220.0}, 0.8), (20, {"u": 0.8}, 0.8)],
+            lo=0.7,
+            hi=0.9,
+            impact=Impact(1.0, 4.0, 0.3, "USD", "less"),
+        )
+    )
     h = await hybrid({"gemini": g, "statistical": s}, consensus={"agreement_threshold": 0.5})
     res = await h.simulate(SIM_REQ)
     assert res.success
     # weights 0.6 x 0.5 = 0.30 and 0.3 x 0.8 = 0.24 → shares 0.5556 / 0.4444
     wg, ws = 0.6 * 0.5, 0.3 * 0.8
     assert [s.t for s in res.future_states] == [T + 600.0, T + 1200.0]
-    assert res.future_states[0].metrics["u"] == pytest.approx((wg * 0.8 + ws * 0.5) / (wg + ws))  # 0.66667
-    assert res.future_states[0].metrics["rt"] == pytest.approx((wg * 200 + ws * 220) / (wg + ws))  # 208.889
-    assert res.future_states[1].metrics["u"] == pytest.approx((wg * 1.0 + ws * 0.8) / (wg + ws))  # 0.91111
+    assert res.future_states[0].metrics["u"] == pytest.approx(
+        (wg * 0.8 + ws * 0.5) / (wg + ws)
+    )  # 0.66667
+    assert res.future_states[0].metrics["rt"] == pytest.approx(
+        (wg * 200 + ws * 220) / (wg + ws)
+    )  # 208.889
+    assert res.future_states[1].metrics["u"] == pytest.approx(
+        (wg * 1.0 + ws * 0.8) / (wg + ws)
+    )  # 0.91111
     # state confidence: configured-weight mean of the members' confidences
     assert res.future_states[0].confidence == pytest.approx((0.6 * 0.5 + 0.3 * 0.8) / 0.9)  # 0.6
     assert res.confidence == pytest.approx(0.6)
@@ -125,7 +168,10 @@ async def test_confidence_weighted_fusion_exact_numbers() -> None:
     assert res.metadata["consensus"] == "true"
     md = res.metadata
     assert md["members"] == "gemini,statistical" and md["weights"] == "gemini=0.6,statistical=0.3"
-    assert md["member.gemini.effective_weight"] == "0.5556" and md["member.statistical.effective_weight"] == "0.4444"
+    assert (
+        md["member.gemini.effective_weight"] == "0.5556"
+        and md["member.statistical.effective_weight"] == "0.4444"
+    )
     assert md["member.statistical.confidence"] == "0.8"
     assert md["dropped"] == "" and md["fusion"] == "confidence_weighted_mean"
     pb = mapping.from_simulation("s1", res, 0.1)
@@ -134,17 +180,24 @@ async def test_confidence_weighted_fusion_exact_numbers() -> None:
 
 async def test_prediction_intervals_are_fused_and_widened_on_disagreement() -> None:
     g = Stub(sim(0.5, [(10, {"rt": 200.0}, 0.5)], lo=0.4, hi=0.6))
-    stat = sim(0.8, [(10, {"rt": 220.0, "rt.lower": 200.0, "rt.upper": 240.0}, 0.8)], lo=200.0, hi=240.0)
+    stat = sim(
+        0.8, [(10, {"rt": 220.0, "rt.lower": 200.0, "rt.upper": 240.0}, 0.8)], lo=200.0, hi=240.0
+    )
     stat.metadata["uncertainty_metric"] = "rt"  # the statistical model's band is in rt's units
     h = await hybrid({"gemini": g, "statistical": Stub(stat)})
     res = await h.simulate(SIM_REQ)
     wg, ws = 0.6 * 0.5, 0.3 * 0.8
     m = res.future_states[0].metrics
     assert m["rt"] == pytest.approx((wg * 200 + ws * 220) / (wg + ws))  # 208.889
-    assert m["rt.lower"] == pytest.approx((wg * 200 + ws * 200) / (wg + ws))  # gemini counts as a point
+    assert m["rt.lower"] == pytest.approx(
+        (wg * 200 + ws * 200) / (wg + ws)
+    )  # gemini counts as a point
     assert m["rt.upper"] == pytest.approx((wg * 200 + ws * 240) / (wg + ws))  # 217.778
     assert res.metadata["consensus"] == "true" and res.metadata["uncertainty_metric"] == "rt"
-    assert (res.uncertainty_lower, res.uncertainty_upper) == (pytest.approx(200.0), pytest.approx(m["rt.upper"]))
+    assert (res.uncertainty_lower, res.uncertainty_upper) == (
+        pytest.approx(200.0),
+        pytest.approx(m["rt.upper"]),
+    )
     # far apart: no consensus, every interval covers all members
     g2 = Stub(sim(0.5, [(10, {"rt": 100.0, "u": 0.5}, 0.5)]))
     h2 = await hybrid({"gemini": g2, "statistical": Stub(stat)})
@@ -180,7 +233,10 @@ async def test_disagreement_lowers_confidence_and_says_so() -> None:
     assert res.confidence == pytest.approx(0.8 * 0.5)  # penalty 0.5
     assert res.future_states[0].confidence == pytest.approx(0.4)
     # envelope of the members' bands under disagreement
-    assert (res.uncertainty_lower, res.uncertainty_upper) == (pytest.approx(0.4), pytest.approx(0.95))
+    assert (res.uncertainty_lower, res.uncertainty_upper) == (
+        pytest.approx(0.4),
+        pytest.approx(0.95),
+    )
     assert res.metadata["agreement.mean_relative_spread"] == f"{200 / fused:.4g}"
     assert h.metrics()["hybrid_no_consensus_total"] == 1.0
 
@@ -202,7 +258,11 @@ async def test_failing_member_is_dropped_and_reported() -> None:
 async def test_slow_member_is_dropped_within_its_latency_budget() -> None:
     g = Stub(sim(0.8, [(10, {"u": 0.5}, 0.8)]), delay=5.0)
     s = Stub(sim(0.6, [(10, {"u": 0.7}, 0.6)]))
-    h = await hybrid({"gemini": g, "statistical": s}, latency_budget_sec={"gemini": 0.1}, consensus={"min_models": 1})
+    h = await hybrid(
+        {"gemini": g, "statistical": s},
+        latency_budget_sec={"gemini": 0.1},
+        consensus={"min_models": 1},
+    )
     t0 = time.perf_counter()
     res = await h.simulate(SIM_REQ)
     assert time.perf_counter() - t0 < 1.0
@@ -220,7 +280,11 @@ async def test_last_resort_only_when_primaries_fail() -> None:
     assert res.metadata["dropped.mock"] == "last resort, not needed"
     g.error = RuntimeError("LLM down")
     res = await h.simulate(SIM_REQ)
-    assert res.success and res.metadata["members"] == "mock" and res.future_states[0].metrics == {"u": 9.0}
+    assert (
+        res.success
+        and res.metadata["members"] == "mock"
+        and res.future_states[0].metrics == {"u": 9.0}
+    )
     assert res.metadata["dropped.gemini"] == "failed: RuntimeError: LLM down"
 
 
@@ -251,8 +315,20 @@ async def test_invalid_request_from_a_member_propagates() -> None:
 
 # ---------------------------------------------------------------- diagnosis merge
 async def test_diagnoses_are_merged_and_reranked() -> None:
-    g = Stub(diag=diag(0.5, [("Database connection pool exhausted", 0.6), ("traffic spike", 0.3)], "pool -> latency"))
-    s = Stub(diag=diag(1.0, [("database connection pool exhausted.", 0.5), ("memory leak in the web tier", 0.4)], "stat chain"))
+    g = Stub(
+        diag=diag(
+            0.5,
+            [("Database connection pool exhausted", 0.6), ("traffic spike", 0.3)],
+            "pool -> latency",
+        )
+    )
+    s = Stub(
+        diag=diag(
+            1.0,
+            [("database connection pool exhausted.", 0.5), ("memory leak in the web tier", 0.4)],
+            "stat chain",
+        )
+    )
     h = await hybrid({"gemini": g, "statistical": s})
     res = await h.diagnose(DiagnosisRequest("d1", "latency"))
     assert res.success
@@ -263,7 +339,10 @@ async def test_diagnoses_are_merged_and_reranked() -> None:
         ("traffic spike", pytest.approx(0.5 * 0.3), 3),
     ]
     top = res.hypotheses[0]
-    assert top.evidence == ["ev:Database connection pool exhausted", "ev:database connection pool exhausted."]
+    assert top.evidence == [
+        "ev:Database connection pool exhausted",
+        "ev:database connection pool exhausted.",
+    ]
     assert top.reasoning.startswith("supported by gemini (0.300), statistical (0.250)")
     assert sum(x.probability for x in res.hypotheses) <= 1.0
     assert res.confidence == pytest.approx((0.6 * 0.5 + 0.3 * 1.0) / 0.9)
@@ -282,7 +361,9 @@ async def test_diagnosis_disagreement_on_the_top_hypothesis() -> None:
     # shares 2/3 and 1/3: 0.6667 x 0.7 = 0.4667 vs 0.3333 x 0.9 = 0.3
     assert [x.hypothesis for x in res.hypotheses] == ["network partition", "disk full on db host"]
     assert res.hypotheses[0].probability == pytest.approx(0.7 * 2 / 3)
-    assert res.metadata["consensus"] == "false" and "disagree on the top hypothesis" in res.explanation
+    assert (
+        res.metadata["consensus"] == "false" and "disagree on the top hypothesis" in res.explanation
+    )
     assert res.confidence == pytest.approx(0.8 * 0.5)
 
 
@@ -290,10 +371,16 @@ async def test_diagnosis_disagreement_on_the_top_hypothesis() -> None:
 async def test_natural_language_follows_the_fallback_order() -> None:
     g = Stub(error=RuntimeError("quota"))
     s = Stub(answer="utilisation is fine")
-    h = await hybrid({"gemini": g, "statistical": s, "mock": Stub(answer="mock")}, fallback_order=["gemini", "statistical", "mock"])
+    h = await hybrid(
+        {"gemini": g, "statistical": s, "mock": Stub(answer="mock")},
+        fallback_order=["gemini", "statistical", "mock"],
+    )
     res = await h.query(QueryRequest("q", "natural_language", "how are we?"))
     assert res.success and res.result == {"answer": "utilisation is fine"}
-    assert res.metadata["answered_by"] == "statistical" and res.metadata["dropped.gemini"] == "failed: RuntimeError: quota"
+    assert (
+        res.metadata["answered_by"] == "statistical"
+        and res.metadata["dropped.gemini"] == "failed: RuntimeError: quota"
+    )
     assert res.metadata["statistical.k"] == "v"
     store = await h.query(QueryRequest("q", "current_state"))
     assert store.success
@@ -302,13 +389,19 @@ async def test_natural_language_follows_the_fallback_order() -> None:
 async def test_query_fallback_chain_stays_within_the_query_deadline() -> None:
     g = Stub(answer="late", delay=5.0)
     s = Stub(answer="statistical answer")
-    h = await hybrid({"gemini": g, "statistical": s}, latency_budget_sec={"gemini": 0.2}, query_deadline_sec=0.5)
+    h = await hybrid(
+        {"gemini": g, "statistical": s}, latency_budget_sec={"gemini": 0.2}, query_deadline_sec=0.5
+    )
     t0 = time.perf_counter()
     res = await h.query(QueryRequest("q", "natural_language", "how are we?"))
     assert time.perf_counter() - t0 < 1.0
     assert res.success and res.metadata["answered_by"] == "statistical"
     assert res.metadata["dropped.gemini"] == "timed out after 0.2s (latency budget)"
-    h2 = await hybrid({"gemini": Stub(answer="late", delay=5.0), "statistical": s}, latency_budget_sec=5, query_deadline_sec=0.2)
+    h2 = await hybrid(
+        {"gemini": Stub(answer="late", delay=5.0), "statistical": s},
+        latency_budget_sec=5,
+        query_deadline_sec=0.2,
+    )
     res = await h2.query(QueryRequest("q", "natural_language", "how are we?"))
     assert not res.success
     assert "statistical: not asked: settings.query_deadline_sec=0.2s used up" in res.explanation
@@ -333,12 +426,18 @@ async def test_unavailable_member_is_dropped_with_an_issue_in_health() -> None:
             raise ModelUnavailable("world model 'statistical' needs optional dependencies")
         return Stub(sim(0.7, [(10, {"u": 0.5}, 0.7)]))
 
-    h = HybridWorldModel(TwinState(), {"members": ["gemini", "statistical", "mock"]}, member_factory=factory)
+    h = HybridWorldModel(
+        TwinState(), {"members": ["gemini", "statistical", "mock"]}, member_factory=factory
+    )
     await h.initialize()
     assert made == ["gemini", "statistical", "mock"]
     health = await h.health()
     assert health.status == "degraded"
-    assert "member statistical unavailable: cannot be created: world model 'statistical' needs optional dependencies" in health.issues
+    assert (
+        "member statistical unavailable: cannot be created: world model 'statistical' needs "
+        "optional dependencies"
+        in health.issues
+    )
     res = await h.simulate(SIM_REQ)
     assert res.success and res.metadata["members"] == "gemini"
     assert res.metadata["dropped.statistical"].startswith("unavailable: cannot be created")
@@ -346,11 +445,18 @@ async def test_unavailable_member_is_dropped_with_an_issue_in_health() -> None:
 
 
 async def test_hybrid_settings_validation() -> None:
-    assert HybridWorldModel.validate_settings({"weights": {"gemini": -1}}, {}) == ["settings.weights.gemini: must be a finite number >= 0"]
-    assert "settings.members: a hybrid cannot contain itself" in HybridWorldModel.validate_settings({"members": ["hybrid"]}, {})
+    assert HybridWorldModel.validate_settings({"weights": {"gemini": -1}}, {}) == [
+        "settings.weights.gemini: must be a finite number >= 0"
+    ]
+    assert "settings.members: a hybrid cannot contain itself" in HybridWorldModel.validate_settings(
+        {"members": ["hybrid"]}, {}
+    )
     # a missing API key is not a configuration error for the hybrid: it runs degraded
     assert HybridWorldModel.validate_settings({}, {}) == []
     assert HybridWorldModel.validate_settings({"call_timeout_sec": 40}, {}) == [
         "member gemini: settings.call_timeout_sec: must not exceed settings.request_timeout_sec"
     ]
-    assert any("unknown world model 'nope'" in e for e in HybridWorldModel.validate_settings({"members": ["nope", "mock"]}, {}))
+    assert any(
+        "unknown world model 'nope'" in e
+        for e in HybridWorldModel.validate_settings({"members": ["nope", "mock"]}, {})
+    )

@@ -12,7 +12,9 @@ from twin.models import Action, SimulationRequest, available_models, create_mode
 from twin.models.mock import MockWorldModel
 
 
-def test_third_party_models_join_through_the_entry_point_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_third_party_models_join_through_the_entry_point_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pkg = tmp_path / "acme_twin_plugin.py"
     pkg.write_text(
         textwrap.dedent(
@@ -26,7 +28,9 @@ def test_third_party_models_join_through_the_entry_point_group(tmp_path: Path, m
     dist = tmp_path / "acme_twin_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-twin-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[polaris.world_models]\nacme = acme_twin_plugin:AcmeModel\n")
+    (dist / "entry_points.txt").write_text(
+        "[polaris.world_models]\nacme = acme_twin_plugin:AcmeModel\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "acme" in available_models()
     model = create_model("acme", TwinState())
@@ -58,6 +62,10 @@ async def test_mock_is_deterministic_for_the_same_state() -> None:
 async def test_mock_answers_unknown_actions_honestly() -> None:
     state = TwinState()
     state.store.append("swim", "active.servers", 1.0, 3.0)
-    res = await MockWorldModel(state).simulate(SimulationRequest("s", "what_if", [Action("LAUNCH_ROCKET", "swim")], 10))
+    res = await MockWorldModel(state).simulate(
+        SimulationRequest("s", "what_if", [Action("LAUNCH_ROCKET", "swim")], 10)
+    )
     assert res.success and res.confidence < 0.5
-    assert res.metadata["unknown_actions"] == "LAUNCH_ROCKET" and "no effect model" in res.explanation
+    assert (
+        res.metadata["unknown_actions"] == "LAUNCH_ROCKET" and "no effect model" in res.explanation
+    )

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.util._once import Once
-from support import twin_config
 
 from twin.app import TwinApp
 from twin.observability.setup import instrument_app
+
+from support import twin_config
 
 
 def reset_tracing_globals() -> None:
@@ -42,15 +43,12 @@ async def instrumented_twin() -> AsyncIterator[InstrumentedTwin]:
         *,
         environ: dict[str, str] | None = None,
         span_exporter: Any = None,
-        registry: Any = None,
         **sections: dict[str, Any],
     ) -> TwinApp:
         sections.setdefault("world_model", {}).setdefault("implementation", "mock")
         cfg = twin_config(nats_url, **sections)
         app = TwinApp(cfg)
-        shutdown = instrument_app(
-            app, cfg, environ=environ or {}, span_exporter=span_exporter, registry=registry
-        )
+        shutdown = instrument_app(app, cfg, environ=environ or {}, span_exporter=span_exporter)
         started.append((app, shutdown))
         await app.start()
         return app

@@ -137,7 +137,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     kmock.KubernetesError(
                         status=409,
                         reason="Conflict",
-                        message="the object has been modified; please apply your changes to the latest version",
+                        message="the object has been modified; please apply your changes to the "
+                                "latest version",
                     )
                 )
             for field in ("uid", "creationTimestamp", "namespace"):
@@ -157,7 +158,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def _collect_garbage(self, owner_uid: str) -> None:
         doomed = []
         async with self._lock:
-            for (resource, ns, name), obj in list(self._objects.items()):
+            for (resource, _ns, _name), obj in list(self._objects.items()):
                 if obj.deleted:
                     continue
                 refs = obj.get("metadata", {}).get("ownerReferences") or []

@@ -7,10 +7,12 @@ from typing import Any
 
 import kopf
 import pytest
-from crd_tools import admitted, load_examples
+
 from polaris_operator import builders as b
 from polaris_operator import handlers as h
 from polaris_operator.kube import ApiError
+
+from crd_tools import admitted, load_examples
 
 DT = admitted(load_examples()["digitaltwin-mock.yaml"])
 DT["metadata"].update(namespace="ns", uid="uid-1", generation=1)

@@ -12,8 +12,10 @@ import copy
 import kubernetes_validate
 import pytest
 import yaml
-from crd_tools import EXAMPLES, admitted, load_examples
+
 from polaris_operator import builders as b
+
+from crd_tools import EXAMPLES, admitted, load_examples
 
 K8S_VERSION = "1.35.0"
 NOW = "2026-01-01T00:00:00Z"

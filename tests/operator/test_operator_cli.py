@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 import polaris_operator
-from crd_tools import EXAMPLES
 from polaris_operator.main import parse_args, unique_priority
+
+from crd_tools import EXAMPLES
 
 
 def test_public_surface_is_explicit():
@@ -54,6 +55,7 @@ def test_metrics_port_from_flag_or_environment(monkeypatch):
 
 def test_render_is_a_subcommand_of_the_same_entry_point(capsys):
     import pytest
+
     from polaris_operator.main import main
 
     with pytest.raises(SystemExit) as exit_:

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
 from crd_tools import admitted, load_examples
 from kube_emulator import EmulatorThread
 

@@ -20,11 +20,13 @@ import aiohttp.web
 import kopf
 import pytest
 from aiohttp.test_utils import TestServer
-from crd_tools import admitted, load_examples
-from kube_emulator import EmulatorThread
+
 from polaris_operator import builders as b
 from polaris_operator import handlers as h
 from polaris_operator.kube import ApiError, KubeClient, _pem, kinds
+
+from crd_tools import admitted, load_examples
+from kube_emulator import EmulatorThread
 
 
 def test_kubeconfig_data_fields_are_base64_of_pem():

@@ -14,8 +14,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from crd_tools import CRD_PATH, EXAMPLES, admitted, load_examples
+
 from polaris_operator import builders as b
+
+from crd_tools import CRD_PATH, EXAMPLES, admitted, load_examples
 
 K8S_VERSION = "1.35.0"
 IMAGE = "registry.test/polaris-twin:1.0"

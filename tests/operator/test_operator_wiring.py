@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from crd_tools import admitted, load_examples
 from kopf.testing import KopfRunner
+
+from crd_tools import admitted, load_examples
 from kube_emulator import EmulatorThread
 
 DT = "/apis/polaris.io/v1alpha1/namespaces/{ns}/digitaltwins"

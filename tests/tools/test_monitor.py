@@ -9,7 +9,6 @@ import io
 import grpc
 import nats
 import orjson
-from support import wait_for
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
@@ -17,6 +16,8 @@ from twin.cli import main as cli_main
 from twin.ingest.embedded import EmbeddedNatsServer
 from twin.tools import monitor
 from twin.tools.loadgen import batch_message, telemetry
+
+from support import wait_for
 
 
 async def test_once_prints_throughput_queue_dead_letters_and_latencies(

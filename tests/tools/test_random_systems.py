@@ -34,7 +34,10 @@ def test_diagnosis_on_random_systems() -> None:
         return out.ranking.index(rs.root_cause) + 1 if rs.root_cause in out.ranking else 0
 
     async def go() -> list[int]:
-        return [await rank(100 + i, kind) for i, kind in enumerate(["cpu", "errors", "cpu", "errors", "memory", "memory"])]
+        return [
+            await rank(100 + i, kind)
+            for i, kind in enumerate(["cpu", "errors", "cpu", "errors", "memory", "memory"])
+        ]
 
     ranks = asyncio.run(go())
     assert sum(r == 1 for r in ranks) >= 5, ranks  # the bench shows 1.00 / 1.00 / 0.90-1.00 on 40

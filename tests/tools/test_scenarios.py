@@ -28,7 +28,21 @@ def test_wire_formats_decode() -> None:
     assert not errors and len(points) == 500
     dep = [x for x in sc.executions if x["action_type"] == "DEPLOY"]
     assert dep and dep[0]["target"] == sc.root_cause
-    assert set(dep[0]) == {"action_id", "action_type", "status", "success", "message", "started_at", "finished_at", "duration_sec", "output", "error", "retry_count", "metadata", "target"}
+    assert set(dep[0]) == {
+        "action_id",
+        "action_type",
+        "status",
+        "success",
+        "message",
+        "started_at",
+        "finished_at",
+        "duration_sec",
+        "output",
+        "error",
+        "retry_count",
+        "metadata",
+        "target",
+    }
     assert decode_execution(orjson.dumps(dep[0])).target == sc.root_cause
     assert generate(4, "traffic_surge").root_cause == "web"
 
@@ -48,19 +62,29 @@ def test_diagnosis_accuracy_on_20_scenarios() -> None:
     assert top1 >= 16 and top3 >= 19  # 80 % / 95 %; the benchmark shows ~97 % on 200
 
 
-async def test_publisher_feeds_a_running_twin_and_grpc_diagnose_finds_the_cause(nats_server, make_twin, channel_for) -> None:
+async def test_publisher_feeds_a_running_twin_and_grpc_diagnose_finds_the_cause(
+    nats_server, make_twin, channel_for
+) -> None:
     import sys
-
-    from support import wait_for
 
     from twin._proto import digital_twin_pb2 as pb
     from twin._proto.digital_twin_pb2_grpc import DigitalTwinStub
     from twin.tools.scenarios import _iso
 
+    from support import wait_for
+
     sc = generate(21, "cpu_saturation")
     app = await make_twin(nats_server.url, model="statistical")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "twin.tools.scenarios", "--nats-url", nats_server.url, "--seed", "21", "--kind", "cpu_saturation",
+        sys.executable,
+        "-m",
+        "twin.tools.scenarios",
+        "--nats-url",
+        nats_server.url,
+        "--seed",
+        "21",
+        "--kind",
+        "cpu_saturation",
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -70,7 +94,14 @@ async def test_publisher_feeds_a_running_twin_and_grpc_diagnose_finds_the_cause(
     await wait_for(lambda: st.events_applied - st.executions_applied >= len(sc.events), timeout=30)
     assert st.dead_lettered == 0
     stub = DigitalTwinStub(channel_for(app))
-    resp = await stub.Diagnose(pb.DiagnosisRequest(diagnosis_id="e2e", anomaly_description=sc.description, timestamp=_iso(sc.alert_t), context={"metric": "response_time"}))
+    resp = await stub.Diagnose(
+        pb.DiagnosisRequest(
+            diagnosis_id="e2e",
+            anomaly_description=sc.description,
+            timestamp=_iso(sc.alert_t),
+            context={"metric": "response_time"},
+        )
+    )
     assert resp.success
     assert resp.hypotheses[0].hypothesis.startswith(sc.root_cause + " ")
     assert sum(h.probability for h in resp.hypotheses) <= 1.0 + 1e-9

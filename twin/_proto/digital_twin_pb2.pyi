@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -53,7 +54,7 @@ class QueryResponse(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., success: _Optional[bool] = ..., result: _Optional[str] = ..., confidence: _Optional[float] = ..., explanation: _Optional[str] = ..., timestamp: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SimulationRequest(_message.Message):
-    __slots__ = ("simulation_id", "simulation_type", "actions", "horizon_minutes", "parameters", "timestamp")
+    __slots__ = ("simulation_id", "simulation_type", "actions", "horizon_minutes", "parameters", "timestamp", "plans")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -67,13 +68,23 @@ class SimulationRequest(_message.Message):
     HORIZON_MINUTES_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
     simulation_id: str
     simulation_type: str
     actions: _containers.RepeatedCompositeFieldContainer[ControlAction]
     horizon_minutes: int
     parameters: _containers.ScalarMap[str, str]
     timestamp: str
-    def __init__(self, simulation_id: _Optional[str] = ..., simulation_type: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ControlAction, _Mapping]]] = ..., horizon_minutes: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[str] = ...) -> None: ...
+    plans: _containers.RepeatedCompositeFieldContainer[CandidatePlan]
+    def __init__(self, simulation_id: _Optional[str] = ..., simulation_type: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ControlAction, _Mapping]]] = ..., horizon_minutes: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[str] = ..., plans: _Optional[_Iterable[_Union[CandidatePlan, _Mapping]]] = ...) -> None: ...
+
+class CandidatePlan(_message.Message):
+    __slots__ = ("plan_id", "actions")
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    actions: _containers.RepeatedCompositeFieldContainer[ControlAction]
+    def __init__(self, plan_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ControlAction, _Mapping]]] = ...) -> None: ...
 
 class ControlAction(_message.Message):
     __slots__ = ("action_id", "action_type", "target", "params", "priority", "timeout")
@@ -99,7 +110,7 @@ class ControlAction(_message.Message):
     def __init__(self, action_id: _Optional[str] = ..., action_type: _Optional[str] = ..., target: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., priority: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
 
 class SimulationResponse(_message.Message):
-    __slots__ = ("simulation_id", "success", "future_states", "metrics", "confidence", "uncertainty_lower", "uncertainty_upper", "explanation", "impact_estimates", "timestamp", "metadata")
+    __slots__ = ("simulation_id", "success", "future_states", "metrics", "confidence", "uncertainty_lower", "uncertainty_upper", "explanation", "impact_estimates", "timestamp", "metadata", "plan_outcomes")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +129,7 @@ class SimulationResponse(_message.Message):
     IMPACT_ESTIMATES_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    PLAN_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     simulation_id: str
     success: bool
     future_states: _containers.RepeatedCompositeFieldContainer[PredictedState]
@@ -129,7 +141,28 @@ class SimulationResponse(_message.Message):
     impact_estimates: CostPerformanceReliability
     timestamp: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, simulation_id: _Optional[str] = ..., success: _Optional[bool] = ..., future_states: _Optional[_Iterable[_Union[PredictedState, _Mapping]]] = ..., metrics: _Optional[_Union[SimulationMetrics, _Mapping]] = ..., confidence: _Optional[float] = ..., uncertainty_lower: _Optional[float] = ..., uncertainty_upper: _Optional[float] = ..., explanation: _Optional[str] = ..., impact_estimates: _Optional[_Union[CostPerformanceReliability, _Mapping]] = ..., timestamp: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    plan_outcomes: _containers.RepeatedCompositeFieldContainer[PlanOutcome]
+    def __init__(self, simulation_id: _Optional[str] = ..., success: _Optional[bool] = ..., future_states: _Optional[_Iterable[_Union[PredictedState, _Mapping]]] = ..., metrics: _Optional[_Union[SimulationMetrics, _Mapping]] = ..., confidence: _Optional[float] = ..., uncertainty_lower: _Optional[float] = ..., uncertainty_upper: _Optional[float] = ..., explanation: _Optional[str] = ..., impact_estimates: _Optional[_Union[CostPerformanceReliability, _Mapping]] = ..., timestamp: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., plan_outcomes: _Optional[_Iterable[_Union[PlanOutcome, _Mapping]]] = ...) -> None: ...
+
+class PlanOutcome(_message.Message):
+    __slots__ = ("plan_id", "rank", "utility", "slo_breach_probability", "future_states", "impact_estimates", "confidence", "explanation")
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    UTILITY_FIELD_NUMBER: _ClassVar[int]
+    SLO_BREACH_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    FUTURE_STATES_FIELD_NUMBER: _ClassVar[int]
+    IMPACT_ESTIMATES_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    rank: int
+    utility: float
+    slo_breach_probability: float
+    future_states: _containers.RepeatedCompositeFieldContainer[PredictedState]
+    impact_estimates: CostPerformanceReliability
+    confidence: float
+    explanation: str
+    def __init__(self, plan_id: _Optional[str] = ..., rank: _Optional[int] = ..., utility: _Optional[float] = ..., slo_breach_probability: _Optional[float] = ..., future_states: _Optional[_Iterable[_Union[PredictedState, _Mapping]]] = ..., impact_estimates: _Optional[_Union[CostPerformanceReliability, _Mapping]] = ..., confidence: _Optional[float] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class PredictedState(_message.Message):
     __slots__ = ("timestamp", "metrics", "confidence", "description")
@@ -309,3 +342,31 @@ class HealthStatus(_message.Message):
     model_type: str
     model_version: str
     def __init__(self, status: _Optional[str] = ..., last_check: _Optional[str] = ..., performance_metrics: _Optional[_Mapping[str, float]] = ..., issues: _Optional[_Iterable[str]] = ..., model_type: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("systems", "kinds", "since_sequence", "from_start")
+    SYSTEMS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    FROM_START_FIELD_NUMBER: _ClassVar[int]
+    systems: _containers.RepeatedScalarFieldContainer[str]
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    since_sequence: int
+    from_start: bool
+    def __init__(self, systems: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[str]] = ..., since_sequence: _Optional[int] = ..., from_start: _Optional[bool] = ...) -> None: ...
+
+class TwinEvent(_message.Message):
+    __slots__ = ("sequence", "kind", "system", "timestamp", "emitted_at", "data")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    EMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    kind: str
+    system: str
+    timestamp: str
+    emitted_at: str
+    data: _struct_pb2.Struct
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[str] = ..., system: _Optional[str] = ..., timestamp: _Optional[str] = ..., emitted_at: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class DigitalTwinStub:
                 request_serializer=twin_dot___proto_dot_digital__twin__pb2.ManagementRequest.SerializeToString,
                 response_deserializer=twin_dot___proto_dot_digital__twin__pb2.ManagementResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/polaris.digitaltwin.DigitalTwin/Watch',
+                request_serializer=twin_dot___proto_dot_digital__twin__pb2.WatchRequest.SerializeToString,
+                response_deserializer=twin_dot___proto_dot_digital__twin__pb2.TwinEvent.FromString,
+                _registered_method=True)
 
 
 class DigitalTwinServicer:
@@ -87,6 +92,17 @@ class DigitalTwinServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """(new) Pushed events as they happen: anomalies started and cleared, health
+        changes, drift, diagnosis results, prediction outcomes. The same stream is served
+        as server-sent events at GET /v1/watch and published on NATS under
+        polaris.digitaltwin.events.<kind>. A watcher that falls too far behind is ended
+        with RESOURCE_EXHAUSTED and a message saying so.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DigitalTwinServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +125,11 @@ def add_DigitalTwinServicer_to_server(servicer, server):
                     servicer.Manage,
                     request_deserializer=twin_dot___proto_dot_digital__twin__pb2.ManagementRequest.FromString,
                     response_serializer=twin_dot___proto_dot_digital__twin__pb2.ManagementResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=twin_dot___proto_dot_digital__twin__pb2.WatchRequest.FromString,
+                    response_serializer=twin_dot___proto_dot_digital__twin__pb2.TwinEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +240,33 @@ class DigitalTwin:
             '/polaris.digitaltwin.DigitalTwin/Manage',
             twin_dot___proto_dot_digital__twin__pb2.ManagementRequest.SerializeToString,
             twin_dot___proto_dot_digital__twin__pb2.ManagementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/polaris.digitaltwin.DigitalTwin/Watch',
+            twin_dot___proto_dot_digital__twin__pb2.WatchRequest.SerializeToString,
+            twin_dot___proto_dot_digital__twin__pb2.TwinEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,11 +18,15 @@ GENERATED = ("digital_twin_pb2.py", "digital_twin_pb2.pyi", "digital_twin_pb2_gr
 
 
 def generate(out_dir: Path) -> None:
+    from importlib import resources
+
     from grpc_tools import protoc
 
+    well_known = resources.files("grpc_tools") / "_proto"  # google/protobuf/*.proto
     args = [
         "protoc",
         f"-Itwin/_proto={PROTO.parent}",
+        f"-I{well_known}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",

@@ -2,11 +2,15 @@
 
 A batch message is decoded straight into per-series lists of times and values
 (``EventDecoder.batch_columns``), the applier merges the messages it applies
-together (``ColumnsBuilder``), the store appends each series' arrays with one
-vectorised copy (``Series.extend``), and a model scores each series' arrays in one
-call. No ``Point`` is built per event on that path; ``SeriesColumns`` is still a
-``Sequence[Point]`` (built lazily, per series in arrival order) for models that
-iterate points.
+together (``ColumnsBuilder``), the store appends each series' samples at once
+(``Series.extend``: one vectorised copy for long runs) and a model scores each
+series' samples in one call. No ``Point`` is built per event on that path;
+``SeriesColumns`` is still a ``Sequence[Point]`` (built lazily, per series in
+arrival order) for models that iterate points.
+
+Times and values stay Python lists of floats until someone needs arrays
+(``arrays(g)``): numpy's per-call cost (~1 us) only pays off for runs of a few dozen
+samples, and a batch message of 100 events over 18 series has ~5 per series.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import overload
 
 import numpy as np
 
-from twin.core.events import Point
+from twin.core.point import Point
 
 Key = tuple[str, str]
 
@@ -24,7 +28,7 @@ Key = tuple[str, str]
 class SeriesColumns(Sequence[Point]):
     """Per-series (times, values) of a batch, plus its text values.
 
-    ``keys[i]``/``units[i]``/``ts[i]``/``vs[i]`` describe group ``i`` (float64 arrays
+    ``keys[i]``/``units[i]``/``ts[i]``/``vs[i]`` describe group ``i`` (lists of floats
     in arrival order); ``texts`` holds ``(group, t, text)`` of string values, in
     arrival order. ``groups()`` yields ``(key, unit, t, v)`` of the numeric groups.
     """
@@ -35,8 +39,8 @@ class SeriesColumns(Sequence[Point]):
         self,
         keys: list[Key],
         units: list[str],
-        ts: list[np.ndarray],
-        vs: list[np.ndarray],
+        ts: list[list[float]],
+        vs: list[list[float]],
         texts: list[tuple[int, float, str]],
     ) -> None:
         self.keys = keys
@@ -44,18 +48,22 @@ class SeriesColumns(Sequence[Point]):
         self.ts = ts
         self.vs = vs
         self.texts = texts
-        self.n = sum(t.shape[0] for t in ts) + len(texts)
+        self.n = sum(map(len, ts)) + len(texts)
         self._points: list[Point] | None = None
 
     @classmethod
     def empty(cls) -> SeriesColumns:
         return cls([], [], [], [], [])
 
-    def groups(self) -> Iterator[tuple[Key, str, np.ndarray, np.ndarray]]:
+    def groups(self) -> Iterator[tuple[Key, str, list[float], list[float]]]:
         for i, key in enumerate(self.keys):
             t = self.ts[i]
-            if t.shape[0]:
+            if t:
                 yield key, self.units[i], t, self.vs[i]
+
+    def arrays(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+        """Group ``g``'s (times, values) as float64 arrays."""
+        return np.array(self.ts[g], dtype=np.float64), np.array(self.vs[g], dtype=np.float64)
 
     def without(self, refused: set[int]) -> SeriesColumns:
         """The same batch minus the groups in ``refused`` (series over a cap)."""
@@ -75,7 +83,9 @@ class SeriesColumns(Sequence[Point]):
             out: list[Point] = []
             for i, (src, name) in enumerate(self.keys):
                 unit = self.units[i]
-                out.extend(Point(src, name, t, v, unit, None) for t, v in zip(self.ts[i].tolist(), self.vs[i].tolist()))
+                out.extend(
+                    Point(src, name, t, v, unit, None) for t, v in zip(self.ts[i], self.vs[i])
+                )
             for g, t, text in self.texts:
                 src, name = self.keys[g]
                 out.append(Point(src, name, t, float("nan"), self.units[g], text))
@@ -107,8 +117,8 @@ class ColumnsBuilder:
     def __init__(self) -> None:
         self._index: dict[Key, int] = {}
         self._units: list[str] = []
-        self._ts: list[list[np.ndarray | list[float]]] = []
-        self._vs: list[list[np.ndarray | list[float]]] = []
+        self._ts: list[list[float]] = []
+        self._vs: list[list[float]] = []
         self._texts: list[tuple[int, float, str]] = []
 
     def _group(self, key: Key, unit: str) -> int:
@@ -123,8 +133,8 @@ class ColumnsBuilder:
     def add_columns(self, c: SeriesColumns) -> None:
         for i, key in enumerate(c.keys):
             g = self._group(key, c.units[i])
-            self._ts[g].append(c.ts[i])
-            self._vs[g].append(c.vs[i])
+            self._ts[g].extend(c.ts[i])
+            self._vs[g].extend(c.vs[i])
         for gi, t, text in c.texts:
             self._texts.append((self._group(c.keys[gi], c.units[gi]), t, text))
 
@@ -132,26 +142,10 @@ class ColumnsBuilder:
         for source, name, t, v, unit, text in points:
             g = self._group((source, name), unit)
             if text is None:
-                self._ts[g].append([t])
-                self._vs[g].append([v])
+                self._ts[g].append(t)
+                self._vs[g].append(v)
             else:
                 self._texts.append((g, t, text))
 
     def build(self) -> SeriesColumns:
-        ts = [_cat(parts) for parts in self._ts]
-        vs = [_cat(parts) for parts in self._vs]
-        return SeriesColumns(list(self._index), self._units, ts, vs, self._texts)
-
-
-_EMPTY = np.empty(0, dtype=np.float64)
-
-
-def _cat(parts: list[np.ndarray | list[float]]) -> np.ndarray:
-    if len(parts) == 1:
-        p = parts[0]
-        return p if isinstance(p, np.ndarray) else np.array(p, dtype=np.float64)
-    if not parts:
-        return _EMPTY
-    if all(isinstance(p, list) for p in parts):  # stream messages: one point each
-        return np.fromiter((x for p in parts for x in p), dtype=np.float64)  # type: ignore[union-attr]
-    return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
+        return SeriesColumns(list(self._index), self._units, self._ts, self._vs, self._texts)

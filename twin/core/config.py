@@ -33,7 +33,8 @@ ENV_PREFIX = "POLARIS_DT__"
 def schema() -> dict[str, Any]:
     """The JSON Schema shipped with the package."""
     text = resources.files("twin.core").joinpath("schema/digital_twin.schema.json").read_text()
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def _defaults_of(node: Mapping[str, Any]) -> Any:
@@ -130,6 +131,7 @@ class NatsConfig:
     tls_cert_file: str | None
     tls_key_file: str | None
     jetstream: dict[str, Any]
+    max_batch_events: int = 5000
 
     @property
     def subjects(self) -> tuple[str, str, str, str]:
@@ -197,6 +199,16 @@ class StateConfig:
     action_log_max_bytes: int = 64 * 1024 * 1024
 
 
+DEFAULT_PROTECTED = ("reset_state", "replay", "reload_model", "snapshot")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    admin_token_file: str | None
+    mtls_allow: dict[str, list[str]]
+    protected_operations: list[str]
+
+
 @dataclass(frozen=True)
 class PredictionsConfig:
     """``digital_twin.predictions``: bounds and feedback of the prediction ledger."""
@@ -222,6 +234,23 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    console: bool = True
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    history: int = 1000
+    queue_size: int = 256
+    max_watchers: int = 16
+    nats_publish: bool = True
+    nats_subject_prefix: str = "polaris.digitaltwin.events"
+    health_poll_sec: float = 2.0
+
+
+@dataclass(frozen=True)
 class TwinConfig:
     nats: NatsConfig
     grpc: GrpcConfig
@@ -231,7 +260,10 @@ class TwinConfig:
     state: StateConfig
     telemetry: TelemetryConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     limits: EventLimits = field(default_factory=EventLimits)
+    auth: AuthConfig = field(default_factory=lambda: AuthConfig(None, {}, list(DEFAULT_PROTECTED)))
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
 
     @classmethod
@@ -239,14 +271,28 @@ class TwinConfig:
         """Builds from a *validated* config (defaults filled in)."""
         dt = deep_merge(defaults(), cfg)["digital_twin"]
         return cls(
-            nats=NatsConfig(**dt["nats"] | {"url": dt["nats"].get("url")} | _nullable(dt["nats"], "creds_file", "tls_ca_file", "tls_cert_file", "tls_key_file")),
-            grpc=GrpcConfig(**dt["grpc"] | _nullable(dt["grpc"], "tls_cert_file", "tls_key_file", "tls_client_ca_file")),
-            world_model=WorldModelConfig(**dt["world_model"] | _nullable(dt["world_model"], "config_path")),
+            nats=NatsConfig(
+                **dt["nats"]
+                | {"url": dt["nats"].get("url")}
+                | _nullable(
+                    dt["nats"], "creds_file", "tls_ca_file", "tls_cert_file", "tls_key_file"
+                )
+            ),
+            grpc=GrpcConfig(
+                **dt["grpc"]
+                | _nullable(dt["grpc"], "tls_cert_file", "tls_key_file", "tls_client_ca_file")
+            ),
+            world_model=WorldModelConfig(
+                **dt["world_model"] | _nullable(dt["world_model"], "config_path")
+            ),
             performance=PerformanceConfig(**dt["performance"]),
             debugging=DebuggingConfig(**dt["debugging"]),
             state=StateConfig(**dt["state"]),
             telemetry=TelemetryConfig(**dt["telemetry"]),
+            auth=AuthConfig(**dt["auth"] | _nullable(dt["auth"], "admin_token_file")),
             raw={"digital_twin": dt},
+            http=HttpConfig(**dt["http"]),
+            events=EventsConfig(**dt["events"]),
             limits=EventLimits.from_settings(dt.get("limits")),
             predictions=PredictionsConfig(**dt.get("predictions", {})),
         )
@@ -276,7 +322,9 @@ def build_config(
     model_path = cfg.get("digital_twin", {}).get("world_model", {}).get("config_path")
     if model_path and Path(model_path).is_file():
         extra = read_file(model_path)
-        cfg["digital_twin"]["world_model"]["settings"] = deep_merge(extra, cfg["digital_twin"]["world_model"].get("settings", {}))
+        cfg["digital_twin"]["world_model"]["settings"] = deep_merge(
+            extra, cfg["digital_twin"]["world_model"].get("settings", {})
+        )
     return cfg
 
 

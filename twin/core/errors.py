@@ -6,17 +6,17 @@
     ├── ConfigError          invalid or unreadable configuration (.errors: list of "path: message")
     │   ├── ChatModelConfigError   the LLM chat model cannot be built (models.llm.chat_factory)
     │   └── PortInUse        a configured port cannot be bound (.setting, .address) → exit 2
-    ├── DecodeError          a NATS payload that cannot be decoded or validated (.reason, .index, .raw)
+    ├── DecodeError          a NATS payload that fails decoding/validation (.reason, .index, .raw)
     ├── InvalidRequest       a malformed gRPC request → INVALID_ARGUMENT
     ├── Busy                 admission refused: too many requests in flight → RESOURCE_EXHAUSTED
     ├── IngestError          NATS connection / subscription failures
-    ├── SnapshotError        a snapshot file that cannot be used (durability.snapshot; .path, .reason)
+    ├── SnapshotError        an unusable snapshot file (durability.snapshot; .path, .reason)
     └── ModelError           a world model failed to answer
         ├── ModelNotFound    no model registered under that name
         ├── ModelUnavailable the model is not initialised or a dependency is missing
         ├── LLMFailure       an LLM task produced no valid answer (models.llm.runner; .reason)
         ├── BudgetExceeded   the LLM's per-minute budget refuses a call now (models.llm.budget)
-        └── AnswerError      an LLM reply that fails its schema (models.llm.schemas; also a ValueError)
+        └── AnswerError      an LLM reply failing its schema (models.llm.schemas; a ValueError)
 
 The errors of one area are defined next to the code that raises them and listed here,
 so ``except TwinError`` catches everything the twin raises on purpose.
@@ -55,7 +55,9 @@ class PortInUse(ConfigError):
 class DecodeError(TwinError):
     """Carries the reason that goes to the dead-letter subject."""
 
-    def __init__(self, reason: str, index: int | None = None, raw: bytes | None = None, subject: str = "") -> None:
+    def __init__(
+        self, reason: str, index: int | None = None, raw: bytes | None = None, subject: str = ""
+    ) -> None:
         self.reason = reason
         self.index = index  # position inside a batch message
         self.raw = raw  # the offending event's bytes, for the dead-letter record

@@ -49,21 +49,22 @@ import math
 import re
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Callable
-from typing import Annotated, Any, NamedTuple, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 
 import msgspec
-import numpy as np
 
-from twin.core.errors import DecodeError
+from twin.core.columns import ColumnsBuilder, SeriesColumns
+from twin.core.errors import DecodeError as DecodeError  # re-exported for the decoders' callers
 from twin.core.limits import DEFAULT_LIMITS, MAX_REPRESENTABLE, EventLimits, payload_depth_exceeds
+from twin.core.point import Point as Point  # re-exported: the usual import of Point
 
 NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_.]*$"
 Timestamp = datetime | float | None
 
 _EPOCH = datetime(1970, 1, 1)
-_UTC = timezone.utc
+_UTC = UTC
 
 
 class _RawBatch(msgspec.Struct):
@@ -95,7 +96,9 @@ class ExecutionResult(msgspec.Struct, omit_defaults=True):
     target: str | None = None
 
 
-EXECUTION_STATUSES = frozenset({"pending", "executing", "success", "failed", "cancelled", "timeout"})
+EXECUTION_STATUSES = frozenset(
+    {"pending", "executing", "success", "failed", "cancelled", "timeout"}
+)
 
 
 class CalibrationEvent(msgspec.Struct, omit_defaults=True):
@@ -116,17 +119,6 @@ class KnowledgeEvent(msgspec.Struct, omit_defaults=True):
     event_type: str
     data: dict[str, Any]
     metadata: dict[str, Any] = {}
-
-
-class Point(NamedTuple):
-    """One decoded telemetry sample, the unit of the ingestion hot path."""
-
-    source: str
-    name: str
-    t: float
-    value: float
-    unit: str
-    text: str | None
 
 
 def _telemetry_types(limits: EventLimits) -> tuple[type, type, type, type]:
@@ -152,11 +144,17 @@ def _telemetry_types(limits: EventLimits) -> tuple[type, type, type, type]:
         ("tags", tags, None),
         ("metadata", dict[str, Any] | None, None),
     ]
-    event = msgspec.defstruct("TelemetryEvent", [("name", name), ("value", value), *rest], omit_defaults=True)
+    event = msgspec.defstruct(
+        "TelemetryEvent", [("name", name), ("value", value), *rest], omit_defaults=True
+    )
     # ``name``/``timestamp`` as plain text: checked against bounded caches of valid ones.
     hot_rest = [("timestamp", str | float | None, None) if f[0] == "timestamp" else f for f in rest]
     hot = msgspec.defstruct("_HotEvent", [("name", str), ("value", value), *hot_rest])
-    batch_fields = [("batch_id", str | None, None), ("batch_timestamp", Timestamp, None), ("count", int | None, None)]
+    batch_fields = [
+        ("batch_id", str | None, None),
+        ("batch_timestamp", Timestamp, None),
+        ("count", int | None, None),
+    ]
     batch = msgspec.defstruct("TelemetryBatch", [("events", list[event]), *batch_fields])  # type: ignore[valid-type]
     hot_batch = msgspec.defstruct("_HotBatch", [("events", list[hot]), *batch_fields])  # type: ignore[valid-type]
     return event, batch, hot, hot_batch
@@ -278,7 +276,9 @@ def split_events(payload: bytes) -> list[bytes] | None:
                 if part or elems:
                     elems.append(part)
                 try:  # the rest of the message must be valid JSON of the right shape
-                    (_raw_list_decoder if bare else _raw_batch_decoder).decode(body[:open_at] + body[m.start() :])
+                    (_raw_list_decoder if bare else _raw_batch_decoder).decode(
+                        body[:open_at] + body[m.start() :]
+                    )
                 except (msgspec.MsgspecError, RecursionError):
                     return None
                 return elems
@@ -306,11 +306,11 @@ class EventDecoder:
         self.limits = limits
         event, batch, hot, hot_batch = _telemetry_types(limits)
         self.TelemetryEvent = event
-        self._stream = msgspec.json.Decoder(event)
-        self._batch = msgspec.json.Decoder(batch)
+        self._stream: msgspec.json.Decoder[Any] = msgspec.json.Decoder(event)
+        self._batch: msgspec.json.Decoder[Any] = msgspec.json.Decoder(batch)
         self._list = msgspec.json.Decoder(list[event])  # type: ignore[valid-type]
-        self._hot_stream = msgspec.json.Decoder(hot)
-        self._hot_batch = msgspec.json.Decoder(hot_batch)
+        self._hot_stream: msgspec.json.Decoder[Any] = msgspec.json.Decoder(hot)
+        self._hot_batch: msgspec.json.Decoder[Any] = msgspec.json.Decoder(hot_batch)
         self._hot_list = msgspec.json.Decoder(list[hot])  # type: ignore[valid-type]
         self._valid_names: dict[str, str] = {}  # raw → normalised, only names within limits
         self._lo = limits.min_event_time
@@ -355,6 +355,7 @@ class EventDecoder:
         lo, hi = self._lo, self._hi(now)
         out: list[Point] = []
         append = out.append
+        t: float | None
         for ev in events:
             name = names.get(ev.name)
             if name is None:
@@ -386,7 +387,7 @@ class EventDecoder:
                 append(new(P, (ev.source, name, t, _NAN, ev.unit, v)))
         return out
 
-    def _hot_columns(self, events: list[Any], now: float) -> SeriesColumns | None:
+    def _hot_columns(self, events: list[Any], now: float) -> Any:
         """``_hot_points`` straight into per-series columns, or None (typed path)."""
         names = self._valid_names
         times = _ts_epochs
@@ -433,11 +434,11 @@ class EventDecoder:
                 vs[g].append(1.0 if v else 0.0)
             else:
                 texts.append((g, t, v))
-        arr = np.array
-        return SeriesColumns(list(index), units, [arr(x, np.float64) for x in ts], [arr(x, np.float64) for x in vs], texts)
+
+        return SeriesColumns(list(index), units, ts, vs, texts)
 
     @_bounded_nesting
-    def batch_columns(self, payload: bytes, now: float) -> tuple[SeriesColumns, list[DecodeError]]:
+    def batch_columns(self, payload: bytes, now: float) -> tuple[Any, list[DecodeError]]:
         """``batch`` in columnar form: the same events, errors and reasons, grouped per series."""
         try:
             if payload[:1] == b"[" or payload.lstrip()[:1] == b"[":
@@ -449,6 +450,7 @@ class EventDecoder:
             cols = None
         if cols is not None:
             return cols, []
+
         points, errors = self._batch_typed(payload, now)
         b = ColumnsBuilder()
         b.add_points(points)
@@ -498,7 +500,9 @@ class EventDecoder:
         except msgspec.MsgspecError:
             raise DecodeError(f"invalid telemetry event: {_reason(first)}") from first
         if wrapped.event_type != "telemetry":
-            raise DecodeError(f"unsupported event_type {wrapped.event_type!r} on a telemetry subject")
+            raise DecodeError(
+                f"unsupported event_type {wrapped.event_type!r} on a telemetry subject"
+            )
         try:
             ev = self._stream.decode(wrapped.data)
         except msgspec.MsgspecError as exc:
@@ -558,7 +562,9 @@ class EventDecoder:
             raise DecodeError(f"invalid batch: {_reason(exc)}") from exc
         return self._each(raws, now)
 
-    def _batch_split(self, payload: bytes, now: float, reason: str) -> tuple[list[Point], list[DecodeError]]:
+    def _batch_split(
+        self, payload: bytes, now: float, reason: str
+    ) -> tuple[list[Point], list[DecodeError]]:
         """A batch that is not JSON as a whole: its events one by one, if they can be found."""
         parts = split_events(payload)
         if parts is None:
@@ -581,20 +587,26 @@ class EventDecoder:
     def _check_payload(self, kind: str, payload: bytes) -> None:
         cap = self.limits.max_action_payload_bytes
         if len(payload) > cap:
-            raise DecodeError(f"oversize: {kind} of {len(payload)} bytes > limits.max_action_payload_bytes {cap}")
+            raise DecodeError(
+                f"oversize: {kind} of {len(payload)} bytes > limits.max_action_payload_bytes {cap}"
+            )
 
     def _check_depth(self, kind: str, **parts: Any) -> None:
         cap = self.limits.max_payload_depth
         for name, obj in parts.items():
             # the message itself is depth 1, so its fields' contents start at 2
             if obj is not None and payload_depth_exceeds(obj, cap, start=2):
-                raise DecodeError(f"invalid {kind}: {name} nested deeper than limits.max_payload_depth {cap}")
+                raise DecodeError(
+                    f"invalid {kind}: {name} nested deeper than limits.max_payload_depth {cap}"
+                )
 
     def _check_text(self, kind: str, **parts: str | None) -> None:
         cap = self.limits.max_text_length
         for name, text in parts.items():
             if text is not None and len(text) > cap:
-                raise DecodeError(f"invalid {kind}: {name} longer than limits.max_text_length {cap}")
+                raise DecodeError(
+                    f"invalid {kind}: {name} longer than limits.max_text_length {cap}"
+                )
 
     def _check_time(self, kind: str, now: float | None, **times: Timestamp) -> None:
         now = time.time() if now is None else now
@@ -603,7 +615,9 @@ class EventDecoder:
                 continue
             t = to_epoch(ts, now)
             if not self._lo <= t <= self._hi(now):
-                raise DecodeError(f"invalid {kind}: {name}: {self.limits.time_reason(t, max(now, _wall()))}")
+                raise DecodeError(
+                    f"invalid {kind}: {name}: {self.limits.time_reason(t, max(now, _wall()))}"
+                )
 
     @_bounded_nesting
     def execution(self, payload: bytes, now: float | None = None) -> ExecutionResult:
@@ -616,9 +630,17 @@ class EventDecoder:
             raise DecodeError(f"invalid execution result: unknown status {res.status!r}")
         if res.duration_sec is not None and not math.isfinite(res.duration_sec):
             raise DecodeError("invalid execution result: duration_sec is not finite")
-        self._check_text("execution result", message=res.message, error=res.error, action_type=res.action_type, target=res.target)
+        self._check_text(
+            "execution result",
+            message=res.message,
+            error=res.error,
+            action_type=res.action_type,
+            target=res.target,
+        )
         self._check_depth("execution result", output=res.output, metadata=res.metadata)
-        self._check_time("execution result", now, started_at=res.started_at, finished_at=res.finished_at)
+        self._check_time(
+            "execution result", now, started_at=res.started_at, finished_at=res.finished_at
+        )
         return res
 
     @_bounded_nesting
@@ -628,7 +650,9 @@ class EventDecoder:
             cal = _calibration_decoder.decode(payload)
         except msgspec.MsgspecError as exc:
             raise DecodeError(f"invalid calibration event: {_reason(exc)}") from exc
-        self._check_text("calibration event", prediction_id=cal.prediction_id, calibration_id=cal.calibration_id)
+        self._check_text(
+            "calibration event", prediction_id=cal.prediction_id, calibration_id=cal.calibration_id
+        )
         self._check_depth(
             "calibration event",
             predicted_outcome=cal.predicted_outcome,
@@ -653,16 +677,22 @@ def decode_stream(payload: bytes, now: float, limits: EventLimits = DEFAULT_LIMI
     return (_default if limits is DEFAULT_LIMITS else decoder_for(limits)).stream(payload, now)
 
 
-def decode_batch(payload: bytes, now: float, limits: EventLimits = DEFAULT_LIMITS) -> tuple[list[Point], list[DecodeError]]:
+def decode_batch(
+    payload: bytes, now: float, limits: EventLimits = DEFAULT_LIMITS
+) -> tuple[list[Point], list[DecodeError]]:
     """All good points of a batch plus one error per bad event (never all-or-nothing)."""
     return (_default if limits is DEFAULT_LIMITS else decoder_for(limits)).batch(payload, now)
 
 
-def decode_execution(payload: bytes, now: float | None = None, limits: EventLimits = DEFAULT_LIMITS) -> ExecutionResult:
+def decode_execution(
+    payload: bytes, now: float | None = None, limits: EventLimits = DEFAULT_LIMITS
+) -> ExecutionResult:
     return (_default if limits is DEFAULT_LIMITS else decoder_for(limits)).execution(payload, now)
 
 
-def decode_calibration(payload: bytes, now: float | None = None, limits: EventLimits = DEFAULT_LIMITS) -> CalibrationEvent:
+def decode_calibration(
+    payload: bytes, now: float | None = None, limits: EventLimits = DEFAULT_LIMITS
+) -> CalibrationEvent:
     return (_default if limits is DEFAULT_LIMITS else decoder_for(limits)).calibration(payload, now)
 
 
@@ -705,5 +735,3 @@ def _decode_batch_typed(payload: bytes, now: float) -> tuple[list[Point], list[D
     """The typed (reference) path of ``decode_batch``."""
     return _default._batch_typed(payload, now)
 
-
-from twin.core.columns import ColumnsBuilder, SeriesColumns  # noqa: E402 - columns uses Point

@@ -66,7 +66,7 @@ def standardised_errors(
     half = np.where(e >= 0, upper - mean, mean - lower)
     ae = np.abs(e)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = ae * z_of(level) / half
+        z: np.ndarray = ae * z_of(level) / half
     z[~(half > 0)] = Z_CAP  # a zero-width (or NaN) interval: missed by any amount
     z[ae == 0] = 0.0
     z[~(z <= Z_CAP)] = Z_CAP
@@ -118,7 +118,8 @@ class IntervalCalibrator:
         sizes = np.diff(np.r_[starts, g.shape[0]])
         rank = np.arange(g.shape[0]) - np.repeat(starts, sizes)
         stride = np.repeat(-(-sizes // self.per_prediction), sizes)
-        return order[rank % stride == 0]
+        picked: np.ndarray = order[rank % stride == 0]
+        return picked
 
     def _add(self, key: Key, buckets: np.ndarray, z: np.ndarray) -> None:
         slot = self._slot(key)
@@ -140,7 +141,15 @@ class IntervalCalibrator:
         for key in keys:
             self._add(key, buckets[keep], z_abs[keep])
 
-    def observe_tracks(self, system: str, kind: str, metrics: Sequence[str], track: np.ndarray, buckets: np.ndarray, z_abs: np.ndarray) -> None:
+    def observe_tracks(
+        self,
+        system: str,
+        kind: str,
+        metrics: Sequence[str],
+        track: np.ndarray,
+        buckets: np.ndarray,
+        z_abs: np.ndarray,
+    ) -> None:
         """Like ``observe`` for several metrics at once: each metric's errors go under
         (system, kind, metric); all of them under (system, kind) and (kind,)."""
         if not z_abs.shape[0]:

@@ -47,7 +47,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from twin.core.intervals import IntervalCalibrator, lead_buckets, standardised_errors, z_of
+from twin.core.intervals import IntervalCalibrator, lead_buckets, standardised_errors
 
 KINDS = ("forecast", "what_if", "plan", "scenario")
 SCORED_KINDS = ("forecast", "what_if", "plan")
@@ -57,7 +57,8 @@ TOLERANCE = 0.10  # "within tolerance": |error| <= 10 % of the actual
 CONFIDENCE_PRIOR_WEIGHT = 5.0  # Skill.confidence: measured share weighs n / (n + 5)
 SCALE_TAIL = 512  # points before the origin used for the MASE scale and the native step
 STATUSES = ("pending", "scored", "not_executed", "unscorable", "dropped")
-# aggregate field -> metric name (get_metrics keys and Prometheus families, labelled by system, model, kind)
+# aggregate field -> metric name (families labelled system, model, kind:
+# twin/observability/ledger_metrics.py)
 METRIC_NAMES = {
     "recorded": "predictions_recorded_total",
     "scored": "predictions_scored_total",
@@ -155,7 +156,11 @@ class _Track:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.t, self.mean, self.lower, self.upper, self.s, self.baseline) if a is not None)
+        return sum(
+            a.nbytes
+            for a in (self.t, self.mean, self.lower, self.upper, self.s, self.baseline)
+            if a is not None
+        )
 
 
 @dataclass(slots=True)
@@ -207,7 +212,9 @@ class _Agg:
             "dropped": self.dropped,
             "points": self.points,
             "coverage": self.inside / self.interval_points if self.interval_points else math.nan,
-            "coverage_raw": self.inside_raw / self.interval_points if self.interval_points else math.nan,
+            "coverage_raw": self.inside_raw / self.interval_points
+            if self.interval_points
+            else math.nan,
             "mase": self.mase_sum / self.mase_n if self.mase_n else math.nan,
             "rel_error": self.rel_sum / self.rel_n if self.rel_n else math.nan,
             "within_tolerance": self.within / self.points if self.points else math.nan,
@@ -320,7 +327,9 @@ class PredictionLedger:
         return info
 
     # ------------------------------------------------------------------ intervals, skill
-    def interval_scales(self, system: str, kind: str, metric: str, lead_steps: np.ndarray, level: float) -> tuple[np.ndarray, int]:
+    def interval_scales(
+        self, system: str, kind: str, metric: str, lead_steps: np.ndarray, level: float
+    ) -> tuple[np.ndarray, int]:
         """Per-point factors for a new interval of ``level`` (1 where nothing is learned yet),
         and how specific the evidence was (0 none, 1 kind-wide, 2 system, 3 system+metric)."""
         out = np.ones(lead_steps.shape[0])
@@ -338,8 +347,10 @@ class PredictionLedger:
     def skill(self, system: str, kind: str, metric: str | None = None) -> Skill:
         """Recent measured accuracy of ``kind`` predictions on ``system`` (and ``metric``)."""
         key = (system, kind, metric) if metric else (system, kind)
-        rows = self._skill.get(key)  # type: ignore[arg-type]
-        scale, _ = self.intervals.scale(((system, kind, metric),) if metric else ((system, kind),), 1, 0.9)
+        rows = self._skill.get(key)
+        scale, _ = self.intervals.scale(
+            ((system, kind, metric),) if metric else ((system, kind),), 1, 0.9
+        )
         if not rows:
             return Skill(0, math.nan, math.nan, math.nan, scale, math.nan)
 
@@ -366,7 +377,9 @@ class PredictionLedger:
     ) -> Prediction:
         """Records one prediction; returns it (status ``pending`` or ``unscorable``)."""
         if kind not in KINDS:
-            raise ValueError(f"unknown prediction kind {kind!r}; expected one of {', '.join(KINDS)}")
+            raise ValueError(
+                f"unknown prediction kind {kind!r}; expected one of {', '.join(KINDS)}"
+            )
         self._seq += 1
         sysl = self._system(system)
         kept: list[_Track] = []
@@ -382,10 +395,14 @@ class PredictionLedger:
                 unknown.append(tr.metric)
                 continue
             n = tr.t.shape[0]
-            idx = np.unique(np.linspace(0, n - 1, min(n, per_track)).round().astype(np.int64)) if n > per_track else slice(None)
+            idx = (
+                np.unique(np.linspace(0, n - 1, min(n, per_track)).round().astype(np.int64))
+                if n > per_track
+                else slice(None)
+            )
 
             def pick(a: np.ndarray | None, dtype: Any = np.float64) -> np.ndarray | None:
-                return None if a is None else np.ascontiguousarray(np.asarray(a, dtype=dtype)[idx])
+                return None if a is None else np.ascontiguousarray(np.asarray(a, dtype=dtype)[idx])  # noqa: B023 - used in this iteration
 
             kept.append(
                 _Track(
@@ -425,12 +442,18 @@ class PredictionLedger:
         agg = self._agg(p)
         agg.recorded += 1
         if kind == "scenario":
-            return self._close(sysl, p, "unscorable", "hypothetical scenario: reality cannot confirm it", agg)
+            return self._close(
+                sysl, p, "unscorable", "hypothetical scenario: reality cannot confirm it", agg
+            )
         if not kept:
-            why = f"none of the predicted metrics is a series of {system}" + (f" ({', '.join(unknown[:5])})" if unknown else "")
+            why = f"none of the predicted metrics is a series of {system}" + (
+                f" ({', '.join(unknown[:5])})" if unknown else ""
+            )
             return self._close(sysl, p, "unscorable", why, agg)
         if unknown:
-            p.note = (p.note + "; " if p.note else "") + f"not scorable (no such series): {', '.join(unknown[:5])}"
+            p.note = (
+                p.note + "; " if p.note else ""
+            ) + f"not scorable (no such series): {', '.join(unknown[:5])}"
         sysl.pending[prediction_id] = p
         heapq.heappush(sysl.heap, (end, p.seq, prediction_id))
         while len(sysl.pending) > self.max_pending:
@@ -441,7 +464,9 @@ class PredictionLedger:
             heapq.heapify(sysl.heap)
         return p
 
-    def _close(self, sysl: _System, p: Prediction, status: str, note: str, agg: _Agg | None = None) -> Prediction:
+    def _close(
+        self, sysl: _System, p: Prediction, status: str, note: str, agg: _Agg | None = None
+    ) -> Prediction:
         p.status = status
         p.note = note if not p.note else f"{note}; {p.note}"
         a = agg or self._agg(p)
@@ -474,7 +499,9 @@ class PredictionLedger:
                 if p is None:
                     heapq.heappop(heap)
                     continue
-                lasts = [s.last_t for tr in p.tracks if (s := store.get(name, tr.metric)) is not None]
+                lasts = [
+                    s.last_t for tr in p.tracks if (s := store.get(name, tr.metric)) is not None
+                ]
                 if not lasts:
                     break
                 grace = max(60.0, 0.25 * (p.horizon_end - p.made_at))
@@ -491,13 +518,23 @@ class PredictionLedger:
 
     def _execution_time(self, p: Prediction, actions: list[_Action]) -> float | None:
         """When the prediction's plan was in effect (None: it was not carried out)."""
-        window = [a for a in actions if p.made_at <= a.t <= p.horizon_end and a.status == "success" and a.success is not False]
+        window = [
+            a
+            for a in actions
+            if p.made_at <= a.t <= p.horizon_end
+            and a.status == "success"
+            and a.success is not False
+        ]
         if not p.actions:
             touched = any(a.target == p.system or (not a.target) for a in window)
             return None if touched else p.made_at
         when = -math.inf
         for typ, target in p.actions:
-            ts = [a.t for a in window if a.action_type.upper() == typ and (a.target or p.system) == target]
+            ts = [
+                a.t
+                for a in window
+                if a.action_type.upper() == typ and (a.target or p.system) == target
+            ]
             if not ts:
                 return None
             when = max(when, min(ts))
@@ -514,7 +551,9 @@ class PredictionLedger:
                     use_baseline = True
                     kind = f"{p.kind}_baseline"
                 else:
-                    self._close(sysl, p, "not_executed", "its actions were not executed within the horizon")
+                    self._close(
+                        sysl, p, "not_executed", "its actions were not executed within the horizon"
+                    )
                     self._emit(p, None)
                     return
             else:
@@ -544,7 +583,9 @@ class PredictionLedger:
             steps = np.array([tr.step for tr in tracks])[tid[iv]]
             lead = (pt[iv] - p.made_at) / np.maximum(steps, 1e-9)
             z = standardised_errors(actual[iv], mean[iv], lo[iv], hi[iv], p.level)
-            self.intervals.observe_tracks(p.system, kind, [tr.metric for tr in tracks], tid[iv], lead_buckets(lead), z)
+            self.intervals.observe_tracks(
+                p.system, kind, [tr.metric for tr in tracks], tid[iv], lead_buckets(lead), z
+            )
         scales = np.array([tr.scale for tr in tracks])
         with np.errstate(divide="ignore", invalid="ignore"):
             mae = sum_ae / cnt
@@ -564,7 +605,10 @@ class PredictionLedger:
                 "coverage_raw": _f(float(inside_raw[i] / ni_t[i])) if has_iv else None,
                 "within_tolerance": _f(float(within[i] / n_i)),
             }
-            self._skill_add((p.system, kind, tr.metric), (float(mase_t[i]), float(rel_t[i]), cov, float(within[i] / n_i), n_i))
+            self._skill_add(
+                (p.system, kind, tr.metric),
+                (float(mase_t[i]), float(rel_t[i]), cov, float(within[i] / n_i), n_i),
+            )
             if kind == "forecast" and math.isfinite(tr.backtest_mae) and tr.backtest_mae > 0:
                 sel = tid == i
                 self._drift_observe(p, tr, pt[sel], e[sel])
@@ -575,7 +619,7 @@ class PredictionLedger:
         n_in = int(inside.sum())
         n_in_raw = int(inside_raw.sum())
         n_within = int(within.sum())
-        out = {
+        out: dict[str, Any] = {
             "points": n,
             "mase": float(fin_m.mean()) if fin_m.shape[0] else math.nan,
             "rel_error": float(fin_r.mean()) if fin_r.shape[0] else math.nan,
@@ -590,7 +634,9 @@ class PredictionLedger:
         if use_baseline:
             self._agg(p).not_executed += 1
             p.status = "not_executed"
-            p.note = (p.note + "; " if p.note else "") + "not executed: its baseline (no action) was scored"
+            p.note = (
+                p.note + "; " if p.note else ""
+            ) + "not executed: its baseline (no action) was scored"
         else:
             p.status = "scored"
         a.scored += 1
@@ -605,7 +651,10 @@ class PredictionLedger:
         if math.isfinite(out["rel_error"]):
             a.rel_sum += out["rel_error"]
             a.rel_n += 1
-        self._skill_add((p.system, kind), (out["mase"], out["rel_error"], out["coverage"], out["within_tolerance"], n))
+        self._skill_add(
+            (p.system, kind),
+            (out["mase"], out["rel_error"], out["coverage"], out["within_tolerance"], n),
+        )
         sysl.recent.append(self._summary(p, out))
         self._emit(p, out)
 
@@ -652,7 +701,17 @@ class PredictionLedger:
             else:
                 lo = hi = np.full(n_ok, np.nan)
                 sc = np.ones(n_ok)
-            parts.append((np.full(n_ok, len(tracks) - 1, dtype=np.intp), pt[ok], vs[j][ok], pred[sel][ok], lo, hi, sc))
+            parts.append(
+                (
+                    np.full(n_ok, len(tracks) - 1, dtype=np.intp),
+                    pt[ok],
+                    vs[j][ok],
+                    pred[sel][ok],
+                    lo,
+                    hi,
+                    sc,
+                )
+            )
         if not tracks:
             return None
         return (tracks, *(np.concatenate([q[i] for q in parts]) for i in range(7)))
@@ -684,9 +743,19 @@ class PredictionLedger:
                 d.awaiting_refit = True
                 d.reason = (
                     f"{p.system}/{tr.metric}: live forecast error is {med:.2f}× its backtest error "
-                    f"(median of the last {len(recent)} scored forecasts; margin {self.drift_margin:g}×)"
+                    f"(median of the last {len(recent)} scored forecasts; margin "
+                    f"{self.drift_margin:g}×)"
                 )
-                self._emit_event({"type": "drift", "system": p.system, "metric": tr.metric, "ratio": round(med, 4), "reason": d.reason, "t": _iso(p.horizon_end)})
+                self._emit_event(
+                    {
+                        "type": "drift",
+                        "system": p.system,
+                        "metric": tr.metric,
+                        "ratio": round(med, 4),
+                        "reason": d.reason,
+                        "t": _iso(p.horizon_end),
+                    }
+                )
         elif d.reason and not d.awaiting_refit:
             d.reason = ""  # recovered after the refit
 
@@ -695,20 +764,33 @@ class PredictionLedger:
         return [d.reason for s in self._systems.values() for d in s.drift.values() if d.reason]
 
     def systems_to_refit(self) -> list[str]:
-        return sorted({name for name, s in self._systems.items() if any(d.awaiting_refit for d in s.drift.values())})
+        return sorted(
+            {
+                name
+                for name, s in self._systems.items()
+                if any(d.awaiting_refit for d in s.drift.values())
+            }
+        )
 
     def refitted(self, system: str, at: float, parts: int = 0) -> None:
-        """The system's models were refitted at event time ``at``: older forecasts no longer count."""
+        """The system's models were refitted at event time ``at``: older forecasts stop counting."""
         sysl = self._systems.get(system)
         if sysl is None:
             return
         self.refits_total += 1
-        what = f"{parts} forecaster(s) refitted" if parts else "refit requested (the model has no refit: nothing changed)"
+        what = (
+            f"{parts} forecaster(s) refitted"
+            if parts
+            else "refit requested (the model has no refit: nothing changed)"
+        )
         for d in sysl.drift.values():
             if d.awaiting_refit:
                 d.awaiting_refit = False
                 d.refits += 1
-                d.reason = d.reason.split(" — ")[0] + f" — {what} at {_iso(at)}; waiting for new forecasts to be scored"
+                d.reason = (
+                    d.reason.split(" — ")[0]
+                    + f" — {what} at {_iso(at)}; waiting for new forecasts to be scored"
+                )
             if math.isfinite(at):
                 d.refitted_at = at
             d.ratios.clear()
@@ -757,7 +839,9 @@ class PredictionLedger:
             d["outcome"] = {k: (_f(v) if isinstance(v, float) else v) for k, v in out.items()}
         return d
 
-    def report(self, system: str | None = None, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def report(
+        self, system: str | None = None, kind: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         """Newest first: pending predictions, then scored (with outcomes)."""
         rows: list[tuple[int, dict[str, Any]]] = []
         for name, sysl in self._systems.items():
@@ -767,14 +851,23 @@ class PredictionLedger:
                 if kind is None or p.kind == kind:
                     rows.append((p.seq, self._summary(p, None)))
             for r in sysl.recent:
-                if kind is None or r["kind"] == kind or (r.get("outcome") or {}).get("scored_as") == kind:
+                if (
+                    kind is None
+                    or r["kind"] == kind
+                    or (r.get("outcome") or {}).get("scored_as") == kind
+                ):
                     rows.append((int(r.get("_seq", 0)), r))
         rows.sort(key=lambda x: x[0], reverse=True)
-        return [{k: v for k, v in r.items() if not k.startswith("_")} for _, r in rows[: max(0, limit)]]
+        return [
+            {k: v for k, v in r.items() if not k.startswith("_")} for _, r in rows[: max(0, limit)]
+        ]
 
     def aggregates(self) -> list[dict[str, Any]]:
         """One row per (system, model, kind) with counts and figures since the start."""
-        return [{"system": s, "model": m, "kind": k, **a.row()} for (s, m, k), a in sorted(self._aggs.items())]
+        return [
+            {"system": s, "model": m, "kind": k, **a.row()}
+            for (s, m, k), a in sorted(self._aggs.items())
+        ]
 
     def totals(self) -> dict[str, float]:
         """The flat figures ``get_metrics`` reports."""
@@ -809,23 +902,6 @@ class PredictionLedger:
             "prediction_refits_total": self.refits_total,
         }
 
-    LABELLED = ("recorded", "scored", "not_executed", "coverage", "coverage_raw", "mase", "rel_error")
-
-    def labelled_metrics(self) -> dict[str, float]:
-        """Per (system, model, kind) figures for ``get_metrics``, keyed in the Prometheus
-        text form (``predictions_scored_total{kind="forecast",model="m",system="s"}``);
-        ``/metrics`` builds the same families from ``aggregates()``, never from these keys."""
-        out: dict[str, float] = {}
-        for row in self.aggregates():
-            lab = f'{{kind="{row["kind"]}",model="{row["model"]}",system="{row["system"]}"}}'
-            for f in self.LABELLED:
-                name = METRIC_NAMES[f]
-                v = row[f]
-                if isinstance(v, float) and not math.isfinite(v):
-                    continue
-                out[name + lab] = v
-        return out
-
     @property
     def nbytes(self) -> int:
         """Approximate memory held (arrays exactly, bookkeeping estimated)."""
@@ -848,14 +924,31 @@ class PredictionLedger:
                     "name": name,
                     "pending": [
                         {
-                            "id": p.id, "seq": p.seq, "model": p.model, "kind": p.kind, "made_at": p.made_at,
-                            "horizon_end": p.horizon_end, "level": p.level, "actions": [list(a) for a in p.actions],
-                            "plan_id": p.plan_id, "confidence": p.confidence, "note": p.note, "recorded_unix": p.recorded_unix,
+                            "id": p.id,
+                            "seq": p.seq,
+                            "model": p.model,
+                            "kind": p.kind,
+                            "made_at": p.made_at,
+                            "horizon_end": p.horizon_end,
+                            "level": p.level,
+                            "actions": [list(a) for a in p.actions],
+                            "plan_id": p.plan_id,
+                            "confidence": p.confidence,
+                            "note": p.note,
+                            "recorded_unix": p.recorded_unix,
                             "tracks": [
                                 {
-                                    "metric": t.metric, "t": arr(t.t), "mean": arr(t.mean), "lower": arr(t.lower),
-                                    "upper": arr(t.upper), "s": arr(t.s), "baseline": arr(t.baseline), "step": t.step,
-                                    "scale": t.scale, "appended0": t.appended0, "backtest_mae": t.backtest_mae,
+                                    "metric": t.metric,
+                                    "t": arr(t.t),
+                                    "mean": arr(t.mean),
+                                    "lower": arr(t.lower),
+                                    "upper": arr(t.upper),
+                                    "s": arr(t.s),
+                                    "baseline": arr(t.baseline),
+                                    "step": t.step,
+                                    "scale": t.scale,
+                                    "appended0": t.appended0,
+                                    "backtest_mae": t.backtest_mae,
                                     "backtest_horizon_sec": t.backtest_horizon_sec,
                                 }
                                 for t in p.tracks
@@ -865,7 +958,14 @@ class PredictionLedger:
                     ],
                     "recent": list(s.recent),
                     "drift": {
-                        m: {"ratios": list(d.ratios), "reason": d.reason, "detected_at": d.detected_at, "refitted_at": d.refitted_at, "refits": d.refits, "awaiting_refit": d.awaiting_refit}
+                        m: {
+                            "ratios": list(d.ratios),
+                            "reason": d.reason,
+                            "detected_at": d.detected_at,
+                            "refitted_at": d.refitted_at,
+                            "refits": d.refits,
+                            "awaiting_refit": d.awaiting_refit,
+                        }
                         for m, d in s.drift.items()
                     },
                 }
@@ -873,10 +973,16 @@ class PredictionLedger:
         return {
             "version": 1,
             "systems": systems,
-            "aggregates": [[list(k), {f: getattr(a, f) for f in a.__dataclass_fields__}] for k, a in self._aggs.items()],
+            "aggregates": [
+                [list(k), {f: getattr(a, f) for f in a.__dataclass_fields__}]
+                for k, a in self._aggs.items()
+            ],
             "skill": [[list(k), [list(r) for r in d]] for k, d in self._skill.items()],
             "intervals": self.intervals.export(),
-            "counters": {"refits_total": self.refits_total, "drift_events_total": self.drift_events_total},
+            "counters": {
+                "refits_total": self.refits_total,
+                "drift_events_total": self.drift_events_total,
+            },
         }
 
     def load(self, obj: dict[str, Any]) -> None:
@@ -894,16 +1000,36 @@ class PredictionLedger:
                 self._seq = max(self._seq + 1, int(q.get("seq", 0)))
                 tracks = [
                     _Track(
-                        t["metric"], arr(t["t"]), arr(t["mean"]), arr(t.get("lower")), arr(t.get("upper")),  # type: ignore[arg-type]
-                        arr(t.get("s"), np.float32), arr(t.get("baseline")), float(t["step"]), float(t["scale"]),
-                        int(t["appended0"]), float(t.get("backtest_mae", math.nan)), float(t.get("backtest_horizon_sec", math.nan)),
+                        t["metric"],
+                        arr(t["t"]),  # type: ignore[arg-type]
+                        arr(t["mean"]),  # type: ignore[arg-type]
+                        arr(t.get("lower")),
+                        arr(t.get("upper")),
+                        arr(t.get("s"), np.float32),
+                        arr(t.get("baseline")),
+                        float(t["step"]),
+                        float(t["scale"]),
+                        int(t["appended0"]),
+                        float(t.get("backtest_mae", math.nan)),
+                        float(t.get("backtest_horizon_sec", math.nan)),
                     )
                     for t in q["tracks"]
                 ]
                 p = Prediction(
-                    q["id"], str(s["name"]), q["model"], q["kind"], float(q["made_at"]), float(q["horizon_end"]),
-                    float(q["level"]), tuple((str(a), str(b)) for a, b in q.get("actions", [])), tracks, q.get("plan_id", ""),
-                    float(q.get("confidence", math.nan)), int(q.get("seq", self._seq)), note=q.get("note", ""), recorded_unix=float(q.get("recorded_unix", 0.0)),
+                    q["id"],
+                    str(s["name"]),
+                    q["model"],
+                    q["kind"],
+                    float(q["made_at"]),
+                    float(q["horizon_end"]),
+                    float(q["level"]),
+                    tuple((str(a), str(b)) for a, b in q.get("actions", [])),
+                    tracks,
+                    q.get("plan_id", ""),
+                    float(q.get("confidence", math.nan)),
+                    int(q.get("seq", self._seq)),
+                    note=q.get("note", ""),
+                    recorded_unix=float(q.get("recorded_unix", 0.0)),
                 )
                 sysl.pending[p.id] = p
                 heapq.heappush(sysl.heap, (p.horizon_end, p.seq, p.id))
@@ -911,15 +1037,18 @@ class PredictionLedger:
             self._seq = max([self._seq, *(int(r.get("_seq", 0)) for r in sysl.recent)])
             for m, d in (s.get("drift") or {}).items():
                 sysl.drift[m] = _Drift(
-                    deque((float(x) for x in d.get("ratios", [])), maxlen=16), str(d.get("reason", "")),
-                    float(d.get("detected_at", math.nan)), float(d.get("refitted_at", -math.inf)),
-                    int(d.get("refits", 0)), bool(d.get("awaiting_refit", False)),
+                    deque((float(x) for x in d.get("ratios", [])), maxlen=16),
+                    str(d.get("reason", "")),
+                    float(d.get("detected_at", math.nan)),
+                    float(d.get("refitted_at", -math.inf)),
+                    int(d.get("refits", 0)),
+                    bool(d.get("awaiting_refit", False)),
                 )
         for key, fields in obj.get("aggregates", []):
-            self._aggs[tuple(key)] = _Agg(**fields)  # type: ignore[index]
+            self._aggs[tuple(key)] = _Agg(**fields)
         for key, rows in obj.get("skill", []):
             d = self._skill[tuple(key)] = deque(maxlen=self.skill_window)
-            d.extend(tuple(r) for r in rows)  # type: ignore[misc]
+            d.extend(tuple(r) for r in rows)
         self.intervals.load(obj.get("intervals", []))
         c = obj.get("counters", {})
         self.refits_total = int(c.get("refits_total", 0))

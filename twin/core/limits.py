@@ -4,7 +4,7 @@ names, units, text values and tags, depth and size of action payloads.
 Validated once, at the edge (the decoders for NATS, the request mapping for gRPC),
 so nothing stored can make a later answer fail: every accepted time formats as an
 ISO date, every stored string fits in an answer. Each limit is a setting under
-``digital_twin.limits`` (see the README's configuration reference).
+``digital_twin.limits`` (see docs/configuration.md).
 
 The event-time window is relative to the *receive* time of the message: from
 ``min_event_time`` (default 1970-01-01) to ``max_event_time_ahead_sec`` (default one
@@ -43,6 +43,12 @@ class EventLimits:
     max_tag_length: int = 256
     max_payload_depth: int = 32
     max_action_payload_bytes: int = 65_536
+    # Requests (issue 17, defect 4): what one RPC may ask for.
+    max_request_parameters: int = 64
+    max_parameter_length: int = 65_536
+    max_query_metrics: int = 100
+    max_scanned_samples: int = 5_000_000
+    max_points_returned: int = 50_000
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None) -> EventLimits:
@@ -76,9 +82,27 @@ class EventLimits:
         if not math.isfinite(t) or not self.accepts_time(t, now):
             lo, hi = self.window(now)
             raise InvalidRequest(
-                f"time {t!r} is outside the accepted window [{lo:g}, {hi:.0f}] (epoch seconds)", field
+                f"time {t!r} is outside the accepted window [{lo:g}, {hi:.0f}] (epoch seconds)",
+                field,
             )
         return t
+
+
+    def check_parameters(self, params: Mapping[str, str], field: str = "parameters") -> None:
+        """A request's parameters map: bounded in entries and in each key and value."""
+        if len(params) > self.max_request_parameters:
+            raise InvalidRequest(
+                f"{len(params)} entries; at most {self.max_request_parameters} "
+                "(limits.max_request_parameters)",
+                field,
+            )
+        for key, value in params.items():
+            if len(key) > self.max_parameter_length or len(value) > self.max_parameter_length:
+                raise InvalidRequest(
+                    f"longer than {self.max_parameter_length} characters "
+                    "(limits.max_parameter_length)",
+                    f"{field}.{key[:64]}",
+                )
 
 
 DEFAULT_LIMITS = EventLimits()

@@ -13,10 +13,11 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
-from twin.core.limits import DEFAULT_LIMITS, EventLimits
 from twin.core.columns import SeriesColumns
+from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
 from twin.core.ledger import PredictionLedger
+from twin.core.limits import DEFAULT_LIMITS, EventLimits
+from twin.core.notify import EventBus
 from twin.core.store import Retention, Series, SeriesStore
 
 _R = TypeVar("_R")
@@ -36,6 +37,9 @@ class ActionRecord:
     duration_sec: float | None
     message: str
     output: dict[str, Any] = field(default_factory=dict)
+    # The action's parameters, from ``metadata.params`` (or ``.parameters``, or
+    # ``output.params``): what learned effects are keyed by.
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -46,6 +50,15 @@ class CalibrationRecord:
     predicted: dict[str, Any]
     actual: dict[str, Any]
     accuracy: dict[str, Any]
+
+
+def _action_params(res: ExecutionResult) -> dict[str, str]:
+    for holder in (res.metadata or {}, res.output or {}):
+        for key in ("params", "parameters"):
+            p = holder.get(key)
+            if isinstance(p, dict):
+                return {str(k): str(v) for k, v in list(p.items())[:32]}
+    return {}
 
 
 class BoundedLog(deque, Generic[_R]):  # type: ignore[type-arg]
@@ -89,11 +102,15 @@ def _record_size(*parts: Any) -> int:
 
 
 def _action_size(rec: ActionRecord) -> int:
-    return _record_size(rec.action_id, rec.action_type, rec.target, rec.status, rec.message, rec.output)
+    return _record_size(
+        rec.action_id, rec.action_type, rec.target, rec.status, rec.message, rec.output, rec.params
+    )
 
 
 def _calibration_size(rec: CalibrationRecord) -> int:
-    return _record_size(rec.calibration_id, rec.prediction_id, rec.predicted, rec.actual, rec.accuracy)
+    return _record_size(
+        rec.calibration_id, rec.prediction_id, rec.predicted, rec.actual, rec.accuracy
+    )
 
 
 class TwinState:
@@ -114,11 +131,18 @@ class TwinState:
         # Predictions and their outcomes are facts too: recorded by the runtime, scored
         # against this store, kept in snapshots (twin/core/ledger.py).
         self.ledger = ledger if ledger is not None else PredictionLedger()
-        self.actions: BoundedLog[ActionRecord] = BoundedLog(action_log_size, action_log_max_bytes, _action_size)
-        self.calibrations: BoundedLog[CalibrationRecord] = BoundedLog(action_log_size, action_log_max_bytes, _calibration_size)
+        self.actions: BoundedLog[ActionRecord] = BoundedLog(
+            action_log_size, action_log_max_bytes, _action_size
+        )
+        self.calibrations: BoundedLog[CalibrationRecord] = BoundedLog(
+            action_log_size, action_log_max_bytes, _calibration_size
+        )
         self.limits = limits  # what ingestion accepts; request times are checked against it too
         self.points_applied = 0
         self.text_values = 0
+        # Pushed events (anomaly start/clear, health, drift, ...): producers publish
+        # here on transitions; Watch, SSE and NATS subscribe (twin.core.notify).
+        self.events = EventBus()
 
     def apply_points(self, points: Iterable[Point]) -> int:
         """Appends decoded points; string values become the series' latest text.
@@ -145,15 +169,16 @@ class TwinState:
                 source, name, t, value, unit, text = p
                 s = get((source, name))
                 if s is None:
-                    s = store.admit(source, name, unit)
-                    if s.__class__ is str:
-                        refused.append((p, s))  # type: ignore[arg-type]
+                    admitted = store.admit(source, name, unit)
+                    if isinstance(admitted, str):  # the refusal's reason
+                        refused.append((p, admitted))
                         continue
+                    s = admitted
                 if text is None:
-                    s.append(t, value)  # type: ignore[union-attr]
+                    s.append(t, value)
                     appended += 1
                 else:
-                    s.last_text = text  # type: ignore[union-attr]
+                    s.last_text = text
                     self.text_values += 1
                 n += 1
         finally:
@@ -178,13 +203,15 @@ class TwinState:
                     got = store.admit(key[0], key[1], cols.units[g])
                     if isinstance(got, str):
                         refused[g] = got
-                        store.rejected_events += cols.ts[g].shape[0] + sum(1 for x in cols.texts if x[0] == g) - 1
+                        store.rejected_events += (
+                            len(cols.ts[g]) + sum(1 for x in cols.texts if x[0] == g) - 1
+                        )
                         series.append(None)
                         continue
                     s = got
                 series.append(s)
                 t = cols.ts[g]
-                k = t.shape[0]
+                k = len(t)
                 if k:
                     s.extend(t, cols.vs[g])
                     appended += k
@@ -204,9 +231,30 @@ class TwinState:
         t = to_epoch(res.finished_at, math.nan)
         if math.isnan(t):
             t = to_epoch(res.started_at, now)
-        target = res.target or str((res.metadata or {}).get("target") or (res.output or {}).get("target") or "")
-        success = res.success if res.success is not None else (res.status == "success" if res.status in ("success", "failed", "timeout", "cancelled") else None)
-        rec = ActionRecord(t, res.action_id, res.action_type.upper(), target, res.status, success, res.duration_sec, res.message, dict(res.output or {}))
+        target = res.target or str(
+            (res.metadata or {}).get("target") or (res.output or {}).get("target") or ""
+        )
+        success = (
+            res.success
+            if res.success is not None
+            else (
+                res.status == "success"
+                if res.status in ("success", "failed", "timeout", "cancelled")
+                else None
+            )
+        )
+        rec = ActionRecord(
+            t,
+            res.action_id,
+            res.action_type.upper(),
+            target,
+            res.status,
+            success,
+            res.duration_sec,
+            res.message,
+            dict(res.output or {}),
+            _action_params(res),
+        )
         self.actions.append(rec)
         return rec
 

@@ -43,6 +43,36 @@ def auto_workers() -> int:
     return min(4, usable_cpus() - 1)
 
 
+def _by_reference(fn: Callable[..., Any]) -> bool:
+    """Whether a worker process can import ``fn`` (a module-level function): local
+    functions and test doubles run in a thread instead."""
+    qual = getattr(fn, "__qualname__", "")
+    return (
+        bool(qual)
+        and "<locals>" not in qual
+        and getattr(fn, "__module__", "__main__") != "__main__"
+    )
+
+
+def _watch_parent(pid: int) -> None:
+    """Worker initializer: exit when the twin that started the pool is gone (a SIGKILLed
+    twin cannot shut its pool down, and a worker must never outlive it)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # pid reused by another user's process: the twin is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _warm() -> int:
     return os.getpid()
 
@@ -67,7 +97,9 @@ class WorkerPool:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(list(self.preload))
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.processes, mp_context=ctx)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.processes, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def _start_blocking(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -86,7 +118,7 @@ class WorkerPool:
         t0 = loop.time()
         self.calls += 1
         try:
-            if not self.processes:
+            if not self.processes or not _by_reference(fn):
                 return await asyncio.to_thread(fn, *args)
             try:
                 executor = self._pool or await asyncio.to_thread(self._start_blocking)
@@ -94,7 +126,9 @@ class WorkerPool:
                 self.process_calls += 1
                 return result
             except BrokenProcessPool:
-                log.warning("a compute worker died; restarting the pool, this call runs in a thread")
+                log.warning(
+                    "a compute worker died; restarting the pool, this call runs in a thread"
+                )
                 self._discard()
                 return await asyncio.to_thread(fn, *args)
         finally:

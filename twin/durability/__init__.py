@@ -28,14 +28,14 @@ Consistency model (several replicas):
   restore; it is not part of the snapshot.
 """
 
+from twin.durability.manager import Durability
+from twin.durability.snapshot import FORMAT_VERSION, Snapshot, SnapshotError, SnapshotStore
 from twin.ingest.jetstream import (
     JetStreamIngestor,
     SequenceTracker,
     StartPosition,
     durable_name,
 )
-from twin.durability.manager import Durability
-from twin.durability.snapshot import FORMAT_VERSION, Snapshot, SnapshotError, SnapshotStore
 
 __all__ = [
     "FORMAT_VERSION",

@@ -24,8 +24,9 @@ from typing import Any
 
 from twin.core.config import TwinConfig
 from twin.core.events import Point, parse_time
-from twin.ingest.jetstream import JetStreamIngestor, StartPosition
+from twin.core.metrics import FigureDict
 from twin.durability.snapshot import Snapshot, SnapshotStore, capture, encode, restore
+from twin.ingest.jetstream import JetStreamIngestor, StartPosition
 from twin.models.domain import EventBatch
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,13 @@ class Durability:
         self._restored = False
         self.gate_readiness = bool(config.nats.jetstream.get("ready_after_replay", True))
         self.caught_up_once = self.jetstream is None
+        FigureDict(runtime.registry, self._figures, owner="Durability")
+
+    def _figures(self) -> dict[str, float]:
+        m = self.metrics()
+        if self.applied_sequence is not None:
+            m["applied_sequence"] = float(self.applied_sequence)
+        return m
 
     @property
     def jetstream(self) -> JetStreamIngestor | None:
@@ -81,10 +89,15 @@ class Durability:
                 log.error("snapshot rejected: %s", err)
             if errors:
                 worst = errors[0]
-                self.issues["snapshot"] = f"snapshot {worst.path.name} rejected ({worst.reason}); " + (
-                    f"restored older {snap and 'snapshot at sequence ' + str(snap.applied_sequence)} and replayed the rest"
-                    if snap is not None
-                    else "rebuilt the state by replaying the stream"
+                self.issues["snapshot"] = (
+                    f"snapshot {worst.path.name} rejected ({worst.reason}); "
+                    + (
+                        "restored older "
+                        f"{snap and 'snapshot at sequence ' + str(snap.applied_sequence)} and "
+                        "replayed the rest"
+                        if snap is not None
+                        else "rebuilt the state by replaying the stream"
+                    )
                 )
         js = self.jetstream
         if snap is not None:
@@ -99,12 +112,17 @@ class Durability:
         if js is not None:
             if snap is not None and snap.stream and snap.stream != js.stream_name:
                 self.issues["snapshot_stream"] = (
-                    f"snapshot was taken from stream {snap.stream!r} but ingestion uses {js.stream_name!r}; "
+                    f"snapshot was taken from stream {snap.stream!r} but ingestion uses "
+                    f"{js.stream_name!r}; "
                     "its sequence is applied to the new stream as is"
                 )
                 log.warning("%s", self.issues["snapshot_stream"])
             if snap is not None and (snap.applied_sequence > 0 or snap.applied_above):
-                js.set_start(StartPosition(sequence=snap.applied_sequence + 1, applied_above=tuple(snap.applied_above)))
+                js.set_start(
+                    StartPosition(
+                        sequence=snap.applied_sequence + 1, applied_above=tuple(snap.applied_above)
+                    )
+                )
             elif js.js_cfg.get("replay_from"):
                 js.set_start(StartPosition(time=parse_time(str(js.js_cfg["replay_from"]))))
             else:
@@ -149,7 +167,9 @@ class Durability:
             else:
                 applied = self.runtime.ingest_stats.events_applied
                 changed = applied != self._last_events or self._sequence() != self._last_sequence
-                due_events = self.every_events > 0 and applied - self._last_events >= self.every_events
+                due_events = (
+                    self.every_events > 0 and applied - self._last_events >= self.every_events
+                )
                 due_time = self.interval > 0 and time.monotonic() - self._last_time >= self.interval
                 due = changed and (due_events or due_time)
             if due:
@@ -169,10 +189,12 @@ class Durability:
             t0 = time.perf_counter()
             lock = js.apply_lock if js is not None else contextlib.nullcontext()
             try:
-                async with lock:  # type: ignore[attr-defined]
+                async with lock:
                     seq = js.applied_sequence if js is not None else 0
                     above = js.tracker.applied_above if js is not None else []
-                    snap = capture(self.runtime.state, seq, above, js.stream_name if js is not None else "")
+                    snap = capture(
+                        self.runtime.state, seq, above, js.stream_name if js is not None else ""
+                    )
                     events = self.runtime.ingest_stats.events_applied
                 data = await asyncio.to_thread(encode, snap)
                 path = await asyncio.to_thread(self.store.write, data, seq)
@@ -190,7 +212,14 @@ class Durability:
             self.last_snapshot_bytes = len(data)
             self.issues.pop("snapshot_write", None)
             self.issues.pop("snapshot", None)
-            log.info("snapshot %s: sequence %d, %d samples, %.1f KiB in %.3fs", path.name, seq, snap.samples, len(data) / 1024, self.last_snapshot_seconds)
+            log.info(
+                "snapshot %s: sequence %d, %d samples, %.1f KiB in %.3fs",
+                path.name,
+                seq,
+                snap.samples,
+                len(data) / 1024,
+                self.last_snapshot_seconds,
+            )
             return path
 
     def _failed(self, exc: BaseException) -> None:
@@ -201,9 +230,15 @@ class Durability:
         self._last_time = time.monotonic()
         detail = f"{exc.__class__.__name__}: {str(exc)[:200]}"
         self.issues["snapshot_write"] = (
-            f"snapshot failed {self._failures_in_a_row} time(s) in a row ({detail}); retrying in {delay:.1f}s"
+            f"snapshot failed {self._failures_in_a_row} time(s) in a row ({detail}); retrying in "
+            f"{delay:.1f}s"
         )
-        log.error("snapshot to %s failed (%s); retrying in %.1fs", self.store.dir if self.store else "-", detail, delay)
+        log.error(
+            "snapshot to %s failed (%s); retrying in %.1fs",
+            self.store.dir if self.store else "-",
+            detail,
+            delay,
+        )
 
     async def stop(self) -> None:
         """Cancels the periodic task and writes a final snapshot (after ingestion drained)."""
@@ -216,11 +251,17 @@ class Durability:
             await self.snapshot_now()
 
     # ---------------------------------------------------------------- replay
-    async def replay(self, from_sequence: int | None = None, from_time: float | None = None) -> dict[str, Any]:
+    async def replay(
+        self, from_sequence: int | None = None, from_time: float | None = None
+    ) -> dict[str, Any]:
         js = self.jetstream
         if js is None:
             raise ValueError("replay needs JetStream ingestion (nats.jetstream.enabled: true)")
-        position = StartPosition(sequence=from_sequence) if from_sequence is not None else StartPosition(time=from_time)
+        position = (
+            StartPosition(sequence=from_sequence)
+            if from_sequence is not None
+            else StartPosition(time=from_time)
+        )
         status = await js.replay(position, self.runtime.reset)
         log.info("replay requested from %s", position.describe())
         return status
@@ -255,11 +296,17 @@ class Durability:
         if js is not None:
             if js.replaying:
                 st = js.status()
-                out.append(f"replaying the stream: {st['messages_done']}/{st['messages_total']} messages (to sequence {st['target_sequence']})")
+                out.append(
+                    f"replaying the stream: {st['messages_done']}/{st['messages_total']} messages "
+                    f"(to sequence {st['target_sequence']})"
+                )
             if js.stream_reset_note:
                 out.append(js.stream_reset_note)
             if js.progress.gap:
-                out.append(f"{js.progress.gap} messages were no longer in the stream when replaying (retention)")
+                out.append(
+                    f"{js.progress.gap} messages were no longer in the stream when replaying "
+                    "(retention)"
+                )
         return out
 
     def metrics(self) -> dict[str, float]:

@@ -36,7 +36,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -95,9 +95,14 @@ class Snapshot:
 
 
 # ------------------------------------------------------------------- capture
-def capture(state: TwinState, applied_sequence: int, applied_above: list[int] | None = None, stream: str = "") -> Snapshot:
+def capture(
+    state: TwinState,
+    applied_sequence: int,
+    applied_above: list[int] | None = None,
+    stream: str = "",
+) -> Snapshot:
     """Copies the state (on the event-loop thread: the store is not thread-safe)."""
-    series = [SeriesData(**d) for d in state.store.export_series()]
+    series = [SeriesData(**cast(dict[str, Any], d)) for d in state.store.export_series()]
     return Snapshot(
         applied_sequence=applied_sequence,
         applied_above=sorted(applied_above or []),
@@ -194,7 +199,9 @@ def decode(data: bytes, path: Path = Path("<memory>")) -> Snapshot:
         )
     body = data[nl + 1 :]
     if len(body) != header.get("body_bytes"):
-        raise SnapshotError(path, f"truncated: body has {len(body)} bytes, header says {header.get('body_bytes')}")
+        raise SnapshotError(
+            path, f"truncated: body has {len(body)} bytes, header says {header.get('body_bytes')}"
+        )
     digest = hashlib.sha256(body).hexdigest()
     if digest != header.get("sha256"):
         raise SnapshotError(path, "checksum mismatch (sha256 of the body differs from the header)")
@@ -215,8 +222,20 @@ def _decode_v2(obj: dict[str, Any], version: int = 2) -> Snapshot:
         t = np.frombuffer(s["t"], dtype="<f8").astype(np.float64)
         v = np.frombuffer(s["v"], dtype="<f8").astype(np.float64)
         if t.shape != v.shape:
-            raise ValueError(f"series {s['source']}/{s['name']}: {t.shape[0]} times but {v.shape[0]} values")
-        series.append(SeriesData(s["source"], s["name"], s["unit"], t, v, s.get("last_text"), int(s.get("appended", t.shape[0]))))
+            raise ValueError(
+                f"series {s['source']}/{s['name']}: {t.shape[0]} times but {v.shape[0]} values"
+            )
+        series.append(
+            SeriesData(
+                s["source"],
+                s["name"],
+                s["unit"],
+                t,
+                v,
+                s.get("last_text"),
+                int(s.get("appended", t.shape[0])),
+            )
+        )
     return Snapshot(
         applied_sequence=int(obj["applied_sequence"]),
         applied_above=[int(x) for x in obj.get("applied_above", [])],
@@ -236,7 +255,17 @@ def _migrate_v1(obj: dict[str, Any]) -> Snapshot:
     series = []
     for s in obj["series"]:
         arr = np.asarray(s.get("samples") or [], dtype=np.float64).reshape(-1, 2)
-        series.append(SeriesData(s["source"], s["name"], s.get("unit", "unknown"), arr[:, 0].copy(), arr[:, 1].copy(), s.get("last_text"), int(s.get("appended", arr.shape[0]))))
+        series.append(
+            SeriesData(
+                s["source"],
+                s["name"],
+                s.get("unit", "unknown"),
+                arr[:, 0].copy(),
+                arr[:, 1].copy(),
+                s.get("last_text"),
+                int(s.get("appended", arr.shape[0])),
+            )
+        )
     return Snapshot(
         applied_sequence=int(obj["applied_sequence"]),
         applied_above=[],
@@ -258,14 +287,27 @@ def encode_v1(snap: Snapshot) -> bytes:
             "stream": snap.stream,
             "created_at": snap.created_at,
             "series": [
-                {"source": s.source, "name": s.name, "unit": s.unit, "samples": [[a, b] for a, b in zip(s.t.tolist(), s.v.tolist())], "last_text": s.last_text}
+                {
+                    "source": s.source,
+                    "name": s.name,
+                    "unit": s.unit,
+                    "samples": [[a, b] for a, b in zip(s.t.tolist(), s.v.tolist())],
+                    "last_text": s.last_text,
+                }
                 for s in snap.series
             ],
             "actions": snap.actions,
             "calibrations": snap.calibrations,
         }
     )
-    header = {"magic": MAGIC, "format_version": 1, "encoding": "json", "sha256": hashlib.sha256(body).hexdigest(), "body_bytes": len(body), "applied_sequence": snap.applied_sequence}
+    header = {
+        "magic": MAGIC,
+        "format_version": 1,
+        "encoding": "json",
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "body_bytes": len(body),
+        "applied_sequence": snap.applied_sequence,
+    }
     return orjson.dumps(header) + b"\n" + body
 
 
@@ -286,10 +328,14 @@ class SnapshotStore:
         if not self.dir.is_dir():
             return []
         found = [p for p in self.dir.iterdir() if _NAME.match(p.name)]
-        return sorted(found, key=lambda p: (int(_NAME.match(p.name).group(1)), p.stat().st_mtime), reverse=True)  # type: ignore[union-attr]
+        return sorted(
+            found,
+            key=lambda p: (int(_NAME.match(p.name).group(1)), p.stat().st_mtime),  # type: ignore[union-attr]
+            reverse=True,
+        )
 
     def write(self, data: bytes, applied_sequence: int) -> Path:
-        """Atomically writes one encoded snapshot, then prunes old ones (blocking: run in a thread)."""
+        """Writes one encoded snapshot atomically, prunes old ones (blocking: run in a thread)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         final = self.dir / file_name(applied_sequence)
         fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=self.dir)
@@ -336,6 +382,11 @@ class SnapshotStore:
                 errors.append(SnapshotError(path, f"unreadable: {exc}"))
                 continue
             if snap.format_version != FORMAT_VERSION:
-                log.warning("snapshot %s is format version %d; migrated to %d on load", path.name, snap.format_version, FORMAT_VERSION)
+                log.warning(
+                    "snapshot %s is format version %d; migrated to %d on load",
+                    path.name,
+                    snap.format_version,
+                    FORMAT_VERSION,
+                )
             return snap, errors
         return None, errors

@@ -47,7 +47,13 @@ class Coverage:
     mase: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
-        return {"raw": self.raw, "calibrated": self.calibrated, "points": self.points, "predictions": self.predictions, "mase": self.mase}
+        return {
+            "raw": self.raw,
+            "calibrated": self.calibrated,
+            "points": self.points,
+            "predictions": self.predictions,
+            "mase": self.mase,
+        }
 
 
 @dataclass(slots=True)
@@ -90,10 +96,22 @@ def _combine(rows: list[dict[str, Any]]) -> Coverage:
             mases.append(float(o["mase"]))
     if not pts:
         return Coverage()
-    return Coverage(ins_raw / pts, ins / pts, pts, len(rows), float(np.mean(mases)) if mases else math.nan)
+    return Coverage(
+        ins_raw / pts, ins / pts, pts, len(rows), float(np.mean(mases)) if mases else math.nan
+    )
 
 
-async def _replay(name: str, t: np.ndarray, y: np.ndarray, level: float, horizon_steps: int, every_steps: int, start_fraction: float, settings: Mapping[str, Any], ledger: PredictionLedger) -> list[dict[str, Any]]:
+async def _replay(
+    name: str,
+    t: np.ndarray,
+    y: np.ndarray,
+    level: float,
+    horizon_steps: int,
+    every_steps: int,
+    start_fraction: float,
+    settings: Mapping[str, Any],
+    ledger: PredictionLedger,
+) -> list[dict[str, Any]]:
     from twin.models.domain import EventBatch, SimulationRequest
     from twin.models.predictions import calibrate_and_record
     from twin.models.statistical.model import StatisticalWorldModel
@@ -113,20 +131,28 @@ async def _replay(name: str, t: np.ndarray, y: np.ndarray, level: float, horizon
     k = 0
     try:
         for cut in range(first, n - horizon_steps + 1, every_steps):
-            pts = [Point(system, metric, float(a), float(b), "unknown", None) for a, b in zip(t[pos:cut].tolist(), y[pos:cut].tolist())]
+            pts = [
+                Point(system, metric, float(a), float(b), "unknown", None)
+                for a, b in zip(t[pos:cut].tolist(), y[pos:cut].tolist())
+            ]
             state.apply_points(pts)
             model.update(EventBatch(pts))
             pos = cut
             ledger.score_due(state.store, state.actions)
             await model.fit_cycle(max_fits=10)
-            req = SimulationRequest(f"{name}#{k}", "forecast", [], horizon_min, {"system": system, "metric": metric})
+            req = SimulationRequest(
+                f"{name}#{k}", "forecast", [], horizon_min, {"system": system, "metric": metric}
+            )
             res = await model.simulate(req)
             if res.success:
                 bt = getattr(model, "backtest_error", None)
                 calibrate_and_record(ledger, state.store, req, res, model.name, bt)
                 ids.append(req.simulation_id)
             k += 1
-        rest = [Point(system, metric, float(a), float(b), "unknown", None) for a, b in zip(t[pos:].tolist(), y[pos:].tolist())]
+        rest = [
+            Point(system, metric, float(a), float(b), "unknown", None)
+            for a, b in zip(t[pos:].tolist(), y[pos:].tolist())
+        ]
         state.apply_points(rest)
         ledger.score_due(state.store, state.actions)
     finally:
@@ -153,8 +179,22 @@ def forecast_interval_coverage(
     held: list[dict[str, Any]] = []
     every: list[dict[str, Any]] = []
     for name, (t, y) in series.items():
-        ledger = PredictionLedger(max_pending=10_000, max_recent=10_000, calibrate_intervals=calibrate)
-        rows = asyncio.run(_replay(name, np.asarray(t), np.asarray(y), level, horizon_steps, every_steps, start_fraction, settings or {}, ledger))
+        ledger = PredictionLedger(
+            max_pending=10_000, max_recent=10_000, calibrate_intervals=calibrate
+        )
+        rows = asyncio.run(
+            _replay(
+                name,
+                np.asarray(t),
+                np.asarray(y),
+                level,
+                horizon_steps,
+                every_steps,
+                start_fraction,
+                settings or {},
+                ledger,
+            )
+        )
         second = rows[len(rows) // 2 :]
         per[name] = _combine(second)
         held += second

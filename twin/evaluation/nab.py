@@ -633,7 +633,12 @@ def evaluate_series(
         if keep is not None:
             from twin.evaluation.nab_plot import SeriesTrace
 
-            keep.append(SeriesTrace(name, stamps, values, scores, wins))
+            ranges = window_index_ranges(stamps, wins)
+            keep.append(
+                SeriesTrace(
+                    name, stamps, values, scores, wins, ranges, probation_length(len(stamps))
+                )
+            )
         prepared.append(prepare_file(name, stamps, scores, wins))
     return NabReport(
         profiles=score_corpus(prepared, profiles),

@@ -14,8 +14,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from twin.evaluation.nab import probation_length, window_index_ranges
-
 __all__ = ["SeriesTrace", "plot_all", "plot_series"]
 
 T = TypeVar("T")
@@ -30,6 +28,8 @@ class SeriesTrace:
     values: np.ndarray
     scores: np.ndarray
     windows: Sequence[tuple[Any, Any]]
+    window_ranges: Sequence[tuple[int, int]] = ()  # index ranges of the windows (nab computes them)
+    probation: int = 0  # points of NAB's probationary period
 
 
 def _progress(items: Sequence[T], desc: str) -> Iterator[T]:
@@ -58,11 +58,11 @@ def plot_series(path: Path, trace: SeriesTrace, threshold: float) -> None:
         2, 1, figsize=(12, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
     )
     top.plot(x, trace.values, lw=0.6, color="#1f4e79", label="value")
-    for k, (lo, hi) in enumerate(window_index_ranges(trace.stamps, trace.windows)):
+    for k, (lo, hi) in enumerate(trace.window_ranges):
         if hi >= lo:
             top.axvspan(x[lo], x[hi], color="#f4b183", alpha=0.45, lw=0,
                         label="labelled window" if k == 0 else None)
-    p = probation_length(len(x))
+    p = trace.probation
     if p > 0:
         top.axvspan(x[0], x[p - 1], color="#d9d9d9", alpha=0.5, lw=0, label="probation")
     det = np.nonzero(trace.scores >= threshold)[0]

@@ -68,7 +68,11 @@ class CaseInput:
 
 
 def list_cases(cases_dir: Path, limit: int | None = None) -> list[Path]:
-    dirs = sorted(p for p in Path(cases_dir).iterdir() if p.is_dir() and (p / "metrics.csv").is_file() and (p / "case.json").is_file())
+    dirs = sorted(
+        p
+        for p in Path(cases_dir).iterdir()
+        if p.is_dir() and (p / "metrics.csv").is_file() and (p / "case.json").is_file()
+    )
     return dirs[:limit] if limit else dirs
 
 
@@ -133,7 +137,8 @@ def _request(case: CaseInput, description: str = "") -> Any:
 
     return pb.DiagnosisRequest(
         diagnosis_id=f"rca-{case.case_id}",
-        anomaly_description=description or f"incident on {case.system or 'the system'} at {iso(case.fault_start)}",
+        anomaly_description=description
+        or f"incident on {case.system or 'the system'} at {iso(case.fault_start)}",
         timestamp=iso(case.fault_start),
         context={"system": case.system} if case.system else {},
     )
@@ -167,16 +172,27 @@ def progress(items: Iterable[Any], total: int, desc: str) -> Iterable[Any]:
         from tqdm import tqdm
     except ImportError:
         return items
-    return tqdm(items, total=total, desc=desc, unit="case" if "case" in desc else "it", disable=None, leave=False)
+    return tqdm(
+        items,
+        total=total,
+        desc=desc,
+        unit="case" if "case" in desc else "it",
+        disable=None,
+        leave=False,
+    )
 
 
-async def run_cases(case_dirs: Sequence[Path], gather_config: Any = None, show_progress: bool = True) -> list[CaseRun]:
+async def run_cases(
+    case_dirs: Sequence[Path], gather_config: Any = None, show_progress: bool = True
+) -> list[CaseRun]:
     """Every case through a fresh twin; with ``gather_config`` (a ``DiagnosisConfig``) also
     the diagnosis input gathered from the twin's state under that config's windows."""
     from twin.evaluation.replay import NO_INCIDENT_PREFIX, service_of
 
     out: list[CaseRun] = []
-    it: Iterable[Path] = progress(case_dirs, len(case_dirs), "eval rca cases") if show_progress else case_dirs
+    it: Iterable[Path] = (
+        progress(case_dirs, len(case_dirs), "eval rca cases") if show_progress else case_dirs
+    )
     for d in it:
         case = load_case_input(d)
         inspect = None
@@ -184,7 +200,9 @@ async def run_cases(case_dirs: Sequence[Path], gather_config: Any = None, show_p
             from twin.models.statistical.diagnosis import gather
 
             def inspect(rt: Any, case: CaseInput = case) -> Any:
-                return gather(rt.state, case.fault_start, gather_config, rt.model.anomaly_scores, case.system)
+                return gather(
+                    rt.state, case.fault_start, gather_config, rt.model.anomaly_scores, case.system
+                )
 
         rep = await replay_and_diagnose(_chunks(case.points), _request(case), inspect)
         probs: dict[str, float] = {}
@@ -194,7 +212,9 @@ async def run_cases(case_dirs: Sequence[Path], gather_config: Any = None, show_p
                 none_p = float(h.probability)
             else:
                 probs.setdefault(service_of(h), float(h.probability))
-        out.append(CaseRun(case.case_id, case.fault_start, rep.ranking, probs, none_p, rep.inspected))
+        out.append(
+            CaseRun(case.case_id, case.fault_start, rep.ranking, probs, none_p, rep.inspected)
+        )
     return out
 
 
@@ -229,7 +249,14 @@ def score(rankings: Sequence[dict[str, Any]], labels: dict[str, dict[str, Any]])
         ranks.append(rank)
         by_type.setdefault(lab["fault_type"], []).append(rank)
         by_class.setdefault(lab["fault_class"], []).append(rank)
-        per_case.append({"case_id": r["case_id"], "rank": rank, "root_cause": rc, "fault_type": lab["fault_type"]})
+        per_case.append(
+            {
+                "case_id": r["case_id"],
+                "rank": rank,
+                "root_cause": rc,
+                "fault_type": lab["fault_type"],
+            }
+        )
     return {
         "overall": _acc(ranks),
         "fault_type": {k: _acc(v) for k, v in sorted(by_type.items())},
@@ -242,7 +269,11 @@ def format_report(rep: dict[str, Any], elapsed: float) -> str:
     def row(name: str, a: dict[str, float]) -> str:
         return f"{name:<22} {a['n']:>4} {a['AC@1']:6.2f} {a['AC@3']:6.2f} {a['Avg@5']:6.2f}"
 
-    lines = [f"{'':<22} {'n':>4} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6}", row("overall", rep["overall"]), ""]
+    lines = [
+        f"{'':<22} {'n':>4} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6}",
+        row("overall", rep["overall"]),
+        "",
+    ]
     lines += ["per fault_type"] + [row(k, v) for k, v in rep["fault_type"].items()] + [""]
     lines += ["per fault_class"] + [row(k, v) for k, v in rep["fault_class"].items()] + [""]
     lines.append(f"{rep['overall']['n']} cases in {elapsed:.1f}s")
@@ -254,19 +285,36 @@ def format_report(rep: dict[str, Any], elapsed: float) -> str:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``polaris-twin eval rca``."""
-    p.add_argument("--cases", type=Path, default=default_rca_dir(), help="directory of <case_id>/{metrics.csv,case.json}")
-    p.add_argument("--results", type=Path, default=None, help="write one JSON line per case {case_id, ranking}")
+    p.add_argument(
+        "--cases",
+        type=Path,
+        default=default_rca_dir(),
+        help="directory of <case_id>/{metrics.csv,case.json}",
+    )
+    p.add_argument(
+        "--results", type=Path, default=None, help="write one JSON line per case {case_id, ranking}"
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N cases (sorted by id)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    p.add_argument(
+        "--json", action="store_true", help="print machine-readable JSON instead of tables"
+    )
     p.add_argument(
         "--cv",
         action="store_true",
-        help="also cross-validate: leave one fault type out and leave one day out (knobs chosen on the other folds)",
+        help="also cross-validate: leave one fault type out and leave one day out "
+        "(knobs chosen on the other folds)",
     )
-    p.add_argument("--chart", type=Path, default=None, help="write a summary chart (PNG; needs the 'plot' extra)")
+    p.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        help="write a summary chart (PNG; needs the 'plot' extra)",
+    )
 
 
-def _cross_validation(runs: Sequence[CaseRun], labels: dict[str, dict[str, Any]], show_progress: bool) -> dict[str, Any]:
+def _cross_validation(
+    runs: Sequence[CaseRun], labels: dict[str, dict[str, Any]], show_progress: bool
+) -> dict[str, Any]:
     from twin.evaluation import rca_cv
 
     cands = rca_cv.candidate_configs()
@@ -287,11 +335,29 @@ def _cross_validation(runs: Sequence[CaseRun], labels: dict[str, dict[str, Any]]
     return out
 
 
-def _no_incident_summary(runs: Sequence[CaseRun]) -> dict[str, float] | None:
-    ps = [r.no_incident for r in runs if r.no_incident is not None]
+def _no_incident_summary(
+    runs: Sequence[CaseRun], labels: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The "no incident" probability the diagnosis gave these (faulty) cases, overall and
+    per fault type (low is right: every labelled case is an incident)."""
+    ps = [
+        (r.no_incident, str(labels[r.case_id]["fault_type"]))
+        for r in runs
+        if r.no_incident is not None
+    ]
     if not ps:
         return None
-    return {"n": float(len(ps)), "mean": sum(ps) / len(ps), "max": max(ps), "share_above_half": sum(p > 0.5 for p in ps) / len(ps)}
+    vals = [p for p, _ in ps]
+    by: dict[str, list[float]] = {}
+    for p, ft in ps:
+        by.setdefault(ft, []).append(p)
+    return {
+        "n": len(vals),
+        "mean": sum(vals) / len(vals),
+        "max": max(vals),
+        "share_above_half": sum(p > 0.5 for p in vals) / len(vals),
+        "by_fault_type": {k: sum(v) / len(v) for k, v in sorted(by.items())},
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -322,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     # Labels are read only now, for scoring (and, with --cv, for choosing on training folds).
     labels = {d.name: load_labels(d) for d in dirs}
     rep = score(rankings, labels)
-    none = _no_incident_summary(runs)
+    none = _no_incident_summary(runs, labels)
     if none is not None:
         rep["no_incident_probability"] = none
     if want_cv:
@@ -338,25 +404,36 @@ def run(args: argparse.Namespace) -> int:
     print(format_report(rep, elapsed))
     if none is not None:
         print(
-            f"\n'no incident' probability on these (faulty) cases: mean {none['mean']:.2f}, max {none['max']:.2f}, "
-            f"share > 0.5: {none['share_above_half']:.2f}"
+            f"\n'no incident' probability on these (faulty) cases: mean {none['mean']:.2f}, "
+            f"max {none['max']:.2f}, "
+            f"share > 0.5: {none['share_above_half']:.2f}; by fault type: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in none["by_fault_type"].items())
         )
     if want_cv:
         from twin.evaluation.rca_cv import format_cv
 
         cv = rep["cv"]
-        rows = [("in-sample", rep), ("leave-1-type-out", cv["leave-one-fault-type-out"]), ("leave-1-day-out", cv["leave-one-day-out"])]
+        rows = [
+            ("in-sample", rep),
+            ("leave-1-type-out", cv["leave-one-fault-type-out"]),
+            ("leave-1-day-out", cv["leave-one-day-out"]),
+        ]
         print()
         print(format_cv(rows, list(rep["fault_type"]), len(cv["candidates"])))
         if cv["rpc_mismatch"]:
-            print(f"WARNING: the pure ranking differs from the RPC's on {len(cv['rpc_mismatch'])} case(s): {cv['rpc_mismatch'][:5]}")
+            print(
+                "WARNING: the pure ranking differs from the RPC's on "
+                f"{len(cv['rpc_mismatch'])} case(s): {cv['rpc_mismatch'][:5]}"
+            )
     if getattr(args, "chart", None):
         print(f"chart: {args.chart}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m twin.evaluation.rca", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m twin.evaluation.rca", description=__doc__.splitlines()[0]
+    )
     configure_parser(parser)
     return run(parser.parse_args(argv))
 

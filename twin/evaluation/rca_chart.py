@@ -20,12 +20,17 @@ def write_chart(path: Path, rep: dict[str, Any], title: str = "eval rca") -> Pat
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SystemExit(f"--chart needs matplotlib: pip install 'polaris-digital-twin[plot]' ({exc})") from exc
+        raise SystemExit(
+            f"--chart needs matplotlib: pip install 'polaris-digital-twin[plot]' ({exc})"
+        ) from exc
 
     groups = ["overall", *rep["fault_type"]]
     series: list[tuple[str, dict[str, Any]]] = [("in-sample", rep)]
     cv = rep.get("cv") or {}
-    for key, label in (("leave-one-fault-type-out", "leave one fault type out"), ("leave-one-day-out", "leave one day out")):
+    for key, label in (
+        ("leave-one-fault-type-out", "leave one fault type out"),
+        ("leave-one-day-out", "leave one day out"),
+    ):
         if key in cv:
             series.append((label, cv[key]))
 

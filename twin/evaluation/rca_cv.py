@@ -27,24 +27,41 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from twin.models.statistical.diagnosis import DEFAULT_CONFIG, TUNABLE, DiagnosisConfig, DiagnosisInput, rank_services
+from twin.models.statistical.diagnosis import (
+    DEFAULT_CONFIG,
+    TUNABLE,
+    DiagnosisConfig,
+    DiagnosisInput,
+    rank_services,
+)
 
-__all__ = ["Candidate", "candidate_configs", "cross_validate", "day_of", "format_cv", "rank_under_candidates"]
+__all__ = [
+    "Candidate",
+    "candidate_configs",
+    "cross_validate",
+    "day_of",
+    "format_cv",
+    "rank_under_candidates",
+]
 
 Candidate = tuple[str, DiagnosisConfig]
 
 
-def candidate_configs(base: DiagnosisConfig = DEFAULT_CONFIG, tunable: Mapping[str, Sequence[float]] = TUNABLE) -> list[Candidate]:
+def candidate_configs(
+    base: DiagnosisConfig = DEFAULT_CONFIG, tunable: Mapping[str, Sequence[float]] = TUNABLE
+) -> list[Candidate]:
     """The default first, then every knob moved to each of its other values, one at a time."""
     out: list[Candidate] = [("default", base)]
     for knob, values in tunable.items():
         cur = getattr(base, knob)
         for v in values:
             if v != cur:
-                out.append((f"{knob}={v:g}", dataclasses.replace(base, **{knob: v})))
+                changes: dict[str, object] = {knob: v}
+                cfg: DiagnosisConfig = dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+                out.append((f"{knob}={v:g}", cfg))
     return out
 
 
@@ -68,7 +85,9 @@ def rank_under_candidates(
     items = list(enumerate(candidates))
     it: Iterable[Any] = progress(items, len(items), "cv candidates") if progress else items
     for _i, (_name, cfg) in it:
-        out.append({cid: [s.service for s in rank_services(inp, cfg)[0]] for cid, inp in inputs.items()})
+        out.append(
+            {cid: [s.service for s in rank_services(inp, cfg)[0]] for cid, inp in inputs.items()}
+        )
     return out
 
 
@@ -86,7 +105,7 @@ def _objective(ranks: Sequence[int]) -> float:
 
 
 def day_of(fault_start: float) -> str:
-    return datetime.fromtimestamp(fault_start, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(fault_start, UTC).strftime("%Y-%m-%d")
 
 
 def cross_validate(
@@ -116,7 +135,9 @@ def cross_validate(
     return {"rankings": held, "chosen": chosen}
 
 
-def format_cv(rows: Sequence[tuple[str, dict[str, Any]]], fault_types: Sequence[str], n_candidates: int) -> str:
+def format_cv(
+    rows: Sequence[tuple[str, dict[str, Any]]], fault_types: Sequence[str], n_candidates: int
+) -> str:
     """Overall and per-fault-type tables, one column group per scheme."""
 
     def cell(a: dict[str, Any]) -> str:
@@ -126,10 +147,12 @@ def format_cv(rows: Sequence[tuple[str, dict[str, Any]]], fault_types: Sequence[
     head = f"{'':<22} {'n':>4} " + " | ".join(f"{n:^20}" for n in names)
     sub = f"{'':<22} {'':>4} " + " | ".join(f"{'AC@1':>6} {'AC@3':>6} {'Avg@5':>6}" for _ in names)
     lines = [
-        f"cross-validation: {n_candidates} candidate configs; each fold's config is chosen on the other folds",
+        f"cross-validation: {n_candidates} candidate configs; "
+        "each fold's config is chosen on the other folds",
         head,
         sub,
-        f"{'overall':<22} {rows[0][1]['overall']['n']:>4} " + " | ".join(cell(r["overall"]) for _, r in rows),
+        f"{'overall':<22} {rows[0][1]['overall']['n']:>4} "
+        + " | ".join(cell(r["overall"]) for _, r in rows),
         "per fault_type",
     ]
     for ft in fault_types:
@@ -137,5 +160,8 @@ def format_cv(rows: Sequence[tuple[str, dict[str, Any]]], fault_types: Sequence[
         lines.append(f"{ft:<22} {n:>4} " + " | ".join(cell(r["fault_type"][ft]) for _, r in rows))
     for name, r in rows:
         if r.get("chosen"):
-            lines.append(f"{name}: chosen per held-out fold: " + ", ".join(f"{g} -> {c}" for g, c in r["chosen"].items()))
+            lines.append(
+                f"{name}: chosen per held-out fold: "
+                + ", ".join(f"{g} -> {c}" for g, c in r["chosen"].items())
+            )
     return "\n".join(lines)

@@ -66,7 +66,11 @@ def _series(points: Sequence[Point]) -> dict[tuple[str, str], tuple[np.ndarray, 
 
 
 def _points(series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, str]]) -> list[Point]:
-    out = [Point(src, name, float(t), float(v), unit, None) for (src, name), (ts, vs, unit) in series.items() for t, v in zip(ts, vs)]
+    out = [
+        Point(src, name, float(t), float(v), unit, None)
+        for (src, name), (ts, vs, unit) in series.items()
+        for t, v in zip(ts, vs)
+    ]
     out.sort(key=lambda p: p.t)
     return out
 
@@ -149,7 +153,9 @@ def apply(name: str, points: list[Point], case_id: str, root: str = "") -> list[
     return TRANSFORMS[name](points, np.random.default_rng(seed), root)
 
 
-async def run_battery(case_dirs: Sequence[Any], names: Sequence[str] | None = None, progress: Any = None) -> dict[str, Any]:
+async def run_battery(
+    case_dirs: Sequence[Any], names: Sequence[str] | None = None, progress: Any = None
+) -> dict[str, Any]:
     """Clean and transformed scores of ``case_dirs`` (``eval rca`` cases), with the losses."""
     from twin.evaluation import rca
     from twin.evaluation.replay import replay_and_diagnose
@@ -162,7 +168,11 @@ async def run_battery(case_dirs: Sequence[Any], names: Sequence[str] | None = No
     for d in it:
         case = rca.load_case_input(d)
         for n in ["clean", *names]:
-            pts = case.points if n == "clean" else apply(n, case.points, case.case_id, str(labels[d.name]["root_cause"]))
+            pts = (
+                case.points
+                if n == "clean"
+                else apply(n, case.points, case.case_id, str(labels[d.name]["root_cause"]))
+            )
             rep = await replay_and_diagnose(rca._chunks(pts), rca._request(case))
             rankings[n].append({"case_id": case.case_id, "ranking": rep.ranking})
     clean = rca.score(rankings["clean"], labels)
@@ -172,5 +182,11 @@ async def run_battery(case_dirs: Sequence[Any], names: Sequence[str] | None = No
         d1 = clean["overall"]["AC@1"] - sc["AC@1"]
         d5 = clean["overall"]["Avg@5"] - sc["Avg@5"]
         b1, b5 = LOSS_BUDGET[n]
-        out["transforms"][n] = {**sc, "loss_AC@1": d1, "loss_Avg@5": d5, "budget": [b1, b5], "within": d1 <= b1 + 1e-9 and d5 <= b5 + 1e-9}
+        out["transforms"][n] = {
+            **sc,
+            "loss_AC@1": d1,
+            "loss_Avg@5": d5,
+            "budget": [b1, b5],
+            "within": d1 <= b1 + 1e-9 and d5 <= b5 + 1e-9,
+        }
     return out

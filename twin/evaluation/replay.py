@@ -17,7 +17,15 @@ from typing import Any
 
 from twin.core.events import ExecutionResult, Point, to_epoch
 
-__all__ = ["NO_INCIDENT_PREFIX", "Feed", "Replayed", "make_runtime", "ranking_of", "replay_and_diagnose", "service_of"]
+__all__ = [
+    "NO_INCIDENT_PREFIX",
+    "Feed",
+    "Replayed",
+    "make_runtime",
+    "ranking_of",
+    "replay_and_diagnose",
+    "service_of",
+]
 
 #: A feed is telemetry chunks (lists of decoded points) and execution results, in event time order.
 Feed = Iterable[list[Point] | ExecutionResult]
@@ -31,8 +39,15 @@ def make_runtime() -> Any:
     from twin.core.config import load_config
     from twin.runtime import TwinRuntime
 
-    cfg = load_config(overrides={"digital_twin": {"world_model": {"implementation": "statistical"}}}, environ={})
-    return TwinRuntime(cfg)
+    # One case at a time: compute runs in threads (a worker pool per fresh twin would cost
+    # more to start than the diagnosis it runs; the results are the same).
+    overrides = {
+        "digital_twin": {
+            "world_model": {"implementation": "statistical"},
+            "performance": {"compute_workers": 0},
+        }
+    }
+    return TwinRuntime(load_config(overrides=overrides, environ={}))
 
 
 def service_of(h: Any) -> str:

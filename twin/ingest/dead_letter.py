@@ -37,7 +37,17 @@ def reason_class(reason: str) -> str:
     for key, label in _LIMITS:
         if key in r:
             return label
-    for key in ("oversize", "invalid json", "not finite", "regex", "unknown status", "unsupported event_type", "calibration", "execution", "batch"):
+    for key in (
+        "oversize",
+        "invalid json",
+        "not finite",
+        "regex",
+        "unknown status",
+        "unsupported event_type",
+        "calibration",
+        "execution",
+        "batch",
+    ):
         if key in r:
             return key.replace(" ", "_")
     if "expected" in r or "missing" in r or "out of range" in r or "invalid" in r:

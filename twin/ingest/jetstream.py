@@ -170,10 +170,16 @@ class ReplayProgress:
     first_sequence: int = 0
     started_at: float = 0.0
     finished_at: float | None = None
-    gap: int = 0  # messages the stream no longer holds (retention) between the wanted start and its first
+    gap: int = (
+        0  # messages the stream no longer holds (retention) between the wanted start and its first
+    )
 
     def as_dict(self, applied: int, now: float) -> dict[str, Any]:
-        start_seq = self.start.sequence if self.start and self.start.sequence is not None else self.first_sequence
+        start_seq = (
+            self.start.sequence
+            if self.start and self.start.sequence is not None
+            else self.first_sequence
+        )
         total = max(0, self.target_sequence - max(start_seq, self.first_sequence) + 1)
         done = max(0, min(applied, self.target_sequence) - max(start_seq, self.first_sequence) + 1)
         caught_up = self.finished_at is not None or applied >= self.target_sequence
@@ -241,6 +247,10 @@ class JetStreamIngestor(Ingestor):
     def mode(self) -> str:
         return f"JetStream stream {self.stream_name!r}, durable consumer {self.durable!r}"
 
+    @property
+    def consumer_group(self) -> str:
+        return self.durable
+
     async def subscribe(self) -> None:
         assert self.nc is not None
         self.js = self.nc.jetstream()
@@ -265,22 +275,35 @@ class JetStreamIngestor(Ingestor):
             max_bytes=int(js.get("max_bytes", -1)),
             num_replicas=int(js.get("replicas", 1)),
             storage=storage,
-            duplicate_window=float(js.get("duplicate_window_sec", 120)) or None,
+            duplicate_window=float(js.get("duplicate_window_sec", 120)) or None,  # type: ignore[arg-type]  # None: server default
             discard=api.DiscardPolicy.OLD,
         )
         try:
             info = await self.js.stream_info(self.stream_name)
         except nats.js.errors.NotFoundError:
             await self.js.add_stream(config)
-            log.info("created JetStream stream %s over %s", self.stream_name, ", ".join(self.cfg.subjects))
+            log.info(
+                "created JetStream stream %s over %s",
+                self.stream_name,
+                ", ".join(self.cfg.subjects),
+            )
             return
         cur = info.config
-        if (cur.max_age, cur.max_bytes, sorted(cur.subjects or []), cur.duplicate_window) != (config.max_age, config.max_bytes, sorted(config.subjects or []), config.duplicate_window):
+        if (cur.max_age, cur.max_bytes, sorted(cur.subjects or []), cur.duplicate_window) != (
+            config.max_age,
+            config.max_bytes,
+            sorted(config.subjects or []),
+            config.duplicate_window,
+        ):
             try:
                 await self.js.update_stream(config.evolve(storage=cur.storage))
                 log.info("updated JetStream stream %s limits", self.stream_name)
             except nats.js.errors.APIError as exc:
-                log.warning("stream %s exists with other settings and cannot be updated: %s", self.stream_name, exc)
+                log.warning(
+                    "stream %s exists with other settings and cannot be updated: %s",
+                    self.stream_name,
+                    exc,
+                )
 
     def _max_ack_pending(self) -> int:
         configured = int(self.js_cfg.get("max_ack_pending", 0))
@@ -305,7 +328,8 @@ class JetStreamIngestor(Ingestor):
             # stream is applied from its start.
             self.stream_resets += 1
             self.stream_reset_note = (
-                f"stream {self.stream_name} ends at sequence {last} but the state already holds up to "
+                f"stream {self.stream_name} ends at sequence {last} but the state already holds up "
+                "to "
                 f"{position.sequence - 1}: the stream was recreated; applying it from its start"
             )
             log.error("%s", self.stream_reset_note)
@@ -313,15 +337,25 @@ class JetStreamIngestor(Ingestor):
             self.start_position = position
             self.tracker = SequenceTracker(0)
         if position.sequence is not None:
-            kwargs = {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": max(1, position.sequence)}
+            kwargs = {
+                "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
+                "opt_start_seq": max(1, position.sequence),
+            }
             if position.sequence < first:
                 gap = first - position.sequence
                 log.warning(
-                    "stream %s no longer holds sequences %d..%d (retention); %d messages cannot be replayed",
-                    self.stream_name, position.sequence, first - 1, gap,
+                    "stream %s no longer holds sequences %d..%d (retention); %d messages cannot "
+                    "be replayed",
+                    self.stream_name,
+                    position.sequence,
+                    first - 1,
+                    gap,
                 )
         elif position.time is not None:
-            kwargs = {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": datetime.fromtimestamp(position.time, UTC).isoformat()}
+            kwargs = {
+                "deliver_policy": api.DeliverPolicy.BY_START_TIME,
+                "opt_start_time": datetime.fromtimestamp(position.time, UTC).isoformat(),
+            }
         config = api.ConsumerConfig(
             name=self.durable,
             durable_name=self.durable,
@@ -404,7 +438,12 @@ class JetStreamIngestor(Ingestor):
 
     def _caught_up(self) -> None:
         self.progress.finished_at = time.time()
-        log.info("replay (%s) caught up at sequence %d in %.2fs", self.progress.reason, self.tracker.applied, self.progress.finished_at - self.progress.started_at)
+        log.info(
+            "replay (%s) caught up at sequence %d in %.2fs",
+            self.progress.reason,
+            self.tracker.applied,
+            self.progress.finished_at - self.progress.started_at,
+        )
         if self.on_caught_up is not None:
             self.on_caught_up()
 
@@ -421,7 +460,11 @@ class JetStreamIngestor(Ingestor):
             return
         # From the floor, not from the newest sequence seen: anything above the floor that
         # was not applied (a delivery lost with the connection) must be delivered again.
-        log.warning("JetStream consumer %s is gone; recreating it after sequence %d", self.durable, self.tracker.applied)
+        log.warning(
+            "JetStream consumer %s is gone; recreating it after sequence %d",
+            self.durable,
+            self.tracker.applied,
+        )
         self.rebinds += 1
         try:
             await self.ensure_stream()
@@ -448,14 +491,21 @@ class JetStreamIngestor(Ingestor):
             raise
         except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one message, not the consumer
             self.stats.events_received += 1
-            log.warning("message at sequence %d could not be handled: %s", seq, exc.__class__.__name__)
-            await self.dead_letter(f"undecodable: {exc.__class__.__name__}: {str(exc)[:200]}", msg.subject, msg.data)
+            log.warning(
+                "message at sequence %d could not be handled: %s", seq, exc.__class__.__name__
+            )
+            await self.dead_letter(
+                f"undecodable: {exc.__class__.__name__}: {str(exc)[:200]}", msg.subject, msg.data
+            )
             await ack()
 
     def _ack_for(self, msg: Msg, seq: int) -> Callable[[], Awaitable[None]]:
         async def ack() -> None:
             self.tracker.finish(seq)
-            if self.progress.finished_at is None and self.tracker.applied >= self.progress.target_sequence:
+            if (
+                self.progress.finished_at is None
+                and self.tracker.applied >= self.progress.target_sequence
+            ):
                 self._caught_up()
             try:
                 await msg.ack()

@@ -13,12 +13,14 @@ them as a slow consumer, which is counted (JetStream mode redelivers instead).
 An item may carry ``ack`` (JetStream): it is called only after the batch holding
 it was applied.
 
-Tracing (when a tracer provider is installed): the W3C context producers put in
-message headers is extracted per message and kept on the queued item; each applied
-batch is one ``ingest.apply`` span *linked* to the producers' spans (a batch mixes
-many producers, so links, not parenthood); a dead-letter publish is a PRODUCER
-span, child of the offending message's producer, whose context travels on in the
-error message's headers. With tracing off none of this runs.
+Tracing (when a tracer provider is installed), after OpenTelemetry's messaging
+conventions: the W3C context producers put in message headers is extracted per
+message and kept on the queued item; each applied batch is one CONSUMER span
+``process <subject>`` (``process`` when the batch mixes subjects) *linked* to the
+producers' spans (a batch mixes many producers, so links, not parenthood); a
+dead-letter publish is a PRODUCER span ``send <error subject>``, child of the
+offending message's producer, whose context travels on in the error message's
+headers. With tracing off none of this runs.
 """
 
 from __future__ import annotations
@@ -29,18 +31,19 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import nats
-from nats.aio.client import Client as NATS
+import orjson
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from prometheus_client import CollectorRegistry
 
+from twin.core.columns import ColumnsBuilder, SeriesColumns
 from twin.core.config import NatsConfig
 from twin.core.errors import IngestError
-import orjson
-
 from twin.core.events import (
     CalibrationEvent,
     DecodeError,
@@ -48,11 +51,11 @@ from twin.core.events import (
     Point,
     decoder_for,
 )
-from twin.core.columns import ColumnsBuilder, SeriesColumns
+from twin.core.ingest_stats import IngestStats
+from twin.core.metrics import Figures
 from twin.core.redact import redact_text
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
-from twin.ingest.stats import IngestStats
 from twin.models.base import WorldModel
 from twin.models.domain import EventBatch
 from twin.observability.propagation import inject_headers, remote_span_context, tracing_active
@@ -64,6 +67,9 @@ except ImportError:  # pragma: no cover - otel is an optional extra; tracing_act
 
 log = logging.getLogger(__name__)
 PENDING_FACTOR = 8
+YIELD_EVERY_SEC = 0.002  # longest stretch of decoding between two yields to the event loop
+APPLY_BUDGET_SEC = 0.005  # a batch grown from the backlog holds about this much work
+_monotonic = time.monotonic
 MAX_LINKS = 128  # the SDK's default span link limit
 
 
@@ -71,12 +77,12 @@ MAX_LINKS = 128  # the SDK's default span link limit
 class Item:
     """One decoded message waiting to be applied."""
 
-    points: list[Point] = field(default_factory=list)
+    points: list[Point] | SeriesColumns = field(default_factory=list)  # a batch: columns
     execution: ExecutionResult | None = None
     calibration: CalibrationEvent | None = None
     ack: Callable[[], Awaitable[None]] | None = None
     link: Any = None  # the producer's SpanContext (tracing on and headers present)
-    subject: str = ""  # where it came from (for dead letters raised at apply time)
+    subject: str = ""  # where it came from (dead letters raised at apply time, span names)
 
     @property
     def size(self) -> int:
@@ -88,7 +94,9 @@ def redact_url(url: str) -> str:
     return redact_text(url)
 
 
-def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, Any]:
+def connect_options(
+    cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] = os.environ
+) -> dict[str, Any]:
     """nats-py connect() options from config and the credential environment variables."""
     opts: dict[str, Any] = {
         # nats-py reads max_reconnect_attempts=0 as "retry forever" (it only gives up when
@@ -116,11 +124,17 @@ def connect_options(cfg: NatsConfig, environ: dict[str, str] | os._Environ[str] 
 def _point_json(p: Point) -> bytes:
     """A refused point as JSON for its dead-letter record (its original bytes are gone)."""
     return orjson.dumps(
-        {"source": p.source, "name": p.name, "timestamp": p.t, "unit": p.unit, "value": p.text if p.text is not None else p.value}
+        {
+            "source": p.source,
+            "name": p.name,
+            "timestamp": p.t,
+            "unit": p.unit,
+            "value": p.text if p.text is not None else p.value,
+        }
     )
 
 
-async def confirm_interest(nc: NATS, timeout: float = 10.0) -> None:
+async def confirm_interest(nc: NatsClient, timeout: float = 10.0) -> None:
     """Returns once the server has processed every command this client sent before it.
 
     ``nc.flush()`` does not promise that: nats-py 2.16 writes its PING straight to the
@@ -159,6 +173,7 @@ class Ingestor:
         twin_id: str = "",
         on_status: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.cfg = cfg
         self.state = state
@@ -167,7 +182,7 @@ class Ingestor:
         self.twin_id = twin_id
         self._on_status = on_status
         self._clock = clock
-        self.nc: NATS | None = None
+        self.nc: NatsClient | None = None
         # Every limit is checked here, once, by the decoders (twin.core.limits).
         self.decoder = decoder_for(state.limits)
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=cfg.queue_maxsize)
@@ -175,6 +190,12 @@ class Ingestor:
         self.connected = False
         self.closed_unexpectedly = asyncio.Event()
         self._stopping = False
+        self._last_yield = 0.0
+        self._cost_per_event = 1e-5  # seconds to apply one event, moving average
+        if registry is not None:
+            Figures(registry).gauge(
+                "queue_size", "Decoded messages waiting to be applied.", self.queue.qsize
+            )
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self, url: str) -> None:
@@ -194,7 +215,9 @@ class Ingestor:
             )
         except Exception as exc:  # noqa: BLE001 - nats raises many types here
             log.error("cannot connect to NATS at %s: %s", redact_url(url), exc)
-            raise IngestError(f"cannot connect to NATS at {redact_url(url)}: {redact_text(str(exc))}") from exc
+            raise IngestError(
+                f"cannot connect to NATS at {redact_url(url)}: {redact_text(str(exc))}"
+            ) from exc
         await self.subscribe()
         self._set_connected(True)
         log.info("ingesting from %s (%s)", redact_url(url), self.mode)
@@ -203,6 +226,11 @@ class Ingestor:
     def mode(self) -> str:
         """How this ingestor consumes, for logs."""
         return f"core NATS, queue group {self.cfg.queue_group!r}"
+
+    @property
+    def consumer_group(self) -> str:
+        """The group this replica consumes in (``messaging.consumer.group.name``)."""
+        return self.cfg.queue_group
 
     async def subscribe(self) -> None:
         """Core-NATS subscriptions (JetStream mode replaces this)."""
@@ -216,7 +244,13 @@ class Ingestor:
             c.calibrate_subject: self._on_calibration,
         }
         for subject, cb in handlers.items():
-            await self.nc.subscribe(subject, queue=c.queue_group, cb=cb, pending_msgs_limit=limit, pending_bytes_limit=limit * c.max_payload_bytes // 8)
+            await self.nc.subscribe(
+                subject,
+                queue=c.queue_group,
+                cb=cb,
+                pending_msgs_limit=limit,
+                pending_bytes_limit=limit * c.max_payload_bytes // 8,
+            )
         await confirm_interest(self.nc)
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -273,11 +307,22 @@ class Ingestor:
             self.closed_unexpectedly.set()
 
     # ------------------------------------------------------------- dead letters
-    async def dead_letter(self, reason: str, subject: str, payload: bytes, index: int | None = None, batch_id: str | None = None, *, parent: Any = None) -> None:
+    async def dead_letter(
+        self,
+        reason: str,
+        subject: str,
+        payload: bytes,
+        index: int | None = None,
+        batch_id: str | None = None,
+        *,
+        parent: Any = None,
+    ) -> None:
         """Counts and publishes one dead-letter record; ``parent`` is the producer's SpanContext."""
         self.stats.dead_lettered += 1
         self.stats.dead_letter_reasons[reason_class(reason)] += 1
-        record = build_record(reason, subject, payload, index=index, batch_id=batch_id, twin=self.twin_id)
+        record = build_record(
+            reason, subject, payload, index=index, batch_id=batch_id, twin=self.twin_id
+        )
         log.debug("dead-letter from %s: %s", subject, reason)
         if self.nc is None:
             return
@@ -286,11 +331,27 @@ class Ingestor:
             return
         await self._publish_dead_letter(record, None)
 
-    async def _traced_dead_letter(self, reason: str, subject: str, record: bytes, parent: Any) -> None:
+    async def _traced_dead_letter(
+        self, reason: str, subject: str, record: bytes, parent: Any
+    ) -> None:
         assert trace is not None
-        ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
-        attrs = {"messaging.system": "nats", "messaging.destination.name": self.cfg.error_subject, "polaris.source_subject": subject, "polaris.reason": reason_class(reason)}
-        with trace.get_tracer(__name__).start_as_current_span("ingest.dead_letter", context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attrs):
+        ctx = (
+            trace.set_span_in_context(trace.NonRecordingSpan(parent))
+            if parent is not None
+            else None
+        )
+        dest = self.cfg.error_subject
+        attrs = {
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.destination.name": dest,
+            "polaris.source_subject": subject,
+            "polaris.reason": reason_class(reason),
+        }
+        with trace.get_tracer(__name__).start_as_current_span(
+            f"send {dest}", context=ctx, kind=trace.SpanKind.PRODUCER, attributes=attrs
+        ):
             await self._publish_dead_letter(record, inject_headers())
 
     async def _publish_dead_letter(self, record: bytes, headers: dict[str, str] | None) -> None:
@@ -311,8 +372,21 @@ class Ingestor:
         size = q.qsize()
         if size > self.stats.queue_high_water:
             self.stats.queue_high_water = size
+        # nats-py hands a subscription's pending messages to its callback without
+        # yielding, so a backlog would be decoded in one go (until the queue is full:
+        # ~100 ms) while RPCs wait; a yield every couple of milliseconds bounds that.
+        now = _monotonic()
+        if now - self._last_yield >= YIELD_EVERY_SEC:
+            self._last_yield = now
+            await asyncio.sleep(0)
 
-    async def handle(self, subject: str, data: bytes, ack: Callable[[], Awaitable[None]] | None = None, headers: dict[str, str] | None = None) -> None:
+    async def handle(
+        self,
+        subject: str,
+        data: bytes,
+        ack: Callable[[], Awaitable[None]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Decodes one message from ``subject`` and queues it (the JetStream path calls this too).
 
         ``headers`` are the message's NATS headers; only the W3C trace context in
@@ -324,14 +398,21 @@ class Ingestor:
         link = remote_span_context(headers) if headers and tracing_active() else None
         if len(data) > c.max_payload_bytes:
             stats.events_received += 1
-            await self.dead_letter(f"oversize: {len(data)} bytes > max_payload_bytes {c.max_payload_bytes}", subject, data, parent=link)
+            await self.dead_letter(
+                f"oversize: {len(data)} bytes > max_payload_bytes {c.max_payload_bytes}",
+                subject,
+                data,
+                parent=link,
+            )
             if ack:
                 await ack()
             return
         now = self._clock()
         if subject == c.telemetry_batch_subject:
             try:
-                points, errors = self.decoder.batch_columns(data, now)  # columnar: no Point per event
+                points, errors = self.decoder.batch_columns(
+                    data, now
+                )  # columnar: no Point per event
             except DecodeError as err:
                 stats.events_received += 1
                 await self.dead_letter(err.reason, subject, data, parent=link)
@@ -339,8 +420,10 @@ class Ingestor:
                     await ack()
                 return
             stats.events_received += len(points) + len(errors)
-            for err in errors:
-                await self.dead_letter(err.reason, subject, err.raw or b"", index=err.index, parent=link)
+            for bad in errors:
+                await self.dead_letter(
+                    bad.reason, subject, bad.raw or b"", index=bad.index, parent=link
+                )
             if points:
                 await self._put(Item(points=points, ack=ack, link=link, subject=subject))
             elif ack:
@@ -349,11 +432,20 @@ class Ingestor:
         stats.events_received += 1
         try:
             if subject == c.telemetry_stream_subject:
-                item = Item([self.decoder.stream(data, now)], None, None, ack, link, subject)  # positional: hot path
+                item = Item(
+                    [self.decoder.stream(data, now)], None, None, ack, link, subject
+                )  # positional: hot path
             elif subject == c.execution_subject:
-                item = Item(execution=self.decoder.execution(data, now), ack=ack, link=link)
+                item = Item(
+                    execution=self.decoder.execution(data, now), ack=ack, link=link, subject=subject
+                )
             elif subject == c.calibrate_subject:
-                item = Item(calibration=self.decoder.calibration(data, now), ack=ack, link=link)
+                item = Item(
+                    calibration=self.decoder.calibration(data, now),
+                    ack=ack,
+                    link=link,
+                    subject=subject,
+                )
             else:
                 raise DecodeError(f"no decoder for subject {subject!r}")
         except DecodeError as err:
@@ -401,11 +493,26 @@ class Ingestor:
                         break
                 items.append(item)
                 n += item.size
+            # Under a backlog, also take what is already queued (never waiting for it):
+            # a bigger batch amortises the per-series work of the columnar path. Bounded
+            # by nats.max_batch_events and by ~APPLY_BUDGET_SEC of work at the measured
+            # cost per event, so RPCs still wait at most about one such batch.
+            # Batch messages only: stream messages keep exactly the batch_size semantics.
+            if batch_size > 1 and any(isinstance(it.points, SeriesColumns) for it in items):
+                cap = min(self.cfg.max_batch_events, int(APPLY_BUDGET_SEC / self._cost_per_event))
+                waiting = q._queue  # type: ignore[attr-defined] # peek: take only batch messages
+                while n < cap and waiting and isinstance(waiting[0].points, SeriesColumns):
+                    item = q.get_nowait()
+                    items.append(item)
+                    n += item.size
+            t0 = time.perf_counter()
             try:
                 await self.apply(items)
             finally:
                 for _ in items:
                     q.task_done()
+            per_event = (time.perf_counter() - t0) / max(1, n)
+            self._cost_per_event += 0.2 * (max(per_event, 1e-7) - self._cost_per_event)
             # Queue.get() returns without yielding while items wait, so a backlog
             # would starve RPCs and NATS reads for as long as it lasts; one yield
             # per applied batch bounds their wait to one batch.
@@ -418,7 +525,9 @@ class Ingestor:
         else:
             await self._apply(items)
 
-    async def _dead_letter_refused(self, items: list[Item], cols: SeriesColumns, refused: dict[int, str]) -> None:
+    async def _dead_letter_refused(
+        self, items: list[Item], cols: SeriesColumns, refused: dict[int, str]
+    ) -> None:
         """One record per event of a refused series, under the subject it came from."""
         origin: dict[tuple[str, str], str] = {}
         for it in items:
@@ -429,24 +538,43 @@ class Ingestor:
         for g, reason in refused.items():
             key, unit = cols.keys[g], cols.units[g]
             subject = origin.get(key, "")
-            for t, v in zip(cols.ts[g].tolist(), cols.vs[g].tolist()):
-                await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, v, unit, None)))
+            for t, v in zip(cols.ts[g], cols.vs[g]):
+                await self.dead_letter(
+                    reason, subject, _point_json(Point(key[0], key[1], t, v, unit, None))
+                )
             for gi, t, text in cols.texts:
                 if gi == g:
-                    await self.dead_letter(reason, subject, _point_json(Point(key[0], key[1], t, float("nan"), unit, text)))
+                    await self.dead_letter(
+                        reason,
+                        subject,
+                        _point_json(Point(key[0], key[1], t, float("nan"), unit, text)),
+                    )
 
     async def _traced_apply(self, items: list[Item]) -> None:
         assert trace is not None
         links = [trace.Link(it.link) for it in items if it.link is not None][:MAX_LINKS]
-        attrs = {
+        subjects = {it.subject for it in items}
+        attrs: dict[str, Any] = {
             "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.batch.message_count": len(items),
+            "messaging.consumer.group.name": self.consumer_group,
             "polaris.messages": len(items),
             "polaris.events": sum(len(it.points) for it in items),
             "polaris.executions": sum(it.execution is not None for it in items),
             "polaris.calibrations": sum(it.calibration is not None for it in items),
             "polaris.linked_producers": len(links),
         }
-        with trace.get_tracer(__name__).start_as_current_span("ingest.apply", links=links, attributes=attrs) as span:
+        name = "process"
+        if len(subjects) == 1 and "" not in subjects:
+            (subject,) = subjects
+            name = f"process {subject}"
+            attrs["messaging.destination.name"] = subject
+        tracer = trace.get_tracer(__name__)
+        with tracer.start_as_current_span(
+            name, kind=trace.SpanKind.CONSUMER, links=links, attributes=attrs
+        ) as span:
             errors = self.stats.apply_errors
             await self._apply(items)
             if span.is_recording():
@@ -458,8 +586,13 @@ class Ingestor:
         actions = []
         calibrations = []
         with_points = [it for it in items if it.points]
-        if len(with_points) == 1 and isinstance(with_points[0].points, SeriesColumns):
-            cols = with_points[0].points  # one batch message: already grouped per series
+        columnar = any(isinstance(it.points, SeriesColumns) for it in with_points)
+        cols: SeriesColumns | None
+        if not columnar:  # stream messages only: a few points, the plain path is cheaper
+            cols = None
+            points: Sequence[Point] = [p for it in with_points for p in it.points]
+        elif len(with_points) == 1:
+            cols = cast(SeriesColumns, with_points[0].points)  # one batch message: already grouped
         else:
             builder = ColumnsBuilder()
             for it in with_points:
@@ -477,11 +610,21 @@ class Ingestor:
             except Exception:  # noqa: BLE001 - one odd record must never stop the applier
                 self.stats.apply_errors += 1
                 log.exception("could not apply an execution/calibration record")
-        _, refused = state.apply_columns(cols)
-        if refused:  # new series over a cap: dead-lettered, and kept from the model
-            await self._dead_letter_refused(items, cols, refused)
-            cols = cols.without(set(refused))
-        points = cols
+        if cols is None:
+            _, refused_points = state.apply(points)
+            if refused_points:  # new series over a cap: dead-lettered, and kept from the model
+                skip = {id(p) for p, _ in refused_points}
+                points = [p for p in points if id(p) not in skip]
+                for p, reason in refused_points:
+                    await self.dead_letter(
+                        reason, self.cfg.telemetry_stream_subject, _point_json(p)
+                    )
+        else:
+            _, refused = state.apply_columns(cols)
+            if refused:
+                await self._dead_letter_refused(items, cols, refused)
+                cols = cols.without(set(refused))
+            points = cols
         model = self._model()
         t0 = time.perf_counter()
         try:

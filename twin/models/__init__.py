@@ -1,10 +1,22 @@
-"""World models: the reasoning layer. Each implements ``WorldModel`` over ``TwinState``."""
+"""World models: the reasoning layer. Each implements ``WorldModel`` over ``TwinState``.
+
+The public surface for people writing or embedding a model: the interface, the domain
+types it speaks, the optional capabilities a composite model looks for, the settings
+parser, and the registry.
+"""
 
 from twin.models.base import WorldModel
+from twin.models.capabilities import (
+    AnomalyReporter,
+    ForecastConsumer,
+    LatencyBounded,
+    forecaster_from_model,
+)
 from twin.models.domain import (
     Action,
     DiagnosisRequest,
     DiagnosisResult,
+    EventBatch,
     Health,
     Hypothesis,
     Impact,
@@ -15,14 +27,19 @@ from twin.models.domain import (
     SimulationResult,
 )
 from twin.models.registry import available_models, create_model, register_model
+from twin.models.settings import parse_settings
 
 __all__ = [
     "Action",
+    "AnomalyReporter",
     "DiagnosisRequest",
     "DiagnosisResult",
+    "EventBatch",
+    "ForecastConsumer",
     "Health",
     "Hypothesis",
     "Impact",
+    "LatencyBounded",
     "PredictedState",
     "QueryRequest",
     "QueryResult",
@@ -31,5 +48,7 @@ __all__ = [
     "WorldModel",
     "available_models",
     "create_model",
+    "forecaster_from_model",
+    "parse_settings",
     "register_model",
 ]

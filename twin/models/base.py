@@ -61,7 +61,9 @@ class WorldModel(abc.ABC):
     version: ClassVar[str] = "0"
 
     @classmethod
-    def validate_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    def validate_settings(
+        cls, settings: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> list[str]:
         """Problems ``--validate-only`` reports before start (e.g. a missing API key)."""
         return []
 
@@ -84,7 +86,7 @@ class WorldModel(abc.ABC):
         return {}
 
     async def query(self, request: QueryRequest) -> QueryResult:
-        return state_queries.answer(self.state, request)
+        return await state_queries.answer(self.state, request)
 
     @abc.abstractmethod
     async def simulate(self, request: SimulationRequest) -> SimulationResult: ...

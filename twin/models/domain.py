@@ -18,12 +18,14 @@ from twin.core.state import ActionRecord, CalibrationRecord
 __all__ = [
     "HEALTH_STATUSES",
     "Action",
+    "CandidatePlan",
     "DiagnosisRequest",
     "DiagnosisResult",
     "EventBatch",
     "Health",
     "Hypothesis",
     "Impact",
+    "PlanOutcome",
     "PredictedState",
     "QueryRequest",
     "QueryResult",
@@ -68,6 +70,15 @@ class SimulationRequest:
     horizon_minutes: int = 60
     parameters: dict[str, str] = field(default_factory=dict)
     timestamp: float | None = None
+    plans: list[CandidatePlan] = field(default_factory=list)  # "compare" only
+
+
+@dataclass(slots=True)
+class CandidatePlan:
+    """One plan of a "compare" simulation (``plan_id`` unique; "do_nothing" reserved)."""
+
+    plan_id: str
+    actions: list[Action] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -99,6 +110,23 @@ class SimulationResult:
     metadata: dict[str, str] = field(default_factory=dict)
     custom_metrics: dict[str, float] = field(default_factory=dict)
     scenarios_processed: int = 1
+    plan_outcomes: list[PlanOutcome] = field(default_factory=list)  # "compare" only, best first
+
+
+@dataclass(slots=True)
+class PlanOutcome:
+    """A plan's predicted future in a "compare" simulation, with its rank (1 = best)."""
+
+    plan_id: str
+    rank: int = 0
+    utility: float = 0.0
+    slo_breach_probability: float = 0.0
+    future_states: list[PredictedState] = field(default_factory=list)
+    impact: Impact | None = None
+    confidence: float = 0.0
+    explanation: str = ""
+    actions: list[Action] = field(default_factory=list)
+    parts: dict[str, float] = field(default_factory=dict)  # value, penalty, cost
 
 
 @dataclass(slots=True)

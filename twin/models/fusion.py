@@ -35,6 +35,7 @@ from twin.models.domain import (
     DiagnosisResult,
     Hypothesis,
     Impact,
+    PlanOutcome,
     PredictedState,
     SimulationResult,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Fused",
     "Outcome",
     "fuse_diagnoses",
+    "fuse_plan_outcomes",
     "fuse_simulations",
     "interpolate",
     "jaccard",
@@ -55,7 +57,26 @@ __all__ = [
 
 OTHER_WEIGHT = 0.1  # weight of a member the settings do not weigh
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = {"the", "a", "an", "of", "to", "in", "on", "is", "are", "and", "or", "from", "its", "by", "for", "with", "due", "be"}
+_STOP = {
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "on",
+    "is",
+    "are",
+    "and",
+    "or",
+    "from",
+    "its",
+    "by",
+    "for",
+    "with",
+    "due",
+    "be",
+}
 R = TypeVar("R", SimulationResult, DiagnosisResult)
 
 
@@ -107,7 +128,9 @@ def is_bound(key: str, metrics: Mapping[str, float]) -> bool:
     return False
 
 
-def interpolate(states: list[PredictedState], t: float, tol: float = 1.0) -> tuple[dict[str, float], float] | None:
+def interpolate(
+    states: list[PredictedState], t: float, tol: float = 1.0
+) -> tuple[dict[str, float], float] | None:
     """Metrics and confidence of a member's trajectory at ``t`` (linear, no extrapolation)."""
     if not states:
         return None
@@ -119,7 +142,11 @@ def interpolate(states: list[PredictedState], t: float, tol: float = 1.0) -> tup
         if s.t > t and i > 0:
             a, b = states[i - 1], s
             f = (t - a.t) / (b.t - a.t)
-            metrics = {k: a.metrics[k] + f * (b.metrics[k] - a.metrics[k]) for k in a.metrics if k in b.metrics}
+            metrics = {
+                k: a.metrics[k] + f * (b.metrics[k] - a.metrics[k])
+                for k in a.metrics
+                if k in b.metrics
+            }
             return metrics, a.confidence + f * (b.confidence - a.confidence)
     return None
 
@@ -133,7 +160,9 @@ class Fused(Generic[R]):
     effective: dict[str, float]
 
 
-def member_shares(good: list[Outcome], weights: Mapping[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+def member_shares(
+    good: list[Outcome], weights: Mapping[str, float]
+) -> tuple[dict[str, float], dict[str, float]]:
     """(normalised configured weights, normalised weight × confidence) of the contributors."""
     w = {o.name: weights.get(o.name, OTHER_WEIGHT) for o in good}
     tw = sum(w.values())
@@ -151,7 +180,7 @@ def member_metadata(
     dropped: dict[str, str],
     eff: dict[str, float],
 ) -> dict[str, str]:
-    """Which members contributed, with their weights and confidences, and which were dropped and why."""
+    """Which members contributed (weights, confidences), which were dropped and why."""
     meta = {
         "model": model,
         "members": ",".join(o.name for o in good),
@@ -185,11 +214,17 @@ def fuse_simulations(
     for t in grid:
         points = {n: interpolate(tr, t) for n, tr in trajectories.items()}
         at = {n: v for n, v in points.items() if v is not None}
-        names = sorted({k for metrics, _ in at.values() for k in metrics if not is_bound(k, metrics)})
+        names = sorted(
+            {k for metrics, _ in at.values() for k in metrics if not is_bound(k, metrics)}
+        )
         fused: dict[str, float] = {}
         envelope: dict[str, tuple[float, float]] = {}
         for k in names:
-            vals = [(n, metrics, conf) for n, (metrics, conf) in at.items() if k in metrics and math.isfinite(metrics[k])]
+            vals = [
+                (n, metrics, conf)
+                for n, (metrics, conf) in at.items()
+                if k in metrics and math.isfinite(metrics[k])
+            ]
             if not vals:
                 continue
             ws = [weights.get(n, OTHER_WEIGHT) * max(0.0, c) for n, _, c in vals]
@@ -207,13 +242,21 @@ def fuse_simulations(
             los = [min(m.get(f"{k}.lower", m[k]), m[k]) for _, m, _ in vals]
             his = [max(m.get(f"{k}.upper", m[k]), m[k]) for _, m, _ in vals]
             if any(f"{k}.lower" in m or f"{k}.upper" in m for _, m, _ in vals):
-                fused[f"{k}.lower"] = los[0] if len(vals) == 1 else sum(w * x for w, x in zip(ws, los)) / total
-                fused[f"{k}.upper"] = his[0] if len(vals) == 1 else sum(w * x for w, x in zip(ws, his)) / total
+                fused[f"{k}.lower"] = (
+                    los[0] if len(vals) == 1 else sum(w * x for w, x in zip(ws, los)) / total
+                )
+                fused[f"{k}.upper"] = (
+                    his[0] if len(vals) == 1 else sum(w * x for w, x in zip(ws, his)) / total
+                )
             if len(vals) >= 2:
                 envelope[k] = (min(los), max(his))
                 spreads.append((max(xs) - min(xs)) / max(abs(value), 1e-9))
         wsum = sum(weights.get(n, OTHER_WEIGHT) for n in at)
-        conf = sum(weights.get(n, OTHER_WEIGHT) * c for n, (_, c) in at.items()) / wsum if wsum > 0 else 0.0
+        conf = (
+            sum(weights.get(n, OTHER_WEIGHT) * c for n, (_, c) in at.items()) / wsum
+            if wsum > 0
+            else 0.0
+        )
         states.append(PredictedState(t, fused, conf, "fused from " + ", ".join(sorted(at))))
         envelopes.append(envelope)
     mean_spread = sum(spreads) / len(spreads) if spreads else math.nan
@@ -227,9 +270,17 @@ def fuse_simulations(
     elif not spreads:
         agreed, why = False, "the members predicted no metric in common"
     elif mean_spread > cons.agreement_threshold:
-        agreed, why = False, f"members disagree: mean relative spread {mean_spread:.1%} > {cons.agreement_threshold:.0%} (max {max_spread:.1%})"
+        agreed, why = (
+            False,
+            f"members disagree: mean relative spread {mean_spread:.1%} > "
+            f"{cons.agreement_threshold:.0%} (max {max_spread:.1%})",
+        )
     else:
-        agreed, why = True, f"consensus of {n} members: mean relative spread {mean_spread:.1%} <= {cons.agreement_threshold:.0%}"
+        agreed, why = (
+            True,
+            f"consensus of {n} members: mean relative spread {mean_spread:.1%} <= "
+            f"{cons.agreement_threshold:.0%}",
+        )
     confidence = sum(base[o.name] * float(o.result.confidence) for o in good)
     if not agreed:
         confidence *= cons.penalty
@@ -242,7 +293,14 @@ def fuse_simulations(
     # The result-level band: members declaring ``uncertainty_metric`` (the statistical
     # model) give an interval of that metric's value - then it is the fused interval
     # of that metric at the horizon; otherwise it is a band around the confidence.
-    unc_metric = next((o.result.metadata.get("uncertainty_metric") for o in order if o.result.metadata.get("uncertainty_metric")), None)
+    unc_metric = next(
+        (
+            o.result.metadata.get("uncertainty_metric")
+            for o in order
+            if o.result.metadata.get("uncertainty_metric")
+        ),
+        None,
+    )
     last = states[-1].metrics if states else {}
     if unc_metric and f"{unc_metric}.lower" in last:
         lower, upper = last[f"{unc_metric}.lower"], last[f"{unc_metric}.upper"]
@@ -266,7 +324,9 @@ def fuse_simulations(
             sum(eff[o.name] * i.performance_impact for o, i in impacts) / tw,
             sum(eff[o.name] * i.reliability_impact for o, i in impacts) / tw,
             impacts[0][1].cost_currency,
-            "; ".join(f"[{o.name}] {i.impact_description}" for o, i in impacts if i.impact_description),
+            "; ".join(
+                f"[{o.name}] {i.impact_description}" for o, i in impacts if i.impact_description
+            ),
         )
     shares = ", ".join(f"{o.name} {eff[o.name]:.2f}" for o in order)
     explanation = (
@@ -280,7 +340,9 @@ def fuse_simulations(
             "fusion": "confidence_weighted_mean",
             "consensus": str(agreed).lower(),
             "consensus_reason": why,
-            "agreement.mean_relative_spread": "" if math.isnan(mean_spread) else f"{mean_spread:.4g}",
+            "agreement.mean_relative_spread": ""
+            if math.isnan(mean_spread)
+            else f"{mean_spread:.4g}",
             "agreement.max_relative_spread": "" if math.isnan(max_spread) else f"{max_spread:.4g}",
             "time_grid": order[0].name,
         }
@@ -292,7 +354,16 @@ def fuse_simulations(
         custom["mean_relative_spread"] = mean_spread
         custom["max_relative_spread"] = max_spread
     result = SimulationResult(
-        True, states, confidence, lower, upper, explanation, impact, meta, custom, sum(o.result.scenarios_processed for o in good)
+        True,
+        states,
+        confidence,
+        lower,
+        upper,
+        explanation,
+        impact,
+        meta,
+        custom,
+        sum(o.result.scenarios_processed for o in good),
     )
     return Fused(result, agreed, eff)
 
@@ -341,18 +412,33 @@ def fuse_diagnoses(
                 if e not in evidence:
                     evidence.append(e)
         reasoning = f"supported by {', '.join(f'{n} ({g.contributions[n]:.3f})' for n in g.texts)}"
-        reasoning += "".join(f" | [{n}] {g.texts[n].reasoning}" for n in g.texts if g.texts[n].reasoning)
-        hypotheses.append(Hypothesis(h0.hypothesis, round(g.probability, 12), reasoning, evidence[:10], rank))
+        reasoning += "".join(
+            f" | [{n}] {g.texts[n].reasoning}" for n in g.texts if g.texts[n].reasoning
+        )
+        hypotheses.append(
+            Hypothesis(h0.hypothesis, round(g.probability, 12), reasoning, evidence[:10], rank)
+        )
     top = groups[0]
     support = sum(eff[name] for name, g in tops.items() if g is top)
     answered = len(good)
     cons = consensus
     if answered < cons.min_models:
-        agreed, why = False, f"only {answered} member(s) answered (consensus needs {cons.min_models})"
+        agreed, why = (
+            False,
+            f"only {answered} member(s) answered (consensus needs {cons.min_models})",
+        )
     elif support < cons.min_top_agreement:
-        agreed, why = False, f"members disagree on the top hypothesis: {support:.0%} of the weight supports it (< {cons.min_top_agreement:.0%})"
+        agreed, why = (
+            False,
+            f"members disagree on the top hypothesis: {support:.0%} of the weight supports it (< "
+            f"{cons.min_top_agreement:.0%})",
+        )
     else:
-        agreed, why = True, f"consensus of {answered} members: {support:.0%} of the weight has the same top hypothesis"
+        agreed, why = (
+            True,
+            f"consensus of {answered} members: {support:.0%} of the weight has the same top "
+            "hypothesis",
+        )
     confidence = sum(base[o.name] * float(o.result.confidence) for o in good)
     if not agreed:
         confidence *= cons.penalty
@@ -377,5 +463,83 @@ def fuse_diagnoses(
             "hypotheses_merged": str(sum(len(g.texts) for g in groups) - len(groups)),
         }
     )
-    result = DiagnosisResult(True, hypotheses, lead_member.result.causal_chain, confidence, explanation, supporting[:20], meta)
+    result = DiagnosisResult(
+        True,
+        hypotheses,
+        lead_member.result.causal_chain,
+        confidence,
+        explanation,
+        supporting[:20],
+        meta,
+    )
     return Fused(result, agreed, eff)
+
+
+def fuse_plan_outcomes(
+    good: list[Outcome], weights: Mapping[str, float], consensus: Consensus
+) -> list[PlanOutcome]:
+    """Plan outcomes of a "compare" fused per plan across the members that ranked plans.
+
+    Per plan: its future states are fused like a simulation (``fuse_simulations`` over the
+    members' outcomes of that plan); utility and SLO breach probability are the
+    weight × confidence mean of the members' figures; then the plans are ranked again by
+    the fused utility. Members that answered without plan outcomes take no part.
+    """
+    ranked = [o for o in good if o.result.plan_outcomes]
+    if not ranked:
+        return []
+    order: list[str] = []
+    for o in ranked:
+        for p in sorted(o.result.plan_outcomes, key=lambda p: p.rank):
+            if p.plan_id not in order:
+                order.append(p.plan_id)
+    fused: list[PlanOutcome] = []
+    for pid in order:
+        per = [
+            (o, next(p for p in o.result.plan_outcomes if p.plan_id == pid))
+            for o in ranked
+            if any(p.plan_id == pid for p in o.result.plan_outcomes)
+        ]
+        sims = [
+            Outcome(
+                o.name,
+                SimulationResult(
+                    True, p.future_states, p.confidence, impact=p.impact, explanation=p.explanation
+                ),
+            )
+            for o, p in per
+        ]
+        f = fuse_simulations(sims, weights, consensus)
+        ws = {o.name: weights.get(o.name, OTHER_WEIGHT) * max(0.0, p.confidence) for o, p in per}
+        total = sum(ws.values()) or float(len(per))
+        share = {n: (w / total if sum(ws.values()) > 0 else 1.0 / len(per)) for n, w in ws.items()}
+        util = sum(share[o.name] * p.utility for o, p in per)
+        breach = sum(share[o.name] * p.slo_breach_probability for o, p in per)
+        parts: dict[str, float] = {}
+        for o, p in per:
+            for k, v in p.parts.items():
+                parts[k] = parts.get(k, 0.0) + share[o.name] * v
+        text = f"{pid}: utility {util:.4g} fused from " + ", ".join(
+            f"{o.name} {p.utility:.4g} (share {share[o.name]:.2f})" for o, p in per
+        )
+        text += ("" if f.agreed else "; members disagree on its future states") + "".join(
+            f" | [{o.name}] {p.explanation}" for o, p in per
+        )
+        fused.append(
+            PlanOutcome(
+                pid,
+                0,
+                util,
+                breach,
+                f.result.future_states,
+                f.result.impact,
+                f.result.confidence,
+                text,
+                list(per[0][1].actions),
+                parts,
+            )
+        )
+    idx = sorted(range(len(fused)), key=lambda i: (-fused[i].utility, len(fused[i].actions), i))
+    for r, i in enumerate(idx, 1):
+        fused[i].rank = r
+    return fused

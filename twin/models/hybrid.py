@@ -60,8 +60,10 @@ from twin.models.fusion import (
     Outcome,
     R,
     fuse_diagnoses,
+    fuse_plan_outcomes,
     fuse_simulations,
     member_metadata,
+    member_shares,
 )
 from twin.models.registry import create_model, model_class
 from twin.models.settings import parse_settings
@@ -91,10 +93,16 @@ class HybridWorldModel(WorldModel):
     version = "2.0.0"
 
     @classmethod
-    def validate_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    def validate_settings(
+        cls, settings: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> list[str]:
         errors: list[str] = []
         members = settings.get("members", list(DEFAULT_MEMBERS))
-        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        if (
+            not isinstance(members, list)
+            or not members
+            or not all(isinstance(m, str) for m in members)
+        ):
             errors.append("settings.members: must be a non-empty list of world model names")
         elif "hybrid" in members:
             errors.append("settings.members: a hybrid cannot contain itself")
@@ -103,7 +111,12 @@ class HybridWorldModel(WorldModel):
             errors.append("settings.weights: must be a mapping of member name to weight")
         else:
             for k, v in weights.items():
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                if (
+                    not isinstance(v, (int, float))
+                    or isinstance(v, bool)
+                    or not math.isfinite(v)
+                    or v < 0
+                ):
                     errors.append(f"settings.weights.{k}: must be a finite number >= 0")
         budgets = settings.get("latency_budget_sec", {})
         if isinstance(budgets, Mapping):
@@ -111,14 +124,20 @@ class HybridWorldModel(WorldModel):
                 if not isinstance(v, (int, float)) or v <= 0:
                     errors.append(f"settings.latency_budget_sec.{k}: must be a number > 0")
         elif not isinstance(budgets, (int, float)) or budgets <= 0:
-            errors.append("settings.latency_budget_sec: must be a number > 0 or a mapping of member to seconds")
+            errors.append(
+                "settings.latency_budget_sec: must be a number > 0 or a mapping of member to "
+                "seconds"
+            )
         cons = settings.get("consensus", {})
         if not isinstance(cons, Mapping):
             errors.append("settings.consensus: must be a mapping")
         else:
             for k in cons:
                 if k not in Consensus.__dataclass_fields__:
-                    errors.append(f"settings.consensus.{k}: unknown key (known: {', '.join(Consensus.__dataclass_fields__)})")
+                    errors.append(
+                        f"settings.consensus.{k}: unknown key (known: "
+                        f"{', '.join(Consensus.__dataclass_fields__)})"
+                    )
         # Each member's own settings are checked by its class, but a missing API key is
         # not an error here: the hybrid serves without the LLM (degraded). A member whose
         # class cannot be imported is dropped at start and reported in health.
@@ -133,19 +152,28 @@ class HybridWorldModel(WorldModel):
                     continue
                 inner = cls._member_settings_of(settings, name, member_cls)
                 errors += [
-                    f"member {name}: {e}" for e in member_cls.validate_settings(inner, environ) if "API_KEY" not in e
+                    f"member {name}: {e}"
+                    for e in member_cls.validate_settings(inner, environ)
+                    if "API_KEY" not in e
                 ]
         return errors
 
     @staticmethod
-    def _member_settings_of(settings: Mapping[str, Any], name: str, member_cls: type[Any] | None) -> dict[str, Any]:
-        """Top-level non-hybrid keys (e.g. ``model_name``) + ``settings[<name>]`` / ``member_settings[<name>]``.
+    def _member_settings_of(
+        settings: Mapping[str, Any], name: str, member_cls: type[Any] | None
+    ) -> dict[str, Any]:
+        """Top-level non-hybrid keys (``model_name``, ...) + ``settings[<name>]`` and
+        ``member_settings[<name>]``.
 
         A ``ForecastConsumer`` gets its settings for a shared forecaster: the hybrid
         grounds it in its own statistical member.
         """
         members = set(settings.get("members", DEFAULT_MEMBERS) or ())
-        base = {k: v for k, v in settings.items() if k not in HYBRID_KEYS and k not in members and k not in DEFAULT_MEMBERS}
+        base = {
+            k: v
+            for k, v in settings.items()
+            if k not in HYBRID_KEYS and k not in members and k not in DEFAULT_MEMBERS
+        }
         own = settings.get(name)
         if isinstance(own, Mapping):
             base.update(own)
@@ -188,16 +216,22 @@ class HybridWorldModel(WorldModel):
 
     def _apply_settings(self) -> None:
         s = self.settings
-        names = s.get("members") or (list(self._injected) if self._injected else list(DEFAULT_MEMBERS))
+        names = s.get("members") or (
+            list(self._injected) if self._injected else list(DEFAULT_MEMBERS)
+        )
         self.member_names: list[str] = [str(n) for n in names if str(n) != "hybrid"]
         weights = dict(DEFAULT_WEIGHTS)
         weights.update({k: float(v) for k, v in (s.get("weights") or {}).items()})
         self.weights = {n: weights.get(n, OTHER_WEIGHT) for n in self.member_names}
-        self.last_resort = [n for n in s.get("last_resort", DEFAULT_LAST_RESORT) if n in self.member_names]
+        self.last_resort = [
+            n for n in s.get("last_resort", DEFAULT_LAST_RESORT) if n in self.member_names
+        ]
         if len(self.last_resort) == len(self.member_names):
             self.last_resort = []  # nothing would ever be primary
         order = s.get("fallback_order") or self.member_names
-        self.fallback_order = [n for n in order if n in self.member_names] + [n for n in self.member_names if n not in order]
+        self.fallback_order = [n for n in order if n in self.member_names] + [
+            n for n in self.member_names if n not in order
+        ]
         budgets = s.get("latency_budget_sec", {})
         self.budgets: dict[str, float] = {}
         for n in self.member_names:
@@ -209,7 +243,9 @@ class HybridWorldModel(WorldModel):
                 if cls is not None and issubclass(cls, LatencyBounded):
                     default = cls.latency_budget_sec(self._member_settings_of(s, n, cls))
                 self.budgets[n] = float((budgets or {}).get(n, default))
-        self.consensus = parse_settings(Consensus, s.get("consensus") or {}, prefix="settings.consensus")
+        self.consensus = parse_settings(
+            Consensus, s.get("consensus") or {}, prefix="settings.consensus"
+        )
         self.hypothesis_match = float(s.get("hypothesis_match", 0.6))
         # Natural-language queries try members one after another; together they must stay
         # below the servicer's query timeout (30 s by default).
@@ -222,7 +258,9 @@ class HybridWorldModel(WorldModel):
         for name in self.member_names:
             try:
                 member = self._injected.get(name) or self._factory(
-                    name, self.state, self._member_settings_of(self.settings, name, self._member_class(name))
+                    name,
+                    self.state,
+                    self._member_settings_of(self.settings, name, self._member_class(name)),
                 )
             except Exception as exc:  # noqa: BLE001 - a missing member is reported, not fatal
                 self.unavailable[name] = f"cannot be created: {exc}"
@@ -245,7 +283,9 @@ class HybridWorldModel(WorldModel):
             return
         for name, member in self.members.items():
             if name != FORECAST_PROVIDER and isinstance(member, ForecastConsumer):
-                member.set_forecaster(forecaster_from_model(provider), anomaly_source_from_model(provider))
+                member.set_forecaster(
+                    forecaster_from_model(provider), anomaly_source_from_model(provider)
+                )
 
     async def shutdown(self) -> None:
         for name, member in list(self.members.items()):
@@ -272,7 +312,9 @@ class HybridWorldModel(WorldModel):
 
     async def calibrate(self, record: CalibrationRecord) -> dict[str, float]:
         out: dict[str, float] = {}
-        results = await asyncio.gather(*(m.calibrate(record) for m in self.members.values()), return_exceptions=True)
+        results = await asyncio.gather(
+            *(m.calibrate(record) for m in self.members.values()), return_exceptions=True
+        )
         for name, res in zip(self.members, results):
             if isinstance(res, BaseException):
                 log.warning("hybrid: member %s calibrate failed: %s", name, res)
@@ -294,7 +336,9 @@ class HybridWorldModel(WorldModel):
         return None
 
     def refit_system(self, system: str) -> int:
-        return sum(m.refit_system(system) for m in self.members.values() if isinstance(m, Refittable))
+        return sum(
+            m.refit_system(system) for m in self.members.values() if isinstance(m, Refittable)
+        )
 
     async def health(self) -> Health:
         if not self.initialized:
@@ -312,7 +356,10 @@ class HybridWorldModel(WorldModel):
             if h.status in ("healthy", "degraded"):
                 usable.append(name)
             if h.status != "healthy":
-                issues.append(f"member {name} is {h.status}" + (": " + "; ".join(h.issues) if h.issues else ""))
+                issues.append(
+                    f"member {name} is {h.status}"
+                    + (": " + "; ".join(h.issues) if h.issues else "")
+                )
         perf["members_usable"] = float(len(usable))
         primary_usable = [n for n in usable if n not in self.last_resort]
         if not usable:
@@ -358,13 +405,20 @@ class HybridWorldModel(WorldModel):
                 res = await getattr(member, op)(request)
         except TimeoutError as exc:
             if cm.expired():
-                return Outcome(name, None, f"timed out after {budget:g}s (latency budget)", time.perf_counter() - t0)
+                return Outcome(
+                    name,
+                    None,
+                    f"timed out after {budget:g}s (latency budget)",
+                    time.perf_counter() - t0,
+                )
             return Outcome(name, None, f"failed: TimeoutError: {exc}", time.perf_counter() - t0)
         except InvalidRequest:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing member is dropped from this answer
             log.warning("hybrid: member %s %s failed: %s", name, op, exc)
-            return Outcome(name, None, f"failed: {type(exc).__name__}: {exc}", time.perf_counter() - t0)
+            return Outcome(
+                name, None, f"failed: {type(exc).__name__}: {exc}", time.perf_counter() - t0
+            )
         elapsed = time.perf_counter() - t0
         if not res.success:
             return Outcome(name, res, f"no answer: {res.explanation or 'success=false'}", elapsed)
@@ -377,7 +431,10 @@ class HybridWorldModel(WorldModel):
     async def _fan_out(self, op: str, request: Any) -> tuple[list[Outcome], dict[str, str]]:
         """Answers from the primary members, or the last-resort ones if none answered."""
         dropped = {n: f"unavailable: {why}" for n, why in self.unavailable.items()}
-        tiers = [[n for n in self.member_names if n in self.members and n not in self.last_resort], [n for n in self.last_resort if n in self.members]]
+        tiers = [
+            [n for n in self.member_names if n in self.members and n not in self.last_resort],
+            [n for n in self.last_resort if n in self.members],
+        ]
         good: list[Outcome] = []
         for tier in tiers:
             if not tier:
@@ -406,11 +463,15 @@ class HybridWorldModel(WorldModel):
             self.member_contributions[o.name] = self.member_contributions.get(o.name, 0) + 1
         return good, dropped
 
-    def _metadata(self, good: list[Outcome], dropped: dict[str, str], eff: dict[str, float]) -> dict[str, str]:
+    def _metadata(
+        self, good: list[Outcome], dropped: dict[str, str], eff: dict[str, float]
+    ) -> dict[str, str]:
         return member_metadata(self.name, self.weights, good, dropped, eff)
 
     def _failure_text(self, what: str, dropped: dict[str, str]) -> str:
-        reasons = "; ".join(f"{n}: {why}" for n, why in dropped.items() if why != "last resort, not needed")
+        reasons = "; ".join(
+            f"{n}: {why}" for n, why in dropped.items() if why != "last resort, not needed"
+        )
         return f"hybrid: no member could {what} ({reasons or 'no members'})"
 
     # ------------------------------------------------------------ RPCs
@@ -425,7 +486,10 @@ class HybridWorldModel(WorldModel):
                 continue
             remaining = deadline - loop.time()
             if remaining <= 0.05:
-                dropped[name] = f"not asked: settings.query_deadline_sec={self.query_deadline:g}s used up by earlier members"
+                dropped[name] = (
+                    f"not asked: settings.query_deadline_sec={self.query_deadline:g}s used up by "
+                    "earlier members"
+                )
                 continue
             o = await self._ask(name, "query", request, remaining)
             if o.ok:
@@ -434,26 +498,93 @@ class HybridWorldModel(WorldModel):
                 meta.update(self._metadata([o], dropped, {name: 1.0}))
                 meta["answered_by"] = name
                 self.answers_total += 1
-                return QueryResult(True, res.result, res.confidence, f"[{name}] {res.explanation}", meta)
+                return QueryResult(
+                    True, res.result, res.confidence, f"[{name}] {res.explanation}", meta
+                )
             dropped[name] = o.reason
             self.member_failures[name] = self.member_failures.get(name, 0) + 1
         self.all_failed_total += 1
-        return QueryResult(False, None, 0.0, self._failure_text("answer the question", dropped), self._metadata([], dropped, {}))
+        return QueryResult(
+            False,
+            None,
+            0.0,
+            self._failure_text("answer the question", dropped),
+            self._metadata([], dropped, {}),
+        )
 
     async def simulate(self, request: SimulationRequest) -> SimulationResult:
         good, dropped = await self._fan_out("simulate", request)
         if not good:
             self.all_failed_total += 1
-            return SimulationResult(False, explanation=self._failure_text("simulate", dropped), metadata=self._metadata([], dropped, {}))
+            return SimulationResult(
+                False,
+                explanation=self._failure_text("simulate", dropped),
+                metadata=self._metadata([], dropped, {}),
+            )
         self.answers_total += 1
+        if request.simulation_type == "compare":
+            return self._compare(good, dropped)
         fused = fuse_simulations(good, self.weights, self.consensus)
         return self._finish(fused, good, dropped)
+
+    def _compare(self, good: list[Outcome], dropped: dict[str, str]) -> SimulationResult:
+        """Plan outcomes fused per plan (members that ranked plans), ranked again; the
+        answer's own states and impact are the best plan's."""
+        outcomes = fuse_plan_outcomes(good, self.weights, self.consensus)
+        if not outcomes:
+            self.all_failed_total += 1
+            why = "; ".join(f"{o.name}: {o.result.explanation}" for o in good)
+            return SimulationResult(
+                False,
+                explanation=f"hybrid: no member ranked the plans ({why})",
+                metadata=self._metadata(good, dropped, {}),
+            )
+        best = min(outcomes, key=lambda o: o.rank)
+        ranked = [o for o in good if o.result.plan_outcomes]
+        _, eff = member_shares(ranked, self.weights)
+        expl = "hybrid plan comparison fused from " + ", ".join(
+            f"{o.name} {eff[o.name]:.2f}" for o in ranked
+        )
+        expl += "; ranking: " + ", ".join(
+            f"{o.rank}. {o.plan_id} {o.utility:+.4g}"
+            for o in sorted(outcomes, key=lambda o: o.rank)
+        )
+        expl += "".join(f" | [{o.name}] {o.result.explanation}" for o in ranked)
+        meta = self._metadata(ranked, dropped, eff)
+        meta.update(
+            {
+                "fusion": "per_plan_confidence_weighted",
+                "best_plan": best.plan_id,
+                "plans": str(len(outcomes)),
+            }
+        )
+        unused = [o.name for o in good if not o.result.plan_outcomes]
+        if unused:
+            meta["members_without_plan_outcomes"] = ",".join(unused)
+        result = SimulationResult(
+            True,
+            best.future_states,
+            best.confidence,
+            0.0,
+            0.0,
+            expl,
+            best.impact,
+            meta,
+            {"best_utility": best.utility},
+            len(outcomes),
+        )
+        result.plan_outcomes = outcomes
+        return result
 
     async def diagnose(self, request: DiagnosisRequest) -> DiagnosisResult:
         good, dropped = await self._fan_out("diagnose", request)
         if not good:
             self.all_failed_total += 1
-            return DiagnosisResult(False, explanation=self._failure_text("diagnose", dropped), metadata=self._metadata([], dropped, {}))
+            return DiagnosisResult(
+                False,
+                explanation=self._failure_text("diagnose", dropped),
+                metadata=self._metadata([], dropped, {}),
+            )
         self.answers_total += 1
         fused = fuse_diagnoses(good, self.weights, self.consensus, self.hypothesis_match)
         return self._finish(fused, good, dropped)

@@ -53,7 +53,11 @@ def apply_action(metrics: dict[str, float], action: Action) -> tuple[dict[str, f
     out = dict(metrics)
     kind = action.action_type.upper()
     servers_key = next((k for k in out if k in ("active.servers", "servers")), None)
-    servers = out.get(servers_key, DEFAULT_STATE["active.servers"]) if servers_key else DEFAULT_STATE["active.servers"]
+    servers = (
+        out.get(servers_key, DEFAULT_STATE["active.servers"])
+        if servers_key
+        else DEFAULT_STATE["active.servers"]
+    )
     if kind in ("ADD_SERVER", "REMOVE_SERVER", "SCALE_UP", "SCALE_DOWN"):
         delta = _count(action) * (1 if kind in ("ADD_SERVER", "SCALE_UP") else -1)
         new = max(1.0, servers + delta)
@@ -61,7 +65,10 @@ def apply_action(metrics: dict[str, float], action: Action) -> tuple[dict[str, f
         for k in list(out):
             if "utilization" in k or "response.time" in k:
                 out[k] = out[k] * ratio
-        for k in {servers_key or "active.servers", *(k for k in out if k in ("active.servers", "servers"))}:
+        for k in {
+            servers_key or "active.servers",
+            *(k for k in out if k in ("active.servers", "servers")),
+        }:
             out[k] = new
         return out, f"{kind} {delta:+g} servers ({servers:g} → {new:g})"
     if kind == "SET_DIMMER":
@@ -97,13 +104,24 @@ class MockWorldModel(WorldModel):
         if system is None and sources:
             system = "swim" if "swim" in sources else sources[0]
         latest = store.latest(system).get(system or "", {})
-        metrics = {m: float(e["value"]) for m, e in latest.items() if isinstance(e["value"], float) and math.isfinite(e["value"])}  # type: ignore[arg-type]
+        metrics = {
+            m: float(e["value"])
+            for m, e in latest.items()
+            if isinstance(e["value"], float) and math.isfinite(e["value"])
+        }
         if metrics:
             return system or "", metrics, True
         return system or "system", dict(DEFAULT_STATE), False
 
     async def simulate(self, request: SimulationRequest) -> SimulationResult:
-        target = next((a.target for a in request.actions if a.target), None) or requested_system(request.parameters)
+        if request.simulation_type == "compare":
+            from twin.models.plans.compare import compare_by_what_if
+
+            now = self.state.store.newest_time
+            return await compare_by_what_if(self.simulate, request, self.settings, now)
+        target = next((a.target for a in request.actions if a.target), None) or requested_system(
+            request.parameters
+        )
         system, metrics, observed = self._base(target)
         notes = []
         after = metrics
@@ -120,12 +138,20 @@ class MockWorldModel(WorldModel):
         for i in range(1, steps + 1):
             minutes = min(horizon, i * step)
             conf = round(0.8 * math.exp(-minutes / 240.0), 6)
-            states.append(PredictedState(now + minutes * 60.0, dict(after), conf, f"{system} +{minutes} min"))
-        unknown = [a.action_type for a in request.actions if a.action_type.upper() not in KNOWN_ACTIONS]
+            states.append(
+                PredictedState(now + minutes * 60.0, dict(after), conf, f"{system} +{minutes} min")
+            )
+        unknown = [
+            a.action_type for a in request.actions if a.action_type.upper() not in KNOWN_ACTIONS
+        ]
         util = [v for k, v in after.items() if "utilization" in k]
         perf = sum(metrics.get(k, 0) - v for k, v in after.items() if "response.time" in k)
         impact = Impact(
-            cost_impact=sum(_count(a) * (1 if a.action_type.upper() in ("ADD_SERVER", "SCALE_UP") else -1) for a in request.actions if a.action_type.upper() in KNOWN_ACTIONS - {"SET_DIMMER"}),
+            cost_impact=sum(
+                _count(a) * (1 if a.action_type.upper() in ("ADD_SERVER", "SCALE_UP") else -1)
+                for a in request.actions
+                if a.action_type.upper() in KNOWN_ACTIONS - {"SET_DIMMER"}
+            ),
             performance_impact=perf,
             reliability_impact=0.0 if not util else float(1.0 - max(util)),
             impact_description="; ".join(notes) or "no actions: state held",
@@ -138,9 +164,18 @@ class MockWorldModel(WorldModel):
             confidence,
             confidence * (1 - spread),
             min(1.0, confidence * (1 + spread)),
-            ("mock simulation from " + ("observed" if observed else "default") + f" state of {system}; " + "; ".join(notes)).strip("; "),
+            (
+                "mock simulation from "
+                + ("observed" if observed else "default")
+                + f" state of {system}; "
+                + "; ".join(notes)
+            ).strip("; "),
             impact,
-            {"system": system, "observed": str(observed).lower(), "unknown_actions": ",".join(unknown)},
+            {
+                "system": system,
+                "observed": str(observed).lower(),
+                "unknown_actions": ",".join(unknown),
+            },
         )
 
     async def diagnose(self, request: DiagnosisRequest) -> DiagnosisResult:
@@ -155,7 +190,10 @@ class MockWorldModel(WorldModel):
             z = abs(float(v[-1]) - float(np.mean(ref))) / sd
             scored.append((z, s.source, s.name, float(v[-1])))
         if not scored:
-            return DiagnosisResult(False, explanation="no telemetry to diagnose" + (f" for {system!r}" if system else ""))
+            return DiagnosisResult(
+                False,
+                explanation="no telemetry to diagnose" + (f" for {system!r}" if system else ""),
+            )
         scored.sort(key=lambda x: (-x[0], x[1], x[2]))
         top = scored[:5]
         total = sum(z for z, *_ in top) or 1.0

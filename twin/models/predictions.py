@@ -34,7 +34,11 @@ DEFAULT_LEVEL = 0.95
 
 
 def _system_of(request: SimulationRequest, result: SimulationResult) -> str:
-    sys_ = result.metadata.get("system") or request.parameters.get("system") or request.parameters.get("source")
+    sys_ = (
+        result.metadata.get("system")
+        or request.parameters.get("system")
+        or request.parameters.get("source")
+    )
     if not sys_:
         sys_ = next((a.target for a in request.actions if a.target), "")
     return str(sys_ or "")
@@ -76,7 +80,17 @@ def _tracks(states: Sequence[PredictedState]) -> list[TrackInput]:
             names.append(k)
     out = []
     for m in names[:MAX_TRACKS]:
-        rows = [(st.t, st.metrics[m], st.metrics.get(f"{m}.lower"), st.metrics.get(f"{m}.upper"), st.metrics.get(f"baseline.{m}")) for st in states if m in st.metrics]
+        rows = [
+            (
+                st.t,
+                st.metrics[m],
+                st.metrics.get(f"{m}.lower"),
+                st.metrics.get(f"{m}.upper"),
+                st.metrics.get(f"baseline.{m}"),
+            )
+            for st in states
+            if m in st.metrics
+        ]
         if not rows:
             continue
         t = np.fromiter((r[0] for r in rows), float, len(rows))
@@ -96,7 +110,15 @@ def _tracks(states: Sequence[PredictedState]) -> list[TrackInput]:
     return out
 
 
-def _calibrate(ledger: PredictionLedger, store: Any, system: str, kind: str, level: float, states: Sequence[PredictedState], tracks: list[TrackInput]) -> str:
+def _calibrate(
+    ledger: PredictionLedger,
+    store: Any,
+    system: str,
+    kind: str,
+    level: float,
+    states: Sequence[PredictedState],
+    tracks: list[TrackInput],
+) -> str:
     """Rescales the states' intervals in place; returns the note for the response."""
     lo_s, hi_s, specificity, n = math.inf, -math.inf, 0, 0
     for tr in tracks:
@@ -123,8 +145,15 @@ def _calibrate(ledger: PredictionLedger, store: Any, system: str, kind: str, lev
             st.metrics[ml] = mean - (mean - st.metrics[ml]) * s
             st.metrics[mu] = mean + (st.metrics[mu] - mean) * s
     if not n:
-        return "none yet (no scored predictions of this kind on this system): intervals as the model gave them"
-    where = {1: f"all {kind} predictions", 2: f"{kind} predictions on {system}", 3: f"{kind} predictions of these metrics on {system}"}[specificity]
+        return (
+            "none yet (no scored predictions of this kind on this system): intervals as the model "
+            "gave them"
+        )
+    where = {
+        1: f"all {kind} predictions",
+        2: f"{kind} predictions on {system}",
+        3: f"{kind} predictions of these metrics on {system}",
+    }[specificity]
     span = f"×{lo_s:.3g}" if abs(hi_s - lo_s) < 1e-3 else f"×{lo_s:.3g}–{hi_s:.3g}"
     return f"{span} from the measured coverage of {where}"
 
@@ -155,7 +184,9 @@ def calibrate_and_record(
         return 0
     tracks = _tracks(result.future_states)
     if kind != "scenario" and ledger.calibrate:
-        result.metadata["interval_calibration"] = _calibrate(ledger, store, system, kind, level, result.future_states, tracks)
+        result.metadata["interval_calibration"] = _calibrate(
+            ledger, store, system, kind, level, result.future_states, tracks
+        )
         _refresh_uncertainty(result)
     if backtest is not None and kind == "forecast":
         for tr in tracks:
@@ -163,7 +194,17 @@ def calibrate_and_record(
             if bt is not None:
                 tr.backtest_mae, tr.backtest_horizon_sec = bt
     actions = [(a.action_type, a.target or system) for a in request.actions]
-    ledger.record(store, request.simulation_id, system, model_name, kind, tracks, level, actions, confidence=result.confidence)
+    ledger.record(
+        store,
+        request.simulation_id,
+        system,
+        model_name,
+        kind,
+        tracks,
+        level,
+        actions,
+        confidence=result.confidence,
+    )
     return 1
 
 
@@ -177,9 +218,20 @@ def _refresh_uncertainty(result: SimulationResult) -> None:
         result.uncertainty_upper = float(last[f"{m}.upper"])
 
 
-def _record_plans(ledger: PredictionLedger, store: Any, request: SimulationRequest, result: SimulationResult, model_name: str, system: str, level: float) -> int:
+def _record_plans(
+    ledger: PredictionLedger,
+    store: Any,
+    request: SimulationRequest,
+    result: SimulationResult,
+    model_name: str,
+    system: str,
+    level: float,
+) -> int:
     """One ``plan`` prediction per compare outcome (the plans of the request give the actions)."""
-    plans = {getattr(p, "plan_id", ""): list(getattr(p, "actions", []) or []) for p in getattr(request, "plans", None) or []}
+    plans = {
+        getattr(p, "plan_id", ""): list(getattr(p, "actions", []) or [])
+        for p in getattr(request, "plans", None) or []
+    }
     hypothetical = is_hypothetical(request)
     n = 0
     for out in getattr(result, "plan_outcomes", None) or []:
@@ -193,6 +245,17 @@ def _record_plans(ledger: PredictionLedger, store: Any, request: SimulationReque
             if isinstance(md, dict):
                 md["interval_calibration"] = note
         actions = [(a.action_type, a.target or system) for a in plans.get(pid, [])]
-        ledger.record(store, f"{request.simulation_id}/{pid}", system, model_name, kind, tracks, level, actions, plan_id=pid, confidence=float(getattr(out, "confidence", math.nan)))
+        ledger.record(
+            store,
+            f"{request.simulation_id}/{pid}",
+            system,
+            model_name,
+            kind,
+            tracks,
+            level,
+            actions,
+            plan_id=pid,
+            confidence=float(getattr(out, "confidence", math.nan)),
+        )
         n += 1
     return n

@@ -50,7 +50,9 @@ def model_class(name: str) -> type[WorldModel]:
         return _registered[name]
     target = _targets().get(name)
     if target is None:
-        raise ModelNotFound(f"unknown world model {name!r}; available: {', '.join(available_models())}")
+        raise ModelNotFound(
+            f"unknown world model {name!r}; available: {', '.join(available_models())}"
+        )
     module_name, _, attr = target.partition(":")
     try:
         cls = getattr(import_module(module_name), attr)
@@ -62,5 +64,7 @@ def model_class(name: str) -> type[WorldModel]:
     return cls
 
 
-def create_model(name: str, state: TwinState, settings: Mapping[str, Any] | None = None) -> WorldModel:
+def create_model(
+    name: str, state: TwinState, settings: Mapping[str, Any] | None = None
+) -> WorldModel:
     return model_class(name)(state, settings or {})

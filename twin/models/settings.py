@@ -59,7 +59,9 @@ def parse_settings(cls: type[T], raw: Mapping[str, Any] | None, *, prefix: str =
     return cls(**values)
 
 
-def settings_problems(cls: type[Any], raw: Mapping[str, Any] | None, prefix: str = "settings") -> list[str]:
+def settings_problems(
+    cls: type[Any], raw: Mapping[str, Any] | None, prefix: str = "settings"
+) -> list[str]:
     """``parse_settings`` as a list of problems (empty when the settings parse)."""
     try:
         parse_settings(cls, raw, prefix=prefix)

@@ -1,13 +1,15 @@
-"""Traces and metrics. Library code only calls ``trace.get_tracer(__name__)``;
-``setup.instrument_app`` (called by the CLI) configures providers and exporters.
+"""Traces and metrics plumbing. Library code only calls ``trace.get_tracer(__name__)``
+(while ``propagation.tracing_active()``) and registers metrics in the registry it is
+given (``twin.core.metrics``); ``setup.instrument_app`` (called by the CLI) installs
+the tracer provider and the gRPC server interceptor.
 
 - ``propagation``: W3C trace context in NATS headers (inject on publish, extract on
   receive); no-ops without OpenTelemetry or without a configured provider.
-- ``tracing``: provider set-up from the config and ``OTEL_*`` variables, the gRPC
-  server interceptor, spans around world-model calls.
-- ``prometheus``: ``/metrics`` from ``TwinRuntime.metrics_snapshot()``.
+- ``tracing``: provider, sampler and exporter (OTLP gRPC / HTTP, console) from the
+  config and ``OTEL_*`` variables; the gRPC server interceptor.
+- ``prometheus``: ``MetricsServer``, ``/metrics`` of the runtime's registry.
 - ``setup``: ``instrument_app(app, cfg) -> shutdown``.
 
-Importing this package imports nothing heavy; the SDK, the exporter and
-prometheus_client load only when switched on.
+Importing this package imports nothing heavy; the SDK and the exporters load only
+when tracing is switched on.
 """

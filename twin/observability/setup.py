@@ -1,14 +1,13 @@
-"""Wires tracing and the Prometheus endpoint into a ``TwinApp``; returns a shutdown hook.
+"""The CLI's one observability call: tracing for a ``TwinApp``; returns a shutdown hook.
 
-Called by the CLI before ``app.run()``. Everything is opt-in and costs nothing when
-off: without an OTLP endpoint the OpenTelemetry SDK is not even imported (library
-code keeps the API's no-op tracer), and with ``metrics_port`` 0 no HTTP server and
-no prometheus_client import happen.
+Must run before ``app.start()``: the interceptor goes into ``app.interceptors``, which
+the app hands to the gRPC server it builds. Metrics need no set-up here: the app
+serves its runtime's registry on ``telemetry.metrics_port`` itself. With tracing off
+nothing is imported beyond this module.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -16,21 +15,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_TRUE = ("1", "true", "yes", "on")
-
-
-def otlp_endpoint(cfg: Any, environ: Mapping[str, str]) -> str | None:
-    """The OTLP gRPC endpoint tracing should export to, or None (tracing off)."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
-        return None
-    if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
-        return None
-    endpoint = (
-        environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or cfg.telemetry.otlp_endpoint
-    )
-    return endpoint or None
+__all__ = ["instrument_app"]
 
 
 def instrument_app(
@@ -39,74 +24,35 @@ def instrument_app(
     *,
     environ: Mapping[str, str] | None = None,
     span_exporter: Any = None,
-    registry: Any = None,
 ) -> Callable[[], None]:
-    """Installs tracing (server interceptor, traced model calls) and ``/metrics``.
+    """Installs the tracer provider and the gRPC server interceptor when tracing is on.
 
-    Must run before ``app.start()`` (the interceptor is read when the gRPC server is
-    built). ``span_exporter`` and ``registry`` are for tests. The returned callable
-    flushes spans and stops the HTTP server; it is idempotent.
+    ``span_exporter`` is for tests. The returned callable flushes and shuts the
+    provider down; it is idempotent.
     """
     environ = os.environ if environ is None else environ
-    closers: list[Callable[[], None]] = []
+    from twin.observability.tracing import configure_tracing, server_interceptor, traces_exporters
 
-    if span_exporter is not None or otlp_endpoint(cfg, environ) is not None:
-        from twin.observability.tracing import TracedRuntime, configure_tracing, server_interceptor
-
-        provider = configure_tracing(cfg, environ, span_exporter)
-        app.interceptors.append(server_interceptor(provider))
-        app.servicer.rt = TracedRuntime(app.runtime)
-        closers.append(provider.shutdown)
-        log.info(
-            "tracing on: %s (sampling ratio %s)",
-            "in-memory exporter" if span_exporter is not None else otlp_endpoint(cfg, environ),
-            cfg.telemetry.sampling_ratio,
-        )
-
-    port = cfg.telemetry.metrics_port
-    if port:
-        from prometheus_client import CollectorRegistry
-
-        from twin.observability.prometheus import MetricsServer, TwinCollector
-
-        reg = registry if registry is not None else CollectorRegistry(auto_describe=False)
-        collector = TwinCollector(app.runtime, lambda: app.ingestor.queue.qsize())
-        reg.register(collector)
-        host = cfg.grpc.host if cfg.grpc.host not in ("", "[::]") else "0.0.0.0"
-        server = MetricsServer(reg, port, host)
-
-        def start(_: Any = None) -> None:
-            if collector.loop is None:
-                collector.loop = asyncio.get_running_loop()
-                server.start()
-                log.info("Prometheus metrics on http://%s:%d/metrics", host, server.port)
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # not on a loop yet: start with the app
-            app.on_started.insert(0, start)
-        else:
-            start()  # now, so a slow model start-up is already observable
-
-        def stop_metrics() -> None:
-            server.stop()
-            if registry is not None:
-                registry.unregister(collector)
-
-        closers.append(stop_metrics)
-        app.metrics_server = server
-
+    provider = configure_tracing(cfg, environ, span_exporter)
+    if provider is None:
+        return lambda: None
+    app.interceptors.append(server_interceptor(provider))
+    log.info(
+        "tracing on: %s (sampling ratio %s)",
+        "in-memory exporter"
+        if span_exporter is not None
+        else ", ".join(traces_exporters(cfg, environ)),
+        cfg.telemetry.sampling_ratio,
+    )
     done = False
 
     def shutdown() -> None:
         nonlocal done
-        if done:
-            return
-        done = True
-        for close in reversed(closers):
+        if not done:
+            done = True
             try:
-                close()
+                provider.shutdown()
             except Exception:
-                log.exception("observability shutdown step failed")
+                log.exception("tracing shutdown failed")
 
     return shutdown

@@ -22,6 +22,7 @@ from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 from twin.core.config import GrpcConfig
 from twin.core.errors import PortInUse
+from twin.service.admission import InFlightLimit
 from twin.service.servicer import DigitalTwinServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DigitalTwin"].full_name
@@ -48,30 +49,48 @@ def server_credentials(cfg: GrpcConfig) -> grpc.ServerCredentials | None:
     key = Path(cfg.tls_key_file or "").read_bytes()
     cert = Path(cfg.tls_cert_file).read_bytes()
     ca = Path(cfg.tls_client_ca_file).read_bytes() if cfg.tls_client_ca_file else None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
 
 
 class TwinServer:
     """The gRPC server plus its health servicer; ``port`` is the bound port."""
 
-    def __init__(self, cfg: GrpcConfig, servicer: DigitalTwinServicer, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+    def __init__(
+        self,
+        cfg: GrpcConfig,
+        servicer: DigitalTwinServicer,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self.cfg = cfg
+        # No maximum_concurrent_rpcs: gRPC core would refuse health checks too. The
+        # in-flight limit exempts health and reflection (twin/service/admission.py).
+        limit = cfg.max_workers + 2 * servicer.perf.max_concurrent_queries
+        self.in_flight = InFlightLimit(limit, servicer.rpc_metrics.reject)
         self.server = grpc.aio.server(
             options=server_options(cfg),
-            maximum_concurrent_rpcs=cfg.max_workers,
-            interceptors=list(interceptors),
+            interceptors=[self.in_flight, *interceptors],
         )
-        pb_grpc.add_DigitalTwinServicer_to_server(servicer, self.server)
+        pb_grpc.add_DigitalTwinServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]  # generated, untyped
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         address = f"{cfg.host}:{cfg.port}"
         creds = server_credentials(cfg)
         try:
-            self.port = self.server.add_secure_port(address, creds) if creds else self.server.add_insecure_port(address)
+            self.port = (
+                self.server.add_secure_port(address, creds)
+                if creds
+                else self.server.add_insecure_port(address)
+            )
         except RuntimeError as exc:  # grpc's "Failed to bind to address"
             raise PortInUse("grpc.port", address, "--grpc-port") from exc
         if self.port == 0:
@@ -84,7 +103,11 @@ class TwinServer:
         await self.server.start()
 
     async def set_ready(self, ready: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in READINESS_SERVICES:
             await self.health.set(name, status)
 

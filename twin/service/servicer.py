@@ -11,6 +11,7 @@ A model that fails or overruns the configured timeout is answered in-band
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,18 @@ from twin.models.domain import DiagnosisResult, QueryResult, SimulationResult
 from twin.models.registry import available_models
 from twin.models.state_queries import series_stats
 from twin.runtime import TwinRuntime
-from twin.service import mapping
+from twin.service import mapping, watch
+from twin.service.auth import (
+    AuthPolicy,
+    Caller,
+    Decision,
+    audit,
+    authorize,
+    caller_of,
+    is_loopback_host,
+)
+from twin.service.rpc_metrics import RpcMetrics
+from twin.service.spans import model_call_span, record_outcome
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,7 +48,9 @@ T = TypeVar("T")
 ManageResult = tuple[bool, str, dict[str, str]]
 ManageHandler = Callable[["DigitalTwinServicer", dict[str, str]], Awaitable[ManageResult]]
 _MANAGE: dict[str, ManageHandler] = {}  # operation name → handler, in the order documented
-_NO_DURABILITY = "{op} needs snapshots (state.snapshot_dir) or JetStream ingestion (nats.jetstream.enabled)"
+_NO_DURABILITY = (
+    "{op} needs snapshots (state.snapshot_dir) or JetStream ingestion (nats.jetstream.enabled)"
+)
 
 
 def _operation(name: str) -> Callable[[ManageHandler], ManageHandler]:
@@ -71,30 +85,54 @@ class Admission:
 
 
 class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
-    def __init__(self, runtime: TwinRuntime, queue_size: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, runtime: TwinRuntime) -> None:
         self.rt = runtime
         self.perf = runtime.config.performance
         self.admission = Admission(self.perf.max_concurrent_queries)
-        self._queue_size = queue_size
+        self.rpc_metrics = RpcMetrics().register(runtime.registry)
+        self.auth = AuthPolicy.from_config(runtime.config.auth, runtime.config.grpc.host)
+        # Open Watch/SSE streams, shared by every transport (twin.service.watch).
+        self.watchers = watch.Watchers(
+            runtime.state.events, runtime.config.events, runtime.config.grpc.max_workers // 2
+        )
 
-    async def _run(self, method: str, op: str, timeout: float, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T | str:
-        """Runs a model call under admission and timeout; returns the result or a failure text."""
+    async def _run(
+        self,
+        method: str,
+        op: str,
+        timeout: float,
+        context: grpc.aio.ServicerContext,
+        request: Any,
+        call: Callable[[], Awaitable[T]],
+    ) -> T | str:
+        """A model call under admission, timeout and its span: the result or a failure text."""
         remaining = context.time_remaining()
         budget = timeout if remaining is None else min(timeout, remaining)
         try:
             async with self.admission:
-                t0 = time.perf_counter()
-                try:
-                    return await asyncio.wait_for(call(), budget)
-                finally:
-                    self.rt.rpc_metrics.observe_model(op, time.perf_counter() - t0)
+                with model_call_span(op, self.rt.model_name, request) as span:
+                    t0 = time.perf_counter()
+                    try:
+                        result = await asyncio.wait_for(call(), budget)
+                    finally:
+                        elapsed = time.perf_counter() - t0
+                        self.rpc_metrics.observe_model(op, elapsed)
+                    record_outcome(span, result, elapsed)
+                    return result
         except Busy:
-            self.rt.rpc_metrics.rejected_busy += 1
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {self.perf.max_concurrent_queries} {method} requests in flight and as many waiting; retry later")
+            self.rpc_metrics.reject("performance.max_concurrent_queries")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.perf.max_concurrent_queries} model calls running and as many waiting "
+                "(performance.max_concurrent_queries); retry later",
+            )
             raise  # unreachable: abort raises
         except TimeoutError:
             if remaining is not None and remaining <= timeout:
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} did not finish within the client's deadline ({remaining:.2f}s)")
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{method} did not finish within the client's deadline ({remaining:.2f}s)",
+                )
             return f"{method} timed out after {budget:.1f}s (performance timeout)"
         except InvalidRequest:
             raise
@@ -104,7 +142,9 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             log.exception("%s failed", method)
             return f"internal error in world model: {exc.__class__.__name__}: {exc}"
 
-    async def _observe(self, method: str, context: grpc.aio.ServicerContext, handler: Callable[[], Awaitable[T]]) -> T:
+    async def _observe(
+        self, method: str, context: grpc.aio.ServicerContext, handler: Callable[[], Awaitable[T]]
+    ) -> T:
         t0 = time.perf_counter()
         code = "OK"
         try:
@@ -113,7 +153,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             # Recorded before abort: the client has the status as soon as abort sends
             # it, so a get_metrics right after must already count it (was a flaky race).
             code = ""
-            self.rt.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, "INVALID_ARGUMENT")
+            self.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, "INVALID_ARGUMENT")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
         except asyncio.CancelledError:
@@ -124,13 +164,22 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             raise
         finally:
             if code:
-                self.rt.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, code)
+                self.rpc_metrics.observe_rpc(method, time.perf_counter() - t0, code)
 
     # ------------------------------------------------------------------ RPCs
-    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:  # noqa: N802
+    async def Query(
+        self, request: pb.QueryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.QueryResponse:
         async def handle() -> pb.QueryResponse:
             req = mapping.to_query(request, self.rt.state.limits)
-            out = await self._run("Query", "query", self.perf.query_timeout_sec, context, lambda: self.rt.model.query(req))
+            out = await self._run(
+                "Query",
+                "query",
+                self.perf.query_timeout_sec,
+                context,
+                req,
+                lambda: self.rt.model.query(req),
+            )
             res = out if isinstance(out, QueryResult) else QueryResult(False, None, 0.0, out)
             resp = mapping.from_query(req.query_id, res)
             dur = self.rt.durability
@@ -140,42 +189,92 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
         return await self._observe("Query", context, handle)
 
-    async def Simulate(self, request: pb.SimulationRequest, context: grpc.aio.ServicerContext) -> pb.SimulationResponse:  # noqa: N802
+    async def Simulate(
+        self, request: pb.SimulationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SimulationResponse:
         async def handle() -> pb.SimulationResponse:
             req = mapping.to_simulation(request, self.rt.state.limits)
             t0 = time.perf_counter()
-            out = await self._run("Simulate", "simulate", self.perf.simulation_timeout_sec, context, lambda: self.rt.simulate(req))
-            res = out if isinstance(out, SimulationResult) else SimulationResult(False, explanation=out)
+            out = await self._run(
+                "Simulate",
+                "simulate",
+                self.perf.simulation_timeout_sec,
+                context,
+                req,
+                lambda: self.rt.simulate(req),
+            )
+            res = (
+                out
+                if isinstance(out, SimulationResult)
+                else SimulationResult(False, explanation=out)
+            )
             return mapping.from_simulation(req.simulation_id, res, time.perf_counter() - t0)
 
         return await self._observe("Simulate", context, handle)
 
-    async def Diagnose(self, request: pb.DiagnosisRequest, context: grpc.aio.ServicerContext) -> pb.DiagnosisResponse:  # noqa: N802
+    async def Diagnose(
+        self, request: pb.DiagnosisRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DiagnosisResponse:
         async def handle() -> pb.DiagnosisResponse:
             req = mapping.to_diagnosis(request, self.rt.state.limits)
-            out = await self._run("Diagnose", "diagnose", self.perf.diagnosis_timeout_sec, context, lambda: self.rt.model.diagnose(req))
-            res = out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
+            out = await self._run(
+                "Diagnose",
+                "diagnose",
+                self.perf.diagnosis_timeout_sec,
+                context,
+                req,
+                lambda: self.rt.model.diagnose(req),
+            )
+            res = (
+                out if isinstance(out, DiagnosisResult) else DiagnosisResult(False, explanation=out)
+            )
+            watch.publish_diagnosis(self.rt.state.events, req, res)
             return mapping.from_diagnosis(req.diagnosis_id, res)
 
         return await self._observe("Diagnose", context, handle)
 
-    async def Manage(self, request: pb.ManagementRequest, context: grpc.aio.ServicerContext) -> pb.ManagementResponse:  # noqa: N802
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        await watch.serve_grpc(self.watchers, request, context)
+
+    async def Manage(
+        self, request: pb.ManagementRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ManagementResponse:
         async def handle() -> pb.ManagementResponse:
             op = request.operation
             handler = _MANAGE.get(op)
             if handler is None:
-                raise InvalidRequest(f"unknown operation {op!r}; expected one of {', '.join(_MANAGE)}", "operation")
+                raise InvalidRequest(
+                    f"unknown operation {op!r}; expected one of {', '.join(_MANAGE)}", "operation"
+                )
             rid = request.request_id or new_id()
+            self.rt.state.limits.check_parameters(request.parameters)
             params = dict(request.parameters)
+            caller = None
+            if op in self.auth.protected:
+                caller = await self._authorize(op, params, context)
             try:
-                success, result, metrics = await asyncio.wait_for(handler(self, params), self.perf.management_timeout_sec)
+                success, result, metrics = await asyncio.wait_for(
+                    handler(self, params), self.perf.management_timeout_sec
+                )
             except TimeoutError:
-                success, result, metrics = False, f"{op} timed out after {self.perf.management_timeout_sec}s", {}
+                success, result, metrics = (
+                    False,
+                    f"{op} timed out after {self.perf.management_timeout_sec}s",
+                    {},
+                )
             except InvalidRequest:
                 raise
             except Exception as exc:  # noqa: BLE001 - in-band failure
                 log.exception("Manage %s failed", op)
                 success, result, metrics = False, f"{op} failed: {exc}", {}
+            if caller is not None:
+                audit(
+                    op,
+                    params,
+                    caller[0],
+                    caller[1],
+                    "success" if success else f"failed: {result[:200]}",
+                )
             health = await self.rt.health()
             return pb.ManagementResponse(
                 request_id=rid,
@@ -188,6 +287,22 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
         return await self._observe("Manage", context, handle)
 
+    async def _authorize(
+        self, op: str, params: dict[str, str], context: Any
+    ) -> tuple[Caller, Decision]:
+        """The caller of a protected operation, or an abort (UNAUTHENTICATED, PERMISSION_DENIED)."""
+        caller = caller_of(context)
+        policy = self.auth
+        listener = getattr(context, "listener_host", None)  # the REST gateway's own listener
+        if listener is not None:
+            policy = dataclasses.replace(policy, loopback_listener=is_loopback_host(listener))
+        decision = authorize(op, caller, policy)
+        if not decision.allowed:
+            audit(op, params, caller, decision)
+            self.rpc_metrics.auth_denied[(op, decision.code)] += 1
+            await context.abort(getattr(grpc.StatusCode, decision.code), decision.reason)
+        return caller, decision
+
     # ------------------------------------------------------------ Manage operations
     # One method per operation, registered in ``_MANAGE`` by ``@_operation``; each gets
     # the request's parameters and returns (success, result text, metrics map).
@@ -199,7 +314,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
 
     @_operation("get_metrics")
     async def _get_metrics(self, params: dict[str, str]) -> ManageResult:
-        snap = self.rt.metrics_snapshot(self._queue_size())
+        snap = self.rt.metrics_snapshot()
         return True, orjson.dumps(snap).decode(), {k: _fmt(v) for k, v in snap.items()}
 
     @_operation("reload_model")
@@ -264,14 +379,27 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             return False, _NO_DURABILITY.format(op="snapshot"), {}
         path = await dur.snapshot_now()
         if path is None:
-            return False, "no snapshot written (state.snapshot_dir is not set, or the write failed; see health)", {}
-        return True, path.name, {"applied_sequence": str(dur.applied_sequence or 0), "file": path.name}
+            return (
+                False,
+                "no snapshot written (state.snapshot_dir is not set, or the write failed; see "
+                "health)",
+                {},
+            )
+        return (
+            True,
+            path.name,
+            {"applied_sequence": str(dur.applied_sequence or 0), "file": path.name},
+        )
 
     @_operation("series_stats")
     async def _series_stats(self, params: dict[str, str]) -> ManageResult:
         system = params.get("system") or params.get("source")
         stats = series_stats(self.rt.state, system, params.get("metric"))
-        totals = {"series": str(len(stats["series"])), "samples": str(stats["samples"]), "sum": repr(stats["sum"])}
+        totals = {
+            "series": str(len(stats["series"])),
+            "samples": str(stats["samples"]),
+            "sum": repr(stats["sum"]),
+        }
         dur = self.rt.durability
         if dur is not None and dur.applied_sequence is not None:
             totals["applied_sequence"] = str(dur.applied_sequence)
@@ -283,11 +411,18 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
         system, kind, limit = mapping.parse_report_params(params)
         led = self.rt.state.ledger
         rows = led.report(system, kind, limit)
-        aggs = [a for a in led.aggregates() if (system is None or a["system"] == system) and (kind is None or a["kind"] == kind)]
+        aggs = [
+            a
+            for a in led.aggregates()
+            if (system is None or a["system"] == system) and (kind is None or a["kind"] == kind)
+        ]
         totals = led.totals()
         body = {"predictions": rows, "aggregates": aggs, "totals": totals}
         if system is not None:
-            body["skill"] = {k: _skill_dict(led.skill(system, k)) for k in ("forecast", "what_if", "plan", "what_if_baseline")}
+            body["skill"] = {
+                k: _skill_dict(led.skill(system, k))
+                for k in ("forecast", "what_if", "plan", "what_if_baseline")
+            }
         figures = {"returned": str(len(rows))} | {k: _fmt(v) for k, v in totals.items()}
         return True, orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY).decode(), figures
 
@@ -299,7 +434,11 @@ def _skill_dict(sk: Any) -> dict[str, float | int | None]:
     out: dict[str, float | int | None] = {}
     for k in ("n", "mase", "rel_error", "coverage", "interval_scale", "within_tolerance"):
         v = getattr(sk, k)
-        out[k] = v if isinstance(v, int) or (isinstance(v, float) and v == v and abs(v) != float("inf")) else None
+        out[k] = (
+            v
+            if isinstance(v, int) or (isinstance(v, float) and v == v and abs(v) != float("inf"))
+            else None
+        )
     return out
 
 

@@ -19,15 +19,25 @@ def check(target: str, timeout: float = 5.0, service: str = "") -> tuple[bool, s
     lines = [f"target: {target}"]
     with grpc.insecure_channel(target) as channel:
         try:
-            resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
             serving = resp.status == health_pb2.HealthCheckResponse.SERVING
-            lines.append(f"grpc.health.v1: {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
+            lines.append(
+                f"grpc.health.v1: {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}"
+            )
         except grpc.RpcError as exc:
-            return False, "\n".join(lines + [f"grpc.health.v1: unreachable ({exc.code().name}: {exc.details()})"])
+            return False, "\n".join(
+                lines + [f"grpc.health.v1: unreachable ({exc.code().name}: {exc.details()})"]
+            )
         try:
-            m = pb_grpc.DigitalTwinStub(channel).Manage(pb.ManagementRequest(operation="health_check"), timeout=timeout)
+            m = pb_grpc.DigitalTwinStub(channel).Manage(
+                pb.ManagementRequest(operation="health_check"), timeout=timeout
+            )
         except grpc.RpcError as exc:
-            return False, "\n".join(lines + [f"Manage health_check: failed ({exc.code().name}: {exc.details()})"])
+            return False, "\n".join(
+                lines + [f"Manage health_check: failed ({exc.code().name}: {exc.details()})"]
+            )
     h = m.health_status
     lines.append(f"model: {h.model_type} {h.model_version}".rstrip())
     lines.append(f"status: {h.status}")

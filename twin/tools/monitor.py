@@ -46,7 +46,7 @@ def fetch(target: str, timeout: float = 5.0, channel: object | None = None) -> d
     try:
         resp = pb_grpc.DigitalTwinStub(ch).Manage(
             pb.ManagementRequest(operation="get_metrics"), timeout=timeout
-        )  # type: ignore[arg-type]
+        )
     finally:
         if own:
             ch.close()  # type: ignore[union-attr]
@@ -109,10 +109,13 @@ def render(
         )
     else:
         lines.append(
-            f"  events/s in     {_human(recv):>10}   applied {_human(applied or 0.0):>8}   messages/s {_human(msgs or 0.0):>8}"
+            f"  events/s in     {_human(recv):>10}   applied {_human(applied or 0.0):>8}   "
+            f"messages/s {_human(msgs or 0.0):>8}"
         )
     lines.append(
-        f"  events total    {_human(m.get('events_received_total', 0)):>10}   applied {_human(m.get('events_applied_total', 0)):>8}   batches {_human(m.get('batches_applied_total', 0)):>8}"
+        f"  events total    {_human(m.get('events_received_total', 0)):>10}   applied "
+        f"{_human(m.get('events_applied_total', 0)):>8}   batches "
+        f"{_human(m.get('batches_applied_total', 0)):>8}"
     )
     q, hw = m.get("queue_size", 0.0), m.get("queue_high_water", 0.0)
     lines.append(f"  queue           {q:>10.0f}   high water {hw:>5.0f}")
@@ -135,15 +138,19 @@ def render(
         lines.append(
             c(
                 RED,
-                f"  problems        slow-consumer {m.get('slow_consumer_drops_total', 0):.0f}   DLQ publish failures {m.get('dead_letter_publish_failures_total', 0):.0f}   model errors {m.get('ingest_apply_errors_total', 0):.0f}",
+                f"  problems        slow-consumer {m.get('slow_consumer_drops_total', 0):.0f}   "
+                f"DLQ publish failures {m.get('dead_letter_publish_failures_total', 0):.0f}   "
+                f"model errors {m.get('ingest_apply_errors_total', 0):.0f}",
             )
         )
     lines.append(
-        f"  reconnects      {m.get('nats_reconnects_total', 0):>10.0f}   disconnects {m.get('nats_disconnects_total', 0):.0f}"
+        f"  reconnects      {m.get('nats_reconnects_total', 0):>10.0f}   disconnects "
+        f"{m.get('nats_disconnects_total', 0):.0f}"
     )
     lines += ["", c(BOLD, "store")]
     lines.append(
-        f"  series          {_human(m.get('series', 0)):>10}   samples {_human(m.get('samples_retained', 0)):>8}   memory {_bytes(m.get('store_bytes', 0))}"
+        f"  series          {_human(m.get('series', 0)):>10}   samples "
+        f"{_human(m.get('samples_retained', 0)):>8}   memory {_bytes(m.get('store_bytes', 0))}"
     )
     rpcs: dict[str, dict[str, float]] = {}
     for k, v in m.items():
@@ -165,8 +172,10 @@ def render(
             for k, v in m.items()
             if k.startswith(f"rpc_{method}_responses_total.") and not k.endswith(".OK")
         )
+        shown_rate = "" if rate is None else f"{rate:.1f}"
         lines.append(
-            f"  {method:<16}{r.get('requests_total', 0):>10.0f}{('' if rate is None else f'{rate:.1f}'):>10}{r.get('p50_ms', 0):>10.2f}{r.get('p99_ms', 0):>10.2f}{errors:>8.0f}"
+            f"  {method:<16}{r.get('requests_total', 0):>10.0f}{shown_rate:>10}"
+            f"{r.get('p50_ms', 0):>10.2f}{r.get('p99_ms', 0):>10.2f}{errors:>8.0f}"
         )
     models: dict[str, dict[str, float]] = {}
     for k, v in m.items():
@@ -181,10 +190,12 @@ def render(
         ]
         for op, r in sorted(models.items()):
             lines.append(
-                f"  {op:<16}{r.get('seconds_total', 0):>10.2f}{'':>10}{r.get('p50_ms', 0):>10.2f}{r.get('p99_ms', 0):>10.2f}"
+                f"  {op:<16}{r.get('seconds_total', 0):>10.2f}{'':>10}"
+                f"{r.get('p50_ms', 0):>10.2f}{r.get('p99_ms', 0):>10.2f}"
             )
     lines.append(
-        f"  model update on ingest: {m.get('model_update_seconds_total', 0):.2f} s total   rejected busy: {m.get('rpc_rejected_busy_total', 0):.0f}"
+        f"  model update on ingest: {m.get('model_update_seconds_total', 0):.2f} s total   "
+        f"rejected busy: {m.get('rpc_rejected_busy_total', 0):.0f}"
     )
     extra = {k[len("model.") :]: v for k, v in m.items() if k.startswith("model.")}
     if extra:
@@ -197,7 +208,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target",
         default=os.environ.get("POLARIS_TWIN_TARGET", "127.0.0.1:50051"),
-        help="HOST:PORT of the twin's gRPC endpoint (default: $POLARIS_TWIN_TARGET or 127.0.0.1:50051)",
+        help="HOST:PORT of the twin's gRPC endpoint (default: $POLARIS_TWIN_TARGET or "
+             "127.0.0.1:50051)",
     )
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     p.add_argument("--once", action="store_true", help="print one frame (no ANSI escapes) and exit")
@@ -221,7 +233,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 print(
                     f"cannot reach the twin at {args.target}: {exc.code().name}: {exc.details()}",
                     file=sys.stderr,
-                )  # type: ignore[attr-defined]
+                )
                 if args.once or prev is None:
                     return 1
                 time.sleep(args.interval)

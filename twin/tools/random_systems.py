@@ -33,7 +33,33 @@ from twin.core.events import Point
 __all__ = ["KINDS", "RandomSystem", "generate_system"]
 
 KINDS = ("cpu", "delay", "errors", "memory")
-_SYLL = ("al", "bor", "cen", "dax", "el", "fin", "gor", "hul", "ix", "jan", "kor", "lum", "mer", "nox", "ori", "pax", "qua", "ril", "sen", "tor", "ul", "vex", "wen", "yor", "zed")
+_SYLL = (
+    "al",
+    "bor",
+    "cen",
+    "dax",
+    "el",
+    "fin",
+    "gor",
+    "hul",
+    "ix",
+    "jan",
+    "kor",
+    "lum",
+    "mer",
+    "nox",
+    "ori",
+    "pax",
+    "qua",
+    "ril",
+    "sen",
+    "tor",
+    "ul",
+    "vex",
+    "wen",
+    "yor",
+    "zed",
+)
 STEP = 60.0
 
 
@@ -51,7 +77,9 @@ class RandomSystem:
 def _names(rng: random.Random, n: int) -> list[str]:
     out: list[str] = []
     while len(out) < n:
-        name = "".join(rng.choice(_SYLL) for _ in range(rng.randint(2, 3))) + rng.choice(("-svc", "-api", "", "-service", "d"))
+        name = "".join(rng.choice(_SYLL) for _ in range(rng.randint(2, 3))) + rng.choice(
+            ("-svc", "-api", "", "-service", "d")
+        )
         if name not in out:
             out.append(name)
     return out
@@ -86,7 +114,8 @@ def generate_system(seed: int, kind: str | None = None) -> RandomSystem:
     hist_min = rng.uniform(40.0, 60.0)
     after_min = 10.0
     steps = int((hist_min + after_min) * 60 // STEP)
-    start = 1_800_000_000.0 + seed * 10_007.0
+    # In the past (2017-2020): Diagnose refuses incident times far ahead of the wall clock.
+    start = 1_500_000_000.0 + (seed % 10_000) * 10_007.0
     t = start + STEP * np.arange(steps)
     fault_t = start + hist_min * 60.0
     fault_t = float(t[np.searchsorted(t, fault_t)]) - rng.uniform(0.0, 30.0)
@@ -126,7 +155,9 @@ def generate_system(seed: int, kind: str | None = None) -> RandomSystem:
         extra_ms[root] -= ramp * own_ms[root] * 0.3  # failing fast
     else:
         leak[root] = np.maximum(t - fault_t, 0.0) / 60.0 * mem_mb[root] * rng.uniform(0.02, 0.06)
-        extra_ms[root] += np.maximum(t - fault_t, 0.0) / 600.0 * own_ms[root] * rng.uniform(1.0, 3.0)
+        extra_ms[root] += (
+            np.maximum(t - fault_t, 0.0) / 600.0 * own_ms[root] * rng.uniform(1.0, 3.0)
+        )
     # An earlier, unrelated incident on another service.
     if rng.random() < 0.6:
         other = rng.choice([s for s in names if s != root])
@@ -174,7 +205,10 @@ def generate_system(seed: int, kind: str | None = None) -> RandomSystem:
             "workload": (noise(visits[s], 0.04, s, 0.01), "ops"),
             "net_rx_bytes": (noise(visits[s] * 900.0, 0.06, s, 1.0), "B/s"),
             "net_tx_bytes": (noise(visits[s] * 2400.0, 0.06, s, 1.0), "B/s"),
-            "success_rate": (np.clip(100.0 - noise(eff_err[s] + 0.05, 0.3, s, 0.01), 0.0, 100.0), "%"),
+            "success_rate": (
+                np.clip(100.0 - noise(eff_err[s] + 0.05, 0.3, s, 0.01), 0.0, 100.0),
+                "%",
+            ),
         }
         if calls[s]:
             mets["client_latency_p90"] = (noise(client[s] * 1.6 / 1000.0, 0.1, s, 0.0005), "s")

@@ -35,7 +35,7 @@ import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -54,7 +54,13 @@ __all__ = [
     "publish",
 ]
 
-FAULT_KINDS = ("cpu_saturation", "memory_leak", "slow_dependency", "bad_deployment", "traffic_surge")
+FAULT_KINDS = (
+    "cpu_saturation",
+    "memory_leak",
+    "slow_dependency",
+    "bad_deployment",
+    "traffic_surge",
+)
 NO_FAULT = "none"
 
 # name: (fan-out per external request, capacity req/s, own service time ms, memory MB, callees)
@@ -67,11 +73,11 @@ SERVICES: dict[str, tuple[float, float, float, float, tuple[str, ...]]] = {
 }
 INGRESS = "web"
 STEPS = (10.0, 15.0, 30.0, 60.0)
-EPOCH0 = 1_700_000_000.0
+EPOCH0 = 1_600_000_000.0  # 2020: every scenario lies in the past (requests far ahead are refused)
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -101,7 +107,9 @@ def _parse(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def _execution(rng: random.Random, t_end: float, action_type: str, target: str, success: bool, message: str) -> dict[str, Any]:
+def _execution(
+    rng: random.Random, t_end: float, action_type: str, target: str, success: bool, message: str
+) -> dict[str, Any]:
     dur = round(rng.uniform(5.0, 60.0), 1)
     return {
         "action_id": f"act-{rng.getrandbits(48):012x}",
@@ -126,11 +134,13 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     nrng = np.random.default_rng(seed)
     kind = kind or FAULT_KINDS[seed % len(FAULT_KINDS)]
     if kind not in FAULT_KINDS and kind != NO_FAULT:
-        raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)} or {NO_FAULT}")
+        raise ValueError(
+            f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)} or {NO_FAULT}"
+        )
     step = rng.choice(STEPS)
     history = rng.uniform(25.0, 60.0) * 60.0
     after = rng.uniform(8.0, 12.0) * 60.0
-    start = EPOCH0 + seed * 7919.0
+    start = EPOCH0 + (seed % 10_000) * 7919.0  # at most ~2.5 years after EPOCH0
     fault_t = start + history
     n = int((history + after) // step)
     t = start + step * np.arange(n)
@@ -141,7 +151,9 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     base_arrival = rng.uniform(20.0, 45.0)
     # Demand: slow drift + noise.
     phase = rng.uniform(0, 2 * math.pi)
-    arrival = base_arrival * (1.0 + 0.08 * np.sin(2 * math.pi * (t - start) / rng.uniform(1800, 5400) + phase))
+    arrival = base_arrival * (
+        1.0 + 0.08 * np.sin(2 * math.pi * (t - start) / rng.uniform(1800, 5400) + phase)
+    )
     arrival = arrival * (1.0 + 0.04 * nrng.standard_normal(n))
 
     extra_cpu = {s: np.zeros(n) for s in names}  # utilisation added by a fault
@@ -159,7 +171,16 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     # An unrelated, older routine action sometimes.
     if rng.random() < 0.4:
         tgt = rng.choice(names)
-        executions.append(_execution(rng, fault_t - rng.uniform(20, 40) * 60, rng.choice(["SCALE_UP", "UPDATE_CONFIG"]), tgt, True, f"routine change on {tgt}"))
+        executions.append(
+            _execution(
+                rng,
+                fault_t - rng.uniform(20, 40) * 60,
+                rng.choice(["SCALE_UP", "UPDATE_CONFIG"]),
+                tgt,
+                True,
+                f"routine change on {tgt}",
+            )
+        )
 
     # A distractor sometimes: an unrelated short CPU blip on another service after the fault.
     distractor = rng.random() < 0.3
@@ -170,8 +191,12 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
         desc = "response time rising"
     elif kind == "memory_leak":
         root = rng.choice(names)
-        mem_growth[root] = np.where(on, (t - fault_t) / 60.0, 0.0) * rng.uniform(0.005, 0.05) * SERVICES[root][3]
-        extra_lat[root] += np.where(on, (t - fault_t) / 600.0, 0.0) * SERVICES[root][2] * rng.uniform(0.5, 1.5)
+        mem_growth[root] = (
+            np.where(on, (t - fault_t) / 60.0, 0.0) * rng.uniform(0.005, 0.05) * SERVICES[root][3]
+        )
+        extra_lat[root] += (
+            np.where(on, (t - fault_t) / 600.0, 0.0) * SERVICES[root][2] * rng.uniform(0.5, 1.5)
+        )
         desc = "memory alert"
     elif kind == "slow_dependency":
         root = rng.choice(["db", "cache"])
@@ -180,7 +205,16 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     elif kind == "bad_deployment":
         root = rng.choice(["app", "auth", "web"])
         t_dep = fault_t - rng.uniform(0.0, 90.0)
-        executions.append(_execution(rng, t_dep, "DEPLOY", root, rng.random() < 0.7, f"rolled out a new version of {root}"))
+        executions.append(
+            _execution(
+                rng,
+                t_dep,
+                "DEPLOY",
+                root,
+                rng.random() < 0.7,
+                f"rolled out a new version of {root}",
+            )
+        )
         error_pct[root] += ramp * rng.uniform(1.0, 25.0)
         extra_lat[root] += ramp * SERVICES[root][2] * rng.uniform(0.5, 2.0)
         desc = "error rate above SLO"
@@ -210,7 +244,11 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
         u = np.clip(rate[s] / cap + extra_cpu[s], 0.0, 0.97)
         util[s] = u
         svc_time = (own + extra_lat[s]) / (1.0 - u)
-        client[s] = sum((lat[c] * (SERVICES[c][0] / max(fan, 1e-9)) for c in callees), np.zeros(n)) if callees else np.zeros(n)
+        client[s] = (
+            sum((lat[c] * (SERVICES[c][0] / max(fan, 1e-9)) for c in callees), np.zeros(n))
+            if callees
+            else np.zeros(n)
+        )
         lat[s] = svc_time + client[s]
         err[s] = error_pct[s] + sum((err[c] for c in callees), np.zeros(n)) * 0.8
 
@@ -227,7 +265,10 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
     series: dict[tuple[str, str], tuple[np.ndarray, str]] = {}
     for s in names:
         _fan, _cap, _own, mem, callees = SERVICES[s]
-        series[(s, "cpu_utilization")] = (np.clip(noisy(util[s] * 100.0, 0.05, 0.1), 0, 100), "percent")
+        series[(s, "cpu_utilization")] = (
+            np.clip(noisy(util[s] * 100.0, 0.05, 0.1), 0, 100),
+            "percent",
+        )
         series[(s, "memory_usage")] = (noisy(mem + mem_growth[s], 0.002, 1.0, bursty=False), "MB")
         series[(s, "response_time")] = (noisy(lat[s], 0.08, 0.1), "ms")
         series[(s, "request_rate")] = (noisy(rate[s], 0.03, 0.01), "req/s")
@@ -236,11 +277,23 @@ def generate(seed: int, kind: str | None = None) -> Scenario:
             series[(s, "client_latency")] = (noisy(client[s], 0.08, 0.1), "ms")
         if s == INGRESS:
             series[(s, "arrival_rate")] = (noisy(arrival, 0.02, 0.01), "req/s")
-    tags = {s: {"service": s, "calls": ",".join(SERVICES[s][4]), "system": "scenario-shop"} for s in names}
+    tags = {
+        s: {"service": s, "calls": ",".join(SERVICES[s][4]), "system": "scenario-shop"}
+        for s in names
+    }
     for i in range(n):
         ts = _iso(float(t[i]))
         for (s, name), (vals, unit) in series.items():
-            events.append({"name": name, "value": round(float(vals[i]), 6), "unit": unit, "timestamp": ts, "source": s, "tags": tags[s]})
+            events.append(
+                {
+                    "name": name,
+                    "value": round(float(vals[i]), 6),
+                    "unit": unit,
+                    "timestamp": ts,
+                    "source": s,
+                    "tags": tags[s],
+                }
+            )
     alert_t = fault_t + rng.uniform(0.0, min(30.0, step))
     return Scenario(seed, kind, root, fault_t, alert_t, step, events, executions, desc)
 
@@ -304,11 +357,18 @@ async def diagnose_scenario(sc: Scenario) -> tuple[list[str], Any]:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--kind", choices=(*FAULT_KINDS, NO_FAULT), default=None, help="fault kind (default: by seed)")
+    p.add_argument(
+        "--kind",
+        choices=(*FAULT_KINDS, NO_FAULT),
+        default=None,
+        help="fault kind (default: by seed)",
+    )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--batch-subject", default="polaris.telemetry.events.batch")
     p.add_argument("--execution-subject", default="polaris.execution.results")
-    p.add_argument("--print", action="store_true", help="print the ground truth and counts, publish nothing")
+    p.add_argument(
+        "--print", action="store_true", help="print the ground truth and counts, publish nothing"
+    )
 
 
 async def publish(args: argparse.Namespace, sc: Scenario) -> int:
@@ -322,18 +382,24 @@ async def publish(args: argparse.Namespace, sc: Scenario) -> int:
         for _t, what, obj in sc.timeline():
             if what == "execution":
                 if pending:
-                    await nc.publish(args.batch_subject, orjson.dumps({"events": pending, "count": len(pending)}))
+                    await nc.publish(
+                        args.batch_subject, orjson.dumps({"events": pending, "count": len(pending)})
+                    )
                     sent += len(pending)
                     pending = []
                 await nc.publish(args.execution_subject, orjson.dumps(obj))
                 continue
             pending.append(obj)
             if len(pending) >= args.batch_size:
-                await nc.publish(args.batch_subject, orjson.dumps({"events": pending, "count": len(pending)}))
+                await nc.publish(
+                    args.batch_subject, orjson.dumps({"events": pending, "count": len(pending)})
+                )
                 sent += len(pending)
                 pending = []
         if pending:
-            await nc.publish(args.batch_subject, orjson.dumps({"events": pending, "count": len(pending)}))
+            await nc.publish(
+                args.batch_subject, orjson.dumps({"events": pending, "count": len(pending)})
+            )
             sent += len(pending)
         await nc.flush()
     finally:
@@ -342,16 +408,25 @@ async def publish(args: argparse.Namespace, sc: Scenario) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m twin.tools.scenarios", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m twin.tools.scenarios", description=__doc__.splitlines()[0]
+    )
     configure_parser(parser)
     args = parser.parse_args(argv)
     sc = generate(args.seed, args.kind)
-    truth = f"seed={sc.seed} kind={sc.kind} root_cause={sc.root_cause} fault_at={_iso(sc.fault_t)} alert_at={_iso(sc.alert_t)} step={sc.step:g}s"
+    truth = (
+        f"seed={sc.seed} kind={sc.kind} root_cause={sc.root_cause} fault_at={_iso(sc.fault_t)} "
+        f"alert_at={_iso(sc.alert_t)} step={sc.step:g}s"
+    )
     if args.print:
         print(f"{truth} events={len(sc.events)} executions={len(sc.executions)}")
         return 0
     sent = asyncio.run(publish(args, sc))
-    print(f"published {sent} events and {len(sc.executions)} execution results to {args.nats_url}; {truth}", file=sys.stderr)
+    print(
+        f"published {sent} events and {len(sc.executions)} execution results to {args.nats_url}; "
+        f"{truth}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -29,7 +29,7 @@ def is_subset(desired: Any, live: Any) -> bool:
     if isinstance(desired, list):
         if not isinstance(live, list) or len(desired) != len(live):
             return False
-        return all(is_subset(d, l) for d, l in zip(desired, live, strict=True))
+        return all(is_subset(d, have) for d, have in zip(desired, live, strict=True))
     if isinstance(desired, bool) or isinstance(live, bool):
         return desired is live
     if desired == live:
@@ -55,8 +55,8 @@ def first_difference(desired: Any, live: Any, path: str = "") -> str | None:
     if isinstance(desired, list):
         if not isinstance(live, list) or len(desired) != len(live):
             return path
-        for i, (d, l) in enumerate(zip(desired, live, strict=True)):
-            found = first_difference(d, l, f"{path}[{i}]")
+        for i, (d, have) in enumerate(zip(desired, live, strict=True)):
+            found = first_difference(d, have, f"{path}[{i}]")
             if found:
                 return found
         return None

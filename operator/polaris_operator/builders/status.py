@@ -135,7 +135,9 @@ def set_condition(
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now),
+        "lastTransitionTime": now
+        if previous is None or changed
+        else previous.get("lastTransitionTime", now),
     }
     if generation is not None:
         cond["observedGeneration"] = int(generation)

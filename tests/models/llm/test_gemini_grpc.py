@@ -33,7 +33,9 @@ async def test_query_and_timeout_over_grpc(make_twin, channel_for) -> None:  # t
         performance={"query_timeout_sec": 2.0},
     )
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
-    resp = await stub.Query(pb.QueryRequest(query_id="q1", query_type="natural_language", query_content="how are we?"))
+    resp = await stub.Query(
+        pb.QueryRequest(query_id="q1", query_type="natural_language", query_content="how are we?")
+    )
     assert resp.success and json.loads(resp.result)["answer"] == "all good"
     assert resp.metadata["llm_attempts"] == "1"
     metrics = await stub.Manage(pb.ManagementRequest(operation="get_metrics"))
@@ -44,11 +46,18 @@ async def test_slow_llm_answers_in_band_before_the_rpc_timeout(make_twin, channe
     app = await make_twin(
         None,
         "gemini",
-        world_model={"settings": settings([ANSWER], delay=5.0, call_timeout_sec=0.3, request_timeout_sec=0.5, max_retries=0)},
+        world_model={
+            "settings": settings(
+                [ANSWER], delay=5.0, call_timeout_sec=0.3, request_timeout_sec=0.5, max_retries=0
+            )
+        },
         performance={"query_timeout_sec": 2.0},
     )
     stub = pb_grpc.DigitalTwinStub(channel_for(app))
-    resp = await stub.Query(pb.QueryRequest(query_id="q2", query_type="natural_language", query_content="status?"), timeout=10)
+    resp = await stub.Query(
+        pb.QueryRequest(query_id="q2", query_type="natural_language", query_content="status?"),
+        timeout=10,
+    )
     assert not resp.success
     assert "timed out after 0.3s (settings.call_timeout_sec)" in resp.explanation
     assert resp.metadata["failure"] == "timeout"

@@ -19,14 +19,25 @@ from twin.tools.loadgen import telemetry
 ROOT = Path(__file__).resolve().parents[3]
 NAB = Path(os.environ.get("POLARIS_NAB_DIR", ROOT.parent / "shared" / "nab"))
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
-EVENTS_PER_ROUND = 18  # loadgen: 11 swim + 3 utilization.server.N + 4 web_cluster
+EVENTS_PER_ROUND = 19  # loadgen: 11 swim + 3 utilization.server.N + 5 web_cluster
 
 
 def loadgen_points(rounds: int, start: float = T0, step: float = 5.0, seed: int = 1) -> list[Point]:
     """``rounds`` rounds of the load generator's SWIM + web_cluster telemetry as Points."""
     out = []
-    for ev in itertools.islice(telemetry(seed=seed, start=start, step=step), rounds * EVENTS_PER_ROUND):
-        out.append(Point(ev["source"], normalise_name(ev["name"]), parse_time(ev["timestamp"]), float(ev["value"]), ev["unit"], None))
+    for ev in itertools.islice(
+        telemetry(seed=seed, start=start, step=step), rounds * EVENTS_PER_ROUND
+    ):
+        out.append(
+            Point(
+                ev["source"],
+                normalise_name(ev["name"]),
+                parse_time(ev["timestamp"]),
+                float(ev["value"]),
+                ev["unit"],
+                None,
+            )
+        )
     return out
 
 
@@ -37,17 +48,27 @@ def nab_series(rel: str) -> tuple[np.ndarray, np.ndarray]:
     return stamps.astype("datetime64[s]").astype(np.int64).astype(float), values
 
 
-def nab_points(rel: str, source: str = "nab", name: str = "value", limit: int | None = None) -> list[Point]:
+def nab_points(
+    rel: str, source: str = "nab", name: str = "value", limit: int | None = None
+) -> list[Point]:
     t, v = nab_series(rel)
     if limit:
         t, v = t[:limit], v[:limit]
-    return [Point(source, name, float(a), float(b), "unknown", None) for a, b in zip(t.tolist(), v.tolist())]
+    return [
+        Point(source, name, float(a), float(b), "unknown", None)
+        for a, b in zip(t.tolist(), v.tolist())
+    ]
 
 
 async def runtime(**settings: Any) -> TwinRuntime:
     """An initialised in-process runtime with the statistical model (fitting manual by default)."""
     settings.setdefault("background_fitting", False)
-    cfg = load_config(overrides={"digital_twin": {"world_model": {"implementation": "statistical", "settings": settings}}}, environ={})
+    cfg = load_config(
+        overrides={
+            "digital_twin": {"world_model": {"implementation": "statistical", "settings": settings}}
+        },
+        environ={},
+    )
     rt = TwinRuntime(cfg)
     await rt.initialize()
     return rt

@@ -22,7 +22,9 @@ class DesResult:
     mean_rt_opt: float
     utilization: float
     completed: int
-    telemetry: list[dict[str, float]] = field(default_factory=list)  # one dict per interval, with "t"
+    telemetry: list[dict[str, float]] = field(
+        default_factory=list
+    )  # one dict per interval, with "t"
 
 
 def run_swim_des(

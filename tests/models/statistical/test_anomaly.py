@@ -167,5 +167,5 @@ def test_state_stays_bounded_on_long_streams() -> None:
 def test_config_is_frozen_and_threshold_matches_the_firing_level() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         DEFAULT_CONFIG.window = 10  # type: ignore[misc]
-    assert DEFAULT_THRESHOLD == pytest.approx(1.0 - DEFAULT_CONFIG.fire_p)
+    assert pytest.approx(1.0 - DEFAULT_CONFIG.fire_p) == DEFAULT_THRESHOLD
     assert 0.99 < DEFAULT_THRESHOLD < 1.0

@@ -10,10 +10,11 @@ predicted mean response time must be within 10 % of the simulated one.
 from __future__ import annotations
 
 import pytest
-from stat_support import feed, runtime
 from swim_des import run_swim_des, telemetry_points
 
 from twin.models.base import Action, SimulationRequest
+
+from stat_support import feed, runtime
 
 S_BASIC, S_OPT = 0.05, 0.09  # seconds (hidden from the model: it learns them from telemetry)
 
@@ -46,7 +47,10 @@ async def test_predicted_response_time_within_10_percent_of_des(case) -> None:
         assert res.success and res.metadata["action_effects_modelled"] == "true"
         predicted = res.custom_metrics["predicted_avg_rt_ms_mean"] / 1000.0
         err = abs(predicted - truth.mean_rt) / truth.mean_rt
-        assert err < 0.10, f"u={u}: predicted {predicted * 1000:.1f} ms, DES {truth.mean_rt * 1000:.1f} ms ({err:.1%})"
+        assert err < 0.10, (
+            f"u={u}: predicted {predicted * 1000:.1f} ms, DES {truth.mean_rt * 1000:.1f} ms "
+            f"({err:.1%})"
+        )
         util = res.future_states[0].metrics["server.utilization"]
         assert util == pytest.approx(truth.utilization, rel=0.05)
     finally:

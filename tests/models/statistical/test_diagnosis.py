@@ -25,7 +25,9 @@ T0 = 1_700_000_000.0
 STEP = 60.0
 
 
-def _state(fault_service: str | None = "db", n_before: int = 40, n_after: int = 8, seed: int = 3) -> TwinState:
+def _state(
+    fault_service: str | None = "db", n_before: int = 40, n_after: int = 8, seed: int = 3
+) -> TwinState:
     rng = np.random.default_rng(seed)
     st = TwinState()
     pts = []
@@ -89,7 +91,9 @@ def test_pure_and_deterministic() -> None:
 
 def test_recent_action_is_evidence() -> None:
     st = _state(None)  # no metric fault at all
-    st.apply_execution(ExecutionResult("x1", "DEPLOY", "failed", False, target="cache", finished_at=T0 - 60.0), T0)
+    st.apply_execution(
+        ExecutionResult("x1", "DEPLOY", "failed", False, target="cache", finished_at=T0 - 60.0), T0
+    )
     res = diagnose(st, DiagnosisRequest("d", "", T0, {}), None)
     assert res.hypotheses[0].hypothesis.startswith("cache ")
     assert any("DEPLOY" in e for e in res.hypotheses[0].evidence)
@@ -104,7 +108,10 @@ def test_detector_scores_are_used_and_may_be_empty() -> None:
         return np.array([]), np.array([])
 
     res = diagnose(st, DiagnosisRequest("d", "", T0, {}), scores)
-    assert res.success and len([h for h in res.hypotheses if not h.hypothesis.startswith(NO_INCIDENT)]) == 4
+    assert (
+        res.success
+        and len([h for h in res.hypotheses if not h.hypothesis.startswith(NO_INCIDENT)]) == 4
+    )
 
 
 def test_no_timestamp_uses_newest_time_and_empty_store_fails() -> None:
@@ -115,7 +122,16 @@ def test_no_timestamp_uses_newest_time_and_empty_store_fails() -> None:
 
 
 def test_context_window_and_system_hints() -> None:
-    res = diagnose(_state("db"), DiagnosisRequest("d", "", T0, {"window_minutes": "10", "system": "nope", "metric": "response_time", "service": "web"}), None)
+    res = diagnose(
+        _state("db"),
+        DiagnosisRequest(
+            "d",
+            "",
+            T0,
+            {"window_minutes": "10", "system": "nope", "metric": "response_time", "service": "web"},
+        ),
+        None,
+    )
     assert res.success and res.hypotheses[0].hypothesis.startswith("db ")
     assert res.causal_chain.endswith("web/response.time")
 
@@ -135,7 +151,9 @@ def test_long_series_and_fine_sampling() -> None:
             if svc == "c" and i >= 0:
                 lat += 6.0
             pts.append(Point(svc, "latency", t, round(lat, 1), "ms", None))
-            pts.append(Point(svc, "queue.length", t, float(rng.random() < 0.05), "", None))  # mostly 0, sparse 1s
+            pts.append(
+                Point(svc, "queue.length", t, float(rng.random() < 0.05), "", None)
+            )  # mostly 0, sparse 1s
     st.apply_points(pts)
     res = diagnose(st, DiagnosisRequest("d", "", T0, {}), None)
     assert res.hypotheses[0].hypothesis.startswith("c ")
@@ -154,16 +172,25 @@ def test_monotonic_counters_are_scored_as_rates() -> None:
     assert res.hypotheses[0].hypothesis.startswith("app ")
     ranked, _ = rank_services(gather(st, T0))
     web = next(s for s in ranked if s.service == "web")
-    assert web.families.get("load", 0.0) < 0.3  # a steady rate is no anomaly; the raw counter would score
+    assert (
+        web.families.get("load", 0.0) < 0.3
+    )  # a steady rate is no anomaly; the raw counter would score
 
 
-def _quiet_system(rng: np.random.Generator, n_before: int = 50, n_after: int = 6) -> tuple[list[Point], dict[str, np.ndarray]]:
+def _quiet_system(
+    rng: np.random.Generator, n_before: int = 50, n_after: int = 6
+) -> tuple[list[Point], dict[str, np.ndarray]]:
     """Four services with noisy cpu/latency; ``pay`` serves every call of ``checkout``
     (their request rates move together), ``web`` and ``cat`` follow the front traffic."""
     n = n_before + n_after
     front = 10.0 + np.cumsum(rng.normal(0, 0.5, n))
     orders = 1.0 + np.abs(np.cumsum(rng.normal(0, 0.2, n)))
-    rates = {"web": front, "cat": front * 2.0 + rng.normal(0, 0.3, n), "checkout": orders, "pay": orders + rng.normal(0, 0.02, n)}
+    rates = {
+        "web": front,
+        "cat": front * 2.0 + rng.normal(0, 0.3, n),
+        "checkout": orders,
+        "pay": orders + rng.normal(0, 0.02, n),
+    }
     pts = []
     for svc, r in rates.items():
         for i in range(n):
@@ -182,7 +209,11 @@ def test_callers_wait_points_at_a_silent_callee_by_request_rate_co_movement() ->
     for i in range(-50, 6):
         wait = 0.01 + rng.normal(0, 0.001) + (0.2 if i >= 0 else 0.0)
         pts.append(Point("checkout", "client.latency.p90", T0 + i * STEP, wait, "s", None))
-        pts.append(Point("web", "client.latency.p90", T0 + i * STEP, 0.01 + rng.normal(0, 0.001), "s", None))
+        pts.append(
+            Point(
+                "web", "client.latency.p90", T0 + i * STEP, 0.01 + rng.normal(0, 0.001), "s", None
+            )
+        )
     st = TwinState()
     st.apply_points(pts)
     ranked, _ = rank_services(gather(st, T0))
@@ -192,7 +223,11 @@ def test_callers_wait_points_at_a_silent_callee_by_request_rate_co_movement() ->
     pay = next(s for s in ranked if s.service == "pay")
     assert pay.contributions.get("callee of waiting checkout", 0.0) > 0  # the reason is reported
     res = diagnose(st, DiagnosisRequest("d", "", T0, {}), None)
-    assert any("callee of waiting checkout" in h.reasoning for h in res.hypotheses if h.hypothesis.startswith("pay "))
+    assert any(
+        "callee of waiting checkout" in h.reasoning
+        for h in res.hypotheses
+        if h.hypothesis.startswith("pay ")
+    )
 
 
 def test_unexplained_symptom_errors_point_at_the_entry_tier() -> None:
@@ -226,7 +261,9 @@ def test_no_incident_both_answers(seed: int) -> None:
     assert sum(h.probability for h in healthy.hypotheses) <= 1.0 + 1e-9
 
     faulty = diagnose(_state("db", seed=seed), DiagnosisRequest("f", "", T0, {}), None)
-    assert faulty.metadata["answer"] == "incident" and faulty.hypotheses[0].hypothesis.startswith("db ")
+    assert faulty.metadata["answer"] == "incident" and faulty.hypotheses[0].hypothesis.startswith(
+        "db "
+    )
     none = [h for h in faulty.hypotheses if h.hypothesis.startswith(NO_INCIDENT)]
     assert len(none) == 1 and none[0].probability < 0.05
     assert float(faulty.metadata["incident_probability"]) > 0.9
@@ -264,3 +301,51 @@ def test_ranking_input_is_plain_data() -> None:
     b, _ = rank_services(again)
     assert [(s.service, s.score) for s in a] == [(s.service, s.score) for s in b]
     assert a[0].service == "app"
+
+
+async def test_model_diagnoses_in_a_compute_worker_process() -> None:
+    """The statistical model reads the state on the loop (``prepare``) and runs the ranking
+    (``answer``, pure, pickled) through the compute pool: same answer as in-thread."""
+    from twin.core import workers
+    from twin.core.config import load_config
+    from twin.runtime import TwinRuntime
+
+    overrides = {
+        "digital_twin": {
+            "world_model": {"implementation": "statistical"},
+            "performance": {"compute_workers": 1},
+        }
+    }
+    rt = TwinRuntime(load_config(overrides=overrides, environ={}))
+    await rt.initialize()
+    try:
+        st = _state("db", seed=2)
+        pts = [p for s in st.store for p in _points_of(s)]
+        rt.ingest_points(pts)
+        req = DiagnosisRequest("w", "", T0, {})
+        pool = workers.pool()
+        seen: list[str] = []
+        real_run = pool.run
+
+        async def spy(fn, *args):  # type: ignore[no-untyped-def]
+            seen.append(getattr(fn, "__qualname__", ""))
+            return await real_run(fn, *args)
+
+        pool.run = spy  # type: ignore[method-assign]
+        before = pool.process_calls
+        res = await rt.model.diagnose(req)
+        assert "answer" in seen  # through the compute pool ...
+        assert pool.process_calls > before  # ... in a worker process
+        local = diagnose(rt.state, req, rt.model.anomaly_scores)
+        assert [(h.hypothesis, h.probability) for h in res.hypotheses] == [
+            (h.hypothesis, h.probability) for h in local.hypotheses
+        ]
+        assert res.hypotheses[0].hypothesis.startswith("db ")
+    finally:
+        await rt.shutdown()
+
+
+def _points_of(series: object) -> list[Point]:
+    t, v = series.arrays()  # type: ignore[attr-defined]
+    src, name = series.source, series.name  # type: ignore[attr-defined]
+    return [Point(src, name, float(a), float(b), "", None) for a, b in zip(t, v)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stat_support import nab_series
 
 from twin.core.store import SeriesStore
 from twin.models.statistical.forecast import (
@@ -18,6 +17,8 @@ from twin.models.statistical.forecast import (
     sampling_step,
     select_and_fit,
 )
+
+from stat_support import nab_series
 
 
 def test_seasonality_detected_from_the_sampling_interval_on_nab() -> None:
@@ -43,7 +44,12 @@ def test_holt_winters_state_advance_equals_statsmodels(trend: bool) -> None:
     hw = HoltWinters.fit(y[:2000], 288, trend)
     hw.advance(y[2000:])
     ref = ExponentialSmoothing(
-        y, trend="add" if trend else None, damped_trend=trend, seasonal="add", seasonal_periods=288, initialization_method="heuristic"
+        y,
+        trend="add" if trend else None,
+        damped_trend=trend,
+        seasonal="add",
+        seasonal_periods=288,
+        initialization_method="heuristic",
     ).fit(
         smoothing_level=hw.alpha,
         smoothing_trend=hw.beta if trend else None,

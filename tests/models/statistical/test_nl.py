@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from stat_support import feed, loadgen_points, runtime
 
 from twin.core.errors import InvalidRequest
 from twin.core.events import Point, iso
 from twin.models.base import QueryRequest
+
+from stat_support import feed, loadgen_points, runtime
 
 START = datetime(2023, 11, 15, 8, 0, tzinfo=UTC).timestamp()  # data 08:00 .. ~10:46 UTC
 
@@ -59,7 +60,11 @@ async def test_clock_time_of_the_newest_day(rt) -> None:
     assert m["metric"] == "arrival.rate" and m["requested_time"] == "2023-11-15T10:00:00Z"
     assert m["value"] == rt.state.store.get("swim", "arrival.rate").value_at(START + 7200)[1]
     res = await ask(rt, "latency of swim at 9am")
-    assert res.success and {x["metric"] for x in res.result["matches"]} == {"average.response.time", "basic.response.time", "optional.response.time"}
+    assert res.success and {x["metric"] for x in res.result["matches"]} == {
+        "average.response.time",
+        "basic.response.time",
+        "optional.response.time",
+    }
     assert res.result["matches"][0]["requested_time"] == "2023-11-15T09:00:00Z"
 
 
@@ -69,7 +74,9 @@ async def test_anomaly_questions(rt) -> None:
     s = rt.state.store.get("web_cluster", "memory.usage")
     rt.ingest_points([Point("web_cluster", "memory.usage", s.last_t + 5, 500.0, "percent", None)])
     res = await ask(rt, "Is anything unusual in web cluster?")
-    assert res.success and [(a["system"], a["metric"]) for a in res.result["anomalies"]] == [("web_cluster", "memory.usage")]
+    assert res.success and [(a["system"], a["metric"]) for a in res.result["anomalies"]] == [
+        ("web_cluster", "memory.usage")
+    ]
     assert "web_cluster/memory.usage" in res.explanation
 
 
@@ -79,7 +86,11 @@ async def test_windows_and_forecasts(rt) -> None:
     (m,) = res.result["matches"]
     s = rt.state.store.get("web_cluster", "request.rate")
     _, v = s.window(s.last_t - 1800, s.last_t)
-    assert m["aggregate"] == "max" and m["value"] == pytest.approx(v.max()) and m["samples"] == v.shape[0]
+    assert (
+        m["aggregate"] == "max"
+        and m["value"] == pytest.approx(v.max())
+        and m["samples"] == v.shape[0]
+    )
     res = await ask(rt, "what will the arrival rate be in 30 minutes?")
     assert res.success and res.metadata["intent"] == "forecast"
     (m,) = res.result["matches"]
@@ -89,7 +100,11 @@ async def test_windows_and_forecasts(rt) -> None:
 async def test_questions_not_understood_say_what_is_known(rt) -> None:
     res = await ask(rt, "how is the weather in Paris?")
     assert not res.success and "did not understand" in res.explanation
-    assert "swim" in res.explanation and "arrival.rate" in res.explanation and "e.g." in res.explanation
+    assert (
+        "swim" in res.explanation
+        and "arrival.rate" in res.explanation
+        and "e.g." in res.explanation
+    )
     res = await ask(rt, "cpu usage", system="mars")
     assert not res.success and "unknown system 'mars'" in res.explanation
     res = await ask(rt, "arrival rate 3 days ago")
@@ -113,7 +128,9 @@ async def test_percentiles_spelling_and_numbered_series(rt) -> None:
     (m,) = res.result["matches"]
     s = rt.state.store.get("web_cluster", "response.time")
     _, v = s.window(s.last_t - 3600, s.last_t)
-    assert m["aggregate"] == "p99" and m["value"] == pytest.approx(float(__import__("numpy").percentile(v, 99)))
+    assert m["aggregate"] == "p99" and m["value"] == pytest.approx(
+        float(__import__("numpy").percentile(v, 99))
+    )
     res = await ask(rt, "what is the utilisation")
     assert res.success and res.result["matches"][0]["metric"] == "server.utilization"
     res = await ask(rt, "utilization of server 2")

@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from stat_support import T0, feed, loadgen_points, runtime
 
 from twin.core.events import Point
 from twin.core.state import ActionRecord
 from twin.models.domain import Action, SimulationRequest
+
+from stat_support import T0, feed, loadgen_points, runtime
 
 
 async def test_simulations_are_recorded_by_the_runtime_and_scored_as_telemetry_arrives() -> None:
@@ -20,18 +21,40 @@ async def test_simulations_are_recorded_by_the_runtime_and_scored_as_telemetry_a
         pts = loadgen_points(600)
         feed(rt, pts[: 400 * 18])
         await rt.model.fit_all()  # type: ignore[attr-defined]
-        fc = await rt.simulate(SimulationRequest("fc1", "forecast", [], 5, {"system": "swim", "metrics": "arrival_rate,server_utilization"}))
-        wi = await rt.simulate(SimulationRequest("wi1", "what_if", [Action("ADD_SERVER", "swim", {"count": "1"})], 5, {}))
-        hyp = await rt.simulate(SimulationRequest("wi2", "what_if", [Action("ADD_SERVER", "swim", {"count": "1"})], 5, {"load_factor": "2"}))
+        fc = await rt.simulate(
+            SimulationRequest(
+                "fc1",
+                "forecast",
+                [],
+                5,
+                {"system": "swim", "metrics": "arrival_rate,server_utilization"},
+            )
+        )
+        wi = await rt.simulate(
+            SimulationRequest(
+                "wi1", "what_if", [Action("ADD_SERVER", "swim", {"count": "1"})], 5, {}
+            )
+        )
+        hyp = await rt.simulate(
+            SimulationRequest(
+                "wi2",
+                "what_if",
+                [Action("ADD_SERVER", "swim", {"count": "1"})],
+                5,
+                {"load_factor": "2"},
+            )
+        )
         assert fc.success and wi.success and hyp.success
         assert fc.metadata["interval_calibration"].startswith("none yet")
         m = rt.metrics_snapshot()
         assert m["predictions_recorded_total"] == 3 and m["predictions_pending"] == 2
         assert m["predictions_unscorable_total"] == 1, "the load_factor what-if is hypothetical"
-        assert m['predictions_recorded_total{kind="forecast",model="statistical",system="swim"}'] == 1
+        assert m["predictions_recorded_total.swim.statistical.forecast"] == 1
         # The action is executed right away, then the horizon's telemetry arrives.
         newest = rt.state.store.get("swim", "arrival.rate").last_t
-        rt.state.actions.append(ActionRecord(newest + 1, "a1", "ADD_SERVER", "swim", "success", True, 1.0, ""))
+        rt.state.actions.append(
+            ActionRecord(newest + 1, "a1", "ADD_SERVER", "swim", "success", True, 1.0, "")
+        )
         feed(rt, pts[400 * 18 :])
         m = rt.metrics_snapshot()
         assert m["predictions_scored_total"] == 2 and m["predictions_pending"] == 0
@@ -46,7 +69,10 @@ async def test_simulations_are_recorded_by_the_runtime_and_scored_as_telemetry_a
 
 
 def noise_points(n: int, start: float, level: float, rng: np.random.Generator) -> list[Point]:
-    return [Point("svc", "latency", start + 60.0 * i, float(level + rng.normal(0, 1)), "ms", None) for i in range(n)]
+    return [
+        Point("svc", "latency", start + 60.0 * i, float(level + rng.normal(0, 1)), "ms", None)
+        for i in range(n)
+    ]
 
 
 async def test_drift_degrades_health_refits_the_system_and_recovers() -> None:
@@ -63,7 +89,9 @@ async def test_drift_degrades_health_refits_the_system_and_recovers() -> None:
 
         async def round_(level: float) -> None:
             nonlocal t
-            req = SimulationRequest(f"f{t}", "forecast", [], 10, {"system": "svc", "metric": "latency"})
+            req = SimulationRequest(
+                f"f{t}", "forecast", [], 10, {"system": "svc", "metric": "latency"}
+            )
             assert (await rt.simulate(req)).success
             feed(rt, noise_points(11, t, level, rng))
             t += 11 * 60.0

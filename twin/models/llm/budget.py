@@ -74,11 +74,15 @@ class RateBudget:
             # The oldest entries must leave the window until one slot is free.
             idx = len(self._entries) - self.requests_per_minute
             wait = self._entries[idx].t + WINDOW_SEC - now
-            why = f"request budget of {self.requests_per_minute} requests/minute (settings.requests_per_minute)"
+            why = (
+                f"request budget of {self.requests_per_minute} requests/minute "
+                "(settings.requests_per_minute)"
+            )
         if self.tokens_per_minute:
             if tokens > self.tokens_per_minute:
                 return float("inf"), (
-                    f"token budget of {self.tokens_per_minute} tokens/minute (settings.tokens_per_minute); "
+                    f"token budget of {self.tokens_per_minute} tokens/minute "
+                    "(settings.tokens_per_minute); "
                     f"this request alone needs about {tokens}"
                 )
             used = sum(e.tokens for e in self._entries)
@@ -89,7 +93,11 @@ class RateBudget:
                     if used - freed + tokens <= self.tokens_per_minute:
                         w = e.t + WINDOW_SEC - now
                         if w > wait:
-                            wait, why = w, f"token budget of {self.tokens_per_minute} tokens/minute (settings.tokens_per_minute)"
+                            wait, why = (
+                                w,
+                                f"token budget of {self.tokens_per_minute} tokens/minute "
+                                "(settings.tokens_per_minute)",
+                            )
                         break
         return max(0.0, wait), why
 
@@ -179,7 +187,9 @@ class UsageStats:
             "llm_in_flight": self.in_flight,
             "llm_latency_last_ms": self.latency_last_ms,
             "llm_latency_max_ms": self.latency_max_ms,
-            "llm_latency_avg_ms": self._latency_sum_ms / self._latency_n if self._latency_n else 0.0,
+            "llm_latency_avg_ms": self._latency_sum_ms / self._latency_n
+            if self._latency_n
+            else 0.0,
             "llm_latency_p50_ms": q(0.5),
             "llm_latency_p99_ms": q(0.99),
         }

@@ -70,7 +70,10 @@ def missing_key_message(settings: Mapping[str, Any]) -> str | None:
         )
     if provider == "openai" and not settings.get("base_url"):
         var = api_key_vars(settings)[0]
-        return f"{var} is not set: the openai provider needs it unless settings.base_url points at a self-hosted server"
+        return (
+            f"{var} is not set: the openai provider needs it unless settings.base_url points at a "
+            "self-hosted server"
+        )
     return None
 
 
@@ -79,12 +82,17 @@ def validate(settings: Mapping[str, Any], environ: Mapping[str, str]) -> list[st
     errors: list[str] = []
     provider = provider_of(settings)
     if provider not in (*PROVIDERS, "custom"):
-        errors.append(f"settings.provider: unknown provider {provider!r}; use google, openai or settings.chat_model_class")
+        errors.append(
+            f"settings.provider: unknown provider {provider!r}; use google, openai or "
+            "settings.chat_model_class"
+        )
         return errors
     if provider == "custom":
         target = str(settings["chat_model_class"])
         if ":" not in target:
-            errors.append(f"settings.chat_model_class: expected 'package.module:Class', got {target!r}")
+            errors.append(
+                f"settings.chat_model_class: expected 'package.module:Class', got {target!r}"
+            )
         kwargs = settings.get("chat_model_kwargs", {})
         if not isinstance(kwargs, Mapping):
             errors.append("settings.chat_model_kwargs: must be a mapping")
@@ -93,7 +101,10 @@ def validate(settings: Mapping[str, Any], environ: Mapping[str, str]) -> list[st
         try:
             import_module("langchain_openai")
         except ImportError:
-            errors.append("settings.provider: 'openai' needs the langchain-openai package (pip install langchain-openai)")
+            errors.append(
+                "settings.provider: 'openai' needs the langchain-openai package (pip install "
+                "langchain-openai)"
+            )
     if find_api_key(settings, environ) is None:
         msg = missing_key_message(settings)
         if msg:
@@ -106,7 +117,9 @@ def _load_class(target: str) -> type:
     try:
         cls = getattr(import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ChatModelConfigError(f"settings.chat_model_class {target!r} cannot be imported: {exc}") from exc
+        raise ChatModelConfigError(
+            f"settings.chat_model_class {target!r} cannot be imported: {exc}"
+        ) from exc
     return cls
 
 
@@ -119,11 +132,13 @@ def build_chat_model(settings: Mapping[str, Any], environ: Mapping[str, str] | N
     max_tokens = int(settings.get("max_output_tokens", 2048))
     if provider == "custom":
         cls = _load_class(str(settings["chat_model_class"]))
-        kwargs = dict(settings.get("chat_model_kwargs") or {})
+        custom_kwargs = dict(settings.get("chat_model_kwargs") or {})
         try:
-            return cls(**kwargs)
+            return cls(**custom_kwargs)
         except Exception as exc:  # noqa: BLE001 - any constructor failure is a config problem
-            raise ChatModelConfigError(f"cannot construct {settings['chat_model_class']}: {exc}") from exc
+            raise ChatModelConfigError(
+                f"cannot construct {settings['chat_model_class']}: {exc}"
+            ) from exc
     key = find_api_key(settings, env)
     if provider == "google":
         if key is None:
@@ -131,7 +146,10 @@ def build_chat_model(settings: Mapping[str, Any], environ: Mapping[str, str] | N
         try:
             from langchain_google_genai import ChatGoogleGenerativeAI
         except ImportError as exc:  # pragma: no cover - the llm extra installs it
-            raise ChatModelConfigError("the google provider needs langchain-google-genai (pip install polaris-digital-twin[llm])") from exc
+            raise ChatModelConfigError(
+                "the google provider needs langchain-google-genai (pip install "
+                "polaris-digital-twin[llm])"
+            ) from exc
         kwargs: dict[str, Any] = {
             "model": str(settings.get("model_name", DEFAULT_GEMINI_MODEL)),
             "google_api_key": key,
@@ -148,9 +166,11 @@ def build_chat_model(settings: Mapping[str, Any], environ: Mapping[str, str] | N
             raise ChatModelConfigError(f"cannot construct ChatGoogleGenerativeAI: {exc}") from exc
     if provider == "openai":
         try:
-            from langchain_openai import ChatOpenAI  # type: ignore[import-not-found]
+            from langchain_openai import ChatOpenAI
         except ImportError as exc:
-            raise ChatModelConfigError("the openai provider needs langchain-openai (pip install langchain-openai)") from exc
+            raise ChatModelConfigError(
+                "the openai provider needs langchain-openai (pip install langchain-openai)"
+            ) from exc
         if key is None and not settings.get("base_url"):
             raise ChatModelConfigError(missing_key_message(settings) or "no API key")
         kwargs = {

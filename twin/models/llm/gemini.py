@@ -34,6 +34,12 @@ from typing import Any
 from twin.core.events import iso, parse_time
 from twin.core.state import CalibrationRecord, TwinState
 from twin.models.base import WorldModel
+from twin.models.capabilities import (
+    AnomalySource,
+    Forecaster,
+    anomaly_source_from_model,
+    forecaster_from_model,
+)
 from twin.models.domain import (
     DiagnosisRequest,
     DiagnosisResult,
@@ -47,15 +53,9 @@ from twin.models.domain import (
     SimulationRequest,
     SimulationResult,
 )
-from twin.models.capabilities import (
-    AnomalySource,
-    Forecaster,
-    anomaly_source_from_model,
-    forecaster_from_model,
-)
 from twin.models.llm import chat_factory, grounding
 from twin.models.llm.budget import UsageStats
-from twin.models.llm.runner import LLMFailure, LLMRunner, RunnerConfig, RunInfo
+from twin.models.llm.runner import LLMFailure, LLMRunner, RunInfo, RunnerConfig
 from twin.models.llm.schemas import AnswerError, DiagnosisAnswer, QueryAnswer, SimulationAnswer
 from twin.models.state_queries import requested_system
 
@@ -83,7 +83,9 @@ class GeminiWorldModel(WorldModel):
     version = "2.0.0"
 
     @classmethod
-    def validate_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    def validate_settings(
+        cls, settings: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> list[str]:
         errors = chat_factory.validate(settings, environ)
         try:
             errors += RunnerConfig.from_settings(settings).problems()
@@ -95,7 +97,9 @@ class GeminiWorldModel(WorldModel):
             errors.append(str(exc))
         helper = str(settings.get("forecast_helper", "auto"))
         if helper not in ("auto", "statistical", "none"):
-            errors.append(f"settings.forecast_helper: expected auto, statistical or none, got {helper!r}")
+            errors.append(
+                f"settings.forecast_helper: expected auto, statistical or none, got {helper!r}"
+            )
         return errors
 
     @classmethod
@@ -137,7 +141,9 @@ class GeminiWorldModel(WorldModel):
         self.forecast_failures_total = 0
 
     # ------------------------------------------------------------ lifecycle
-    def set_forecaster(self, forecaster: Forecaster | None, anomaly_source: AnomalySource | None = None) -> None:
+    def set_forecaster(
+        self, forecaster: Forecaster | None, anomaly_source: AnomalySource | None = None
+    ) -> None:
         self._forecaster = forecaster
         if anomaly_source is not None:
             self._anomaly_source = anomaly_source
@@ -225,7 +231,17 @@ class GeminiWorldModel(WorldModel):
 
     # ------------------------------------------------------------ health & metrics
     async def health(self) -> Health:
-        perf = {k: float(v) for k, v in self.stats.as_metrics().items() if k in ("llm_requests_total", "llm_request_failures_total", "llm_latency_p50_ms", "llm_tokens_total")}
+        perf = {
+            k: float(v)
+            for k, v in self.stats.as_metrics().items()
+            if k
+            in (
+                "llm_requests_total",
+                "llm_request_failures_total",
+                "llm_latency_p50_ms",
+                "llm_tokens_total",
+            )
+        }
         if not self.initialized:
             return Health("not_initialized", [], perf, self.name, self.version)
         issues: list[str] = []
@@ -234,7 +250,10 @@ class GeminiWorldModel(WorldModel):
             return Health("unhealthy", [self.config_error], perf, self.name, self.version)
         if self.stats.consecutive_failures >= DEGRADED_AFTER_FAILURES:
             status = "degraded"
-            issues.append(f"the last {self.stats.consecutive_failures} LLM requests failed; last: {self.stats.last_error}")
+            issues.append(
+                f"the last {self.stats.consecutive_failures} LLM requests failed; last: "
+                f"{self.stats.last_error}"
+            )
         if self._helper_issue:
             status = "degraded"
             issues.append(self._helper_issue)
@@ -256,7 +275,9 @@ class GeminiWorldModel(WorldModel):
     def _unavailable_text(self) -> str:
         return f"gemini world model unavailable: {self.config_error or 'not initialised'}"
 
-    async def _forecast(self, system: str | None, horizon: int, now: float | None) -> tuple[str, SimulationResult] | None:
+    async def _forecast(
+        self, system: str | None, horizon: int, now: float | None
+    ) -> tuple[str, SimulationResult] | None:
         if self._forecaster is None:
             return None
         timeout = float(self.settings.get("forecast_timeout_sec", 2.0))
@@ -281,16 +302,26 @@ class GeminiWorldModel(WorldModel):
         except Exception:  # noqa: BLE001 - optional grounding
             return []
 
-    async def _ground(self, question: str, system: str | None, now: float | None, horizon: int | None) -> grounding.Grounding:
+    async def _ground(
+        self, question: str, system: str | None, now: float | None, horizon: int | None
+    ) -> grounding.Grounding:
         fc = await self._forecast(system, horizon, now) if horizon is not None else None
         return grounding.build(
-            self.state, question, self.grounding_cfg, system=system, now=now, forecast=fc, extra_anomalies=self._extra_anomalies()
+            self.state,
+            question,
+            self.grounding_cfg,
+            system=system,
+            now=now,
+            forecast=fc,
+            extra_anomalies=self._extra_anomalies(),
         )
 
     def _meta(self, g: grounding.Grounding, info: RunInfo | None) -> dict[str, str]:
         meta = {
             "model": self.name,
-            "provider": chat_factory.provider_of(self.settings) if self._injected_model is None and self._factory is None else "injected",
+            "provider": chat_factory.provider_of(self.settings)
+            if self._injected_model is None and self._factory is None
+            else "injected",
             "model_name": str(self.settings.get("model_name", chat_factory.DEFAULT_GEMINI_MODEL)),
             "grounding_series": str(len(g.series_shown)),
             "grounding_series_total": str(g.series_total),
@@ -315,43 +346,102 @@ class GeminiWorldModel(WorldModel):
         if request.query_type != "natural_language":
             return await super().query(request)
         if self.runner is None:
-            return QueryResult(False, None, 0.0, self._unavailable_text(), {"model": self.name, "failure": "unavailable"})
+            return QueryResult(
+                False,
+                None,
+                0.0,
+                self._unavailable_text(),
+                {"model": self.name, "failure": "unavailable"},
+            )
         system = requested_system(request.parameters)
-        g = await self._ground(request.content, system, request.timestamp, int(self.settings.get("query_forecast_minutes", 60)))
+        g = await self._ground(
+            request.content,
+            system,
+            request.timestamp,
+            int(self.settings.get("query_forecast_minutes", 60)),
+        )
         params = {k: v for k, v in request.parameters.items() if len(k) < 64}
-        text = f"Question: {request.content}" + (f"\nParameters: {json.dumps(params)}" if params else "")
+        text = f"Question: {request.content}" + (
+            f"\nParameters: {json.dumps(params)}" if params else ""
+        )
         try:
             ans, info = await self.runner.run("query", g.text, text)
         except LLMFailure as exc:
-            return QueryResult(False, None, 0.0, f"gemini: {exc}", self._meta(g, None) | {"failure": exc.reason})
+            return QueryResult(
+                False, None, 0.0, f"gemini: {exc}", self._meta(g, None) | {"failure": exc.reason}
+            )
         assert isinstance(ans, QueryAnswer)
-        result = {"answer": ans.answer, "facts": ans.facts, "referenced_metrics": ans.referenced_metrics}
+        result = {
+            "answer": ans.answer,
+            "facts": ans.facts,
+            "referenced_metrics": ans.referenced_metrics,
+        }
         return QueryResult(True, result, ans.confidence, ans.answer, self._meta(g, info))
 
     async def simulate(self, request: SimulationRequest) -> SimulationResult:
         if self.runner is None:
-            return SimulationResult(False, explanation=self._unavailable_text(), metadata={"model": self.name, "failure": "unavailable"})
-        system = next((a.target for a in request.actions if a.target), None) or requested_system(request.parameters)
+            return SimulationResult(
+                False,
+                explanation=self._unavailable_text(),
+                metadata={"model": self.name, "failure": "unavailable"},
+            )
+        if request.simulation_type == "compare":
+            # Ranking K plans would take K+1 model calls; the plan engine (statistical
+            # member of a hybrid) ranks them, and its figures ground the LLM's what-ifs.
+            return SimulationResult(
+                False,
+                explanation=(
+                    "the gemini model does not rank plans (one LLM call per plan would be slow "
+                    "and costly); ask the statistical or hybrid model"
+                ),
+                metadata={"model": self.name, "failure": "unsupported"},
+            )
+        system = next((a.target for a in request.actions if a.target), None) or requested_system(
+            request.parameters
+        )
         horizon = int(request.horizon_minutes)
         g = await self._ground(
-            " ".join([request.simulation_type, *(a.action_type for a in request.actions), *request.parameters.values()]),
+            " ".join(
+                [
+                    request.simulation_type,
+                    *(a.action_type for a in request.actions),
+                    *request.parameters.values(),
+                ]
+            ),
             system,
             request.timestamp,
             horizon,
         )
         now = g.now
-        step = request.parameters.get("step_minutes") or str(max(5, math.ceil(horizon / 12)) if horizon else 0)
+        step = request.parameters.get("step_minutes") or str(
+            max(5, math.ceil(horizon / 12)) if horizon else 0
+        )
         actions = [
-            {"action_type": a.action_type, "target": a.target, "params": a.params, "priority": a.priority} for a in request.actions
+            {
+                "action_type": a.action_type,
+                "target": a.target,
+                "params": a.params,
+                "priority": a.priority,
+            }
+            for a in request.actions
         ]
-        cadence = f"give a future state about every {step} minutes" if horizon else "give one state with minutes_ahead 0 (right after the actions)"
+        cadence = (
+            f"give a future state about every {step} minutes"
+            if horizon
+            else "give one state with minutes_ahead 0 (right after the actions)"
+        )
         text = (
-            f"Simulation ({request.simulation_type}) starting at {iso(now)} over a horizon of {horizon} minutes; "
+            f"Simulation ({request.simulation_type}) starting at {iso(now)} over a horizon of "
+            f"{horizon} minutes; "
             f"{cadence}.\n"
             f"System: {system or 'as in the state summary'}\n"
             f"Actions: {json.dumps(actions) if actions else 'none (forecast the system as it is)'}"
         )
-        extra = {k: v for k, v in request.parameters.items() if k not in ("system", "source", "step_minutes")}
+        extra = {
+            k: v
+            for k, v in request.parameters.items()
+            if k not in ("system", "source", "step_minutes")
+        }
         if extra:
             text += f"\nParameters: {json.dumps(extra)}"
 
@@ -360,44 +450,89 @@ class GeminiWorldModel(WorldModel):
             limit = now + horizon * 60.0 + 60.0
             for i, st in enumerate(ans.future_states):
                 if st.minutes_ahead is not None:
-                    if st.minutes_ahead > horizon + 1e-9 and not (horizon == 0 and st.minutes_ahead == 0):
-                        raise AnswerError(f"future_states.{i}.minutes_ahead: {st.minutes_ahead:g} is beyond the horizon of {horizon} minutes")
+                    if st.minutes_ahead > horizon + 1e-9 and not (
+                        horizon == 0 and st.minutes_ahead == 0
+                    ):
+                        raise AnswerError(
+                            f"future_states.{i}.minutes_ahead: {st.minutes_ahead:g} is beyond the "
+                            f"horizon of {horizon} minutes"
+                        )
                     out.append(now + st.minutes_ahead * 60.0)
                 else:
                     t = parse_time(st.timestamp or "")
                     if not (now - 1.0 <= t <= limit):
-                        raise AnswerError(f"future_states.{i}.timestamp: {st.timestamp} is outside [{iso(now)}, now + {horizon} min]")
+                        raise AnswerError(
+                            f"future_states.{i}.timestamp: {st.timestamp} is outside [{iso(now)}, "
+                            f"now + {horizon} min]"
+                        )
                     out.append(t)
             return out
 
         try:
-            ans, info = await self.runner.run("simulation", g.text, text, check=lambda a: times(a))  # type: ignore[arg-type]
+            ans, info = await self.runner.run("simulation", g.text, text, check=lambda a: times(a))
         except LLMFailure as exc:
-            return SimulationResult(False, explanation=f"gemini: {exc}", metadata=self._meta(g, None) | {"failure": exc.reason})
+            return SimulationResult(
+                False,
+                explanation=f"gemini: {exc}",
+                metadata=self._meta(g, None) | {"failure": exc.reason},
+            )
         assert isinstance(ans, SimulationAnswer)
         ts = times(ans)
         states = sorted(
-            (PredictedState(t, dict(st.metrics), st.confidence, st.description) for t, st in zip(ts, ans.future_states)),
+            (
+                PredictedState(t, dict(st.metrics), st.confidence, st.description)
+                for t, st in zip(ts, ans.future_states)
+            ),
             key=lambda s: s.t,
         )
         spread = 0.1 * (1 + horizon / 60.0)
-        lo = ans.uncertainty_lower if ans.uncertainty_lower is not None else max(0.0, ans.confidence * (1 - spread))
-        hi = ans.uncertainty_upper if ans.uncertainty_upper is not None else min(1.0, ans.confidence * (1 + spread))
+        lo = (
+            ans.uncertainty_lower
+            if ans.uncertainty_lower is not None
+            else max(0.0, ans.confidence * (1 - spread))
+        )
+        hi = (
+            ans.uncertainty_upper
+            if ans.uncertainty_upper is not None
+            else min(1.0, ans.confidence * (1 + spread))
+        )
         impact = None
         if ans.impact is not None:
             i = ans.impact
-            impact = Impact(i.cost_impact, i.performance_impact, i.reliability_impact, "USD", i.description)
+            impact = Impact(
+                i.cost_impact, i.performance_impact, i.reliability_impact, "USD", i.description
+            )
         meta = self._meta(g, info) | {"system": system or ""}
-        return SimulationResult(True, states, ans.confidence, lo, hi, ans.explanation or "gemini simulation", impact, meta)
+        return SimulationResult(
+            True,
+            states,
+            ans.confidence,
+            lo,
+            hi,
+            ans.explanation or "gemini simulation",
+            impact,
+            meta,
+        )
 
     async def diagnose(self, request: DiagnosisRequest) -> DiagnosisResult:
         if self.runner is None:
-            return DiagnosisResult(False, explanation=self._unavailable_text(), metadata={"model": self.name, "failure": "unavailable"})
+            return DiagnosisResult(
+                False,
+                explanation=self._unavailable_text(),
+                metadata={"model": self.name, "failure": "unavailable"},
+            )
         system = requested_system(request.context)
-        question = request.anomaly_description + " " + " ".join(f"{k} {v}" for k, v in request.context.items())
+        question = (
+            request.anomaly_description
+            + " "
+            + " ".join(f"{k} {v}" for k, v in request.context.items())
+        )
         g = await self._ground(question, system, request.timestamp, None)
         ctx = {k: v for k, v in request.context.items() if len(k) < 64}
-        text = f"Anomaly to diagnose: {request.anomaly_description or '(no description: find what is anomalous)'}"
+        text = (
+            "Anomaly to diagnose: "
+            f"{request.anomaly_description or '(no description: find what is anomalous)'}"
+        )
         if request.timestamp is not None:
             text += f"\nObserved at: {iso(request.timestamp)}"
         if ctx:
@@ -405,8 +540,23 @@ class GeminiWorldModel(WorldModel):
         try:
             ans, info = await self.runner.run("diagnosis", g.text, text)
         except LLMFailure as exc:
-            return DiagnosisResult(False, explanation=f"gemini: {exc}", metadata=self._meta(g, None) | {"failure": exc.reason})
+            return DiagnosisResult(
+                False,
+                explanation=f"gemini: {exc}",
+                metadata=self._meta(g, None) | {"failure": exc.reason},
+            )
         assert isinstance(ans, DiagnosisAnswer)
-        hyps = [Hypothesis(h.hypothesis, h.probability, h.reasoning, list(h.evidence), i + 1) for i, h in enumerate(ans.hypotheses)]
+        hyps = [
+            Hypothesis(h.hypothesis, h.probability, h.reasoning, list(h.evidence), i + 1)
+            for i, h in enumerate(ans.hypotheses)
+        ]
         evidence = list(ans.supporting_evidence) or [e for h in hyps[:3] for e in h.evidence[:2]]
-        return DiagnosisResult(True, hyps, ans.causal_chain, ans.confidence, ans.explanation or "gemini diagnosis", evidence, self._meta(g, info))
+        return DiagnosisResult(
+            True,
+            hyps,
+            ans.causal_chain,
+            ans.confidence,
+            ans.explanation or "gemini diagnosis",
+            evidence,
+            self._meta(g, info),
+        )

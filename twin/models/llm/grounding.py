@@ -5,7 +5,9 @@ relevant to the question (name overlap with the question, the requested system,
 anomalous behaviour), the latest value, a trend (least-squares slope over the last
 ``trend_points`` samples) and a robust z-score of the latest value against that
 window; the current anomalies across *all* series; the newest actions from the
-action log; recent calibration results; and, when a forecaster is available (the
+action log; recent calibration results; the prediction ledger's measured accuracy of
+this twin's forecasts, what-ifs and plans for the system (when the ledger has scored
+some); and, when a forecaster is available (the
 statistical model), a few forecast points. The rendered text is cut to
 ``max_chars``; what was left out is counted in the text so the model knows.
 
@@ -29,7 +31,37 @@ from twin.models.domain import PredictedState, SimulationResult
 from twin.models.settings import parse_settings
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = {"the", "and", "for", "what", "why", "how", "is", "are", "was", "of", "to", "in", "on", "at", "a", "an", "it", "if", "we", "do", "be", "now", "will", "with", "this", "that", "from", "by", "or"}
+_STOP = {
+    "the",
+    "and",
+    "for",
+    "what",
+    "why",
+    "how",
+    "is",
+    "are",
+    "was",
+    "of",
+    "to",
+    "in",
+    "on",
+    "at",
+    "a",
+    "an",
+    "it",
+    "if",
+    "we",
+    "do",
+    "be",
+    "now",
+    "will",
+    "with",
+    "this",
+    "that",
+    "from",
+    "by",
+    "or",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +158,9 @@ def _summarise(s: Any, points: int) -> SeriesSummary | None:
             z = (latest_v - med) / scale
         elif latest_v != med:
             z = math.copysign(99.0, latest_v - med)
-    return SeriesSummary(s.source, s.name, s.unit, latest_v, latest_t, int(len(s)), slope, span, float(z))
+    return SeriesSummary(
+        s.source, s.name, s.unit, latest_v, latest_t, int(len(s)), slope, span, float(z)
+    )
 
 
 def _relevance(s: SeriesSummary, qwords: set[str], system: str | None) -> float:
@@ -142,22 +176,33 @@ def _relevance(s: SeriesSummary, qwords: set[str], system: str | None) -> float:
 
 
 def _series_line(s: SeriesSummary) -> str:
-    parts = [f"- {s.key} = {_fmt(s.value)}" + (f" {s.unit}" if s.unit and s.unit != "unknown" else "") + f" @ {iso(s.t)}"]
+    parts = [
+        f"- {s.key} = {_fmt(s.value)}"
+        + (f" {s.unit}" if s.unit and s.unit != "unknown" else "")
+        + f" @ {iso(s.t)}"
+    ]
     if s.slope_per_min is not None:
-        parts.append(f"trend {'+' if s.slope_per_min >= 0 else ''}{_fmt(s.slope_per_min)}/min over {s.span_min:.0f} min")
+        parts.append(
+            f"trend {'+' if s.slope_per_min >= 0 else ''}{_fmt(s.slope_per_min)}/min over "
+            f"{s.span_min:.0f} min"
+        )
     if abs(s.z) >= 1.0:
         parts.append(f"z={s.z:+.1f}" + (" ANOMALY" if s.anomalous else ""))
     return "; ".join(parts)
 
 
-def summarise_forecast(result: SimulationResult, wanted: Iterable[str], max_points: int) -> list[str]:
+def summarise_forecast(
+    result: SimulationResult, wanted: Iterable[str], max_points: int
+) -> list[str]:
     """A few points of a forecast for the metrics in ``wanted`` (all if empty)."""
     if not result.success or not result.future_states:
         return []
     names = set(wanted)
     states: Sequence[PredictedState] = result.future_states
     if len(states) > max_points:
-        idx = sorted({round(i * (len(states) - 1) / max(1, max_points - 1)) for i in range(max_points)})
+        idx = sorted(
+            {round(i * (len(states) - 1) / max(1, max_points - 1)) for i in range(max_points)}
+        )
         states = [states[i] for i in idx]
     lines = []
     for st in states:
@@ -167,10 +212,52 @@ def summarise_forecast(result: SimulationResult, wanted: Iterable[str], max_poin
         parts = []
         for k in keys[:8]:
             lo, hi = m.get(f"{k}.lower"), m.get(f"{k}.upper")
-            parts.append(f"{k}={_fmt(m[k])}" + (f" [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None and hi is not None else ""))
+            parts.append(
+                f"{k}={_fmt(m[k])}"
+                + (f" [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None and hi is not None else "")
+            )
         shown = ", ".join(parts)
         lines.append(f"- {iso(st.t)} (confidence {st.confidence:.2f}): {shown}")
     return lines
+
+
+TRACK_KINDS = ("forecast", "what_if", "plan")
+
+
+def track_record(state: TwinState, system: str | None) -> list[str]:
+    """The prediction ledger's measured figures for ``system``: how far this twin's own
+    forecasts and what-ifs have been from what then happened (empty without a ledger or
+    before anything was scored). Lets the LLM weigh its answer by measured, not assumed,
+    accuracy."""
+    ledger = getattr(state, "ledger", None)
+    if system is None or ledger is None or not callable(getattr(ledger, "skill", None)):
+        return []
+    lines = []
+    for kind in TRACK_KINDS:
+        try:
+            sk = ledger.skill(system, kind)
+        except Exception:  # noqa: BLE001 - grounding must never fail a request
+            continue
+        n = int(getattr(sk, "n", 0) or 0) if sk is not None else 0
+        if n <= 0:
+            continue
+        bits = [f"{n} scored"]
+        for label, attr, fmt in (
+            ("relative error", "rel_error", "{:.1%}"),
+            ("within ±10 %", "within_tolerance", "{:.0%}"),
+            ("interval coverage", "coverage", "{:.0%}"),
+            ("MASE", "mase", "{:.2f}"),
+        ):
+            v = getattr(sk, attr, math.nan)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                bits.append(f"{label} {fmt.format(v)}")
+        lines.append(f"- {kind}: " + ", ".join(bits))
+    if not lines:
+        return []
+    return [
+        f"track record of this twin's predictions for {system} "
+        "(prediction ledger, scored against later telemetry):"
+    ] + lines
 
 
 def build(
@@ -207,13 +294,19 @@ def build(
     else:
         pool = summaries
     shown = pool[: cfg.max_series]
-    anomalies = sorted((x for x in summaries if abs(x.z) >= cfg.anomaly_z), key=lambda x: -abs(x.z))[: cfg.max_anomalies]
+    anomalies = sorted(
+        (x for x in summaries if abs(x.z) >= cfg.anomaly_z), key=lambda x: -abs(x.z)
+    )[: cfg.max_anomalies]
 
     sections: list[list[str]] = []
     head = [f"now: {iso(now)} (event time)"]
     sources = store.sources()
     if sources:
-        head.append("systems: " + ", ".join(f"{src} ({len(store.metrics_of(src))} series)" for src in sources[:20]) + (" ..." if len(sources) > 20 else ""))
+        head.append(
+            "systems: "
+            + ", ".join(f"{src} ({len(store.metrics_of(src))} series)" for src in sources[:20])
+            + (" ..." if len(sources) > 20 else "")
+        )
     else:
         head.append("systems: none (the twin has received no telemetry yet)")
     if system:
@@ -221,7 +314,11 @@ def build(
     sections.append(head)
     if shown:
         sections.append(
-            [f"series (top {len(shown)} of {total} by relevance; latest value @ time; trend = least-squares slope over the last {cfg.trend_points} samples; z = robust z-score of the latest value):"]
+            [
+                f"series (top {len(shown)} of {total} by relevance; latest value @ time; trend = "
+                f"least-squares slope over the last {cfg.trend_points} samples; z = robust z-score "
+                "of the latest value):"
+            ]
             + [_series_line(x) for x in shown]
         )
     if anomalies or extra_anomalies:
@@ -238,15 +335,25 @@ def build(
             ok = "" if a.success is None else (" ok" if a.success else " FAILED")
             msg = (": " + a.message[:120]) if a.message else ""
             t = iso(a.t) if math.isfinite(a.t) else "?"
-            lines.append(f"- {t} {a.action_type}" + (f" target={a.target}" if a.target else "") + f" status={a.status}{ok}{msg}")
+            lines.append(
+                f"- {t} {a.action_type}"
+                + (f" target={a.target}" if a.target else "")
+                + f" status={a.status}{ok}{msg}"
+            )
         sections.append(lines)
     cals = list(state.calibrations)[-cfg.max_calibrations :] if cfg.max_calibrations else []
     if cals:
         lines = ["recent calibrations (predicted vs actual):"]
         for c in cals:
             acc = ", ".join(f"{k}={v}" for k, v in list(c.accuracy.items())[:4])
-            lines.append(f"- {iso(c.t) if math.isfinite(c.t) else '?'} prediction {c.prediction_id or '?'}" + (f": {acc}" if acc else ""))
+            lines.append(
+                f"- {iso(c.t) if math.isfinite(c.t) else '?'} prediction {c.prediction_id or '?'}"
+                + (f": {acc}" if acc else "")
+            )
         sections.append(lines)
+    track = track_record(state, system or (sources[0] if len(sources) == 1 else None))
+    if track:
+        sections.append(track)
     forecasts_shown = 0
     if forecast is not None:
         label, result = forecast

@@ -32,13 +32,25 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel
 
 from twin.core.errors import ModelError
-from twin.models.settings import parse_settings
 from twin.models.llm import prompts
 from twin.models.llm.budget import BudgetExceeded, RateBudget, UsageStats, estimate_tokens
 from twin.models.llm.schemas import AnswerError, message_text, parse_answer, schema_text
+from twin.models.settings import parse_settings
 
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-_TRANSIENT_NAMES = ("timeout", "ratelimit", "rate_limit", "unavailable", "connection", "temporar", "overloaded", "resourceexhausted", "serviceunavailable", "internalservererror", "deadline")
+_TRANSIENT_NAMES = (
+    "timeout",
+    "ratelimit",
+    "rate_limit",
+    "unavailable",
+    "connection",
+    "temporar",
+    "overloaded",
+    "resourceexhausted",
+    "serviceunavailable",
+    "internalservererror",
+    "deadline",
+)
 
 
 class LLMFailure(ModelError):
@@ -100,7 +112,9 @@ class RunnerConfig:
         if self.parse_retries < 0:
             out.append("settings.parse_retries: must be >= 0")
         if self.requests_per_minute < 0 or self.tokens_per_minute < 0:
-            out.append("settings.requests_per_minute / tokens_per_minute: must be >= 0 (0 = unlimited)")
+            out.append(
+                "settings.requests_per_minute / tokens_per_minute: must be >= 0 (0 = unlimited)"
+            )
         return out
 
 
@@ -118,7 +132,9 @@ class LLMRunner:
         self.chat_model = chat_model
         self.cfg = cfg
         self.stats = stats
-        self.budget = RateBudget(cfg.requests_per_minute, cfg.tokens_per_minute, cfg.budget_max_wait_sec)
+        self.budget = RateBudget(
+            cfg.requests_per_minute, cfg.tokens_per_minute, cfg.budget_max_wait_sec
+        )
         self._sem = asyncio.Semaphore(cfg.max_concurrency)
         self._chains = {kind: tpl | chat_model for kind, tpl in prompts.TEMPLATES.items()}
 
@@ -134,7 +150,11 @@ class LLMRunner:
         deadline = loop.time() + self.cfg.request_timeout_sec
         info = RunInfo()
         t0 = time.perf_counter()
-        variables: dict[str, Any] = {"schema": schema_text(kind), "grounding": grounding, "request": request}
+        variables: dict[str, Any] = {
+            "schema": schema_text(kind),
+            "grounding": grounding,
+            "request": request,
+        }
         repair: list[BaseMessage] = []
         last_error = ""
         try:
@@ -149,7 +169,10 @@ class LLMRunner:
                 except AnswerError as exc:
                     self.stats.parse_failures_total += 1
                     last_error = str(exc)
-                    repair = [AIMessage(content=text[:4000]), HumanMessage(content=prompts.REPAIR.format(error=last_error))]
+                    repair = [
+                        AIMessage(content=text[:4000]),
+                        HumanMessage(content=prompts.REPAIR.format(error=last_error)),
+                    ]
                     continue
                 if info.parse_attempts > 1:
                     self.stats.parse_repairs_total += 1
@@ -170,19 +193,30 @@ class LLMRunner:
             info.latency_sec = time.perf_counter() - t0
             self.stats.observe_latency(info.latency_sec)
 
-    async def _invoke(self, kind: str, variables: dict[str, Any], deadline: float, info: RunInfo) -> AIMessage:
+    async def _invoke(
+        self, kind: str, variables: dict[str, Any], deadline: float, info: RunInfo
+    ) -> AIMessage:
         loop = asyncio.get_running_loop()
         chain = self._chains[kind]
-        prompt_chars = sum(len(message_text(m.content)) for m in prompts.TEMPLATES[kind].format_messages(**variables))
+        prompt_chars = sum(
+            len(message_text(m.content))
+            for m in prompts.TEMPLATES[kind].format_messages(**variables)
+        )
         attempt = 0
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 self.stats.timeouts_total += 1
-                raise LLMFailure(f"the LLM did not answer within settings.request_timeout_sec={self.cfg.request_timeout_sec:g}s", "timeout")
+                raise LLMFailure(
+                    "the LLM did not answer within "
+                    f"settings.request_timeout_sec={self.cfg.request_timeout_sec:g}s",
+                    "timeout",
+                )
             est_in = max(1, (prompt_chars + 3) // 4)
             try:
-                entry = await self.budget.reserve(est_in + self.cfg.max_output_tokens, deadline=deadline - 0.05)
+                entry = await self.budget.reserve(
+                    est_in + self.cfg.max_output_tokens, deadline=deadline - 0.05
+                )
             except BudgetExceeded as exc:
                 self.stats.budget_rejections_total += 1
                 raise LLMFailure(str(exc), "budget") from exc
@@ -194,7 +228,8 @@ class LLMRunner:
                 self.budget.settle(entry, 0)
                 self.stats.timeouts_total += 1
                 raise LLMFailure(
-                    f"no LLM call slot freed within settings.request_timeout_sec={self.cfg.request_timeout_sec:g}s "
+                    "no LLM call slot freed within "
+                    f"settings.request_timeout_sec={self.cfg.request_timeout_sec:g}s "
                     f"(settings.max_concurrency={self.cfg.max_concurrency})",
                     "timeout",
                 ) from None
@@ -222,19 +257,31 @@ class LLMRunner:
                 return reply
             self.budget.settle(entry, est_in)
             transient = is_transient(error)
-            desc = "timed out after %.1fs (settings.call_timeout_sec)" % call_timeout if isinstance(error, TimeoutError) else f"{type(error).__name__}: {error}"
+            desc = (
+                f"timed out after {call_timeout:.1f}s (settings.call_timeout_sec)"
+                if isinstance(error, TimeoutError)
+                else f"{type(error).__name__}: {error}"
+            )
             if not transient:
                 self.stats.permanent_errors_total += 1
-                raise LLMFailure(f"the LLM call failed permanently (not retried): {desc}", "permanent_error") from error
+                raise LLMFailure(
+                    f"the LLM call failed permanently (not retried): {desc}", "permanent_error"
+                ) from error
             self.stats.transient_errors_total += 1
             if attempt >= self.cfg.max_retries:
                 reason = "timeout" if isinstance(error, TimeoutError) else "transient_error"
-                raise LLMFailure(f"the LLM call failed after {attempt + 1} attempt(s): {desc}", reason) from error
+                raise LLMFailure(
+                    f"the LLM call failed after {attempt + 1} attempt(s): {desc}", reason
+                ) from error
             delay = min(self.cfg.backoff_max_sec, self.cfg.backoff_base_sec * (2**attempt))
             delay *= 1.0 + 0.1 * random.random()  # noqa: S311 - jitter, not crypto
             if loop.time() + delay >= deadline:
                 reason = "timeout" if isinstance(error, TimeoutError) else "transient_error"
-                raise LLMFailure(f"the LLM call failed and no time is left to retry within {self.cfg.request_timeout_sec:g}s: {desc}", reason) from error
+                raise LLMFailure(
+                    "the LLM call failed and no time is left to retry within "
+                    f"{self.cfg.request_timeout_sec:g}s: {desc}",
+                    reason,
+                ) from error
             attempt += 1
             self.stats.retries_total += 1
             await asyncio.sleep(delay)

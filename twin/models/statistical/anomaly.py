@@ -684,12 +684,12 @@ def _kernel_args(cfg: DetectorConfig) -> tuple[float | int, ...]:
 try:  # built by setup.py where a C compiler exists; optional by design
     from twin.models.statistical._detector_kernel import Kernel as _Kernel
 except ImportError:  # pragma: no cover - exercised on machines without the extension
-    _Kernel = None
+    _Kernel = None  # type: ignore[assignment,misc]
 
 
 if _Kernel is not None:
 
-    class KernelAnomalyDetector(_Kernel):  # type: ignore[misc,valid-type]
+    class KernelAnomalyDetector(_Kernel):
         """The compiled detector: same API and scores as :class:`PythonAnomalyDetector`.
 
         ``update`` is the C method itself (no Python frame per point); ``score_batch`` scores a

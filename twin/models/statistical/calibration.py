@@ -49,7 +49,18 @@ def load_feature(util: float) -> float:
     return u / (1.0 - u)
 
 
-RESERVED = {"metric", "system", "source", "value", "timestamp", "unit", "t", "time", "simulation_id", "prediction_id"}
+RESERVED = {
+    "metric",
+    "system",
+    "source",
+    "value",
+    "timestamp",
+    "unit",
+    "t",
+    "time",
+    "simulation_id",
+    "prediction_id",
+}
 
 
 @dataclass(slots=True)
@@ -79,7 +90,11 @@ class Correction:
         return raw + self.bias if self.additive else raw * math.exp(self.log_factor_at(util))
 
     def invert(self, corrected: float, util: float | None = None) -> float:
-        return corrected - self.bias if self.additive else corrected / math.exp(self.log_factor_at(util))
+        return (
+            corrected - self.bias
+            if self.additive
+            else corrected / math.exp(self.log_factor_at(util))
+        )
 
     def refit_slope(self) -> None:
         """Weighted least squares of log ratio on g(u) over the recent pairs (recent weigh more)."""
@@ -129,7 +144,9 @@ class Calibrator:
 
     # -- used by simulations ---------------------------------------------------
 
-    def remember(self, prediction_id: str, system: str, states: list[tuple[float, dict[str, float]]]) -> None:
+    def remember(
+        self, prediction_id: str, system: str, states: list[tuple[float, dict[str, float]]]
+    ) -> None:
         if not prediction_id:
             return
         self.predictions[prediction_id] = StoredPrediction(system, states)
@@ -148,13 +165,29 @@ class Calibrator:
 
     # -- used by calibrate -------------------------------------------------------
 
-    def _pairs(self, rec: CalibrationRecord) -> tuple[str, list[tuple[str, float | None, float, bool]], float | None]:
+    def _pairs(
+        self, rec: CalibrationRecord
+    ) -> tuple[str, list[tuple[str, float | None, float, bool]], float | None]:
         """(system, [(metric, predicted, actual, predicted_is_raw)], predicted utilisation)."""
         pred, act = rec.predicted or {}, rec.actual or {}
         stored = self.predictions.get(rec.prediction_id)
-        system = str(pred.get("system") or pred.get("source") or act.get("system") or act.get("source") or (stored.system if stored else "") or "")
+        system = str(
+            pred.get("system")
+            or pred.get("source")
+            or act.get("system")
+            or act.get("source")
+            or (stored.system if stored else "")
+            or ""
+        )
         out: list[tuple[str, float | None, float, bool]] = []
-        util = next((_num(pred.get(k)) for k in ("server_utilization", "utilization", "server.utilization") if _num(pred.get(k)) is not None), None)
+        util = next(
+            (
+                _num(pred.get(k))
+                for k in ("server_utilization", "utilization", "server.utilization")
+                if _num(pred.get(k)) is not None
+            ),
+            None,
+        )
         metric = pred.get("metric") or act.get("metric")
         if metric:
             a = _num(act.get("value"))
@@ -183,7 +216,7 @@ class Calibrator:
                 keys = set.intersection(*(set(m) for _, m in stored.states))
                 state = {k: float(np.mean([m[k] for _, m in stored.states])) for k in keys}
             util = next((state[k] for k in UTIL_KEYS if k in state), util)
-            filled = []
+            filled: list[tuple[str, float | None, float, bool]] = []
             for name, p, a, _ in out:
                 if name in state:
                     filled.append((name, state[name], a, True))  # our own raw prediction
@@ -232,7 +265,8 @@ class Calibrator:
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {
-            f"{s}/{m}": ({"bias": c.bias} if c.additive else {"factor": c.factor}) | {"pairs": float(c.n)}
+            f"{s}/{m}": ({"bias": c.bias} if c.additive else {"factor": c.factor})
+            | {"pairs": float(c.n)}
             for (s, m), c in self.corrections.items()
         }
 

@@ -118,7 +118,16 @@ class TierCalibration:
         p = mgc(lam, servers, dimmer, self.s_basic, self.s_opt)
         if p.stable and self.rt_factor != 1.0:
             k = self.rt_factor
-            p = Perf(p.utilization, p.wq * k, p.r_basic * k, p.r_opt * k, p.r_avg * k, p.x_basic, p.x_opt, True)
+            p = Perf(
+                p.utilization,
+                p.wq * k,
+                p.r_basic * k,
+                p.r_opt * k,
+                p.r_avg * k,
+                p.x_basic,
+                p.x_opt,
+                True,
+            )
         return p
 
     def as_dict(self) -> dict[str, Any]:
@@ -129,7 +138,9 @@ class TierCalibration:
             "dimmer": self.dimmer,
             "service_time_basic_ms": self.s_basic * 1000,
             "service_time_optional_ms": self.s_opt * 1000,
-            "service_rate_per_server": 1.0 / self.mean_service if self.mean_service > 0 else math.inf,
+            "service_rate_per_server": 1.0 / self.mean_service
+            if self.mean_service > 0
+            else math.inf,
             "rt_factor": self.rt_factor,
             "utilization": self.utilization,
             "observed_rt_ms": self.observed_rt_ms,
@@ -153,10 +164,17 @@ def _utilization(store: Any, system: str, lo: float) -> tuple[float | None, int]
     u, n = _mean(store, system, ("server.utilization", "utilization"), lo)
     if u is not None:
         return u, n
-    per = [s for s in store if s.source == system and s.name.startswith("utilization.server.") and len(s)]
+    per = [
+        s
+        for s in store
+        if s.source == system and s.name.startswith("utilization.server.") and len(s)
+    ]
     if not per:
         return None, 0
-    vals = [float(s.window(lo, math.inf)[1].mean()) if s.window(lo, math.inf)[1].shape[0] else s.last_v for s in per]
+    vals = [
+        float(s.window(lo, math.inf)[1].mean()) if s.window(lo, math.inf)[1].shape[0] else s.last_v
+        for s in per
+    ]
     return float(np.mean(vals)), len(vals)
 
 
@@ -179,7 +197,13 @@ def _service_time_aligned(store: Any, system: str, lo: float) -> float | None:
     c = _aligned(store, system, ("active.servers", "servers"), t)
     xb = _aligned(store, system, ("basic.throughput",), t)
     xo = _aligned(store, system, ("optional.throughput",), t)
-    x = (np.nan_to_num(xb) + np.nan_to_num(xo)) if (xb is not None or xo is not None) else _aligned(store, system, ("arrival.rate", "request.rate"), t)
+    # Throughput = basic + optional where either is reported (one alone counts on its own).
+    parts = [np.nan_to_num(a) for a in (xb, xo) if a is not None]
+    x = (
+        sum(parts[1:], parts[0])
+        if parts
+        else _aligned(store, system, ("arrival.rate", "request.rate"), t)
+    )
     if c is None or x is None:
         return None
     ok = np.isfinite(c) & np.isfinite(x) & (u > 0) & (u < 1)
@@ -192,7 +216,9 @@ def tier_newest(store: Any, system: str) -> float:
     return max((s.last_t for s in store if s.source == system and len(s)), default=-math.inf)
 
 
-def calibrate_tier(store: Any, system: str, window_sec: float = 600.0, default_service_ms: float = 100.0) -> TierCalibration | None:
+def calibrate_tier(
+    store: Any, system: str, window_sec: float = 600.0, default_service_ms: float = 100.0
+) -> TierCalibration | None:
     """Calibrates the queue from the system's recent telemetry (None if not a web tier)."""
     newest = tier_newest(store, system)
     if not math.isfinite(newest):
@@ -251,7 +277,10 @@ def calibrate_tier(store: Any, system: str, window_sec: float = 600.0, default_s
             notes.append(f"class split from the response-time ratio optional/basic = {ratio:.2f}")
         else:
             s_basic = s_opt = es
-            notes.append("basic and optional service times not distinguishable: the dimmer has no modelled effect")
+            notes.append(
+                "basic and optional service times not distinguishable: the dimmer has no modelled "
+                "effect"
+            )
     cal = TierCalibration(
         system,
         float(lam),
@@ -271,11 +300,15 @@ def calibrate_tier(store: Any, system: str, window_sec: float = 600.0, default_s
     factor = _rt_factor(store, system, lo, cal)
     if factor is not None and math.isfinite(factor) and factor > 0:
         cal.rt_factor = float(min(FACTOR_BOUNDS[1], max(FACTOR_BOUNDS[0], factor)))
-        notes.append(f"response-time factor observed/model over the varying load = {cal.rt_factor:.3f}")
+        notes.append(
+            f"response-time factor observed/model over the varying load = {cal.rt_factor:.3f}"
+        )
     elif ravg is not None and ravg > 0:
         model = cal.predict(lam, c, d)
         if model.stable and model.r_avg > 0:
-            factor = float(min(FACTOR_BOUNDS[1], max(FACTOR_BOUNDS[0], (ravg / 1000.0) / model.r_avg)))
+            factor = float(
+                min(FACTOR_BOUNDS[1], max(FACTOR_BOUNDS[0], (ravg / 1000.0) / model.r_avg))
+            )
             # Under a steady load near saturation the observed mean response time is
             # dominated by load noise (its elasticity e to the arrival rate is large):
             # deviations within a noise band of NOISE_PER_ELASTICITY·e (in log terms)
@@ -286,7 +319,10 @@ def calibrate_tier(store: Any, system: str, window_sec: float = 600.0, default_s
             lf = math.log(factor)
             used = math.copysign(max(0.0, abs(lf) - band), lf)
             cal.rt_factor = float(math.exp(used))
-            notes.append(f"response-time factor observed/model = {factor:.3f}, used {cal.rt_factor:.3f} (noise band ±{band:.2f} in log at load elasticity {e:.1f})")
+            notes.append(
+                f"response-time factor observed/model = {factor:.3f}, used {cal.rt_factor:.3f} "
+                f"(noise band ±{band:.2f} in log at load elasticity {e:.1f})"
+            )
     return cal
 
 
@@ -319,7 +355,14 @@ def _rt_factor(store: Any, system: str, lo: float, cal: TierCalibration) -> floa
     compares means instead: per-sample rates are then mostly counting noise, which at
     high utilisation the convex queueing curve would turn into a biased factor.
     """
-    ref = next((store.get(system, n) for n in ("average.response.time", "response.time") if store.get(system, n) is not None), None)
+    ref = next(
+        (
+            store.get(system, n)
+            for n in ("average.response.time", "response.time")
+            if store.get(system, n) is not None
+        ),
+        None,
+    )
     if ref is None or not len(ref):
         return None
     t, r_obs = ref.window(lo, math.inf)
@@ -331,7 +374,11 @@ def _rt_factor(store: Any, system: str, lo: float, cal: TierCalibration) -> floa
     if lam is None or c is None:
         return None
     ok = np.isfinite(lam)
-    if not ok.any() or float(np.mean(lam[ok])) <= 0 or float(np.std(lam[ok]) / np.mean(lam[ok])) < 0.1:
+    if (
+        not ok.any()
+        or float(np.mean(lam[ok])) <= 0
+        or float(np.std(lam[ok]) / np.mean(lam[ok])) < 0.1
+    ):
         return None
     obs_sum = model_sum = 0.0
     for i in range(t.shape[0]):
@@ -396,7 +443,9 @@ def plan_actions(cal: TierCalibration, actions: list[Action]) -> Plan:
                 new = min(new, cal.max_servers)
             note = f"{kind} {SERVER_DELTA[kind] * int(round(n)):+d}: servers {c} → {new}"
             if new != want:
-                note += f" (clamped to [1, {cal.max_servers if cal.max_servers is not None else '∞'}])"
+                note += (
+                    f" (clamped to [1, {cal.max_servers if cal.max_servers is not None else '∞'}])"
+                )
             notes.append(note)
             c = new
         elif kind == "SET_DIMMER":
@@ -412,7 +461,9 @@ def plan_actions(cal: TierCalibration, actions: list[Action]) -> Plan:
     return Plan(c, d, notes, unknown, invalid, c - cal.servers)
 
 
-def tier_metrics(cal: TierCalibration, lam: float, c: int, d: float) -> tuple[dict[str, float], bool]:
+def tier_metrics(
+    cal: TierCalibration, lam: float, c: int, d: float
+) -> tuple[dict[str, float], bool]:
     p = cal.predict(max(lam, 0.0), c, d)
     ms = 1000.0
     m = {
@@ -427,6 +478,8 @@ def tier_metrics(cal: TierCalibration, lam: float, c: int, d: float) -> tuple[di
         "optional.response.time": p.r_opt * ms if p.stable else UNSTABLE_RT_MS,
         "average.response.time": p.r_avg * ms if p.stable else UNSTABLE_RT_MS,
     }
-    for i in range(1, min(c, MAX_PER_SERVER_METRICS) + 1):  # FCFS shared queue: servers equally busy
+    for i in range(
+        1, min(c, MAX_PER_SERVER_METRICS) + 1
+    ):  # FCFS shared queue: servers equally busy
         m[f"utilization.server.{i}"] = p.utilization
     return m, p.stable

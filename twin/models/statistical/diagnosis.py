@@ -2,9 +2,11 @@
 the incident time, and explain why.
 
 ``diagnose(state, request, anomaly_scores)`` is synchronous and pure given the
-state: it reads the store (and the action log), never the wall clock. The
-statistical world model calls it from its ``diagnose``; evaluations call it through
-the same RPC mapping.
+state: it reads the store (and the action log), never the wall clock. It is
+``prepare`` (reads the state: ``gather`` → ``DiagnosisInput``, plain arrays) then
+``answer`` (pure and picklable: ``rank_services``, ``incident_odds``, the text); the
+statistical world model runs ``answer`` in a compute worker (``twin.core.workers``) so a
+diagnosis never holds the serving loop. Evaluations call it through the RPC mapping.
 
 Method, per (source, metric) series around the incident time ``t0``:
 
@@ -16,8 +18,9 @@ Method, per (source, metric) series around the incident time ``t0``:
    that usually sit in it, as long as they cover less than half of it.
 2. **Post-incident change** over ``[t0, t0 + horizon)``: for each sample the geometric
    mean of its distance to the baseline median and to the median of the last
-   ``recent_sec`` before ``t0``, over the scale (monotonic counters are scored as rates), i.e. a change *at* ``t0`` against both
-   the long-run and the immediately preceding level (a series still elevated by, or
+   ``recent_sec`` before ``t0``, over the scale (monotonic counters are scored as
+   rates), i.e. a change *at* ``t0`` against both the long-run and the immediately
+   preceding level (a series still elevated by, or
    recovering from, an earlier incident is not a new change). The series score is the
    *k*-th largest value, *k* at least ``persistence`` and a third of the horizon's
    samples (``persistence_share``), so spikes that a quantised or bursty series makes now
@@ -40,9 +43,10 @@ Method, per (source, metric) series around the incident time ``t0``:
    up to the percentile of the request that makes them) is a victim and its latency
    counts less; a caller's client-side latency counts less when some
    other service's server-side latency rose as much (the callee is slow). Even when
-   nothing explains it, a caller's wait is mostly a symptom (of a callee, or of the
-   network to it) rather than the caller's own fault: it counts ``own_wait_weight`` for
-   the caller, and is passed on to the likely callees (below). Exogenous demand (an
+   nothing explains it, a caller's wait is a symptom (of the network between the caller
+   and one of its callees, or of a callee): it is *shared* (below) between the caller and
+   its likely callees, so it counts once in total, however many callees there are (in a
+   big system, copying it to every candidate would drown the other evidence). Exogenous demand (an
    ``arrival``/``ingress`` rate) rising is a cause: it gets a bonus, and services whose
    request rates rose in proportion are load victims.
    **Likely callees** (a call graph inferred from the data): a caller's client-side
@@ -50,8 +54,10 @@ Method, per (source, metric) series around the incident time ``t0``:
    nothing themselves (a delay on a callee's network is seen only by its callers). The
    callees are the services whose request rates co-move with the caller's in the
    baseline (rank correlation of step-to-step changes on matched timestamps, above
-   ``callee_min_corr``); each gets ``callee_weight`` × the caller's wait × that
-   correlation (the largest over callers).
+   ``callee_min_corr``). The wait ``w`` is split in proportion 1 : rho_1 : ... : rho_k
+   between the caller (its own network) and its k likely callees: callee i gets
+   ``callee_weight`` × w × rho_i / (1 + sum rho) (the largest over callers), the caller
+   keeps w / (1 + sum rho) (``own_wait_weight`` × w when it has no request rates).
    **Entry tier**: errors at a user-facing symptom (a ``_`` source's success/error
    series) beyond what any service's own error series reports were produced where the
    users' requests are served: services whose server-side latency co-moves with the
@@ -92,14 +98,17 @@ __all__ = [
     "DiagnosisConfig",
     "DiagnosisInput",
     "IncidentOdds",
+    "PreparedDiagnosis",
     "NO_INCIDENT",
     "SeriesWindow",
     "ServiceScore",
     "TUNABLE",
+    "answer",
     "diagnose",
     "gather",
     "incident_odds",
     "metric_family",
+    "prepare",
     "rank_services",
     "robust_baseline",
 ]
@@ -137,13 +146,19 @@ class DiagnosisConfig:
     max_hypotheses: int = 20
     peer_q: float = 0.7  # > 0: subtract this quantile of a family's evidence across services
     weak_weight: float = 0.01  # weight of the uncentred family sum when peer_q > 0
-    own_wait_weight: float = 0.25  # a caller's own wait on its calls counts this much for the caller ...
-    callee_weight: float = 0.5  # ... and this share of it (times the co-movement) goes to its likely callees
+    # A caller's wait on its calls is a symptom, shared between the caller (its own network)
+    # and its likely callees in proportion 1 : co-movement (the shares add up to the wait);
+    # without request rates to find callees, the caller keeps ``own_wait_weight`` of it.
+    own_wait_weight: float = 0.25
+    callee_weight: float = 1.0  # scale of the callees' shares (1: the wait is conserved)
     ingress_weight: float = 0.5  # share of a symptom's unexplained errors given to the entry tier
     callee_min_corr: float = 0.3  # co-movement of request rates needed to count as a likely callee
-    placebos: int = 4  # "no incident": the same ranking at this many earlier times (t0 - k * horizon) ...
-    null_offset: float = 2.0  # ... an incident is a top score this many null spreads above their median
-    null_floor: float = 0.5  # ... the null spread is at least this (score units)
+    # "No incident": the same ranking at ``placebos`` earlier times (t0 - k * horizon) is the
+    # null; an incident is a top score ``null_offset`` null spreads above their median (the
+    # spread at least ``null_floor`` score units).
+    placebos: int = 4
+    null_offset: float = 2.0
+    null_floor: float = 0.5
     min_placebos: int = 2  # fewer usable earlier times: no "no incident" answer
 
 
@@ -158,7 +173,7 @@ TUNABLE: dict[str, tuple[float, ...]] = {
     "onset_weight": (0.0, 1.0, 2.0),
     "victim_weight": (0.25, 0.5, 1.0),
     "own_wait_weight": (0.25, 0.5, 1.0),
-    "callee_weight": (0.0, 0.5, 1.0),
+    "callee_weight": (0.0, 0.5, 1.0, 2.0),
     "ingress_weight": (0.0, 0.5, 1.0),
     "client_latency_weight": (0.25, 0.5, 1.0),
 }
@@ -167,7 +182,12 @@ TUNABLE: dict[str, tuple[float, ...]] = {
 # --------------------------------------------------------------------------- families
 
 _FAMILY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("client_latency", re.compile(r"client.*(latency|duration|response|rt\b)|(latency|duration).*client|upstream.*(latency|time)")),
+    (
+        "client_latency",
+        re.compile(
+            r"client.*(latency|duration|response|rt\b)|(latency|duration).*client|upstream.*(latency|time)"
+        ),
+    ),
     ("latency", re.compile(r"latency|duration|response.?time|resp.?time|\brt\b|wait")),
     ("errors", re.compile(r"error|success|fail|5xx|4xx|exception|status")),
     ("demand", re.compile(r"arrival|ingress.?rate|incoming|external.?load")),
@@ -209,7 +229,9 @@ def _median(x: np.ndarray) -> float:
     return float(s[h]) if n % 2 else float((s[h - 1] + s[h]) / 2.0)
 
 
-def robust_baseline(values: np.ndarray, rel_floor: float = 0.01, abs_floor: float = 1e-6, tail_q: float = 0.0) -> tuple[float, float]:
+def robust_baseline(
+    values: np.ndarray, rel_floor: float = 0.01, abs_floor: float = 1e-6, tail_q: float = 0.0
+) -> tuple[float, float]:
     """(median, scale) of a baseline that survives near-constant, quantised and bursty data."""
     v = values[np.isfinite(values)]
     if v.size == 0:
@@ -254,7 +276,9 @@ class ServiceScore:
     probability: float = 0.0
     onset: float | None = None
     families: dict[str, float] = field(default_factory=dict)
-    contributions: dict[str, float] = field(default_factory=dict)  # what the score counted, by reason
+    contributions: dict[str, float] = field(
+        default_factory=dict
+    )  # what the score counted, by reason
     top: list[SeriesEvidence] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
 
@@ -371,7 +395,11 @@ def _window(series: Series, start: float, end: float) -> tuple[np.ndarray, np.nd
 def _filter_sources(sources: list[str], system: str) -> list[str]:
     if not system:
         return sources
-    scoped = [s for s in sources if s == system or s.startswith((f"{system}/", f"{system}.", f"{system}:"))]
+    scoped = [
+        s
+        for s in sources
+        if s == system or s.startswith((f"{system}/", f"{system}.", f"{system}:"))
+    ]
     return scoped or sources
 
 
@@ -462,8 +490,8 @@ def rank_services(
     detector: dict[tuple[str, str], float] = {}
     load_base: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     lat_base: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for w in inp.series:
-        src, metric, t, v = w.source, w.metric, w.t, w.v
+    for sw in inp.series:
+        src, metric, t, v = sw.source, sw.metric, sw.t, sw.v
         lo = int(np.searchsorted(t, t0 - cfg.baseline_sec, side="left"))
         hi = int(np.searchsorted(t, t0 + cfg.horizon_sec, side="right"))
         if lo > 0 or hi < t.size:
@@ -482,27 +510,39 @@ def rank_services(
             pre = (t >= t0 - cfg.baseline_sec) & (t < t0) & np.isfinite(v)
             if int(pre.sum()) > int(load_base.get(src, (np.empty(0), np.empty(0)))[0].size):
                 load_base[src] = (t[pre], v[pre])
-        b = _detector_bonus(w.det_t, w.det_s, t0, cfg.horizon_sec)
+        b = _detector_bonus(sw.det_t, sw.det_s, t0, cfg.horizon_sec)
         if b:
             detector[(src, metric)] = b
 
     # Server-side latency per service: a caller's client-side latency is "explained" when
     # some other service's server-side latency rose about as much (the caller is a victim);
     # otherwise the wait is on the caller's own side (its network, its connection pool).
-    def evidence(z: float) -> float:  # beyond what noise gives: the first ``noise_z`` robust z are free
+    def evidence(
+        z: float,
+    ) -> float:  # beyond what noise gives: the first ``noise_z`` robust z are free
         return max(0.0, math.log1p(z) - math.log1p(cfg.noise_z))
 
-    server_lat = {svc: max((evidence(e.score) for e in evs if e.family == "latency"), default=0.0) for svc, evs in per_service.items()}
+    server_lat = {
+        svc: max((evidence(e.score) for e in evs if e.family == "latency"), default=0.0)
+        for svc, evs in per_service.items()
+    }
 
     # Exogenous demand: a service whose arrival rate rose carries the load it pushes
     # downstream; services whose request rates rose in proportion are load victims.
     demand_rise = max(
-        (e.rel_shift for evs in per_service.values() for e in evs if e.family == "demand" and e.score >= cfg.onset_z and e.shift > 0),
+        (
+            e.rel_shift
+            for evs in per_service.values()
+            for e in evs
+            if e.family == "demand" and e.score >= cfg.onset_z and e.shift > 0
+        ),
         default=0.0,
     )
 
     scores: dict[str, ServiceScore] = {}
-    pending: list[tuple[str, dict[str, float], bool, float, float | None, list[SeriesEvidence]]] = []
+    pending: list[
+        tuple[str, dict[str, float], bool, float, float | None, list[SeriesEvidence]]
+    ] = []
     for svc, evs in per_service.items():
         fams: dict[str, float] = {}
         # Victim of its callees: its server latency rose while it waits longer on its calls
@@ -510,10 +550,19 @@ def rank_services(
         # calls' percentiles, so the shifts alone miss callers that make many calls).
         d_server = max((e.shift for e in evs if e.family == "latency"), default=0.0)
         d_client = max((e.shift for e in evs if e.family == "client_latency"), default=0.0)
-        z_client = max((e.score for e in evs if e.family == "client_latency" and e.direction > 0), default=0.0)
-        waits_on_callees = d_server > 0 and (d_client >= cfg.victim_share * d_server or z_client >= cfg.onset_z)
-        load_victim = demand_rise > 0 and not any(e.family == "demand" for e in evs) and any(
-            e.family == "load" and e.shift > 0 and e.rel_shift >= cfg.victim_share * demand_rise for e in evs
+        z_client = max(
+            (e.score for e in evs if e.family == "client_latency" and e.direction > 0), default=0.0
+        )
+        waits_on_callees = d_server > 0 and (
+            d_client >= cfg.victim_share * d_server or z_client >= cfg.onset_z
+        )
+        load_victim = (
+            demand_rise > 0
+            and not any(e.family == "demand" for e in evs)
+            and any(
+                e.family == "load" and e.shift > 0 and e.rel_shift >= cfg.victim_share * demand_rise
+                for e in evs
+            )
         )
         onset: float | None = None
         onset_steps = math.inf
@@ -543,22 +592,27 @@ def rank_services(
     if cfg.peer_q > 0 and len(pending) >= 3:
         by_fam: dict[str, list[float]] = {}
         for _, fams, *_rest in pending:
-            for f, v in fams.items():
-                by_fam.setdefault(f, []).append(v)
+            for f, fv in fams.items():
+                by_fam.setdefault(f, []).append(fv)
         n_svc = len(pending)
         for f, vals in by_fam.items():
             vals = vals + [0.0] * (n_svc - len(vals))
             peer[f] = float(np.quantile(vals, cfg.peer_q))
     # Inferred evidence for services that may show nothing themselves, with its reason.
     inferred: dict[str, dict[str, float]] = {}
-    for svc, (val, caller) in _callee_evidence(pending, peer, load_base, cfg).items():
+    callee_ev, own_share = _callee_evidence(pending, peer, load_base, cfg)
+    for svc, (val, caller) in callee_ev.items():
         inferred.setdefault(svc, {})[f"callee of waiting {caller}"] = val
     for svc, (val, sym) in _ingress_evidence(pending, symptoms, lat_base, cfg, evidence).items():
         inferred.setdefault(svc, {})[f"entry tier of {sym} errors"] = val
     for svc, fams, load_victim, onset_steps, onset, evs in pending:
         # A caller's wait on its calls is mostly a symptom (of its callees or the network to
         # them): it counts ``own_wait_weight`` for the caller and is passed to likely callees.
-        counted = {f: max(0.0, v - peer.get(f, 0.0)) * (cfg.own_wait_weight if f == "client_latency" else 1.0) for f, v in fams.items()}
+        counted = {
+            f: max(0.0, v - peer.get(f, 0.0))
+            * (own_share.get(svc, cfg.own_wait_weight) if f == "client_latency" else 1.0)
+            for f, v in fams.items()
+        }
         counted.update(inferred.get(svc, {}))
         total = sum(counted.values()) + cfg.weak_weight * sum(fams.values())
         if load_victim:
@@ -567,7 +621,9 @@ def rank_services(
             total += cfg.onset_weight * math.exp(-onset_steps / cfg.onset_decay_steps)
         top = sorted(evs, key=lambda e: -e.score)[:3]
         counted = {k: v for k, v in counted.items() if v > 0}
-        scores[svc] = ServiceScore(svc, total, onset=onset, families=fams, top=top, contributions=counted)
+        scores[svc] = ServiceScore(
+            svc, total, onset=onset, families=fams, top=top, contributions=counted
+        )
 
     # Recent execution results: a change on a target shortly before the incident.
     for rec in inp.actions:
@@ -575,14 +631,19 @@ def rank_services(
         dt = t0 - rec.t
         if not (-cfg.horizon_sec <= dt <= cfg.action_lookback_sec):
             continue
-        w = cfg.action_weight * math.exp(-max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0))
+        weight = cfg.action_weight * math.exp(
+            -max(dt, 0.0) / max(cfg.action_lookback_sec / 3.0, 1.0)
+        )
         if rec.success is False:
-            w *= cfg.failed_action_factor
+            weight *= cfg.failed_action_factor
         sc = scores.get(target)
         if sc is None:
             sc = scores[target] = ServiceScore(target, 0.0)
-        sc.score += w
-        sc.actions.append(f"{rec.action_type} {rec.action_id} on {target} ({rec.status}) {dt:+.0f}s before the incident")
+        sc.score += weight
+        sc.actions.append(
+            f"{rec.action_type} {rec.action_id} on {target} ({rec.status}) {dt:+.0f}s before the "
+            "incident"
+        )
 
     # Services with telemetry but no usable evidence still appear, at the bottom.
     for src in sources:
@@ -609,7 +670,9 @@ class IncidentOdds:
     placebo_tops: tuple[float, ...]
 
 
-def incident_odds(inp: DiagnosisInput, top: float, cfg: DiagnosisConfig = DEFAULT_CONFIG) -> IncidentOdds | None:
+def incident_odds(
+    inp: DiagnosisInput, top: float, cfg: DiagnosisConfig = DEFAULT_CONFIG
+) -> IncidentOdds | None:
     """Is anything wrong at ``t0`` at all? Pure, like ``rank_services``.
 
     The null is the system's own recent past: the same ranking run at ``placebos`` earlier
@@ -670,29 +733,39 @@ def _callee_evidence(
     peer: dict[str, float],
     load_base: dict[str, tuple[np.ndarray, np.ndarray]],
     cfg: DiagnosisConfig,
-) -> dict[str, tuple[float, str]]:
+) -> tuple[dict[str, tuple[float, str]], dict[str, float]]:
     """A caller waiting longer on its calls (client-side latency up) points at its callees,
     which may show nothing themselves (a delay on a callee's network). Without a call graph,
     the callees are the services whose request rates moved together with the caller's in the
-    baseline (every call of the caller is a request to them): each service gets the largest
-    caller wait times the (positive) co-movement of their request rates (and that caller)."""
+    baseline (every call of the caller is a request to them). The wait is shared between the
+    caller (its own network) and them in proportion 1 : co-movement, so it counts once.
+    Returns ``{callee: (share, caller)}`` (largest over callers) and the callers' own shares
+    as fractions of their wait."""
+    own: dict[str, float] = {}
     if cfg.callee_weight <= 0 or not load_base:
-        return {}
-    waits = {}
+        return {}, own
+    waits: dict[str, float] = {}
     for svc, fams, *_rest in pending:
         w = max(0.0, fams.get("client_latency", 0.0) - peer.get("client_latency", 0.0))
         if w > 0 and svc in load_base:
             waits[svc] = w
     out: dict[str, tuple[float, str]] = {}
     for caller, w in sorted(waits.items()):
-        for svc, *_rest in pending:
+        cands: dict[str, float] = {}
+        for item in pending:
+            svc = item[0]
             if svc == caller or svc not in load_base:
                 continue
             rho = _co_movement(load_base[caller], load_base[svc])
-            val = cfg.callee_weight * w * rho
-            if rho > cfg.callee_min_corr and val > out.get(svc, (0.0, ""))[0]:
+            if rho > cfg.callee_min_corr:
+                cands[svc] = rho
+        tot = 1.0 + sum(cands.values())
+        own[caller] = 1.0 / tot
+        for svc, rho in cands.items():
+            val = w * rho / tot
+            if val > out.get(svc, (0.0, ""))[0]:
                 out[svc] = (val, caller)
-    return out
+    return out, own
 
 
 def _ingress_evidence(
@@ -721,7 +794,10 @@ def _ingress_evidence(
         if unexplained <= 0 or src not in lat_base:
             continue
         for svc, *_r in pending:
-            rho = max((_co_movement(a, b) for a in lat_base[src] for b in lat_base.get(svc, [])), default=0.0)
+            rho = max(
+                (_co_movement(a, b) for a in lat_base[src] for b in lat_base.get(svc, [])),
+                default=0.0,
+            )
             val = cfg.ingress_weight * unexplained * rho
             if rho > 0 and val > out.get(svc, (0.0, ""))[0]:
                 out[svc] = (val, src)
@@ -746,13 +822,37 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class PreparedDiagnosis:
+    """A request with its input gathered: everything ``answer`` needs (picklable)."""
+
+    inp: DiagnosisInput
+    cfg: DiagnosisConfig
+    t0_note: str
+    context: dict[str, str]
+    description: str
+
+
 def diagnose(
     state: TwinState,
     request: DiagnosisRequest,
     anomaly_scores: AnomalyScores | None = None,
     config: DiagnosisConfig | None = None,
 ) -> DiagnosisResult:
-    """Ranks the services that most likely caused the incident at ``request.timestamp``."""
+    """Ranks the services that most likely caused the incident at ``request.timestamp``
+    (``prepare`` then ``answer``, in this thread)."""
+    prepared = prepare(state, request, anomaly_scores, config)
+    return prepared if isinstance(prepared, DiagnosisResult) else answer(prepared)
+
+
+def prepare(
+    state: TwinState,
+    request: DiagnosisRequest,
+    anomaly_scores: AnomalyScores | None = None,
+    config: DiagnosisConfig | None = None,
+) -> PreparedDiagnosis | DiagnosisResult:
+    """The part that reads the twin's state (on the serving loop): the incident time, the
+    config the request's context asks for, and the gathered input; or the failure."""
     cfg = config or DEFAULT_CONFIG
     ctx = dict(request.context or {})
     wm = _ctx_float(ctx, "window_minutes")
@@ -763,7 +863,9 @@ def diagnose(
         cfg = dataclasses.replace(cfg, horizon_sec=hm * 60.0)
     newest = state.store.newest_time
     if not math.isfinite(newest):
-        return DiagnosisResult(False, explanation="no telemetry to diagnose", metadata={"method": METHOD})
+        return DiagnosisResult(
+            False, explanation="no telemetry to diagnose", metadata={"method": METHOD}
+        )
     if request.timestamp is not None:
         t0 = float(request.timestamp)
         t0_note = "incident time from the request"
@@ -773,11 +875,20 @@ def diagnose(
     system = ctx.get("system", "")
     history = cfg.placebos * cfg.horizon_sec
     inp = gather(state, t0, cfg, anomaly_scores, system, history_sec=history)
+    return PreparedDiagnosis(inp, cfg, t0_note, ctx, request.anomaly_description or "")
+
+
+def answer(prepared: PreparedDiagnosis) -> DiagnosisResult:
+    """The ranking, the no-incident odds and the answer: a pure function of ``prepared``
+    (module level and picklable, so it can run in a compute worker process)."""
+    inp, cfg, t0_note, ctx = prepared.inp, prepared.cfg, prepared.t0_note, prepared.context
+    t0 = inp.t0
     ranked, symptoms = rank_services(inp, cfg)
     if not ranked:
         return DiagnosisResult(
             False,
-            explanation=f"not enough telemetry around the incident time ({t0_note}) to rank services",
+            explanation=f"not enough telemetry around the incident time ({t0_note}) to rank "
+                        "services",
             metadata={"method": METHOD, "incident_time": _fmt(t0)},
         )
 
@@ -800,19 +911,30 @@ def diagnose(
         elif ev is not None:
             what = f"{s.service}/{ev.metric}"
             verb = "rose" if ev.direction > 0 else "fell"
-            head = f"{s.service} is the root cause ({ev.metric} {verb} from {_fmt(ev.baseline)} to {_fmt(ev.value)})"
+            head = (
+                f"{s.service} is the root cause ({ev.metric} {verb} from {_fmt(ev.baseline)} to "
+                f"{_fmt(ev.value)})"
+            )
         else:
             what = s.service
             head = f"{s.service} is the root cause (a recent change on it)"
         evidence = [
-            f"{e.source}/{e.metric}: robust z {e.peak:.1f} (sustained {e.score:.1f}), baseline {_fmt(e.baseline)} -> {_fmt(e.value)}"
+            f"{e.source}/{e.metric}: robust z {e.peak:.1f} (sustained {e.score:.1f}), baseline "
+            f"{_fmt(e.baseline)} -> {_fmt(e.value)}"
             + (f", onset +{e.onset:.0f}s" if e.onset is not None else "")
             for e in s.top
         ] + s.actions
-        fams = ", ".join(f"{k} {v:.2f}" for k, v in sorted((s.contributions or s.families).items(), key=lambda kv: -kv[1])[:4])
+        fams = ", ".join(
+            f"{k} {v:.2f}"
+            for k, v in sorted((s.contributions or s.families).items(), key=lambda kv: -kv[1])[:4]
+        )
         reasoning = (
             f"score {s.score:.2f} from [{fams}]"
-            + (f"; first anomaly {s.onset:.0f}s after the incident time" if s.onset is not None else "")
+            + (
+                f"; first anomaly {s.onset:.0f}s after the incident time"
+                if s.onset is not None
+                else ""
+            )
             + (f"; {len(s.actions)} recent action(s) on it" if s.actions else "")
         )
         hyps.append(Hypothesis(head, round(s.probability, 6), reasoning, evidence or [what], i + 1))
@@ -827,9 +949,15 @@ def diagnose(
     root = ranked[0]
     chain = [root.service]
     for s in ranked[1:4]:
-        if s.onset is not None and (root.onset is None or s.onset >= root.onset) and s.score > 0.5 * root.score:
+        if (
+            s.onset is not None
+            and (root.onset is None or s.onset >= root.onset)
+            and s.score > 0.5 * root.score
+        ):
             chain.append(s.service)
-    symptom_names = sorted({f"{e.source}/{e.metric}" for e in symptoms if e.score >= cfg.onset_z})[:3]
+    symptom_names = sorted({f"{e.source}/{e.metric}" for e in symptoms if e.score >= cfg.onset_z})[
+        :3
+    ]
     tail = hint_service or (symptom_names[0] if symptom_names else "")
     if hint_metric and hint_service:
         tail = f"{hint_service}/{hint_metric}"
@@ -837,12 +965,16 @@ def diagnose(
         chain.append(tail)
     causal_chain = " -> ".join(chain)
 
-    supporting = [f"{e.source}/{e.metric}: z {e.peak:.1f}, {_fmt(e.baseline)} -> {_fmt(e.value)}" for e in root.top]
+    supporting = [
+        f"{e.source}/{e.metric}: z {e.peak:.1f}, {_fmt(e.baseline)} -> {_fmt(e.value)}"
+        for e in root.top
+    ]
     supporting += root.actions
     supporting += [f"symptom {n}" for n in symptom_names]
     explanation = (
         f"{len(ranked)} services ranked by robust deviation after {_fmt(t0)} ({t0_note}); "
-        f"baseline {cfg.baseline_sec / 60:.0f} min median/MAD, horizon {cfg.horizon_sec / 60:.0f} min. "
+        f"baseline {cfg.baseline_sec / 60:.0f} min median/MAD, horizon {cfg.horizon_sec / 60:.0f} "
+        "min. "
     )
     if quiet and p_none is not None:
         explanation += (
@@ -853,8 +985,8 @@ def diagnose(
         explanation += f"Most likely: {root.service} (p={root.probability:.2f})."
         if p_none is not None:
             explanation += f" No incident: p={p_none:.2f}."
-    if request.anomaly_description:
-        explanation += f" Symptom reported: {request.anomaly_description[:200]}"
+    if prepared.description:
+        explanation += f" Symptom reported: {prepared.description[:200]}"
     metadata = {
         "method": METHOD,
         "ranking": ",".join(s.service for s in ranked),
@@ -868,16 +1000,21 @@ def diagnose(
         metadata["incident_probability"] = f"{p_inc:.6f}"
         metadata["no_incident_probability"] = f"{p_none:.6f}"
         metadata["null_top_scores"] = ",".join(f"{x:.3f}" for x in odds.placebo_tops)
-    return DiagnosisResult(True, hyps, causal_chain, round(hyps[0].probability, 6), explanation, supporting, metadata)
+    return DiagnosisResult(
+        True, hyps, causal_chain, round(hyps[0].probability, 6), explanation, supporting, metadata
+    )
 
 
-def _no_incident_hypothesis(odds: IncidentOdds, p_none: float, t0: float, cfg: DiagnosisConfig) -> Hypothesis:
+def _no_incident_hypothesis(
+    odds: IncidentOdds, p_none: float, t0: float, cfg: DiagnosisConfig
+) -> Hypothesis:
     return Hypothesis(
         f"{NO_INCIDENT}: nothing at {iso(t0)} stands out from the system's own recent past",
         round(p_none, 6),
         (
-            f"top service score {odds.top:.2f} vs {odds.null_median:.2f} ± {odds.null_spread:.2f} for the same "
-            f"diagnosis at {len(odds.placebo_tops)} earlier times (every {cfg.horizon_sec / 60:.0f} min before); "
+            f"top service score {odds.top:.2f} vs {odds.null_median:.2f} ± {odds.null_spread:.2f} "
+            f"for the same diagnosis at {len(odds.placebo_tops)} earlier times "
+            f"(every {cfg.horizon_sec / 60:.0f} min before); "
             f"an incident needs about {cfg.null_offset:g} spreads more"
         ),
         [f"placebo top scores: {', '.join(f'{x:.2f}' for x in odds.placebo_tops)}"],

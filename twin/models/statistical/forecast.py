@@ -99,7 +99,11 @@ class ForecastEngine:
     """Cached forecasters per (source, metric), advanced incrementally, refitted off-path."""
 
     def __init__(self, settings: StatisticalSettings | Mapping[str, Any] | None = None) -> None:
-        s = settings if isinstance(settings, StatisticalSettings) else parse_settings(StatisticalSettings, settings)
+        s = (
+            settings
+            if isinstance(settings, StatisticalSettings)
+            else parse_settings(StatisticalSettings, settings)
+        )
         self.min_points = s.min_fit_points
         self.max_fit_points = s.max_fit_points
         self.refit_points = s.refit_every_points
@@ -158,14 +162,21 @@ class ForecastEngine:
         if e is None or e.forecaster is None:
             if e is not None and e.fitting:
                 return None
-            if e is not None and e.failures and series.appended - e.fit_points < min(self.refit_points, max(self.min_points, e.fit_points)):
+            if (
+                e is not None
+                and e.failures
+                and series.appended - e.fit_points
+                < min(self.refit_points, max(self.min_points, e.fit_points))
+            ):
                 return None  # failed on this data; retry once it has (up to) doubled
             return "never fitted"
         if e.fitting:
             return None
         if key in self.refit_requested:
             return "prediction drift (ledger)"
-        if e.last_error and series.appended - e.fit_points < min(self.refit_points, max(self.min_points, e.fit_points)):
+        if e.last_error and series.appended - e.fit_points < min(
+            self.refit_points, max(self.min_points, e.fit_points)
+        ):
             return None  # the last refit failed: keep the old model, retry later
         if series.appended - e.fit_points >= self.refit_points:
             return "new points"
@@ -179,7 +190,15 @@ class ForecastEngine:
         t, v = series.tail(self.max_fit_points)
         return t, v, series.appended
 
-    def install(self, key: tuple[str, str], fc: Forecaster, report: FitReport, appended: int, fit_t: float, series: Any) -> None:
+    def install(
+        self,
+        key: tuple[str, str],
+        fc: Forecaster,
+        report: FitReport,
+        appended: int,
+        fit_t: float,
+        series: Any,
+    ) -> None:
         e = self.entry(key)
         if e.forecaster is not None:
             e.refits += 1
@@ -206,7 +225,9 @@ class ForecastEngine:
 
     # -- forecasts ---------------------------------------------------------------
 
-    def forecast(self, key: tuple[str, str], series: Any, horizon_sec: float, level: float = 0.95) -> ForecastOut:
+    def forecast(
+        self, key: tuple[str, str], series: Any, horizon_sec: float, level: float = 0.95
+    ) -> ForecastOut:
         """Forecast from the cached state (no fitting); fallback when never fitted."""
         e = self.catch_up(key, series)
         fc = e.forecaster

@@ -35,7 +35,11 @@ def simulate_forecast(ctx: SimulationContext, request: SimulationRequest) -> Sim
     wanted = requested_metrics(request.parameters) or known
     missing = [m for m in wanted if m not in known]
     if missing:
-        return SimulationResult(False, explanation=f"unknown metric {missing[0]!r} of {system}; known: {', '.join(known[:40])}")
+        return SimulationResult(
+            False,
+            explanation=f"unknown metric {missing[0]!r} of {system}; known: "
+                        f"{', '.join(known[:40])}",
+        )
     if not wanted:
         return SimulationResult(False, explanation=f"{system} has no numeric series to forecast")
     truncated_metrics = len(wanted) > MAX_FORECAST_METRICS
@@ -78,16 +82,30 @@ def simulate_forecast(ctx: SimulationContext, request: SimulationRequest) -> Sim
     times = sorted(by_time)
     last_t = store.get(system, wanted[0]).last_t  # type: ignore[union-attr]
     states = [
-        PredictedState(t, by_time[t], round(conf_at[t], 6), f"{system} forecast +{(t - last_t) / 60.0:.1f} min")
+        PredictedState(
+            t, by_time[t], round(conf_at[t], 6), f"{system} forecast +{(t - last_t) / 60.0:.1f} min"
+        )
         for t in times
     ]
-    ctx.calibrator.remember(request.simulation_id, system, [(t, raw_states[t]) for t in times[:: max(1, len(times) // 200)]])
+    ctx.calibrator.remember(
+        request.simulation_id,
+        system,
+        [(t, raw_states[t]) for t in times[:: max(1, len(times) // 200)]],
+    )
     assert first is not None
     confidence = float(np.mean([s.confidence for s in states])) if states else 0.0
-    expl = [f"forecast of {len(wanted)} metric(s) of {system}{note} over {request.horizon_minutes} min, {int(level * 100)}% prediction intervals as <metric>.lower/.upper"]
-    expl.append("; ".join(f"{m}: {methods[m]}" for m in wanted[:10]) + (" ..." if len(wanted) > 10 else ""))
+    expl = [
+        f"forecast of {len(wanted)} metric(s) of {system}{note} over {request.horizon_minutes} "
+        f"min, {int(level * 100)}% prediction intervals as <metric>.lower/.upper"
+    ]
+    expl.append(
+        "; ".join(f"{m}: {methods[m]}" for m in wanted[:10]) + (" ..." if len(wanted) > 10 else "")
+    )
     if unfitted:
-        expl.append(f"not fitted yet (fallback with wide intervals; queued for fitting): {', '.join(unfitted[:10])}")
+        expl.append(
+            "not fitted yet (fallback with wide intervals; queued for fitting): "
+            f"{', '.join(unfitted[:10])}"
+        )
     if truncated:
         expl.append(f"horizon truncated to {ctx.engine.max_steps} steps of the sampling interval")
     if truncated_metrics:

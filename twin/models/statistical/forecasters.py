@@ -154,7 +154,9 @@ class SeasonalNaive(Forecaster):
 
     def __init__(self, ring: np.ndarray, sigma: float) -> None:
         super().__init__(sigma)
-        self.ring = ring.astype(float).copy()  # ring[pos] is the value one period before the next step
+        self.ring = ring.astype(
+            float
+        ).copy()  # ring[pos] is the value one period before the next step
         self.period = ring.shape[0]
         self.pos = 0
 
@@ -189,7 +191,18 @@ class HoltWinters(Forecaster):
 
     kind = "holt_winters"
 
-    def __init__(self, alpha: float, beta: float, gamma: float, phi: float, level: float, trend: float, season: np.ndarray, sigma: float, has_trend: bool) -> None:
+    def __init__(
+        self,
+        alpha: float,
+        beta: float,
+        gamma: float,
+        phi: float,
+        level: float,
+        trend: float,
+        season: np.ndarray,
+        sigma: float,
+        has_trend: bool,
+    ) -> None:
         super().__init__(sigma)
         self.alpha, self.beta, self.gamma, self.phi = alpha, beta, gamma, phi
         self.level, self.trend = level, trend
@@ -259,7 +272,9 @@ class HoltWinters(Forecaster):
         if vm is None or vm.shape[0] < h:
             hh = max(h, 256)
             j = np.arange(1, hh, dtype=float)
-            c = self.alpha * (1.0 + self.beta * self._phis(hh - 1)) + self.gamma * (j % self.period == 0)
+            c = self.alpha * (1.0 + self.beta * self._phis(hh - 1)) + self.gamma * (
+                j % self.period == 0
+            )
             vm = self._vm = np.concatenate(([1.0], 1.0 + np.cumsum(c * c)))
         return vm[:h]
 
@@ -314,7 +329,9 @@ class AR(Forecaster):
 
     kind = "arima"
 
-    def __init__(self, coef: np.ndarray, const: float, d: int, history: np.ndarray, sigma: float) -> None:
+    def __init__(
+        self, coef: np.ndarray, const: float, d: int, history: np.ndarray, sigma: float
+    ) -> None:
         super().__init__(sigma)
         self.coef = coef  # coef[i] multiplies x_{t-1-i}
         self.const = const

@@ -20,9 +20,9 @@ Request types:
   ``include=anomalies`` (and ``include=forecasters``) on ``current_state``, and
   ``natural_language`` (``nl.py``).
 - ``simulate``: ``forecast`` (``forecast_simulation.py``; parameters ``system``,
-  ``metric`` or ``metrics``) and ``what_if``/``scenario`` (``whatif.py`` over the
-  queueing model of ``capacity.py``; scenarios take ``load_factor`` or
-  ``arrival_rate``); both pick their system with ``simulation.pick_system``.
+  ``metric`` or ``metrics``); ``what_if``/``scenario`` and ``compare`` (ranked plans)
+  through ``twin.models.plans.engine.PlanEngine`` (metric roles, the queueing model,
+  effects learned from the execution log, load scenarios, SLOs and utility).
 - ``diagnose``: delegated to ``diagnosis.diagnose`` (imported lazily).
 - ``calibrate``: per-metric corrections (``calibration.py``).
 
@@ -42,8 +42,10 @@ from typing import Any
 
 import numpy as np
 
+from twin.core import workers
 from twin.core.errors import InvalidRequest
 from twin.core.events import iso
+from twin.core.notify import ANOMALY_CLEARED, ANOMALY_STARTED
 from twin.core.state import CalibrationRecord, TwinState
 from twin.models.base import WorldModel
 from twin.models.domain import (
@@ -57,7 +59,7 @@ from twin.models.domain import (
     SimulationResult,
 )
 from twin.models.settings import parse_settings
-from twin.models.state_queries import requested_system
+from twin.models.state_queries import param_float, requested_system
 from twin.models.statistical.anomaly import StreamingAnomalyDetector
 from twin.models.statistical.calibration import Calibrator
 from twin.models.statistical.forecast import ForecastEngine
@@ -65,7 +67,6 @@ from twin.models.statistical.forecast_simulation import simulate_forecast
 from twin.models.statistical.selection import select_and_fit
 from twin.models.statistical.settings import StatisticalSettings
 from twin.models.statistical.simulation import SimulationContext, calibrated
-from twin.models.statistical.whatif import simulate_what_if
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,30 @@ class _Track:
         if self.n < size:
             self.n += 1
 
+    def push_many(self, t: Any, scores: Any) -> None:
+        """``push`` for each (t, score); array copies for long runs (the columnar path)."""
+        k = len(t)
+        if k < 32 or self.t.shape[0] < self.cap:
+            push = self.push
+            for a, b in zip(t, scores):
+                push(a, b)
+            return
+        t = np.asarray(t, dtype=np.float64)
+        scores = np.asarray(scores, dtype=np.float64)
+        size = self.cap
+        if k >= size:  # only the newest ``size`` survive, in order
+            t, scores, k = t[-size:], scores[-size:], size
+        end = self.pos + k
+        if end <= size:
+            self.t[self.pos : end] = t
+            self.s[self.pos : end] = scores
+        else:
+            first = size - self.pos
+            self.t[self.pos :], self.s[self.pos :] = t[:first], scores[:first]
+            self.t[: k - first], self.s[: k - first] = t[first:], scores[first:]
+        self.pos = end % size
+        self.n = size
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self.n < self.t.shape[0]:
             return self.t[: self.n].copy(), self.s[: self.n].astype(float)
@@ -116,6 +141,15 @@ class _Track:
 class StatisticalWorldModel(WorldModel):
     name = "statistical"
     version = "1.0.0"
+
+    @classmethod
+    def validate_settings(
+        cls, settings: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> list[str]:
+        from twin.models.plans.roles import validate_systems_setting
+        from twin.models.settings import settings_problems
+
+        return settings_problems(StatisticalSettings, settings) + validate_systems_setting(settings)
 
     def __init__(self, state: TwinState, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(state, settings)
@@ -140,10 +174,29 @@ class StatisticalWorldModel(WorldModel):
         self.engine = ForecastEngine(cfg)
         self.calibrator = Calibrator(cfg.calibration_min_weight)
         self.sim = SimulationContext(self.state, self.engine, self.calibrator, cfg)
+        self.plans = self._plan_engine()
         self.points_scored = 0
         self.update_seconds = 0.0
         self.fit_failures = 0
         self.fit_cycles = 0
+
+    def _plan_engine(self) -> Any:
+        from twin.models.plans.engine import PlanEngine
+
+        sim = self.sim
+
+        def forecast(system: str, metric: str, horizon_sec: float, level: float) -> Any:
+            s = self.state.store.get(system, metric)
+            if s is None or not len(s):
+                return None
+            out = self.engine.forecast((system, metric), s, horizon_sec, level)
+            if not out.fitted:
+                sim.fallback_forecasts += 1
+            return out
+
+        settings = dict(self.settings)
+        settings.setdefault("cost_per_server_hour", self.config.cost_per_server_hour)
+        return PlanEngine(self.state, settings, forecast, self.calibrator, self.level)
 
     @property
     def fallback_forecasts(self) -> int:
@@ -154,7 +207,9 @@ class StatisticalWorldModel(WorldModel):
         self._configure()
         self._wake = asyncio.Event()
         if self.background:
-            self._task = asyncio.get_running_loop().create_task(self._fit_loop(), name="statistical-fitter")
+            self._task = asyncio.get_running_loop().create_task(
+                self._fit_loop(), name="statistical-fitter"
+            )
         self.initialized = True
 
     async def shutdown(self) -> None:
@@ -171,12 +226,70 @@ class StatisticalWorldModel(WorldModel):
         self.anomalous.clear()
         self.engine.reset()
         self.calibrator.reset()
+        self.plans.reset()
 
     # ------------------------------------------------------------------ ingestion
 
     def update(self, batch: EventBatch) -> None:
+        groups = getattr(batch.points, "groups", None)  # twin.core.columns.SeriesColumns
+        if groups is not None:
+            self._update_columns(groups())
+            return
+        self._update_points(batch)
+
+    def _update_columns(self, groups: Any) -> None:
+        """Each series' points of the batch scored in one call (``score_batch``)."""
+        t0 = time.perf_counter()
+        tracks, anomalous, thr = self.tracks, self.anomalous, self.threshold
+        new_series = False
+        n = 0
+        for key, _unit, t, v in groups:
+            tr = tracks.get(key)
+            if tr is None:
+                tr = tracks[key] = _Track(self.ring_size)
+                new_series = True
+            det = tr.det
+            k = len(t)
+            batch_score = getattr(det, "score_batch", None)  # the compiled kernel: one call
+            if batch_score is not None and k >= 8:
+                sc = batch_score(
+                    np.array(t, dtype=np.float64), np.array(v, dtype=np.float64)
+                ).tolist()
+            else:
+                upd = det.update
+                sc = [upd(a, b) for a, b in zip(t, v)]
+            tr.push_many(t, sc)
+            n += k
+            if key in anomalous or max(sc) >= thr:
+                self._flag(key, tr, t, sc)  # sequential semantics, only where it matters
+            else:
+                tr.last_score = sc[-1]
+        self.points_scored += n
+        self.update_seconds += time.perf_counter() - t0
+        if new_series and self._wake is not None:
+            self._wake.set()
+
+    def _flag(self, key: Key, tr: _Track, t: list[float], sc: list[float]) -> None:
+        anomalous, thr, hold = self.anomalous, self.threshold, self.hold
+        for ti, si in zip(t, sc):
+            tr.last_score = si
+            if si >= thr:
+                tr.below = 0
+                a = anomalous.get(key)
+                if a is None:
+                    anomalous[key] = [ti, ti, si]
+                else:
+                    a[1] = ti
+                    a[2] = max(a[2], si)
+            elif key in anomalous:
+                tr.below += 1
+                if tr.below >= hold:
+                    del anomalous[key]
+
+    def _update_points(self, batch: EventBatch) -> None:
         t0 = time.perf_counter()
         tracks, anomalous, thr, hold = self.tracks, self.anomalous, self.threshold, self.hold
+        events = self.state.events
         new_series = False
         n = 0
         for p in batch.points:
@@ -196,13 +309,42 @@ class StatisticalWorldModel(WorldModel):
                 a = anomalous.get(key)
                 if a is None:
                     anomalous[key] = [p.t, p.t, sc]
+                    # Transitions only publish (twin.core.notify): nothing per point.
+                    events.publish(
+                        ANOMALY_STARTED,
+                        p.source,
+                        {
+                            "metric": p.name,
+                            "score": round(sc, 6),
+                            "value": p.value,
+                            "threshold": thr,
+                        },
+                        p.t,
+                    )
                 else:
                     a[1] = p.t
                     a[2] = max(a[2], sc)
             elif key in anomalous:
                 tr.below += 1
                 if tr.below >= hold:
-                    del anomalous[key]
+                    since, _, peak = anomalous.pop(key)
+                    events.publish(
+                        ANOMALY_CLEARED,
+                        p.source,
+                        {
+                            "metric": p.name,
+                            "score": round(sc, 6),
+                            "value": p.value,
+                            "peak_score": round(peak, 6),
+                            "since": iso(since),
+                            "duration_sec": p.t - since,
+                        },
+                        p.t,
+                    )
+        if batch.actions:
+            self.plans.update(
+                batch
+            )  # execution results: learned effects, once their telemetry arrives
         self.points_scored += n
         self.update_seconds += time.perf_counter() - t0
         if new_series and self._wake is not None:
@@ -216,7 +358,7 @@ class StatisticalWorldModel(WorldModel):
         return tr.arrays()
 
     def current_anomalies(self, system: str | None = None) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for (src, name), (since, last, peak) in self.anomalous.items():
             if system is not None and src != system:
                 continue
@@ -252,6 +394,7 @@ class StatisticalWorldModel(WorldModel):
     async def fit_cycle(self, max_fits: int | None = None) -> int:
         """One background pass: advance cached states, (re)fit what is due. Returns fits done."""
         self.fit_cycles += 1
+        self.plans.background()
         store, engine = self.state.store, self.engine
         due: list[tuple[int, Key, str]] = []
         for s in store:
@@ -267,14 +410,14 @@ class StatisticalWorldModel(WorldModel):
         done = 0
         gen = self._generation
         for _, key, reason in due[: max_fits if max_fits is not None else self.fits_per_cycle]:
-            s = store.get(*key)
-            if s is None or not len(s):
+            series = store.get(*key)
+            if series is None or not len(series):
                 continue
-            t, v, appended = engine.snapshot(s)  # copies, taken on the loop thread
+            t, v, appended = engine.snapshot(series)  # copies, taken on the loop thread
             entry = engine.entry(key)
             entry.fitting = True
             try:
-                fc, report = await asyncio.to_thread(select_and_fit, t, v, engine.selection_horizon)
+                fc, report = await workers.run(select_and_fit, t, v, engine.selection_horizon)
             except asyncio.CancelledError:
                 entry.fitting = False
                 raise
@@ -284,11 +427,17 @@ class StatisticalWorldModel(WorldModel):
                 self.fit_failures += 1
                 log.warning("statistical model: fit of %s/%s failed: %s", key[0], key[1], exc)
                 continue
-            s = store.get(*key)
-            if gen != self._generation or s is None:
+            series = store.get(*key)
+            if gen != self._generation or series is None:
                 continue  # reset while fitting
-            engine.install(key, fc, report, appended, float(t[-1]), s)
-            log.debug("statistical model: fitted %s/%s (%s): %s", key[0], key[1], reason, report.description)
+            engine.install(key, fc, report, appended, float(t[-1]), series)
+            log.debug(
+                "statistical model: fitted %s/%s (%s): %s",
+                key[0],
+                key[1],
+                reason,
+                report.description,
+            )
             done += 1
         return done
 
@@ -321,10 +470,28 @@ class StatisticalWorldModel(WorldModel):
 
             if not request.content.strip():
                 raise InvalidRequest("natural_language queries need query_content", "query_content")
-            return nl.answer(self.state.store, request.content, request.parameters, self.current_anomalies, self._forecast_point)
+            return nl.answer(
+                self.state.store,
+                request.content,
+                request.parameters,
+                self.current_anomalies,
+                self._forecast_point,
+            )
         res = await super().query(request)
+        if request.query_type == "historical":
+            include = {
+                x.strip().lower()
+                for x in request.parameters.get("include", "").split(",")
+                if x.strip()
+            }
+            if "scores" in include and res.success and isinstance(res.result, dict):
+                self._add_scores(res, int(param_float(request.parameters, "max_points", 500)))
         if request.query_type == "current_state":
-            include = {x.strip().lower() for x in request.parameters.get("include", "").split(",") if x.strip()}
+            include = {
+                x.strip().lower()
+                for x in request.parameters.get("include", "").split(",")
+                if x.strip()
+            }
             system = requested_system(request.parameters)
             found = self.current_anomalies(system)
             res.metadata["anomalous_series"] = str(len(found))
@@ -335,6 +502,27 @@ class StatisticalWorldModel(WorldModel):
                 if "forecasters" in include:
                     res.result["forecasters"] = self.forecaster_table(system)
         return res
+
+    def _add_scores(self, res: QueryResult, max_points: int) -> None:
+        """``include=scores`` on a historical range: each series gets ``scores``
+        ([time, score] of its recent points, from the bounded ring, clipped to the range;
+        bucket *maxima* when downsampled, so a spike stays visible) and the threshold."""
+        from twin.core.events import parse_time
+
+        res.metadata["anomaly_threshold"] = str(self.threshold)
+        for src, metrics in res.result.get("systems", {}).items():
+            for name, entry in metrics.items():
+                if not isinstance(entry, dict) or not entry.get("points"):
+                    continue
+                t, sc = self.anomaly_scores(src, name)
+                lo = parse_time(entry["points"][0][0]) - 1e-6
+                keep = t >= lo
+                t, sc = t[keep], sc[keep]
+                if max_points > 0 and t.shape[0] > max_points:
+                    edges = np.linspace(0, t.shape[0], max_points + 1).astype(np.int64)[:-1]
+                    t, sc = t[edges], np.maximum.reduceat(sc, edges)
+                entry["scores"] = [[iso(a), round(b, 6)] for a, b in zip(t.tolist(), sc.tolist())]
+                entry["threshold"] = self.threshold
 
     def forecaster_table(self, system: str | None = None) -> list[dict[str, Any]]:
         rows = []
@@ -358,11 +546,18 @@ class StatisticalWorldModel(WorldModel):
             )
         return rows
 
-    def _forecast_point(self, system: str, metric: str, horizon_sec: float) -> dict[str, Any] | None:
+    def _forecast_point(
+        self, system: str, metric: str, horizon_sec: float
+    ) -> dict[str, Any] | None:
         s = self.state.store.get(system, metric)
         if s is None or not len(s):
             return None
-        out = calibrated(self.calibrator, system, metric, self.engine.forecast((system, metric), s, horizon_sec, self.level))
+        out = calibrated(
+            self.calibrator,
+            system,
+            metric,
+            self.engine.forecast((system, metric), s, horizon_sec, self.level),
+        )
         return {
             "value": float(out.mean[-1]),
             "lower": float(out.lower[-1]),
@@ -377,9 +572,20 @@ class StatisticalWorldModel(WorldModel):
         kind = request.simulation_type
         if kind == "forecast":
             return simulate_forecast(self.sim, request)
-        if kind in ("what_if", "scenario"):
-            return simulate_what_if(self.sim, request)
-        return SimulationResult(False, explanation=f"simulation_type {kind!r} is not supported; use forecast, what_if or scenario")
+        if kind in ("what_if", "scenario", "compare"):
+            self.plans.background()  # effects of executions whose telemetry has arrived
+            if kind == "compare":
+                result, outcomes = self.plans.compare(request, request.plans)
+                result.plan_outcomes = outcomes
+                return result
+            return self.plans.what_if(request)
+        return SimulationResult(
+            False,
+            explanation=(
+                f"simulation_type {kind!r} is not supported; use forecast, what_if, scenario "
+                "or compare"
+            ),
+        )
 
     # ------------------------------------------------------------------ diagnosis, calibration
 
@@ -387,17 +593,38 @@ class StatisticalWorldModel(WorldModel):
         try:
             diagnosis = importlib.import_module("twin.models.statistical.diagnosis")
         except ImportError as exc:
-            return DiagnosisResult(False, explanation=f"root-cause diagnosis is not available in this build of the statistical model ({exc})", metadata={"model": self.name})
+            return DiagnosisResult(
+                False,
+                explanation="root-cause diagnosis is not available in this build of the "
+                f"statistical model ({exc})",
+                metadata={"model": self.name},
+            )
         fn = getattr(diagnosis, "diagnose", None)
         if fn is None:
-            return DiagnosisResult(False, explanation="root-cause diagnosis is not available: twin.models.statistical.diagnosis has no diagnose()")
+            return DiagnosisResult(
+                False,
+                explanation="root-cause diagnosis is not available: "
+                "twin.models.statistical.diagnosis has no diagnose()",
+            )
         try:
-            return fn(self.state, request, self.anomaly_scores)
+            prepare, answer = (
+                getattr(diagnosis, "prepare", None),
+                getattr(diagnosis, "answer", None),
+            )
+            if prepare is None or answer is None:
+                return fn(self.state, request, self.anomaly_scores)
+            # The state is read here, on the loop; the ranking (pure, picklable) runs off it.
+            prepared = prepare(self.state, request, self.anomaly_scores)
+            if isinstance(prepared, DiagnosisResult):
+                return prepared
+            return await workers.run(answer, prepared)
         except InvalidRequest:
             raise
         except Exception as exc:
             log.exception("statistical model: diagnosis failed")
-            return DiagnosisResult(False, explanation=f"diagnosis failed: {exc.__class__.__name__}: {exc}")
+            return DiagnosisResult(
+                False, explanation=f"diagnosis failed: {exc.__class__.__name__}: {exc}"
+            )
 
     async def calibrate(self, record: CalibrationRecord) -> dict[str, float]:
         return self.calibrator.observe(record)
@@ -410,7 +637,11 @@ class StatisticalWorldModel(WorldModel):
         issues = []
         failing = [(k, e) for k, e in self.engine.entries.items() if e.last_error]
         for (src, name), e in failing[:5]:
-            kept = " (keeping the previous model)" if e.forecaster is not None else " (forecasts use the fallback)"
+            kept = (
+                " (keeping the previous model)"
+                if e.forecaster is not None
+                else " (forecasts use the fallback)"
+            )
             issues.append(f"forecaster for {src}/{name} failed to fit{kept}: {e.last_error}")
         if len(failing) > 5:
             issues.append(f"... and {len(failing) - 5} more series whose last fit failed")
@@ -430,11 +661,14 @@ class StatisticalWorldModel(WorldModel):
             "detectors": float(len(self.tracks)),
             "anomalous_series": float(len(self.anomalous)),
             "points_scored_total": float(self.points_scored),
-            "update_us_per_point": 1e6 * self.update_seconds / self.points_scored if self.points_scored else 0.0,
+            "update_seconds_per_point": self.update_seconds / self.points_scored
+            if self.points_scored
+            else 0.0,
             "fallback_forecasts_total": float(self.fallback_forecasts),
             "calibration_records_total": float(self.calibrator.records),
             "calibration_pairs_total": float(self.calibrator.pairs),
             "calibrated_metrics": float(len(self.calibrator.corrections)),
+            **self.plans.metrics(),
         }
 
     def metrics(self) -> dict[str, float]:

@@ -46,16 +46,41 @@ UNITS = {
 }
 _UNIT_RE = r"(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h|days?|d)"
 AGO = re.compile(r"\b(\d+(?:\.\d+)?|an?|one)\s*" + _UNIT_RE + r"\s+ago\b")
-WINDOW = re.compile(r"\b(?:over|in|during|for|within)\s+the\s+(?:last|past|previous)\s+(\d+(?:\.\d+)?)?\s*" + _UNIT_RE + r"\b")
-AT_CLOCK = re.compile(r"\bat\s+(\d{1,2})(?::(\d{2}))(?::(\d{2}))?\s*(am|pm)?\b|\bat\s+(\d{1,2})\s*(am|pm)\b")
-ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[t ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:z|[+-]\d{2}:?\d{2})?")
-FUTURE = re.compile(r"\b(?:in|next|within)\s+(?:the\s+next\s+)?(\d+(?:\.\d+)?|an?|one)\s*" + _UNIT_RE + r"\b")
+WINDOW = re.compile(
+    r"\b(?:over|in|during|for|within)\s+the\s+(?:last|past|previous)\s+(\d+(?:\.\d+)?)?\s*"
+    + _UNIT_RE
+    + r"\b"
+)
+AT_CLOCK = re.compile(
+    r"\bat\s+(\d{1,2})(?::(\d{2}))(?::(\d{2}))?\s*(am|pm)?\b|\bat\s+(\d{1,2})\s*(am|pm)\b"
+)
+ISO_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[t ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:z|[+-]\d{2}:?\d{2})?"
+)
+FUTURE = re.compile(
+    r"\b(?:in|next|within)\s+(?:the\s+next\s+)?(\d+(?:\.\d+)?|an?|one)\s*" + _UNIT_RE + r"\b"
+)
 FUTURE_WORDS = re.compile(r"\b(will|forecast|predict|predicted|expected|expect|going to|be in)\b")
-ANOMALY = re.compile(r"\b(anomal\w*|abnormal\w*|unusual|outliers?|weird|strange|alerts?|alarms?|wrong|problems?|incidents?)\b")
+ANOMALY = re.compile(
+    r"\b(anomal\w*|abnormal\w*|unusual|outliers?|weird|strange|alerts?|alarms?|wrong|problems?|incidents?)\b"
+)
 SPELLING = (("utilisation", "utilization"), ("utilised", "utilized"), ("normalised", "normalized"))
-PERCENTILE = re.compile(r"\b(?:p(\d{1,2}(?:\.\d+)?)|(\d{1,2})(?:st|nd|rd|th)\s+percentile|median)\b")
+PERCENTILE = re.compile(
+    r"\b(?:p(\d{1,2}(?:\.\d+)?)|(\d{1,2})(?:st|nd|rd|th)\s+percentile|median)\b"
+)
 DEFAULT_PERCENTILE_WINDOW = 3600.0
-AGGS = {"average": "mean", "avg": "mean", "mean": "mean", "max": "max", "maximum": "max", "peak": "max", "highest": "max", "min": "min", "minimum": "min", "lowest": "min"}
+AGGS = {
+    "average": "mean",
+    "avg": "mean",
+    "mean": "mean",
+    "max": "max",
+    "maximum": "max",
+    "peak": "max",
+    "highest": "max",
+    "min": "min",
+    "minimum": "min",
+    "lowest": "min",
+}
 
 # word -> extra words it implies (with the weight of a synonym match)
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -85,13 +110,64 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "tput": ("throughput",),
 }
 STOP = {
-    "the", "a", "an", "of", "for", "on", "in", "at", "is", "was", "what", "whats", "how", "are", "were",
-    "current", "currently", "now", "latest", "right", "value", "values", "me", "show", "tell", "please",
-    "give", "get", "ago", "be", "will", "it", "its", "there", "any", "anything", "level", "levels", "much",
-    "many", "high", "low", "over", "last", "past", "during", "and", "to", "did", "do", "does", "with",
+    "the",
+    "a",
+    "an",
+    "of",
+    "for",
+    "on",
+    "in",
+    "at",
+    "is",
+    "was",
+    "what",
+    "whats",
+    "how",
+    "are",
+    "were",
+    "current",
+    "currently",
+    "now",
+    "latest",
+    "right",
+    "value",
+    "values",
+    "me",
+    "show",
+    "tell",
+    "please",
+    "give",
+    "get",
+    "ago",
+    "be",
+    "will",
+    "it",
+    "its",
+    "there",
+    "any",
+    "anything",
+    "level",
+    "levels",
+    "much",
+    "many",
+    "high",
+    "low",
+    "over",
+    "last",
+    "past",
+    "during",
+    "and",
+    "to",
+    "did",
+    "do",
+    "does",
+    "with",
 }
 GENERIC = {"rate", "time", "usage", "total", "count"}
-EXAMPLES = "e.g. 'current cpu usage of web_cluster', 'response time 10 minutes ago', 'what was the arrival rate at 10:00', 'is anything anomalous?'"
+EXAMPLES = (
+    "e.g. 'current cpu usage of web_cluster', 'response time 10 minutes ago', 'what was the "
+    "arrival rate at 10:00', 'is anything anomalous?'"
+)
 
 
 def _key(s: str) -> str:
@@ -136,13 +212,20 @@ def _resolve_time(q: str, newest: float) -> tuple[_Interp, str]:
         if m.group(5):
             hh, mm, ss, ampm = int(m.group(5)), 0, 0, m.group(6)
         else:
-            hh, mm, ss, ampm = int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0), m.group(4)
+            hh, mm, ss, ampm = (
+                int(m.group(1)),
+                int(m.group(2) or 0),
+                int(m.group(3) or 0),
+                m.group(4),
+            )
         if ampm == "pm" and hh < 12:
             hh += 12
         if ampm == "am" and hh == 12:
             hh = 0
         if hh < 24 and mm < 60 and ss < 60:
-            day = datetime.fromtimestamp(newest, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            day = datetime.fromtimestamp(newest, UTC).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            )
             t = day.timestamp() + hh * 3600 + mm * 60 + ss
             if "yesterday" in q or t > newest + 1e-6:
                 t -= 86400
@@ -186,7 +269,9 @@ def _find_system(q: str, sources: list[str], params: dict[str, str]) -> tuple[st
         words = _words(q)
         for s in sources:
             ks = _key(s)
-            if any(difflib.SequenceMatcher(None, w, ks).ratio() >= 0.85 for w in words if len(w) >= 3):
+            if any(
+                difflib.SequenceMatcher(None, w, ks).ratio() >= 0.85 for w in words if len(w) >= 3
+            ):
                 hits.append(s)
     if not hits:
         return None, q
@@ -217,16 +302,20 @@ def _score_metrics(text: str, names: list[str]) -> list[tuple[float, str]]:
         specific = False
         for p in parts:
             if p in strong:
-                w = 1.0
+                weight = 1.0
             elif p in weak:
-                w = 0.8
+                weight = 0.8
             elif p.isdigit():
-                w = 1.0 if p in words else 0.0
+                weight = 1.0 if p in words else 0.0
             else:
-                close = difflib.get_close_matches(p, list(strong), n=1, cutoff=0.8) if len(p) >= 4 else []
-                w = 0.9 if close else 0.0
-            got += w
-            if w > 0 and p not in GENERIC and not p.isdigit():
+                close = (
+                    difflib.get_close_matches(p, list(strong), n=1, cutoff=0.8)
+                    if len(p) >= 4
+                    else []
+                )
+                weight = 0.9 if close else 0.0
+            got += weight
+            if weight > 0 and p not in GENERIC and not p.isdigit():
                 specific = True
         score = got / len(parts)
         if specific and score >= 0.5:
@@ -245,7 +334,10 @@ def _known_text(store: SeriesStore, system: str | None) -> str:
     sources = store.sources()
     names = sorted({s.name for s in store if system is None or s.source == system})
     shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
-    return f"known systems: {', '.join(sources) or 'none yet'}; known metrics: {shown or 'none yet'}; {EXAMPLES}"
+    return (
+        f"known systems: {', '.join(sources) or 'none yet'}; known metrics: {shown or 'none yet'}; "
+        f"{EXAMPLES}"
+    )
 
 
 def answer(
@@ -260,35 +352,67 @@ def answer(
         q = q.replace(a, b)
     newest = store.newest_time
     if not len(store) or not math.isfinite(newest):
-        return QueryResult(False, None, 0.0, "the twin has received no telemetry yet, so there is nothing to answer from")
+        return QueryResult(
+            False,
+            None,
+            0.0,
+            "the twin has received no telemetry yet, so there is nothing to answer from",
+        )
     system, rest = _find_system(q, store.sources(), params)
     if system is not None and system not in store.sources():
-        return QueryResult(False, None, 0.0, f"unknown system {system!r}; {_known_text(store, None)}")
+        return QueryResult(
+            False, None, 0.0, f"unknown system {system!r}; {_known_text(store, None)}"
+        )
     interp, rest = _resolve_time(rest, newest)
 
     if ANOMALY.search(q):
         found = anomalies(system)
         scope = f" in {system}" if system else ""
         if found:
-            listing = "; ".join(f"{a['system']}/{a['metric']} (score {a['score']:.4f} since {a['since']})" for a in found[:20])
+            listing = "; ".join(
+                f"{a['system']}/{a['metric']} (score {a['score']:.4f} since {a['since']})"
+                for a in found[:20]
+            )
             text = f"{len(found)} series{scope} currently anomalous: {listing}"
         else:
             text = f"nothing{scope} is anomalous right now"
-        return QueryResult(True, {"answer": text, "anomalies": found, "as_of": iso(newest)}, 0.8, text, {"intent": "anomalies"})
+        return QueryResult(
+            True,
+            {"answer": text, "anomalies": found, "as_of": iso(newest)},
+            0.8,
+            text,
+            {"intent": "anomalies"},
+        )
 
-    pool = [s for s in store if (system is None or s.source == system) and (len(s) or s.last_text is not None)]
+    pool = [
+        s
+        for s in store
+        if (system is None or s.source == system) and (len(s) or s.last_text is not None)
+    ]
     ranked = _score_metrics(rest, sorted({s.name for s in pool}))
     if not ranked:
         what = f"no metric{' of ' + system if system else ''} matches {question!r}"
-        return QueryResult(False, None, 0.0, f"I did not understand the question: {what}; {_known_text(store, system)}", {"intent": "unknown"})
+        return QueryResult(
+            False,
+            None,
+            0.0,
+            f"I did not understand the question: {what}; {_known_text(store, system)}",
+            {"intent": "unknown"},
+        )
     top = ranked[0][0]
     names = [n for sc, n in ranked if sc >= top - 1e-9][:5]
     series = [s for s in pool if s.name in names]
     if system is None and len(series) > 1:
         # Same metric in several systems: answer for each (bounded).
         series = series[:10]
-    interpretation = {"system": system, "metrics": names, "time": interp.when_text, "metric_score": round(top, 3)}
+    interpretation = {
+        "system": system,
+        "metrics": names,
+        "time": interp.when_text,
+        "metric_score": round(top, 3),
+    }
 
+    rows: list[dict[str, Any]]
     if interp.future is not None and forecast is not None:
         rows = []
         for s in series:
@@ -296,10 +420,20 @@ def answer(
             if fc is not None:
                 rows.append({"system": s.source, "metric": s.name, "unit": s.unit} | fc)
         if rows:
-            text = "; ".join(f"{r['system']}/{r['metric']} expected {_fmt(r['value'])} {r['unit']} at {r['timestamp']} (95% {_fmt(r['lower'])}..{_fmt(r['upper'])}, {r['method']})" for r in rows)
-            return QueryResult(True, {"answer": text, "matches": rows, "interpretation": interpretation}, 0.6, text, {"intent": "forecast"})
+            text = "; ".join(
+                f"{r['system']}/{r['metric']} expected {_fmt(r['value'])} {r['unit']} at "
+                f"{r['timestamp']} (95% {_fmt(r['lower'])}..{_fmt(r['upper'])}, {r['method']})"
+                for r in rows
+            )
+            return QueryResult(
+                True,
+                {"answer": text, "matches": rows, "interpretation": interpretation},
+                0.6,
+                text,
+                {"intent": "forecast"},
+            )
 
-    rows: list[dict[str, Any]] = []
+    rows = []
     if interp.window is not None:
         end = interp.when if interp.when is not None else newest
         start = end - interp.window
@@ -310,28 +444,86 @@ def answer(
             if interp.agg.startswith("p"):
                 val = float(np.percentile(v, float(interp.agg[1:])))
             else:
-                val = {"mean": float(np.mean(v)), "max": float(np.max(v)), "min": float(np.min(v))}[interp.agg]
-            rows.append({"system": s.source, "metric": s.name, "value": val, "aggregate": interp.agg, "samples": int(v.shape[0]), "start": iso(start), "end": iso(end), "unit": s.unit})
+                val = {"mean": float(np.mean(v)), "max": float(np.max(v)), "min": float(np.min(v))}[
+                    interp.agg
+                ]
+            rows.append(
+                {
+                    "system": s.source,
+                    "metric": s.name,
+                    "value": val,
+                    "aggregate": interp.agg,
+                    "samples": int(v.shape[0]),
+                    "start": iso(start),
+                    "end": iso(end),
+                    "unit": s.unit,
+                }
+            )
         if not rows:
-            return QueryResult(False, {"interpretation": interpretation}, 0.0, f"no samples of {', '.join(names)} between {iso(start)} and {iso(end)}")
-        text = "; ".join(f"{interp.agg} {r['system']}/{r['metric']} = {_fmt(r['value'])} {r['unit']} over {r['samples']} samples ({r['start']} .. {r['end']})" for r in rows)
+            return QueryResult(
+                False,
+                {"interpretation": interpretation},
+                0.0,
+                f"no samples of {', '.join(names)} between {iso(start)} and {iso(end)}",
+            )
+        text = "; ".join(
+            f"{interp.agg} {r['system']}/{r['metric']} = {_fmt(r['value'])} {r['unit']} over "
+            f"{r['samples']} samples ({r['start']} .. {r['end']})"
+            for r in rows
+        )
         if interp.window_defaulted:
             text += f" (no window given: the last {DEFAULT_PERCENTILE_WINDOW / 60:g} minutes)"
-        return QueryResult(True, {"answer": text, "matches": rows, "interpretation": interpretation}, min(1.0, top), text, {"intent": "aggregate"})
+        return QueryResult(
+            True,
+            {"answer": text, "matches": rows, "interpretation": interpretation},
+            min(1.0, top),
+            text,
+            {"intent": "aggregate"},
+        )
 
     for s in series:
         if interp.when is None:
             if len(s):
-                rows.append({"system": s.source, "metric": s.name, "value": s.last_v, "timestamp": iso(s.last_t), "unit": s.unit})
+                rows.append(
+                    {
+                        "system": s.source,
+                        "metric": s.name,
+                        "value": s.last_v,
+                        "timestamp": iso(s.last_t),
+                        "unit": s.unit,
+                    }
+                )
             elif s.last_text is not None:
-                rows.append({"system": s.source, "metric": s.name, "value": s.last_text, "timestamp": None, "unit": s.unit})
+                rows.append(
+                    {
+                        "system": s.source,
+                        "metric": s.name,
+                        "value": s.last_text,
+                        "timestamp": None,
+                        "unit": s.unit,
+                    }
+                )
         else:
             hit = s.value_at(interp.when)
             if hit is not None:
-                rows.append({"system": s.source, "metric": s.name, "value": hit[1], "timestamp": iso(hit[0]), "unit": s.unit, "requested_time": iso(interp.when)})
+                rows.append(
+                    {
+                        "system": s.source,
+                        "metric": s.name,
+                        "value": hit[1],
+                        "timestamp": iso(hit[0]),
+                        "unit": s.unit,
+                        "requested_time": iso(interp.when),
+                    }
+                )
     if not rows:
         at = iso(interp.when) if interp.when is not None else "now"
-        return QueryResult(False, {"interpretation": interpretation}, 0.0, f"no samples of {', '.join(names)} at or before {at}")
+        return QueryResult(
+            False,
+            {"interpretation": interpretation},
+            0.0,
+            f"no samples of {', '.join(names)} at or before {at}",
+        )
 
     def show(r: dict[str, Any]) -> str:
         v = r["value"]
@@ -340,4 +532,10 @@ def answer(
 
     when = "now" if interp.when is None else f"at {iso(interp.when)} ({interp.when_text})"
     text = f"{when}: " + "; ".join(show(r) for r in rows)
-    return QueryResult(True, {"answer": text, "matches": rows, "interpretation": interpretation}, round(min(1.0, top), 3), text, {"intent": "value"})
+    return QueryResult(
+        True,
+        {"answer": text, "matches": rows, "interpretation": interpretation},
+        round(min(1.0, top), 3),
+        text,
+        {"intent": "value"},
+    )

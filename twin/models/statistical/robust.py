@@ -103,7 +103,9 @@ class SeasonalMedian(Forecaster):
 
     def _profile(self) -> np.ndarray:
         m, k = self.period, self.k
-        ring = np.roll(self.ring, -self.pos).reshape(k, m)  # cycles oldest → newest, phase 0 = next step
+        ring = np.roll(self.ring, -self.pos).reshape(
+            k, m
+        )  # cycles oldest → newest, phase 0 = next step
         prof = np.median(ring, axis=0)
         shift = float(np.median(ring[-1] - prof))
         return prof + shift

@@ -119,7 +119,9 @@ class FitReport:
     holdout_mae: float = math.nan  # the chosen forecaster's mean holdout error (drift reference)
 
 
-def _candidates(m: int, n: int, persistent: bool = True) -> list[tuple[str, Callable[[np.ndarray], Forecaster]]]:
+def _candidates(
+    m: int, n: int, persistent: bool = True
+) -> list[tuple[str, Callable[[np.ndarray], Forecaster]]]:
     c: list[tuple[str, Callable[[np.ndarray], Forecaster]]] = [
         ("naive", Naive.fit),
         ("ses", SES.fit),
@@ -145,7 +147,9 @@ def _needs(name: str, m: int) -> int:
     return MIN_FIT_POINTS
 
 
-def select_and_fit(t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int = 2) -> tuple[Forecaster, FitReport]:
+def select_and_fit(
+    t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int = 2
+) -> tuple[Forecaster, FitReport]:
     """Detects seasonality, scores candidates on holdout windows, refits the winner."""
     import time
 
@@ -188,7 +192,11 @@ def select_and_fit(t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int =
     combo = None
     if len(order) >= 2:
         a, b = order[0], order[1]
-        err = float(np.mean([np.mean(np.abs((pa + pb) / 2 - t)) for pa, pb, t in zip(preds[a], preds[b], tests)]))
+        err = float(
+            np.mean(
+                [np.mean(np.abs((pa + pb) / 2 - t)) for pa, pb, t in zip(preds[a], preds[b], tests)]
+            )
+        )
         scores["combination"] = err
         if err < COMBO_MARGIN * scores[a]:
             combo = (a, b)
@@ -196,7 +204,18 @@ def select_and_fit(t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int =
     if combo is not None:
         try:
             fc = Combo([builders[combo[0]](y), builders[combo[1]](y)])
-            return fc, FitReport(fc.kind, fc.describe(), fc.period, season, step, n, H, scores, time.perf_counter() - t0, scores["combination"])
+            return fc, FitReport(
+                fc.kind,
+                fc.describe(),
+                fc.period,
+                season,
+                step,
+                n,
+                H,
+                scores,
+                time.perf_counter() - t0,
+                scores["combination"],
+            )
         except Exception as exc:  # noqa: BLE001 - fall back to the single best
             last_exc = exc
     for name in order:
@@ -206,7 +225,18 @@ def select_and_fit(t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int =
         except Exception as exc:  # noqa: BLE001
             last_exc = exc
             continue
-        return fc, FitReport(fc.kind, fc.describe(), fc.period, season, step, n, H, scores, time.perf_counter() - t0, scores.get(name, math.nan))
+        return fc, FitReport(
+            fc.kind,
+            fc.describe(),
+            fc.period,
+            season,
+            step,
+            n,
+            H,
+            scores,
+            time.perf_counter() - t0,
+            scores.get(name, math.nan),
+        )
     raise RuntimeError(f"every candidate failed to fit: {last_exc}")
 
 
@@ -214,7 +244,7 @@ def fallback_forecaster(t: np.ndarray, y: np.ndarray) -> tuple[Forecaster, str]:
     """Cheap, fit-free forecaster for the request path (wide intervals by design)."""
     step = sampling_step(t)
     m = int(round(86400.0 / step)) if step > 0 else 0
-    if 4 <= m and y.shape[0] >= 2 * m:
+    if m >= 4 and y.shape[0] >= 2 * m:
         d = y[m:] - y[:-m]
         fc: Forecaster = SeasonalNaive(y[-m:], 2.0 * float(d.std()))
         return fc, f"seasonal naive (m={m}, one day)"
