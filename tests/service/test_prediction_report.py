@@ -80,6 +80,7 @@ async def test_predictions_are_scored_and_reported_over_grpc(
             and m["predictions_pending"] == "2"
             and m["predictions_scored_total"] == "0"
         )
+        assert "forecast_interval_coverage" not in m, "undefined until a forecast is scored"
 
         # What happened next: the action was executed, and the telemetry covers the horizon.
         newest = store.get("swim", "arrival.rate").last_t
