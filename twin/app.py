@@ -48,6 +48,7 @@ class TwinApp:
             twin_id=socket.gethostname(),
             on_status=self._on_ingest_status,
             registry=self.runtime.registry,
+            systems=config.systems,
         )
         # Snapshots + JetStream position + replay; restored before ingestion starts.
         self.durability: Durability | None = None
@@ -57,6 +58,10 @@ class TwinApp:
             if isinstance(self.ingestor, JetStreamIngestor):
                 # Readiness waits for the replay at start (nats.jetstream.ready_after_replay).
                 self.ingestor.on_caught_up = lambda: self._on_ingest_status(self.ingestor.connected)
+                # ... and turns NOT_SERVING while the replica lags (nats.jetstream.max_lag_sec).
+                self.ingestor.on_lag_change = lambda: self._on_ingest_status(
+                    self.ingestor.connected
+                )
         wm = config.world_model
         self.supervisor = ModelSupervisor(
             lambda: self.runtime.model.health(),

@@ -212,6 +212,14 @@ INVALID = {
         _mock(nats={"url": "nats://n:4222", "userSecretRef": {"name": "s", "key": "user"}}),
         "nats.userSecretRef and nats.passwordSecretRef go together",
     ),
+    "http_port_equals_grpc_port": (
+        _mock(http={"port": 50051}),
+        "http.port must differ from grpc.port and telemetry.metricsPort",
+    ),
+    "http_port_equals_metrics_port": (
+        _mock(http={"port": 9464}),
+        "http.port must differ from grpc.port and telemetry.metricsPort",
+    ),
     "metrics_port_equals_grpc_port": (
         _mock(telemetry={"metricsPort": 50051}),
         "telemetry.metricsPort must differ from grpc.port",

@@ -203,16 +203,18 @@ def test_prediction_ledger_figures_are_labelled_by_system_model_and_kind() -> No
     lab = {"system": "web", "model": "statistical", "kind": "forecast"}
     assert g("polaris_twin_predictions_recorded_total", lab) == 1
     assert g("polaris_twin_predictions_scored_total", lab) == 1
-    assert g("polaris_twin_prediction_interval_coverage", lab) == 1.0
+    assert g("polaris_twin_forecast_interval_coverage", lab) == 1.0
     assert g("polaris_twin_predictions_not_executed_total", {**lab, "kind": "what_if"}) == 1
-    assert g("polaris_twin_forecast_interval_coverage") == 1.0
+    assert g("polaris_twin_forecast_interval_coverage") is None, "labelled only"
+    assert g("polaris_twin_whatif_error_ratio", lab) is None, "forecasts have MASE, not this"
     assert g("polaris_twin_predictions_recorded_total") is None, (
         "no unlabelled twin of a labelled family"
     )
     flat = flat_view(registry)
     assert flat["predictions_recorded_total"] == 2  # the sum over the labelled samples
     assert flat["predictions_scored_total.web.statistical.forecast"] == 1
-    assert flat["forecast_interval_coverage"] == 1.0
+    assert flat["forecast_interval_coverage"] == 1.0  # the overall figure (forecasts, pooled)
+    assert flat["forecast_interval_coverage.web.statistical.forecast"] == 1.0
     from prometheus_client import generate_latest
 
     text = generate_latest(registry).decode()

@@ -180,6 +180,7 @@ def test_deployment_runs_the_twin_with_grpc_probes_and_hardening():
     assert c["ports"] == [
         {"name": "grpc", "containerPort": 50051, "protocol": "TCP"},
         {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},  # on by default
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},  # REST gateway, console
     ]
     sc = c["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"]
@@ -266,15 +267,16 @@ def test_service_exposes_grpc_and_metrics_when_enabled():
     assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
         ("grpc", 50051, "grpc"),
         ("metrics", 9464, "metrics"),
+        ("http", 8080, "http"),
     ]
     assert svc["spec"]["selector"] == b.selector_labels("twin-statistical")
     svc = b.build_service(twin("digitaltwin-hybrid.yaml"))
-    assert [p["name"] for p in svc["spec"]["ports"]] == ["grpc", "metrics"]  # 9464 by default
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["grpc", "metrics", "http"]  # by default
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["metadata"]["annotations"] == {
         "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
     }
-    svc = b.build_service(twin(telemetry={"metricsPort": 0}))
+    svc = b.build_service(twin(telemetry={"metricsPort": 0}, http={"port": 0}))
     assert [p["name"] for p in svc["spec"]["ports"]] == ["grpc"]
 
 

@@ -86,10 +86,7 @@ def test_production_example_runs_replicas_with_own_consumers_and_volumes():
     assert sts["kind"] == "StatefulSet" and sts["spec"]["replicas"] == 2
     assert sts["spec"]["serviceName"] == "twin-statistical-pods"
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
-    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {
-        "whenDeleted": "Retain",
-        "whenScaled": "Retain",
-    }
+    assert "persistentVolumeClaimRetentionPolicy" not in sts["spec"]  # default: Retain
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "snapshots"
     assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
@@ -117,6 +114,26 @@ def test_snapshot_volume_class_and_size_come_from_the_spec():
     assert "POLARIS_DT__NATS__JETSTREAM__DURABLE" not in env_of(sts)  # core NATS
     sts = b.build_statefulset(twin(durability=JETSTREAM_ONLY), default_image=IMAGE)
     assert "volumeClaimTemplates" not in sts["spec"]
+
+
+def test_the_rest_gateway_is_a_named_port_unless_turned_off():
+    _, children = b.build_children(twin(), default_image=IMAGE)
+    config, svc, dep = children[0], children[1], children[-1]
+    assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in container(dep)["ports"]
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["grpc", "metrics", "http"]
+    cfg = yaml.safe_load(config["data"]["config.yaml"])["digital_twin"]
+    assert cfg["http"] == {"host": "0.0.0.0", "port": 8080, "console": True}
+    off = twin(http={"port": 0})
+    _, children = b.build_children(off, default_image=IMAGE)
+    assert "http" not in {p["name"] for p in container(children[-1])["ports"]}
+    assert b.build_twin_config(off)["digital_twin"]["http"]["port"] == 0
+
+
+def test_colliding_ports_are_refused_even_without_cel():
+    dt = twin()
+    dt["spec"]["http"] = {"port": 9464}  # the metrics port's default
+    with pytest.raises(b.SpecError, match="must differ: grpc.port 50051, telemetry.metricsPort"):
+        b.build_twin_config(dt)
 
 
 def test_every_replica_receives_every_message():

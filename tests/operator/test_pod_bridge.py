@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def mock_pod(nats_url: str, root: Path) -> PodProcess:
     # Free ports instead of 50051 and 9464 on a shared machine.
     dt["spec"]["grpc"]["port"] = free_port()
     dt["spec"]["telemetry"] = {"metricsPort": free_port()}
+    dt["spec"]["http"] = {"port": free_port()}
     _, children = b.build_children(dt, default_image="polaris-twin:test")
     configmap, workload = children[0], children[-1]
     assert workload["kind"] == "Deployment"
@@ -60,6 +62,10 @@ def test_the_operators_pod_for_the_mock_twin_passes_its_probes(nats, tmp_path: P
             assert pod.passes(probe), probe
         assert pod.container["livenessProbe"]["grpc"]["service"] == "liveness"
         assert "service" not in pod.container["readinessProbe"]["grpc"]
+        # The container port named "http" (the Service's port http) is the REST gateway.
+        http = next(p["containerPort"] for p in pod.container["ports"] if p["name"] == "http")
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=5) as resp:
+            assert resp.status == 200
     finally:
         code = pod.stop()  # pod deletion: SIGTERM, then SIGKILL after the grace period
     assert code in (0, -signal.SIGTERM), pod.tail()

@@ -2,7 +2,9 @@
 ``replicas: 2`` on JetStream, one real nats-server. Each pod consumes the whole stream
 through its own durable consumer (named after the pod), so once both have caught up their
 ``series_stats`` are identical, and equal to what was published; the second pod, started
-late, catches up from the log. Audited only through gRPC (``Manage series_stats``).
+late, catches up from the log. Audited only through gRPC (``Manage series_stats``). When
+the second replica is scaled away, the server deletes its consumer after the inactivity
+threshold, while the running replica keeps its own.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ def replicated_twin(nats_url: str) -> dict:
     dt["metadata"]["name"] = "twin-rep"
     dt["spec"].update(
         replicas=2,
-        durability={"jetstream": {"enabled": True}, "snapshots": {"enabled": True}},
+        durability={
+            "jetstream": {"enabled": True, "inactiveThreshold": "2s"},
+            "snapshots": {"enabled": True},
+        },
     )
     dt = admitted(dt)
     dt["metadata"].update(namespace="polaris", uid="uid-1", generation=1)
@@ -45,6 +50,7 @@ def pod_for(dt: dict, ordinal: int, root: Path) -> PodProcess:
     dt = copy.deepcopy(dt)
     dt["spec"]["grpc"]["port"] = free_port()
     dt["spec"]["telemetry"] = {"metricsPort": free_port()}
+    dt["spec"]["http"] = {"port": free_port()}
     _, children = b.build_children(dt, default_image="polaris-twin:test")
     configmap, workload = children[0], children[-1]
     assert workload["kind"] == "StatefulSet" and workload["spec"]["replicas"] == 2
@@ -92,8 +98,18 @@ async def test_two_replicas_from_the_statefulset_hold_the_same_log(tmp_path: Pat
 
         # One durable consumer per pod, named <namespace>_<pod> (stable per ordinal).
         js = nc.jetstream()
-        names = sorted([c.name async for c in _consumers(js, "POLARIS_TWIN")])
-        assert names == ["polaris_twin-rep-0", "polaris_twin-rep-1"]
+        consumers = {c.name: c for c in await js.consumers_info("POLARIS_TWIN")}
+        assert sorted(consumers) == ["polaris_twin-rep-0", "polaris_twin-rep-1"]
+        assert {c.config.inactive_threshold for c in consumers.values()} == {2.0}
+
+        # Scale down to one replica: pod 1 goes, and so does its consumer (server-side).
+        assert pods[1].stop() in (0, -signal.SIGTERM), pods[1].tail()
+        for _ in range(100):
+            names = sorted(c.name for c in await js.consumers_info("POLARIS_TWIN"))
+            if names == ["polaris_twin-rep-0"]:
+                break
+            await asyncio.sleep(0.2)
+        assert names == ["polaris_twin-rep-0"]
     finally:
         codes = [p.stop() for p in pods]
         await nc.drain()
@@ -103,8 +119,3 @@ async def test_two_replicas_from_the_statefulset_hold_the_same_log(tmp_path: Pat
     for pod in pods:
         snapshots = Path(pod.mounts[b.SNAPSHOT_DIR])
         assert list(snapshots.glob("snapshot-*")), pod.tail()
-
-
-async def _consumers(js, stream: str):
-    for info in await js.consumers_info(stream):
-        yield info

@@ -265,6 +265,8 @@ class TwinConfig:
     limits: EventLimits = field(default_factory=EventLimits)
     auth: AuthConfig = field(default_factory=lambda: AuthConfig(None, {}, list(DEFAULT_PROTECTED)))
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
+    # Managed systems this twin answers for (names or globs; empty = all): twin.ingest.systems.
+    systems: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TwinConfig:
@@ -295,6 +297,7 @@ class TwinConfig:
             events=EventsConfig(**dt["events"]),
             limits=EventLimits.from_settings(dt.get("limits")),
             predictions=PredictionsConfig(**dt.get("predictions", {})),
+            systems=tuple(dt.get("systems") or ()),
         )
 
 

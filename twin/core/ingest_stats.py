@@ -27,6 +27,9 @@ class IngestStats:
     dead_lettered: int = 0
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     dead_letter_publish_failures: int = 0
+    # Records of systems this twin does not answer for (digital_twin.systems), by kind:
+    # telemetry (points), execution, calibration. Not errors: never dead-lettered.
+    skipped: Counter[str] = field(default_factory=Counter)
     slow_consumer_drops: int = 0
     batches_applied: int = 0
     executions_applied: int = 0
@@ -59,6 +62,12 @@ class IngestStats:
             "Events sent to the dead-letter subject, by reason class.",
             lambda: dict(self.dead_letter_reasons),
             ["reason"],
+        )
+        f.counter(
+            "events_skipped",
+            "Records of systems this twin does not answer for (digital_twin.systems), by kind.",
+            lambda: {k: self.skipped[k] for k in ("telemetry", "execution", "calibration")},
+            ["kind"],
         )
         f.counter(
             "dead_letter_publish_failures",

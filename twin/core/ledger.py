@@ -63,10 +63,10 @@ METRIC_NAMES = {
     "recorded": "predictions_recorded_total",
     "scored": "predictions_scored_total",
     "not_executed": "predictions_not_executed_total",
-    "coverage": "prediction_interval_coverage",
-    "coverage_raw": "prediction_interval_coverage_raw",
+    "coverage": "forecast_interval_coverage",
+    "coverage_raw": "forecast_interval_coverage_raw",
     "mase": "prediction_mase",
-    "rel_error": "prediction_error_ratio",
+    "rel_error": "whatif_error_ratio",
 }
 
 

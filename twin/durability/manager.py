@@ -278,6 +278,8 @@ class Durability:
         js = self.jetstream
         if js is not None and not self.caught_up_once and not js.replaying:
             self.caught_up_once = True
+        if js is not None and js.lag.lagging:  # nats.jetstream.max_lag_sec
+            return False
         return self.caught_up_once or not self.gate_readiness
 
     @property
@@ -299,6 +301,11 @@ class Durability:
                 out.append(
                     f"replaying the stream: {st['messages_done']}/{st['messages_total']} messages "
                     f"(to sequence {st['target_sequence']})"
+                )
+            if js.lag.lagging:
+                out.append(
+                    f"{js.lag.seconds:.1f}s behind the stream "
+                    f"(max_lag_sec {js.lag.max_lag_sec:g}): NOT_SERVING until caught up"
                 )
             if js.stream_reset_note:
                 out.append(js.stream_reset_note)

@@ -49,9 +49,11 @@ from nats.js import api
 
 from twin.core.errors import IngestError
 from twin.ingest.nats_ingest import Ingestor, Item
+from twin.ingest.replay_lag import ReplayLag
 
 log = logging.getLogger(__name__)
 SYNC_INTERVAL_SEC = 0.5  # how often a floor held up by a hole asks the server for its ack floor
+LAG_POLL_SEC = 2.0  # how often the consumer's backlog is read for the replay lag
 
 
 def durable_name(configured: str = "", hostname: str | None = None) -> str:
@@ -222,6 +224,10 @@ class JetStreamIngestor(Ingestor):
         self.stream_reset_note = ""
         self.on_caught_up: Callable[[], None] | None = None  # the app gates readiness on it
         self._last_sync = 0.0
+        # Replay lag (nats.jetstream.max_lag_sec): readiness turns NOT_SERVING past it.
+        self.lag = ReplayLag(float(js.get("max_lag_sec", 0) or 0))
+        self.on_lag_change: Callable[[], None] | None = None
+        self._last_lag_poll = 0.0
 
     # ------------------------------------------------------------ positions
     def set_start(self, position: StartPosition) -> None:
@@ -356,6 +362,13 @@ class JetStreamIngestor(Ingestor):
                 "deliver_policy": api.DeliverPolicy.BY_START_TIME,
                 "opt_start_time": datetime.fromtimestamp(position.time, UTC).isoformat(),
             }
+        # Only this twin's systems, where the subjects name them (twin.ingest.systems);
+        # otherwise the whole stream, filtered after decoding.
+        wanted = self.systems.server_side(self.cfg.subjects)
+        if wanted != list(self.cfg.subjects):
+            kwargs["filter_subjects"] = wanted
+        # A replica scaled away stops pulling: the server deletes its consumer after this.
+        inactive = float(self.js_cfg.get("inactive_threshold_sec", 0) or 0)
         config = api.ConsumerConfig(
             name=self.durable,
             durable_name=self.durable,
@@ -363,6 +376,7 @@ class JetStreamIngestor(Ingestor):
             ack_wait=float(self.js_cfg.get("ack_wait_sec", 30)),
             max_ack_pending=self._max_ack_pending(),
             max_deliver=-1,
+            inactive_threshold=inactive or None,
             **kwargs,
         )
         info = await js.add_consumer(self.stream_name, config)
@@ -411,6 +425,8 @@ class JetStreamIngestor(Ingestor):
                 await self._on_js_msg(msg)
             if self.tracker.has_gap and time.monotonic() - self._last_sync >= SYNC_INTERVAL_SEC:
                 await self._sync_floor()
+            if time.monotonic() - self._last_lag_poll >= LAG_POLL_SEC:
+                await self._poll_lag()
 
     async def _idle_fetch(self) -> None:
         """Nothing to deliver right now: let the server close any gap, then check the replay."""
@@ -419,6 +435,34 @@ class JetStreamIngestor(Ingestor):
         p = self.progress
         if p.finished_at is None and self.tracker.applied >= p.target_sequence:
             self._caught_up()
+        if p.finished_at is None or time.monotonic() - self._last_lag_poll >= LAG_POLL_SEC:
+            await self._poll_lag()
+
+    async def _poll_lag(self) -> None:
+        """Reads the consumer's backlog (the server's count, filter-aware): the replay lag,
+        and the end of a replay whose target is another twin's message (filtered consumer)."""
+        self._last_lag_poll = time.monotonic()
+        try:
+            info = await self.js.consumer_info(self.stream_name, self.durable)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - disconnected or consumer gone; retried later
+            log.debug("consumer info for the replay lag failed: %s", exc)
+            return
+        pending = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        p = self.progress
+        if p.finished_at is None and pending == 0 and self.tracker.in_flight == 0:
+            self._caught_up()  # nothing left for this consumer, whatever the stream holds
+        if self.lag.poll(pending + self.tracker.in_flight, time.time()):
+            if self.lag.lagging:
+                log.warning(
+                    "%.1fs behind the stream (max_lag_sec %.1f): NOT_SERVING until caught up",
+                    self.lag.seconds, self.lag.max_lag_sec,
+                )
+            else:
+                log.info("caught up with the stream again (lag %.1fs)", self.lag.seconds)
+            if self.on_lag_change is not None:
+                self.on_lag_change()
 
     async def _sync_floor(self) -> None:
         """Steps the floor over gaps the server vouches for (its ack floor of our consumer)."""
@@ -502,6 +546,8 @@ class JetStreamIngestor(Ingestor):
     def _ack_for(self, msg: Msg, seq: int) -> Callable[[], Awaitable[None]]:
         async def ack() -> None:
             self.tracker.finish(seq)
+            with contextlib.suppress(Exception):  # stream time of the message, for the lag
+                self.lag.applied(msg.metadata.timestamp.timestamp())
             if (
                 self.progress.finished_at is None
                 and self.tracker.applied >= self.progress.target_sequence
@@ -563,6 +609,9 @@ class JetStreamIngestor(Ingestor):
             "jetstream_consumer_rebinds_total": self.rebinds,
             "jetstream_replay_gap_messages": self.progress.gap,
             "jetstream_stream_resets_total": self.stream_resets,
+            "jetstream_lag_seconds": self.lag.seconds,
+            "jetstream_pending": self.lag.pending,
+            "jetstream_lagging": 1.0 if self.lag.lagging else 0.0,
         }
 
     # ------------------------------------------------------------- lifecycle

@@ -56,6 +56,7 @@ from twin.core.metrics import Figures
 from twin.core.redact import redact_text
 from twin.core.state import TwinState
 from twin.ingest.dead_letter import build_record, reason_class
+from twin.ingest.systems import SystemFilter, calibration_system, execution_system, subject_matches
 from twin.models.base import WorldModel
 from twin.models.domain import EventBatch
 from twin.observability.propagation import inject_headers, remote_span_context, tracing_active
@@ -174,8 +175,12 @@ class Ingestor:
         on_status: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.time,
         registry: CollectorRegistry | None = None,
+        systems: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
+        # digital_twin.systems: records of other systems are skipped and counted.
+        self.systems = SystemFilter(systems)
+        self._subject_of: dict[str, str] = {s: s for s in cfg.subjects}
         self.state = state
         self._model = model
         self.stats = stats or IngestStats()
@@ -243,15 +248,29 @@ class Ingestor:
             c.execution_subject: self._on_execution,
             c.calibrate_subject: self._on_calibration,
         }
-        for subject, cb in handlers.items():
-            await self.nc.subscribe(
-                subject,
-                queue=c.queue_group,
-                cb=cb,
-                pending_msgs_limit=limit,
-                pending_bytes_limit=limit * c.max_payload_bytes // 8,
-            )
+        for configured, cb in handlers.items():
+            # Narrowed to this twin's systems where the subject names them (a trailing *).
+            for subject in self.systems.subjects_for(configured):
+                await self.nc.subscribe(
+                    subject,
+                    queue=c.queue_group,
+                    cb=cb,
+                    pending_msgs_limit=limit,
+                    pending_bytes_limit=limit * c.max_payload_bytes // 8,
+                )
         await confirm_interest(self.nc)
+
+    def configured_subject(self, subject: str) -> str:
+        """The configured input subject a concrete one belongs to (wildcards resolved)."""
+        known = self._subject_of.get(subject)
+        if known is None:
+            known = next((s for s in self.cfg.subjects if subject_matches(s, subject)), subject)
+            if len(self._subject_of) < 4096:
+                self._subject_of[subject] = known
+        return known
+
+    def _skip(self, kind: str, n: int = 1) -> None:
+        self.stats.skipped[kind] += n
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Drain: stop receiving, let pending messages through the callbacks, apply the
@@ -394,6 +413,7 @@ class Ingestor:
         """
         c = self.cfg
         stats = self.stats
+        subject = self._subject_of.get(subject) or self.configured_subject(subject)
         stats.messages_received[subject] += 1
         link = remote_span_context(headers) if headers and tracing_active() else None
         if len(data) > c.max_payload_bytes:
@@ -424,6 +444,8 @@ class Ingestor:
                 await self.dead_letter(
                     bad.reason, subject, bad.raw or b"", index=bad.index, parent=link
                 )
+            if points and self.systems.active:
+                points = self._own_systems(points)
             if points:
                 await self._put(Item(points=points, ack=ack, link=link, subject=subject))
             elif ack:
@@ -453,7 +475,44 @@ class Ingestor:
             if ack:
                 await ack()
             return
+        if self.systems.active and not self._is_own(item):
+            if ack:
+                await ack()
+            return
         await self._put(item)
+
+    def _own_systems(self, cols: SeriesColumns) -> SeriesColumns:
+        """The batch without the series of other systems (counted as skipped)."""
+        accepts = self.systems.accepts
+        refused = {i for i, (source, _) in enumerate(cols.keys) if not accepts(source)}
+        if not refused:
+            return cols
+        n = sum(len(cols.ts[i]) for i in refused)
+        n += sum(1 for g, _, _ in cols.texts if g in refused)
+        self._skip("telemetry", n)
+        return cols.without(refused)
+
+    def _is_own(self, item: Item) -> bool:
+        """Whether a stream event, execution result or calibration is about our systems."""
+        accepts = self.systems.accepts
+        if item.points:
+            if accepts(item.points[0].source):
+                return True
+            self._skip("telemetry", len(item.points))
+            return False
+        if item.execution is not None:
+            ex = item.execution
+            if accepts(execution_system(ex.metadata, ex.target, ex.output)):
+                return True
+            self._skip("execution")
+            return False
+        if item.calibration is not None:
+            cal = item.calibration
+            if accepts(calibration_system(cal.predicted_outcome, cal.actual_outcome)):
+                return True
+            self._skip("calibration")
+            return False
+        return True
 
     async def _on_stream(self, msg: Msg) -> None:
         await self.handle(self.cfg.telemetry_stream_subject, msg.data, headers=msg.headers)

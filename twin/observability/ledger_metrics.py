@@ -22,6 +22,7 @@ from twin.core.metrics import counter_family, gauge_family, with_flat
 __all__ = ["LedgerCollector"]
 
 LABELS = ("system", "model", "kind")
+UNCONDITIONAL_KINDS = ("forecast", "scenario")
 
 # Overall figures (``PredictionLedger.totals``); names in METRIC_NAMES are labelled below.
 TOTALS_HELP = {
@@ -46,10 +47,10 @@ LABELLED_HELP = {
     "recorded": "Predictions recorded, by system, model and kind.",
     "scored": "Predictions scored against the telemetry that followed.",
     "not_executed": "What-ifs and plans whose actions were not executed within their horizon.",
-    "coverage": "Share of actuals inside the prediction intervals as delivered (recalibrated).",
-    "coverage_raw": "Share of actuals inside the prediction intervals as the model gave them.",
+    "coverage": "Share of actuals inside the intervals as delivered (recalibrated), by kind.",
+    "coverage_raw": "Share of actuals inside the intervals as the model gave them, by kind.",
     "mase": "Mean absolute scaled error (scale: in-sample one-step naive error).",
-    "rel_error": "Mean |error| / mean |actual| of scored predictions (what-ifs: after the action).",
+    "rel_error": "Mean |error| / mean |actual| of what-ifs and plans after their action.",
 }
 
 
@@ -71,7 +72,8 @@ def _number(v: object) -> float | None:
 def ledger_families(ledger: PredictionLedger) -> Iterator[Metric]:
     """Families of the ledger's figures, each with its ``get_metrics`` keys.
 
-    Flat keys follow ``twin.core.metrics``: the overall figure under its bare name, a
+    Flat keys follow ``twin.core.metrics``: the overall figure under its bare name (the
+    coverage and MASE of forecasts, the error ratio of what-ifs and plans, pooled), a
     labelled one under ``<name>.<system>.<model>.<kind>``.
     """
     totals = ledger.totals()
@@ -94,6 +96,8 @@ def ledger_families(ledger: PredictionLedger) -> Iterator[Metric]:
         if overall is not None:
             flat[name] = overall
         for r in rows:
+            if field_ == "rel_error" and r["kind"] in UNCONDITIONAL_KINDS:
+                continue  # whatif_error_ratio: what-ifs and plans (a forecast's is MASE)
             v = _number(r.get(field_))
             if v is None:
                 continue

@@ -41,6 +41,7 @@ from .names import (
     check_name,
     child_names,
     grpc_port,
+    http_port,
     labels,
     meta,
     metrics_port,
@@ -195,6 +196,8 @@ def _pod_template(
     ports = [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
     if metrics_port(spec):
         ports.append({"name": "metrics", "containerPort": metrics_port(spec), "protocol": "TCP"})
+    if http_port(spec):
+        ports.append({"name": "http", "containerPort": http_port(spec), "protocol": "TCP"})
     mounts, volumes = _volumes(dt)
     container = {
         "name": CONTAINER_NAME,
@@ -334,9 +337,10 @@ def build_statefulset(
         "selector": {"matchLabels": selector_labels(name)},
         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
         "template": _pod_template(dt, default_image=default_image, config=config),
-        # Claims outlive the StatefulSet and scale-downs: snapshots are state, and a
-        # replaced StatefulSet (snapshots toggled) takes its claims back by name.
-        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        # No persistentVolumeClaimRetentionPolicy: its default (Retain on delete and on
+        # scale-down) is what a twin needs (snapshots are state, and a replaced StatefulSet
+        # takes its claims back by name), and leaving it out works on clusters whose API
+        # server lacks the field (a dropped field would look like drift forever).
     }
     if durability(dt["spec"])[1].get("enabled"):
         spec["volumeClaimTemplates"] = [_volume_claim(dt)]
@@ -377,11 +381,21 @@ def _service_ports(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "appProtocol": "http",
             }
         )
+    if http_port(spec):
+        ports.append(
+            {
+                "name": "http",
+                "port": http_port(spec),
+                "targetPort": "http",
+                "protocol": "TCP",
+                "appProtocol": "http",
+            }
+        )
     return ports
 
 
 def build_service(dt: Mapping[str, Any]) -> dict[str, Any]:
-    """The twin's Service: port ``grpc`` (and ``metrics`` when enabled)."""
+    """The twin's Service: ports ``grpc``, ``metrics`` and ``http`` (the last two unless 0)."""
     check_name(dt)
     spec = dt["spec"]
     metadata = meta(dt, child_names(dt)["service"])

@@ -18,6 +18,7 @@ __all__ = [
     "CONFIG_MOUNT_DIR",
     "CONTAINER_NAME",
     "DEFAULT_GRPC_PORT",
+    "DEFAULT_HTTP_PORT",
     "DEFAULT_METRICS_PORT",
     "KIND",
     "MANAGED_BY",
@@ -30,6 +31,7 @@ __all__ = [
     "child_names",
     "endpoint",
     "grpc_port",
+    "http_port",
     "implementation",
     "labels",
     "meta",
@@ -56,6 +58,7 @@ RUN_AS = 10001
 
 DEFAULT_GRPC_PORT = 50051
 DEFAULT_METRICS_PORT = 9464
+DEFAULT_HTTP_PORT = 8080
 
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # 63 (DNS label) minus room for the longest derived name: "<name>-pods" for the headless
@@ -118,6 +121,12 @@ def grpc_port(spec: Mapping[str, Any]) -> int:
 def metrics_port(spec: Mapping[str, Any]) -> int:
     """The Prometheus port: 9464 unless the spec says otherwise (0 turns it off)."""
     value = (spec.get("telemetry") or {}).get("metricsPort", DEFAULT_METRICS_PORT)
+    return int(value or 0)
+
+
+def http_port(spec: Mapping[str, Any]) -> int:
+    """The REST/JSON gateway's port: 8080 unless the spec says otherwise (0 turns it off)."""
+    value = (spec.get("http") or {}).get("port", DEFAULT_HTTP_PORT)
     return int(value or 0)
 
 

@@ -32,6 +32,7 @@ from .names import (
     SNAPSHOT_DIR,
     SpecError,
     grpc_port,
+    http_port,
     implementation,
     metrics_port,
 )
@@ -60,6 +61,8 @@ _OWNED_KEYS = {
     ("state", "snapshot_interval_sec"): "spec.durability.snapshots.interval",
     ("state", "snapshot_keep"): "spec.durability.snapshots.keep",
     ("telemetry", "metrics_port"): "spec.telemetry.metricsPort",
+    ("http", "port"): "spec.http.port",
+    ("http", "host"): "nothing (the gateway listens on the pod IP)",
 }
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(d|h|m|s))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
@@ -169,6 +172,17 @@ def build_twin_config(dt: Mapping[str, Any]) -> dict[str, Any]:
         raise SpecError(
             "spec.nats.url is required: in Kubernetes the twin never embeds nats-server"
         )
+    ports = {
+        "grpc.port": grpc_port(spec),
+        "telemetry.metricsPort": metrics_port(spec),
+        "http.port": http_port(spec),
+    }
+    used = [(field, port) for field, port in ports.items() if port]
+    if len({port for _, port in used}) < len(used):
+        raise SpecError(
+            "grpc.port, telemetry.metricsPort and http.port must differ: "
+            + ", ".join(f"{field} {port}" for field, port in used)
+        )
     subjects = nats.get("subjects") or {}
     wm = spec.get("worldModel") or {}
     grpc = spec.get("grpc") or {}
@@ -231,6 +245,10 @@ def build_twin_config(dt: Mapping[str, Any]) -> dict[str, Any]:
             }
         ),
     }
+    http = spec.get("http") or {}
+    cfg["http"] = _drop_none(
+        {"host": "0.0.0.0", "port": http_port(spec), "console": http.get("console")}
+    )
     snapshots = _snapshot_config(spec)
     if snapshots:
         cfg["state"] = snapshots

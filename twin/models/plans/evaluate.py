@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special
 
 from twin.models.plans import queue
 from twin.models.plans.effects import Estimate
@@ -164,7 +163,9 @@ def evaluate_tier(
         for name in ("mean", "lower", "upper"):
             e = np.full(n, base)
             if timeout_ms is not None:
-                e = e + _timeout_share(runs[name], timeout_ms / 1000.0 / k, es, tail_cs2(tier, svc))
+                e = e + queue.share_slower_than(
+                    runs[name], timeout_ms / 1000.0 / k, es, tail_cs2(tier, svc)
+                )
             errs.append(np.clip(e, 0.0, 1.0))
         out.values["error_rate"] = (errs[0], errs[1], errs[2])
     if cfg.quality is not None:
@@ -262,16 +263,6 @@ def _with_cs2(s: queue.QueueStates, cs2: float) -> queue.QueueStates:
     return queue.QueueStates(
         s.utilization, s.throughput, s.wait, s.response, s.pwait, s.backlog, s.saturated, s.es, cs2
     )
-
-
-def _timeout_share(s: queue.QueueStates, timeout: float, es: float, cs2: float) -> np.ndarray:
-    """Share of requests slower than ``timeout`` seconds (the two-moment gamma fit)."""
-    pw = np.clip(s.pwait, 1e-12, 1.0)
-    wq = np.maximum(s.wait, 0.0)
-    mean = wq + es
-    var = np.maximum(2.0 * wq * wq / pw - wq * wq, 0.0) + max(cs2, 1e-3) * es * es
-    shape = np.maximum(mean * mean / np.maximum(var, 1e-18), 1e-3)
-    return np.asarray(special.gammaincc(shape, timeout * shape / mean), dtype=float)
 
 
 def evaluate_series(

@@ -135,3 +135,13 @@ def response_quantile(
         lo = np.where(too_small, x, lo)
         hi = np.where(too_small, hi, x)
     return np.asarray(0.5 * (lo + hi) + backlog, dtype=float)
+
+
+def share_slower_than(st: QueueStates, timeout: float, es: float, cs2: float) -> np.ndarray:
+    """Share of requests slower than ``timeout`` seconds (two-moment gamma fit of R)."""
+    pw = np.clip(st.pwait, 1e-12, 1.0)
+    wq = np.maximum(st.wait, 0.0)
+    mean = wq + es
+    var = np.maximum(2.0 * wq * wq / pw - wq * wq, 0.0) + max(cs2, 1e-3) * es * es
+    shape = np.maximum(mean * mean / np.maximum(var, 1e-18), 1e-3)
+    return np.asarray(special.gammaincc(shape, timeout * shape / mean), dtype=float)

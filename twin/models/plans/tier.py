@@ -413,13 +413,49 @@ def calibrate(
     _fit_latency(store, tier, lo, ravg)
     _fit_tail(store, tier, lo, now_mask)
     _backlog_now(store, tier)
-    err, _ = _mean(store, system, roles.get("error_rate"), lo)
-    tier.error_base = err
+    _fit_errors(store, tier, lo, now_mask, timeout_ms)
     if timeout_ms is not None:
         notes.append(
             f"request time-out {timeout_ms:g} ms (settings): longer responses count as errors"
         )
     return tier
+
+
+def _fit_errors(store: Any, tier: Tier, lo: float, mask: Any, timeout_ms: float | None) -> None:
+    """The error rate the configuration has whatever the load: the observed rate of the
+    current configuration (unsaturated samples), minus the share of client time-outs the
+    queue explains at the observed load when the time-out is known."""
+    b = tier.roles.get("error_rate")
+    w = _window(store, tier.system, b, lo)
+    if w is None:
+        return
+    t, e = w
+    ok = np.isfinite(e) & _not_draining(store, tier, t)
+    if mask is not None:
+        ok &= mask(t)
+    if not ok.any():
+        ok = np.isfinite(e)
+    if not ok.any():
+        return
+    observed = float(np.mean(e[ok]))
+    explained = 0.0
+    svc = tier.service(tier.knob)
+    if timeout_ms is not None and svc is not None:
+        lam_w = _aligned(store, tier.system, tier.roles.get("load"), t[ok])
+        lam = float(np.nanmean(lam_w)) if lam_w is not None else tier.load
+        st = queue.evaluate(
+            np.array([lam]), np.zeros(1), tier.units, svc.es, svc.cs2, tier.wait_factor
+        )
+        if not st.saturated[0]:
+            cs2 = _tail_cs2(tier, svc)
+            share = queue.share_slower_than(st, timeout_ms / 1000.0 / tier.rt_factor, svc.es, cs2)
+            explained = float(share[0])
+    tier.error_base = max(0.0, observed - explained)
+    if explained > 0.0005:
+        tier.notes.append(
+            f"error rate {observed:.2%} observed, {explained:.2%} of it time-outs the queue "
+            f"explains: base {tier.error_base:.2%}"
+        )
 
 
 def _backlog_now(store: Any, tier: Tier) -> None:
