@@ -23,7 +23,8 @@ them; a JetStream twin scales out as a StatefulSet and a snapshot twin gets a bo
 PersistentVolumeClaim per pod; an image that cannot be pulled is named in the Ready
 condition and an Event; the operator's and the twins' /metrics answer through the API
 server's proxy; the admin token is a mounted Secret file that rotates without a restart;
-garbage collection removes the children; ``helm test`` passes.
+two twins with spec.systems on one NATS answer only for their own systems on their Services'
+http port; garbage collection removes the children; ``helm test`` passes.
 """
 
 from __future__ import annotations
@@ -458,6 +459,69 @@ def test_the_admin_token_is_a_mounted_secret_file_and_rotates_without_a_restart(
              for p in pods["items"]]  # fmt: skip
     assert after == [before]  # same pod, no restart
     run(kubectl, "-n", namespace, "delete", "dt/twin-auth", "--wait=true")
+
+
+_PUBLISH_IN_POD = """
+import asyncio, json, sys, time
+import nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    t0 = time.time() - 60
+    events = [{"name": "load", "value": float(i), "source": s, "timestamp": t0 + i}
+              for i, s in enumerate(["swim", "web-1", "db"] * 5)]
+    await nc.publish("polaris.telemetry.events.batch", json.dumps({"events": events}).encode())
+    await nc.flush()
+    await nc.close()
+asyncio.run(main())
+"""
+_QUERY_IN_POD = """
+import json, sys, urllib.error, urllib.request
+body = {"query_type": "current_state", "parameters": {"system": sys.argv[2]}}
+req = urllib.request.Request(sys.argv[1] + "/v1/query", data=json.dumps(body).encode(),
+                             headers={"Content-Type": "application/json"}, method="POST")
+try:
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        doc = json.load(resp)
+except urllib.error.HTTPError as err:
+    doc = {"http": err.code}
+print(json.dumps({"success": bool(doc.get("success")), "explanation": doc.get("explanation", "")}))
+"""
+
+
+def test_two_twins_answer_only_for_their_systems_on_the_services_http_port(tools, namespace):
+    """One NATS, two DigitalTwins with spec.systems; queried over the REST gateway through
+    each twin's Service port http (cluster DNS and Service routing, from inside a pod)."""
+    kubectl = tools["kubectl"]
+    for name, systems in (("twin-swim", ["swim"]), ("twin-web", ["web-*"])):
+        doc = _twin(namespace, systems=systems).replace("name: twin-mock", f"name: {name}")
+        run(kubectl, "apply", "-f", "-", input=doc)
+    for name in ("twin-swim", "twin-web"):
+        run(kubectl, "-n", namespace, "wait", "--for=condition=Ready", f"dt/{name}",
+            "--timeout=300s")  # fmt: skip
+        svc = _get(kubectl, namespace, "svc", name)
+        assert {"name": "http", "port": 8080} in [
+            {k: p[k] for k in ("name", "port")} for p in svc["spec"]["ports"]
+        ]
+
+    def in_pod(script: str, *args: str) -> str:
+        return run(
+            kubectl, "-n", namespace, "exec", "deploy/twin-swim", "--",
+            "python", "-c", script, *args,
+        ).stdout.strip()  # fmt: skip
+
+    in_pod(_PUBLISH_IN_POD, f"nats://nats.{namespace}.svc:4222")
+
+    def answer(twin: str, system: str) -> dict:
+        url = f"http://{twin}.{namespace}.svc:8080"
+        return json.loads(in_pod(_QUERY_IN_POD, url, system))
+
+    _wait("twin-swim to hold swim", lambda: answer("twin-swim", "swim")["success"], 60)
+    _wait("twin-web to hold web-1", lambda: answer("twin-web", "web-1")["success"], 60)
+    for twin, foreign in (("twin-swim", "web-1"), ("twin-swim", "db"), ("twin-web", "swim")):
+        got = answer(twin, foreign)
+        assert not got["success"] and f"unknown system '{foreign}'" in got["explanation"], got
+    for name in ("twin-swim", "twin-web"):
+        run(kubectl, "-n", namespace, "delete", f"dt/{name}", "--wait=true")
 
 
 def test_the_api_server_refuses_invalid_twins_with_the_rules_message(tools, namespace):
