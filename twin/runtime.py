@@ -7,7 +7,9 @@ the management operations. Ingestion and the gRPC service both hold a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -22,6 +24,7 @@ from twin.core import workers
 from twin.core.config import TwinConfig
 from twin.core.events import Point
 from twin.core.ingest_stats import IngestStats
+from twin.core.ledger import PredictionLedger
 from twin.core.memory import release_memory
 from twin.core.metrics import (
     FigureDict,
@@ -35,8 +38,11 @@ from twin.core.notify import EventBus
 from twin.core.state import TwinState
 from twin.core.store import Retention
 from twin.models.base import WorldModel
-from twin.models.domain import EventBatch, Health
+from twin.models.capabilities import BacktestReporter, Refittable
+from twin.models.domain import EventBatch, Health, SimulationRequest, SimulationResult
+from twin.models.predictions import calibrate_and_record
 from twin.models.registry import create_model
+from twin.observability.ledger_metrics import LedgerCollector
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,7 @@ class TwinRuntime:
             max_series_per_system=config.state.max_series_per_system,
             action_log_max_bytes=config.state.action_log_max_bytes,
             limits=config.limits,
+            ledger=ledger_from_config(config),
         )
         self.state.events = EventBus(config.events.history, config.events.queue_size)
         self.model_name = model_name or config.world_model.implementation
@@ -105,6 +112,7 @@ class TwinRuntime:
         self.workers = workers.pool()
         # twin.supervisor.ModelSupervisor, started by the app (health_check_interval_sec).
         self.supervisor: Any = None
+        self._ledger_task: asyncio.Task[None] | None = None
         self._register_metrics()
 
     def _register_metrics(self) -> None:
@@ -139,6 +147,7 @@ class TwinRuntime:
             lambda: self.state.calibrations.nbytes,
         )
         self.state.events.register(self.registry)
+        LedgerCollector(self.registry, lambda: self.state.ledger)
         self.registry.register(_BuildInfo(self))
         # The current model's own figures, read through ``runtime.model`` so a model
         # swapped by reload_model reports from then on.
@@ -155,8 +164,17 @@ class TwinRuntime:
         # so start-up (start_to_serving_s) never pays for them.
         self.workers = workers.configure(self.config.performance.compute_workers)
         await self.model.initialize()
+        if self._ledger_task is None:
+            self._ledger_task = asyncio.get_running_loop().create_task(
+                self._score_loop(), name="prediction-ledger"
+            )
 
     async def shutdown(self) -> None:
+        task, self._ledger_task = self._ledger_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.model.shutdown()
         await asyncio.to_thread(self.workers.close)
 
@@ -171,6 +189,44 @@ class TwinRuntime:
         self.model.update(EventBatch(points, (), ()))
         self.ingest_stats.events_received += len(points)
         self.ingest_stats.events_applied += len(points)
+        self.score_predictions()
+
+    # ------------------------------------------------------------------ predictions
+    async def simulate(self, request: SimulationRequest) -> SimulationResult:
+        """The model's answer, its intervals recalibrated and the prediction recorded in
+        the ledger (once here, whichever model answered)."""
+        result = await self.model.simulate(request)
+        try:
+            bt = self.model.backtest_error if isinstance(self.model, BacktestReporter) else None
+            calibrate_and_record(
+                self.state.ledger, self.state.store, request, result, self.model_name, bt
+            )
+        except Exception:  # noqa: BLE001 - the ledger must never cost an answer
+            log.exception("prediction ledger: could not record %s", request.simulation_id)
+        return result
+
+    def score_predictions(self) -> int:
+        """Scores due predictions (by event time) and refits systems whose forecasts drifted."""
+        led = self.state.ledger
+        n = led.score_due(self.state.store, self.state.actions)
+        if self.config.predictions.refit_on_drift:
+            for system in led.systems_to_refit():
+                parts = self.model.refit_system(system) if isinstance(self.model, Refittable) else 0
+                newest = max(
+                    (s.last_t for s in self.state.store if s.source == system), default=math.nan
+                )
+                led.refitted(system, newest, parts)
+                log.warning("prediction drift on %s: %d model part(s) refitted", system, parts)
+        return n
+
+    async def _score_loop(self) -> None:
+        interval = self.config.predictions.score_interval_sec
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.score_predictions()
+            except Exception:  # noqa: BLE001 - keep scoring
+                log.exception("prediction ledger: scoring failed")
 
     async def reload(
         self, implementation: str | None = None, settings: Mapping[str, Any] | None = None
@@ -213,6 +269,11 @@ class TwinRuntime:
             extra = self.durability.health_issues()
             issues.extend(extra)
             if extra and status == "healthy":
+                status = "degraded"
+        drift = self.state.ledger.drift_reasons()
+        if drift:
+            issues.extend(f"prediction drift: {r}" for r in drift)
+            if status == "healthy":
                 status = "degraded"
         perf = dict(h.performance_metrics)
         perf.update(
@@ -274,3 +335,17 @@ class _Rate:
         if old is None or now - old[0] < 1e-3:
             return count / max(now - self.started, 1e-3)
         return (count - old[1]) / (now - old[0])
+
+
+def ledger_from_config(config: TwinConfig) -> PredictionLedger:
+    p = config.predictions
+    return PredictionLedger(
+        max_pending=p.max_pending_per_system,
+        max_recent=p.max_recent_per_system,
+        max_points=p.max_points_per_prediction,
+        max_systems=p.max_systems,
+        skill_window=p.skill_window,
+        drift_margin=p.drift_margin,
+        drift_min_predictions=p.drift_min_predictions,
+        calibrate_intervals=p.calibrate_intervals,
+    )

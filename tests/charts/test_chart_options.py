@@ -172,3 +172,54 @@ def test_notes_render_for_every_option(tmp_path: Path):
     assert "ConfigMap polaris-polaris-twin-operator-dashboard" in notes
     assert "rollout status deployment/polaris-polaris-twin-operator" in notes
     assert "{{" not in notes
+
+
+def test_the_installed_crd_mounts_a_twins_admin_token_from_its_secret_as_a_file():
+    """From the CRD as helm installs it to the pod: the example's adminTokenSecretRef is
+    admitted, the builders mount the Secret read-only (no env, no ConfigMap), the twin's
+    config names the file, and every object is valid for Kubernetes, strictly."""
+    from polaris_operator import builders as b
+
+    from crd_tools import admit, load_examples
+
+    docs = render(include_crds=True)
+    (crd,) = [
+        d
+        for d in by_kind(docs, "CustomResourceDefinition")
+        if d["metadata"]["name"] == "digitaltwins.polaris.io"
+    ]
+    example = load_examples()["digitaltwin-statistical.yaml"]
+    dt, errors = admit(example, crd)
+    assert errors == []
+    assert dt["spec"]["auth"]["adminTokenSecretRef"] == {
+        "name": "polaris-twin-admin",
+        "key": "admin-token",  # the CRD's default
+    }
+    dt["metadata"]["namespace"] = "polaris"
+    config, children = b.build_children(dt, default_image="i:1")
+    assert config["digital_twin"]["auth"]["admin_token_file"] == (
+        "/var/run/secrets/polaris/admin/token"
+    )
+    pod = children[-1]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (volume,) = [
+        v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "polaris-twin-admin"
+    ]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True and "subPath" not in mount
+    assert not any(
+        e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "polaris-twin-admin"
+        for e in container["env"]
+    )
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (configmap,) = by_kind(children, "ConfigMap")
+    secrets = (ROOT / "charts/polaris-twin-operator/examples/digitaltwin-secrets.yaml").read_text()
+    placeholder = [
+        doc["stringData"]["admin-token"]
+        for doc in yaml.safe_load_all(secrets)
+        if doc["metadata"]["name"] == "polaris-twin-admin"
+    ]
+    assert placeholder and placeholder[0] not in json.dumps(configmap)
+    for child in children:
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)

@@ -5,16 +5,19 @@ The twin is a real ``polaris-twin`` process (statistical model, JetStream on a r
 nats-server, its own ``systems``) fed good telemetry and bad messages and asked over gRPC,
 so that the labelled families (dead letters by reason, skipped events, RPC histograms) and
 the JetStream figures exist; its ``/metrics`` is scraped over HTTP. The operator's metrics
-come from its own registry served by prometheus_client's HTTP server, as in the pod.
+come from its own registry served by prometheus_client's HTTP server, as in the pod. A
+destructive Manage call without the admin token is refused, so the denials family exists.
 
-The prediction ledger's figures (another part of the twin) are checked as a group: either
-none is exported yet, or every name the dashboard uses is.
+The prediction ledger's labelled figures (per system, model and kind: they exist once
+predictions were recorded) are checked as a group: either none is exported yet, or every
+name the dashboard uses is. Its overall figures (drift, refits) are always exported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
@@ -97,6 +100,8 @@ def test_dashboard_shows_what_operators_need():
         "RPC latency (p50, p99)",
         "Anomalous series",
         "Reconciles",
+        "Prediction drift and refits",
+        "Destructive operations refused",
     ):
         assert wanted in titles
     exprs = " ".join(e for _, e in queries(load()))
@@ -154,6 +159,8 @@ async def live_twin(tmp_path: Path) -> AsyncIterator[tuple[int, int]]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        # An admin token: a call without it is refused and counted (manage_denied_total).
+        env={**os.environ, "POLARIS_TWIN_ADMIN_TOKEN": "dashboard-test-token"},
     )
     try:
         yield grpc_port, metrics_port
@@ -207,6 +214,9 @@ async def test_every_query_names_a_metric_that_is_really_exported(live_twin, tmp
         stub = pb_grpc.DigitalTwinStub(ch)
         for _ in range(3):
             await stub.Query(pb.QueryRequest(query_type="current_state"), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Manage(pb.ManagementRequest(operation="reset_state"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     exported: set[str] = set()
     for _ in range(100):  # the dead letter and the batches land asynchronously
         exported = _scrape(metrics_port)

@@ -22,8 +22,9 @@ kubelet's gRPC probes see SERVING, and a NATS outage makes pods unready without 
 them; a JetStream twin scales out as a StatefulSet and a snapshot twin gets a bound
 PersistentVolumeClaim per pod; an image that cannot be pulled is named in the Ready
 condition and an Event; the operator's and the twins' /metrics answer through the API
-server's proxy; the admin token reaches the pod only from its Secret; garbage collection
-removes the children; ``helm test`` passes.
+server's proxy; the admin token is a mounted Secret file that rotates without a restart;
+two twins with spec.systems on one NATS answer only for their own systems on their Services'
+http port; garbage collection removes the children; ``helm test`` passes.
 """
 
 from __future__ import annotations
@@ -387,15 +388,42 @@ def test_metrics_answer_through_the_api_servers_proxy(tools, namespace):
     assert "polaris_twin_events_received_total" in text
 
 
-def test_the_admin_token_reaches_the_pod_only_from_its_secret(tools, namespace):
+_MANAGE_IN_POD = """
+import json, sys, urllib.error, urllib.request
+headers = {"Content-Type": "application/json"}
+if sys.argv[1]:
+    headers["Authorization"] = "Bearer " + sys.argv[1]
+req = urllib.request.Request("http://127.0.0.1:8080/v1/manage", method="POST", headers=headers,
+                             data=json.dumps({"operation": "reset_state"}).encode())
+try:
+    print(urllib.request.urlopen(req, timeout=10).status)
+except urllib.error.HTTPError as err:
+    print(err.code)
+"""
+
+
+def test_the_admin_token_is_a_mounted_secret_file_and_rotates_without_a_restart(
+    tools, namespace
+):
     kubectl = tools["kubectl"]
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "twin-admin", "namespace": namespace},
-        "stringData": {"admin-token": "e2e-not-a-real-token"},
-    }
-    run(kubectl, "apply", "-f", "-", input=yaml.safe_dump(secret))
+
+    def secret(token: str) -> str:
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "twin-admin", "namespace": namespace},
+                "stringData": {"admin-token": token},
+            }
+        )
+
+    def manage(token: str) -> str:
+        return run(
+            kubectl, "-n", namespace, "exec", "deploy/twin-auth", "--",
+            "python", "-c", _MANAGE_IN_POD, token,
+        ).stdout.strip()  # fmt: skip
+
+    run(kubectl, "apply", "-f", "-", input=secret("e2e-not-a-real-token"))
     run(
         kubectl,
         "apply",
@@ -409,12 +437,91 @@ def test_the_admin_token_reaches_the_pod_only_from_its_secret(tools, namespace):
     cm = run(kubectl, "-n", namespace, "get", "cm/twin-auth-config", "-o", "yaml").stdout
     dt = run(kubectl, "-n", namespace, "get", "dt/twin-auth", "-o", "yaml").stdout
     assert "e2e-not-a-real-token" not in cm and "e2e-not-a-real-token" not in dt
-    env = _get(kubectl, namespace, "deploy", "twin-auth")["spec"]["template"]["spec"]["containers"][
-        0
-    ]["env"]
-    (token,) = [e for e in env if e["name"] == "POLARIS_TWIN_ADMIN_TOKEN"]
-    assert token["valueFrom"]["secretKeyRef"] == {"name": "twin-admin", "key": "admin-token"}
+    assert "admin_token_file: /var/run/secrets/polaris/admin/token" in cm
+    pod = _get(kubectl, namespace, "deploy", "twin-auth")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert not any("ADMIN" in e["name"] for e in container["env"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["admin-token"]["secret"]["secretName"] == "twin-admin"
+    # The twin (non-root, read-only root filesystem) reads the mounted file.
+    assert manage("") == "401"
+    assert manage("wrong") == "403"
+    assert manage("e2e-not-a-real-token") == "200"
+    pods = _get(kubectl, namespace, "pods", "-l", "app.kubernetes.io/instance=twin-auth")
+    (before,) = [(p["metadata"]["name"], p["status"]["containerStatuses"][0]["restartCount"])
+                 for p in pods["items"]]  # fmt: skip
+    # Rotation: the kubelet refreshes the volume (up to its sync period plus the cache TTL).
+    run(kubectl, "apply", "-f", "-", input=secret("e2e-rotated-token"))
+    _wait("the rotated token", lambda: manage("e2e-rotated-token") == "200", timeout=180)
+    assert manage("e2e-not-a-real-token") == "403"
+    pods = _get(kubectl, namespace, "pods", "-l", "app.kubernetes.io/instance=twin-auth")
+    after = [(p["metadata"]["name"], p["status"]["containerStatuses"][0]["restartCount"])
+             for p in pods["items"]]  # fmt: skip
+    assert after == [before]  # same pod, no restart
     run(kubectl, "-n", namespace, "delete", "dt/twin-auth", "--wait=true")
+
+
+_PUBLISH_IN_POD = """
+import asyncio, json, sys, time
+import nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    t0 = time.time() - 60
+    events = [{"name": "load", "value": float(i), "source": s, "timestamp": t0 + i}
+              for i, s in enumerate(["swim", "web-1", "db"] * 5)]
+    await nc.publish("polaris.telemetry.events.batch", json.dumps({"events": events}).encode())
+    await nc.flush()
+    await nc.close()
+asyncio.run(main())
+"""
+_QUERY_IN_POD = """
+import json, sys, urllib.error, urllib.request
+body = {"query_type": "current_state", "parameters": {"system": sys.argv[2]}}
+req = urllib.request.Request(sys.argv[1] + "/v1/query", data=json.dumps(body).encode(),
+                             headers={"Content-Type": "application/json"}, method="POST")
+try:
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        doc = json.load(resp)
+except urllib.error.HTTPError as err:
+    doc = {"http": err.code}
+print(json.dumps({"success": bool(doc.get("success")), "explanation": doc.get("explanation", "")}))
+"""
+
+
+def test_two_twins_answer_only_for_their_systems_on_the_services_http_port(tools, namespace):
+    """One NATS, two DigitalTwins with spec.systems; queried over the REST gateway through
+    each twin's Service port http (cluster DNS and Service routing, from inside a pod)."""
+    kubectl = tools["kubectl"]
+    for name, systems in (("twin-swim", ["swim"]), ("twin-web", ["web-*"])):
+        doc = _twin(namespace, systems=systems).replace("name: twin-mock", f"name: {name}")
+        run(kubectl, "apply", "-f", "-", input=doc)
+    for name in ("twin-swim", "twin-web"):
+        run(kubectl, "-n", namespace, "wait", "--for=condition=Ready", f"dt/{name}",
+            "--timeout=300s")  # fmt: skip
+        svc = _get(kubectl, namespace, "svc", name)
+        assert {"name": "http", "port": 8080} in [
+            {k: p[k] for k in ("name", "port")} for p in svc["spec"]["ports"]
+        ]
+
+    def in_pod(script: str, *args: str) -> str:
+        return run(
+            kubectl, "-n", namespace, "exec", "deploy/twin-swim", "--",
+            "python", "-c", script, *args,
+        ).stdout.strip()  # fmt: skip
+
+    in_pod(_PUBLISH_IN_POD, f"nats://nats.{namespace}.svc:4222")
+
+    def answer(twin: str, system: str) -> dict:
+        url = f"http://{twin}.{namespace}.svc:8080"
+        return json.loads(in_pod(_QUERY_IN_POD, url, system))
+
+    _wait("twin-swim to hold swim", lambda: answer("twin-swim", "swim")["success"], 60)
+    _wait("twin-web to hold web-1", lambda: answer("twin-web", "web-1")["success"], 60)
+    for twin, foreign in (("twin-swim", "web-1"), ("twin-swim", "db"), ("twin-web", "swim")):
+        got = answer(twin, foreign)
+        assert not got["success"] and f"unknown system '{foreign}'" in got["explanation"], got
+    for name in ("twin-swim", "twin-web"):
+        run(kubectl, "-n", namespace, "delete", f"dt/{name}", "--wait=true")
 
 
 def test_the_api_server_refuses_invalid_twins_with_the_rules_message(tools, namespace):

@@ -406,7 +406,7 @@ def test_drift_is_detected_against_the_backtest_error_and_cleared_after_refit() 
     assert led.systems_to_refit() == ["web"]
     assert any(e["type"] == "drift" for e in events)
     assert any(e["type"] == "prediction_outcome" for e in events)
-    led.refitted("web", store.get("web", "cpu").last_t)
+    led.refitted("web", store.get("web", "cpu").last_t, 1)
     assert led.systems_to_refit() == []
     assert "refitted" in led.drift_reasons()[0], "degraded until new forecasts confirm the refit"
     for i in range(11, 17):

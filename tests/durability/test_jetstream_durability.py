@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
-from twin.durability.snapshot import decode, encode_v1
+from twin.durability.snapshot import FORMAT_VERSION, decode, encode_v1
 from twin.ingest.jetstream import SequenceTracker
 
 
@@ -220,7 +220,9 @@ async def test_bad_or_old_snapshot_on_start(
         snap.write_bytes(data[:-100] + b"\0" * 100)
     elif damage == "future_version":
         head, body = data.split(b"\n", 1)
-        snap.write_bytes(head.replace(b'"format_version":2', b'"format_version":99') + b"\n" + body)
+        future = head.replace(f'"format_version":{FORMAT_VERSION}'.encode(), b'"format_version":99')
+        assert future != head
+        snap.write_bytes(future + b"\n" + body)
     else:
         snap.write_bytes(encode_v1(decode(data)))
     t0 = time.monotonic()

@@ -146,3 +146,82 @@ def test_store_writes_atomically_keeps_the_newest_and_skips_corrupt_ones(tmp_pat
 
 def test_empty_or_missing_directory_has_no_snapshot(tmp_path) -> None:
     assert SnapshotStore(tmp_path / "nope").load_latest() == (None, [])
+
+
+def _with_ledger() -> TwinState:
+    """A state whose ledger holds a pending forecast, a scored one and learned scales."""
+    from twin.core.ledger import TrackInput
+
+    st = TwinState(Retention(10_000, 0))
+    rng = np.random.default_rng(4)
+    st.apply_points(
+        [
+            Point("web", "cpu", 1000.0 + 10 * i, float(v), "pct", None)
+            for i, v in enumerate(rng.normal(50, 2, 200))
+        ]
+    )
+    for k in range(6):
+        last = st.store.get("web", "cpu").last_t
+        t = last + 10.0 * np.arange(1, 7)
+        m = np.full(6, 50.0)
+        st.ledger.record(
+            st.store,
+            f"f{k}",
+            "web",
+            "statistical",
+            "forecast",
+            [TrackInput("cpu", t, m, m - 1.0, m + 1.0)],
+            0.9,
+        )
+        if k < 5:
+            st.apply_points(
+                [
+                    Point("web", "cpu", float(x), float(v), "pct", None)
+                    for x, v in zip(t, rng.normal(50, 2, 6))
+                ]
+            )
+            st.ledger.score_due(st.store, st.actions)
+    return st
+
+
+def test_version_3_snapshots_carry_the_prediction_ledger() -> None:
+    st = _with_ledger()
+    data = encode(capture(st, 7))
+    assert orjson.loads(data.split(b"\n", 1)[0])["format_version"] == FORMAT_VERSION == 3
+    fresh = TwinState(Retention(10_000, 0))
+    restore(fresh, decode(data))
+    assert fresh.ledger.report(limit=10) == st.ledger.report(limit=10)
+    assert fresh.ledger.totals()["predictions_scored_total"] == 5
+    assert fresh.ledger.totals()["predictions_pending"] == 1
+    lead = np.arange(1.0, 7.0)
+    assert np.allclose(
+        fresh.ledger.interval_scales("web", "forecast", "cpu", lead, 0.9)[0],
+        st.ledger.interval_scales("web", "forecast", "cpu", lead, 0.9)[0],
+    )
+    # The restored pending forecast is scored when its telemetry arrives.
+    last = fresh.store.get("web", "cpu").last_t
+    fresh.apply_points(
+        [Point("web", "cpu", last + 10.0 * i, 50.0, "pct", None) for i in range(1, 8)]
+    )
+    assert fresh.ledger.score_due(fresh.store, fresh.actions) == 1
+
+
+def test_version_2_snapshots_still_load_with_an_empty_ledger() -> None:
+    st = _with_ledger()
+    data = encode(capture(st, 7), version=2)
+    assert orjson.loads(data.split(b"\n", 1)[0])["format_version"] == 2
+    snap = decode(data)
+    assert snap.format_version == 2 and snap.ledger is None
+    fresh = TwinState(Retention(10_000, 0))
+    assert restore(fresh, snap) == st.store.sample_count
+    assert fresh.ledger.totals()["predictions_recorded_total"] == 0
+
+
+def test_a_ledger_of_an_unknown_export_version_is_skipped_not_fatal() -> None:
+    st = _with_ledger()
+    snap = capture(st, 7)
+    assert snap.ledger is not None
+    snap.ledger["version"] = 99
+    fresh = TwinState(Retention(10_000, 0))
+    assert restore(fresh, decode(encode(snap))) == st.store.sample_count
+    assert fresh.ledger.totals()["predictions_recorded_total"] == 0

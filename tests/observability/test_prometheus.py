@@ -12,7 +12,7 @@ import urllib.request
 import grpc
 import nats
 import orjson
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 import twin
@@ -159,3 +159,63 @@ async def test_metrics_port_zero_starts_no_server(
 ) -> None:
     app = await instrumented_twin(nats_server.url)
     assert app.metrics_server is None
+
+
+def test_prediction_ledger_figures_are_labelled_by_system_model_and_kind() -> None:
+    import numpy as np
+
+    from twin.core.events import Point
+    from twin.core.ledger import TrackInput
+    from twin.core.metrics import flat_view
+    from twin.core.state import TwinState
+    from twin.observability.ledger_metrics import LedgerCollector
+
+    state = TwinState()
+    state.apply_points([Point("web", "cpu", 100.0 + 10 * i, 50.0, "pct", None) for i in range(50)])
+    registry = CollectorRegistry(auto_describe=False)
+    LedgerCollector(registry, lambda: state.ledger)
+    before = flat_view(registry)
+    assert before["predictions_recorded_total"] == 0
+    assert "forecast_interval_coverage" not in before, "no coverage before anything was scored"
+    t = state.store.get("web", "cpu").last_t + 10.0 * np.arange(1, 4)
+    m = np.full(3, 50.0)
+    state.ledger.record(
+        state.store,
+        "f",
+        "web",
+        "statistical",
+        "forecast",
+        [TrackInput("cpu", t, m, m - 1, m + 1)],
+        0.9,
+    )
+    state.ledger.record(
+        state.store,
+        "w",
+        "web",
+        "statistical",
+        "what_if",
+        [TrackInput("cpu", t, m)],
+        actions=[("ADD_SERVER", "web")],
+    )
+    state.apply_points([Point("web", "cpu", float(x), 50.5, "pct", None) for x in t])
+    assert state.ledger.score_due(state.store, state.actions) == 2
+    g = registry.get_sample_value
+    lab = {"system": "web", "model": "statistical", "kind": "forecast"}
+    assert g("polaris_twin_predictions_recorded_total", lab) == 1
+    assert g("polaris_twin_predictions_scored_total", lab) == 1
+    assert g("polaris_twin_forecast_interval_coverage", lab) == 1.0
+    assert g("polaris_twin_predictions_not_executed_total", {**lab, "kind": "what_if"}) == 1
+    assert g("polaris_twin_forecast_interval_coverage") is None, "labelled only"
+    assert g("polaris_twin_whatif_error_ratio", lab) is None, "forecasts have MASE, not this"
+    assert g("polaris_twin_predictions_recorded_total") is None, (
+        "no unlabelled twin of a labelled family"
+    )
+    flat = flat_view(registry)
+    assert flat["predictions_recorded_total"] == 2  # the sum over the labelled samples
+    assert flat["predictions_scored_total.web.statistical.forecast"] == 1
+    assert flat["forecast_interval_coverage"] == 1.0  # the overall figure (forecasts, pooled)
+    assert flat["forecast_interval_coverage.web.statistical.forecast"] == 1.0
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE polaris_twin_predictions_scored_total counter") == 1

@@ -7,13 +7,17 @@ StatefulSet) a :class:`PodProcess` takes:
 - the container's command, args and environment (``$(VAR)`` expansion and downward-API
   fields resolved as the kubelet would, for a given pod name and namespace);
 - the volumes: the ConfigMap's files written where the mount would put them, emptyDirs
-  and the StatefulSet's volumeClaimTemplate as local directories; mount paths are
-  rewritten to those directories in args and in the mounted config file;
+  and the StatefulSet's volumeClaimTemplate as local directories, Secret volumes from the
+  Secrets a test passes in, laid out as the kubelet's atomic writer does (a timestamped
+  directory, the ``..data`` symlink to it, one symlink per item) with the volume's file
+  mode, so :meth:`PodProcess.rotate_secret` swaps ``..data`` as the kubelet does when a
+  Secret changes; mount paths are rewritten to those directories in args and in the
+  mounted config file;
 - the probes: ``grpc.health.v1.Health/Check`` with the probe's own port and service, as
   the kubelet's gRPC probe asks.
 
 What this cannot show (tests/cluster does): the image, the read-only root filesystem, the
-non-root UID, Secret mounts, Service routing, the scheduler.
+non-root UID, the kubelet's own Secret refresh delay, Service routing, the scheduler.
 """
 
 from __future__ import annotations
@@ -111,8 +115,10 @@ class PodProcess:
         *,
         pod_name: str,
         namespace: str = "polaris",
+        secrets: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.workload = workload
+        self.secrets = {name: dict(data) for name, data in (secrets or {}).items()}
         self.pod_name = pod_name
         self.namespace = namespace
         self.root = root
@@ -137,7 +143,9 @@ class PodProcess:
             if mount["name"] in claims:
                 continue  # a PersistentVolumeClaim: an empty directory that outlives the pod
             volume = volumes[mount["name"]]
-            if "configMap" in volume:
+            if "secret" in volume:
+                self._write_secret_volume(local, volume["secret"])
+            elif "configMap" in volume:
                 assert volume["configMap"]["name"] == configmap["metadata"]["name"]
                 items = volume["configMap"].get("items") or [
                     {"key": k, "path": k} for k in configmap["data"]
@@ -152,6 +160,39 @@ class PodProcess:
                 for path in Path(mapping[mount["mountPath"]]).iterdir():
                     path.write_text(self._rewrite_text(path.read_text(), mapping))
         return mapping
+
+    def _write_secret_volume(self, local: Path, source: dict[str, Any]) -> None:
+        """One Secret volume as the kubelet's atomic writer lays it out."""
+        data = self.secrets.get(source["secretName"])
+        if data is None:
+            # The kubelet would leave the pod in ContainerCreating (FailedMount).
+            raise AssertionError(f"the pod mounts Secret {source['secretName']!r}: pass it in")
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        stamp = local / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+        stamp.mkdir()
+        for item in items:
+            target = stamp / item["path"]
+            target.write_text(data[item["key"]])
+            target.chmod(item.get("mode", source.get("defaultMode", 0o644)))
+        tmp_link = local / "..data_tmp"
+        tmp_link.symlink_to(stamp.name)
+        old = (local / "..data").resolve() if (local / "..data").is_symlink() else None
+        tmp_link.replace(local / "..data")  # rename(2): atomic, as the kubelet swaps it
+        for item in items:
+            link = local / item["path"]
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{item['path']}")
+        if old is not None:
+            shutil.rmtree(old)
+
+    def rotate_secret(self, name: str, data: dict[str, str]) -> None:
+        """A changed Secret reaching the running pod: every volume of it gets the new data."""
+        self.secrets[name] = dict(data)
+        volumes = {v["name"]: v for v in self.pod.get("volumes") or []}
+        for mount in self.container["volumeMounts"]:
+            secret = volumes.get(mount["name"], {}).get("secret")
+            if secret and secret["secretName"] == name:
+                self._write_secret_volume(Path(self.mounts[mount["mountPath"]]), secret)
 
     @staticmethod
     def _rewrite_text(text: str, mounts: dict[str, str]) -> str:

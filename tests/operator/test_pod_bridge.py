@@ -5,13 +5,15 @@ real nats-server and probed exactly as the kubelet's gRPC probes ask (see pod_br
   terminationGracePeriodSeconds.
 - A NATS outage makes it unready, never dead: while nats-server is stopped the readiness
   probe fails and the liveness probe keeps passing (the kubelet restarts nothing); when
-  NATS returns, readiness passes again.
+  NATS returns, readiness passes again. The gateway's ``/healthz`` and ``/readyz`` on port
+  http agree with the gRPC probes throughout.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +52,16 @@ def mock_pod(nats_url: str, root: Path) -> PodProcess:
     configmap, workload = children[0], children[-1]
     assert workload["kind"] == "Deployment"
     return PodProcess(workload, configmap, root, pod_name="twin-mock-5d9c7b8f6-abcde")
+
+
+def http_status(pod: PodProcess, path: str) -> int:
+    """Status of GET ``path`` on the container port named http."""
+    port = next(p["containerPort"] for p in pod.container["ports"] if p["name"] == "http")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
 
 
 def test_the_operators_pod_for_the_mock_twin_passes_its_probes(nats, tmp_path: Path):
@@ -98,10 +110,13 @@ def test_a_nats_outage_makes_the_pod_unready_never_dead(nats, tmp_path: Path):
             time.sleep(0.5)
         assert all(seen) and len(seen) >= 10, seen
         assert pod.alive()
+        # The gateway on port http agrees with the gRPC probes.
+        assert (http_status(pod, "/healthz"), http_status(pod, "/readyz")) == (200, 503)
 
         nats.start()  # same port: the twin's reconnect finds it
         back_after = pod.wait_for("readinessProbe", 60)
         assert pod.passes("livenessProbe")
+        assert (http_status(pod, "/healthz"), http_status(pod, "/readyz")) == (200, 200)
     finally:
         code = pod.stop()
     assert code in (0, -signal.SIGTERM), pod.tail()

@@ -210,6 +210,22 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class PredictionsConfig:
+    """``digital_twin.predictions``: bounds and feedback of the prediction ledger."""
+
+    max_pending_per_system: int = 100
+    max_recent_per_system: int = 100
+    max_points_per_prediction: int = 240
+    max_systems: int = 1000
+    skill_window: int = 50
+    calibrate_intervals: bool = True
+    drift_margin: float = 2.0
+    drift_min_predictions: int = 5
+    refit_on_drift: bool = True
+    score_interval_sec: float = 1.0
+
+
+@dataclass(frozen=True)
 class TelemetryConfig:
     otlp_endpoint: str | None
     sampling_ratio: float
@@ -248,6 +264,7 @@ class TwinConfig:
     events: EventsConfig = field(default_factory=EventsConfig)
     limits: EventLimits = field(default_factory=EventLimits)
     auth: AuthConfig = field(default_factory=lambda: AuthConfig(None, {}, list(DEFAULT_PROTECTED)))
+    predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     # Managed systems this twin answers for (names or globs; empty = all): twin.ingest.systems.
     systems: tuple[str, ...] = ()
 
@@ -279,6 +296,7 @@ class TwinConfig:
             http=HttpConfig(**dt["http"]),
             events=EventsConfig(**dt["events"]),
             limits=EventLimits.from_settings(dt.get("limits")),
+            predictions=PredictionsConfig(**dt.get("predictions", {})),
             systems=tuple(dt.get("systems") or ()),
         )
 

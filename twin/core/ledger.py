@@ -57,6 +57,17 @@ TOLERANCE = 0.10  # "within tolerance": |error| <= 10 % of the actual
 CONFIDENCE_PRIOR_WEIGHT = 5.0  # Skill.confidence: measured share weighs n / (n + 5)
 SCALE_TAIL = 512  # points before the origin used for the MASE scale and the native step
 STATUSES = ("pending", "scored", "not_executed", "unscorable", "dropped")
+# aggregate field -> metric name (families labelled system, model, kind:
+# twin/observability/ledger_metrics.py)
+METRIC_NAMES = {
+    "recorded": "predictions_recorded_total",
+    "scored": "predictions_scored_total",
+    "not_executed": "predictions_not_executed_total",
+    "coverage": "forecast_interval_coverage",
+    "coverage_raw": "forecast_interval_coverage_raw",
+    "mase": "prediction_mase",
+    "rel_error": "whatif_error_ratio",
+}
 
 
 class _Series(Protocol):
@@ -761,22 +772,29 @@ class PredictionLedger:
             }
         )
 
-    def refitted(self, system: str, at: float) -> None:
+    def refitted(self, system: str, at: float, parts: int = 0) -> None:
         """The system's models were refitted at event time ``at``: older forecasts stop counting."""
         sysl = self._systems.get(system)
         if sysl is None:
             return
         self.refits_total += 1
+        what = (
+            f"{parts} forecaster(s) refitted"
+            if parts
+            else "refit requested (the model has no refit: nothing changed)"
+        )
         for d in sysl.drift.values():
             if d.awaiting_refit:
                 d.awaiting_refit = False
                 d.refits += 1
                 d.reason = (
                     d.reason.split(" — ")[0]
-                    + f" — models refitted at {_iso(at)}; waiting for new forecasts to be scored"
+                    + f" — {what} at {_iso(at)}; waiting for new forecasts to be scored"
                 )
-            d.refitted_at = at
+            if math.isfinite(at):
+                d.refitted_at = at
             d.ratios.clear()
+        self._emit_event({"type": "refit", "system": system, "parts": parts, "t": _iso(at)})
 
     # ------------------------------------------------------------------ listeners
     def _emit(self, p: Prediction, out: dict[str, Any] | None) -> None:

@@ -15,6 +15,7 @@ import msgspec
 
 from twin.core.columns import SeriesColumns
 from twin.core.events import CalibrationEvent, ExecutionResult, Point, to_epoch
+from twin.core.ledger import PredictionLedger
 from twin.core.limits import DEFAULT_LIMITS, EventLimits
 from twin.core.notify import EventBus
 from twin.core.store import Retention, Series, SeriesStore
@@ -124,8 +125,12 @@ class TwinState:
         max_series_per_system: int | None = None,
         action_log_max_bytes: int = 64 * 1024 * 1024,
         limits: EventLimits = DEFAULT_LIMITS,
+        ledger: PredictionLedger | None = None,
     ) -> None:
         self.store = SeriesStore(retention, max_series, max_series_per_system)
+        # Predictions and their outcomes are facts too: recorded by the runtime, scored
+        # against this store, kept in snapshots (twin/core/ledger.py).
+        self.ledger = ledger if ledger is not None else PredictionLedger()
         self.actions: BoundedLog[ActionRecord] = BoundedLog(
             action_log_size, action_log_max_bytes, _action_size
         )
@@ -270,7 +275,9 @@ class TwinState:
             "samples": self.store.reset(),
             "actions": len(self.actions),
             "calibrations": len(self.calibrations),
+            "predictions": int(self.ledger.totals()["predictions_recorded_total"]),
         }
         self.actions.clear()
         self.calibrations.clear()
+        self.ledger.reset()
         return dropped

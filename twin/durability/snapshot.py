@@ -3,7 +3,7 @@ JetStream position they include, so a restart replays only what came after.
 
 File layout (one file per snapshot, ``snapshot-<applied sequence, 20 digits>.pts``)::
 
-    {"magic": "polaris-twin-snapshot", "format_version": 2, "sha256": "<hex of body>",
+    {"magic": "polaris-twin-snapshot", "format_version": 3, "sha256": "<hex of body>",
      "body_bytes": N, "encoding": "msgpack", "applied_sequence": S, "created_at": T}\\n
     <body: N bytes>
 
@@ -16,9 +16,13 @@ old snapshot or the new one, never half of one. The newest ``keep`` snapshots st
 loading walks from the newest to the oldest and skips (and reports) every file that
 fails its checks, so one corrupt file costs a longer replay, never a wrong state.
 
-Format versions: 2 is written. 1 (a JSON body with ``[[t, v], ...]`` sample lists and no
-``applied_above``) is read and migrated. Anything else is rejected with a message that
-says which versions this build reads.
+Format versions: 3 is written: version 2 plus the prediction ledger (``ledger``: pending
+predictions, recent outcomes, aggregates, skill and interval-calibration windows, drift
+state; ``PredictionLedger.export``). 2 (no ledger) is read with an empty ledger. 1 (a JSON
+body with ``[[t, v], ...]`` sample lists and no ``applied_above``) is read and migrated.
+Anything else is rejected with a message that says which versions this build reads. A
+ledger that does not load (an export version this build does not know) is skipped with a
+warning: the facts are restored, the ledger starts empty.
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ from twin.core.state import ActionRecord, CalibrationRecord, TwinState
 log = logging.getLogger(__name__)
 
 MAGIC = "polaris-twin-snapshot"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _NAME = re.compile(r"^snapshot-(\d{20})\.pts$")
 _MAX_HEADER = 4096
 
@@ -83,6 +87,7 @@ class Snapshot:
     calibrations: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    ledger: dict[str, Any] | None = None  # PredictionLedger.export() (version 3)
 
     @property
     def samples(self) -> int:
@@ -107,6 +112,7 @@ def capture(
         actions=[asdict(a) for a in state.actions],
         calibrations=[asdict(c) for c in state.calibrations],
         counters={"points_applied": state.points_applied, "text_values": state.text_values},
+        ledger=state.ledger.export(),
     )
 
 
@@ -121,13 +127,21 @@ def restore(state: TwinState, snap: Snapshot) -> int:
         state.calibrations.append(CalibrationRecord(**c))
     state.points_applied = int(snap.counters.get("points_applied", snap.samples))
     state.text_values = int(snap.counters.get("text_values", 0))
+    if snap.ledger is not None:
+        try:
+            state.ledger.load(snap.ledger)
+        except (ValueError, KeyError, TypeError) as exc:
+            state.ledger.reset()
+            log.warning("snapshot: prediction ledger not restored (%s); the facts are", exc)
     return snap.samples
 
 
 # -------------------------------------------------------------- (de)serialise
-def encode(snap: Snapshot) -> bytes:
-    """Header line + msgpack body (format version 2)."""
-    body_obj = {
+def encode(snap: Snapshot, version: int = FORMAT_VERSION) -> bytes:
+    """Header line + msgpack body (format version 3; ``version=2`` writes the old layout)."""
+    if version not in (2, 3):
+        raise ValueError(f"encode writes format versions 2 and 3, not {version}")
+    body_obj: dict[str, Any] = {
         "applied_sequence": snap.applied_sequence,
         "applied_above": snap.applied_above,
         "stream": snap.stream,
@@ -148,10 +162,12 @@ def encode(snap: Snapshot) -> bytes:
         "calibrations": snap.calibrations,
         "counters": snap.counters,
     }
+    if version >= 3:
+        body_obj["ledger"] = snap.ledger
     body = msgspec.msgpack.encode(body_obj)
     header = {
         "magic": MAGIC,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "encoding": "msgpack",
         "sha256": hashlib.sha256(body).hexdigest(),
         "body_bytes": len(body),
@@ -192,14 +208,15 @@ def decode(data: bytes, path: Path = Path("<memory>")) -> Snapshot:
     try:
         if version == 1:
             return _migrate_v1(orjson.loads(body))
-        return _decode_v2(msgspec.msgpack.decode(body))
+        return _decode_v2(msgspec.msgpack.decode(body), version)
     except SnapshotError:
         raise
     except Exception as exc:
         raise SnapshotError(path, f"body does not decode: {exc.__class__.__name__}: {exc}") from exc
 
 
-def _decode_v2(obj: dict[str, Any]) -> Snapshot:
+def _decode_v2(obj: dict[str, Any], version: int = 2) -> Snapshot:
+    """Versions 2 and 3 (3 adds ``ledger``)."""
     series = []
     for s in obj["series"]:
         t = np.frombuffer(s["t"], dtype="<f8").astype(np.float64)
@@ -228,7 +245,8 @@ def _decode_v2(obj: dict[str, Any]) -> Snapshot:
         actions=list(obj.get("actions", [])),
         calibrations=list(obj.get("calibrations", [])),
         counters=dict(obj.get("counters", {})),
-        format_version=2,
+        format_version=version,
+        ledger=obj.get("ledger") if version >= 3 else None,
     )
 
 

@@ -17,9 +17,11 @@ from twin.models.domain import SimulationRequest, SimulationResult
 __all__ = [
     "AnomalyReporter",
     "AnomalySource",
+    "BacktestReporter",
     "ForecastConsumer",
     "Forecaster",
     "LatencyBounded",
+    "Refittable",
     "anomaly_source_from_model",
     "forecaster_from_model",
 ]
@@ -60,6 +62,26 @@ class AnomalyReporter(Protocol):
     """A model that knows which series are anomalous now (the statistical model)."""
 
     def current_anomalies(self) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class BacktestReporter(Protocol):
+    """A model that knows its own out-of-sample forecast error per series.
+
+    ``backtest_error(system, metric)`` is (mean absolute error, over how many seconds
+    ahead) of the fitted forecaster on data it did not see, or None. The prediction
+    ledger compares live errors with it to detect drift.
+    """
+
+    def backtest_error(self, system: str, metric: str) -> tuple[float, float] | None: ...
+
+
+@runtime_checkable
+class Refittable(Protocol):
+    """A model that refits what it derived for one system on request (drift); returns
+    how many of its parts (series) will be refitted."""
+
+    def refit_system(self, system: str) -> int: ...
 
 
 def forecaster_from_model(model: WorldModel) -> Forecaster:

@@ -36,8 +36,10 @@ from twin.core.errors import InvalidRequest, ModelError, ModelNotFound, ModelUna
 from twin.core.state import CalibrationRecord, TwinState
 from twin.models.base import WorldModel
 from twin.models.capabilities import (
+    BacktestReporter,
     ForecastConsumer,
     LatencyBounded,
+    Refittable,
     anomaly_source_from_model,
     forecaster_from_model,
 )
@@ -323,6 +325,20 @@ class HybridWorldModel(WorldModel):
     def reset(self) -> None:
         for member in self.members.values():
             member.reset()
+
+    def backtest_error(self, system: str, metric: str) -> tuple[float, float] | None:
+        """The first member's that knows one (the statistical forecaster's)."""
+        for member in self.members.values():
+            if isinstance(member, BacktestReporter):
+                bt = member.backtest_error(system, metric)
+                if bt is not None:
+                    return bt
+        return None
+
+    def refit_system(self, system: str) -> int:
+        return sum(
+            m.refit_system(system) for m in self.members.values() if isinstance(m, Refittable)
+        )
 
     async def health(self) -> Health:
         if not self.initialized:

@@ -335,3 +335,39 @@ def parse_replay_params(params: dict[str, str]) -> tuple[int | None, float | Non
     if not math.isfinite(t):
         raise InvalidRequest("not finite", "parameters.from_time")
     return None, t
+
+
+REPORT_LIMIT_DEFAULT = 50
+REPORT_LIMIT_MAX = 500
+REPORT_PARAMS = ("system", "kind", "limit")
+
+
+def parse_report_params(params: dict[str, str]) -> tuple[str | None, str | None, int]:
+    """``prediction_report`` parameters: optional ``system`` and ``kind``, ``limit`` 1..500."""
+    from twin.core.ledger import REPORT_KINDS
+
+    unknown = sorted(set(params) - set(REPORT_PARAMS))
+    if unknown:
+        raise InvalidRequest(
+            f"unknown parameter {unknown[0][:64]!r}; expected {', '.join(REPORT_PARAMS)}",
+            "parameters",
+        )
+    system = (params.get("system") or "").strip() or None
+    if system is not None and len(system) > 256:
+        raise InvalidRequest("longer than 256 characters", "parameters.system")
+    kind = (params.get("kind") or "").strip() or None
+    if kind is not None and kind not in REPORT_KINDS:
+        raise InvalidRequest(
+            f"unknown kind {kind[:64]!r}; expected one of {', '.join(REPORT_KINDS)}",
+            "parameters.kind",
+        )
+    raw = (params.get("limit") or "").strip()
+    limit = REPORT_LIMIT_DEFAULT
+    if raw:
+        try:
+            limit = int(raw)
+        except ValueError as exc:
+            raise InvalidRequest(f"not an integer: {raw[:64]!r}", "parameters.limit") from exc
+        if not 1 <= limit <= REPORT_LIMIT_MAX:
+            raise InvalidRequest(f"must be between 1 and {REPORT_LIMIT_MAX}", "parameters.limit")
+    return system, kind, limit

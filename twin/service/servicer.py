@@ -202,7 +202,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
                 self.perf.simulation_timeout_sec,
                 context,
                 req,
-                lambda: self.rt.model.simulate(req),
+                lambda: self.rt.simulate(req),
             )
             res = (
                 out
@@ -406,8 +406,41 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
             totals["applied_sequence"] = str(dur.applied_sequence)
         return True, orjson.dumps(stats).decode(), totals
 
+    @_operation("prediction_report")
+    async def _prediction_report(self, params: dict[str, str]) -> ManageResult:
+        """Recent predictions with their outcomes, and the aggregates per system, model, kind."""
+        system, kind, limit = mapping.parse_report_params(params)
+        led = self.rt.state.ledger
+        rows = led.report(system, kind, limit)
+        aggs = [
+            a
+            for a in led.aggregates()
+            if (system is None or a["system"] == system) and (kind is None or a["kind"] == kind)
+        ]
+        totals = led.totals()
+        body = {"predictions": rows, "aggregates": aggs, "totals": totals}
+        if system is not None:
+            body["skill"] = {
+                k: _skill_dict(led.skill(system, k))
+                for k in ("forecast", "what_if", "plan", "what_if_baseline")
+            }
+        figures = {"returned": str(len(rows))} | {k: _fmt(v) for k, v in totals.items()}
+        return True, orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY).decode(), figures
+
 
 MANAGE_OPERATIONS = tuple(_MANAGE)
+
+
+def _skill_dict(sk: Any) -> dict[str, float | int | None]:
+    out: dict[str, float | int | None] = {}
+    for k in ("n", "mase", "rel_error", "coverage", "interval_scale", "within_tolerance"):
+        v = getattr(sk, k)
+        out[k] = (
+            v
+            if isinstance(v, int) or (isinstance(v, float) and v == v and abs(v) != float("inf"))
+            else None
+        )
+    return out
 
 
 def _fmt(v: float) -> str:

@@ -12,7 +12,7 @@ current time, the default image and the live objects. Modules, one job each:
 
 from .drift import first_difference, is_subset
 from .manifests import (
-    ADMIN_TOKEN_ENV,
+    ADMIN_TOKEN_KEY,
     LIVENESS_SERVICE,
     build_children,
     build_configmap,
@@ -24,6 +24,8 @@ from .manifests import (
     workload_kind,
 )
 from .names import (
+    ADMIN_TOKEN_DIR,
+    ADMIN_TOKEN_FILE,
     API_GROUP,
     API_VERSION,
     CONFIG_FILE,
@@ -57,7 +59,9 @@ from .twin_config import (
 )
 
 __all__ = [
-    "ADMIN_TOKEN_ENV",
+    "ADMIN_TOKEN_DIR",
+    "ADMIN_TOKEN_FILE",
+    "ADMIN_TOKEN_KEY",
     "API_GROUP",
     "API_VERSION",
     "CONFIG_FILE",

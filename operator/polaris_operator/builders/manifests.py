@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .names import (
+    ADMIN_TOKEN_DIR,
+    ADMIN_TOKEN_FILE,
     CONFIG_FILE,
     CONFIG_MOUNT_DIR,
     CONTAINER_NAME,
@@ -50,7 +52,7 @@ from .names import (
 from .twin_config import build_twin_config, config_hash, durability, render_config
 
 __all__ = [
-    "ADMIN_TOKEN_ENV",
+    "ADMIN_TOKEN_KEY",
     "DEFAULT_RESOURCES",
     "LIVENESS_SERVICE",
     "build_children",
@@ -65,7 +67,7 @@ __all__ = [
 
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}}
 LIVENESS_SERVICE = "liveness"
-ADMIN_TOKEN_ENV = "POLARIS_TWIN_ADMIN_TOKEN"
+ADMIN_TOKEN_KEY = "admin-token"  # the Secret key when adminTokenSecretRef names none
 DURABLE_ENV = "POLARIS_DT__NATS__JETSTREAM__DURABLE"
 
 
@@ -125,9 +127,6 @@ def _env(dt: Mapping[str, Any]) -> list[dict[str, Any]]:
     llm_ref = (spec.get("llm") or {}).get("apiKeySecretRef")
     if llm_ref:
         env.append(_secret_env("GEMINI_API_KEY", llm_ref, default_key="api-key"))
-    admin_ref = (spec.get("auth") or {}).get("adminTokenSecretRef")
-    if admin_ref:
-        env.append(_secret_env(ADMIN_TOKEN_ENV, admin_ref, default_key="admin-token"))
     return env
 
 
@@ -176,6 +175,24 @@ def _volumes(dt: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
                     "secretName": creds["name"],
                     "items": [
                         {"key": creds.get("key") or NATS_CREDS_FILE, "path": NATS_CREDS_FILE}
+                    ],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+    admin = (spec.get("auth") or {}).get("adminTokenSecretRef")
+    if admin:
+        # A file, not an environment variable: a rotated Secret reaches the running twin
+        # (it re-reads auth.admin_token_file on change), and the token never shows in the
+        # pod's environment (kubectl describe, /proc/<pid>/environ, crash dumps).
+        mounts.append({"name": "admin-token", "mountPath": ADMIN_TOKEN_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "admin-token",
+                "secret": {
+                    "secretName": admin["name"],
+                    "items": [
+                        {"key": admin.get("key") or ADMIN_TOKEN_KEY, "path": ADMIN_TOKEN_FILE}
                     ],
                     "defaultMode": 0o440,
                 },

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "ADMIN_TOKEN_DIR",
+    "ADMIN_TOKEN_FILE",
     "API_GROUP",
     "API_VERSION",
     "APP_NAME",
@@ -51,6 +53,10 @@ CONFIG_MOUNT_DIR = "/etc/polaris-twin"
 CONFIG_FILE = "config.yaml"
 NATS_CREDS_DIR = "/var/run/secrets/polaris/nats"
 NATS_CREDS_FILE = "nats.creds"
+# The admin token's Secret volume (a directory mount, never subPath: the kubelet swaps the
+# ..data symlink on rotation and the twin re-reads the file when it changes).
+ADMIN_TOKEN_DIR = "/var/run/secrets/polaris/admin"
+ADMIN_TOKEN_FILE = "token"
 SNAPSHOT_DIR = "/var/lib/polaris/snapshots"
 SNAPSHOT_VOLUME = "snapshots"
 CONTAINER_NAME = "twin"

@@ -1,10 +1,11 @@
 """The twin's config file, rendered from a DigitalTwin spec.
 
 The file carries no secret: credentials reach the pod only as ``secretKeyRef``
-environment variables or a Secret volume (see manifests). ``configOverrides`` is scanned
-for secret-looking keys as a second line of defence behind the CRD's CEL rules (objects
-stored before a rule existed, or a cluster without CEL validation), and may not touch
-what the typed spec owns.
+environment variables or Secret volumes (see manifests); the file names the mounted
+paths (``nats.creds_file``, ``auth.admin_token_file``), never their content.
+``configOverrides`` is scanned for secret-looking keys as a second line of defence behind
+the CRD's CEL rules (objects stored before a rule existed, or a cluster without CEL
+validation), and may not touch what the typed spec owns.
 
 Two choices here make replicas correct by construction:
 - ``nats.queue_group`` is always empty: every pod receives every message. A shared queue
@@ -27,6 +28,8 @@ from typing import Any
 import yaml
 
 from .names import (
+    ADMIN_TOKEN_DIR,
+    ADMIN_TOKEN_FILE,
     NATS_CREDS_DIR,
     NATS_CREDS_FILE,
     SNAPSHOT_DIR,
@@ -63,6 +66,7 @@ _OWNED_KEYS = {
     ("telemetry", "metrics_port"): "spec.telemetry.metricsPort",
     ("http", "port"): "spec.http.port",
     ("http", "host"): "nothing (the gateway listens on the pod IP)",
+    ("auth", "admin_token_file"): "spec.auth.adminTokenSecretRef",
 }
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(d|h|m|s))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
@@ -254,6 +258,8 @@ def build_twin_config(dt: Mapping[str, Any]) -> dict[str, Any]:
         cfg["state"] = snapshots
     if spec.get("systems"):
         cfg["systems"] = list(spec["systems"])
+    if (spec.get("auth") or {}).get("adminTokenSecretRef"):
+        cfg["auth"] = {"admin_token_file": f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_FILE}"}
 
     secretish = find_secret_like_keys(wm.get("settings") or {}, "worldModel.settings")
     overrides = spec.get("configOverrides") or {}

@@ -113,6 +113,7 @@ class ForecastEngine:
         self.max_steps = s.max_forecast_steps
         self.entries: dict[tuple[str, str], Entry] = {}
         self.wanted: set[tuple[str, str]] = set()  # requested but never fitted: fit first
+        self.refit_requested: set[tuple[str, str]] = set()  # the ledger saw drift: refit soon
         self.fit_seconds_total = 0.0
 
     # -- bookkeeping on the loop thread -------------------------------------------
@@ -171,6 +172,8 @@ class ForecastEngine:
             return "never fitted"
         if e.fitting:
             return None
+        if key in self.refit_requested:
+            return "prediction drift (ledger)"
         if e.last_error and series.appended - e.fit_points < min(
             self.refit_points, max(self.min_points, e.fit_points)
         ):
@@ -209,12 +212,14 @@ class ForecastEngine:
         e.fitting = False
         self.fit_seconds_total += report.seconds
         self.wanted.discard(key)
+        self.refit_requested.discard(key)
         self.catch_up(key, series)
 
     def failed(self, key: tuple[str, str], exc: BaseException, appended: int) -> None:
         e = self.entry(key)
         e.failures += 1
         e.fitting = False
+        self.refit_requested.discard(key)
         e.fit_points = appended
         e.last_error = f"{exc.__class__.__name__}: {exc}"
 
@@ -244,9 +249,24 @@ class ForecastEngine:
         times = series.last_t + step * np.arange(1, steps + 1)
         return ForecastOut(times, mean, mean - half, mean + half, step, fitted, method, truncated)
 
+    def request_refit(self, system: str) -> int:
+        """Marks every fitted series of ``system`` for a refit on the next cycle."""
+        keys = [k for k, e in self.entries.items() if k[0] == system and e.forecaster is not None]
+        self.refit_requested.update(keys)
+        return len(keys)
+
+    def backtest_error(self, key: tuple[str, str]) -> tuple[float, float] | None:
+        """(holdout MAE of the fitted forecaster, holdout horizon in seconds), or None."""
+        e = self.entries.get(key)
+        r = e.report if e is not None and e.forecaster is not None else None
+        if r is None or not math.isfinite(r.holdout_mae) or r.holdout_mae <= 0:
+            return None
+        return r.holdout_mae, r.holdout * r.step
+
     def reset(self) -> None:
         self.entries.clear()
         self.wanted.clear()
+        self.refit_requested.clear()
 
     @property
     def fitted_count(self) -> int:

@@ -467,6 +467,17 @@ class StatisticalWorldModel(WorldModel):
             done += 1
         return done
 
+    def backtest_error(self, system: str, metric: str) -> tuple[float, float] | None:
+        """The fitted forecaster's holdout error (``capabilities.BacktestReporter``)."""
+        return self.engine.backtest_error((system, metric))
+
+    def refit_system(self, system: str) -> int:
+        """Refits the system's forecasters on the next cycle (``capabilities.Refittable``)."""
+        n = self.engine.request_refit(system)
+        if n and self._wake is not None:
+            self._wake.set()
+        return n
+
     async def fit_all(self, rounds: int = 100) -> int:
         """Fits every due series now (tests, benchmarks); still off the request path."""
         total = 0

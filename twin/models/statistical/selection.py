@@ -25,6 +25,7 @@ series and lets a holdout decide:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -115,6 +116,7 @@ class FitReport:
     holdout: int
     scores: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    holdout_mae: float = math.nan  # the chosen forecaster's mean holdout error (drift reference)
 
 
 def _candidates(
@@ -212,6 +214,7 @@ def select_and_fit(
                 H,
                 scores,
                 time.perf_counter() - t0,
+                scores["combination"],
             )
         except Exception as exc:  # noqa: BLE001 - fall back to the single best
             last_exc = exc
@@ -223,7 +226,16 @@ def select_and_fit(
             last_exc = exc
             continue
         return fc, FitReport(
-            fc.kind, fc.describe(), fc.period, season, step, n, H, scores, time.perf_counter() - t0
+            fc.kind,
+            fc.describe(),
+            fc.period,
+            season,
+            step,
+            n,
+            H,
+            scores,
+            time.perf_counter() - t0,
+            scores.get(name, math.nan),
         )
     raise RuntimeError(f"every candidate failed to fit: {last_exc}")
 
