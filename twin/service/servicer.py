@@ -39,6 +39,7 @@ from twin.service.auth import (
     caller_of,
     is_loopback_host,
 )
+from twin.service.budget import call_within
 from twin.service.rpc_metrics import RpcMetrics
 from twin.service.spans import model_call_span, record_outcome
 
@@ -113,7 +114,7 @@ class DigitalTwinServicer(pb_grpc.DigitalTwinServicer):
                 with model_call_span(op, self.rt.model_name, request) as span:
                     t0 = time.perf_counter()
                     try:
-                        result = await asyncio.wait_for(call(), budget)
+                        result = await call_within(call(), budget)
                     finally:
                         elapsed = time.perf_counter() - t0
                         self.rpc_metrics.observe_model(op, elapsed)

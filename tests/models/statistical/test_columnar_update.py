@@ -1,5 +1,6 @@
 """The statistical model scores a columnar batch (one ``score_batch`` call per series)
-exactly as it scores the same points one by one: same scores, same anomalies."""
+exactly as it scores the same points one by one: same scores, same anomalies, the same
+anomaly_started/anomaly_cleared events, and executions applied with the batch learned."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from twin.core.columns import ColumnsBuilder
 from twin.core.events import Point
-from twin.core.state import TwinState
+from twin.core.state import ActionRecord, TwinState
 from twin.models.domain import EventBatch
 from twin.models.statistical.model import StatisticalWorldModel
 
@@ -48,8 +49,30 @@ def test_columnar_update_equals_point_by_point(per_batch: int) -> None:
     assert flagged_a == flagged_b
     assert max(float(a.anomaly_scores(*k)[1].max()) for k in a.tracks) >= a.threshold  # it did fire
     assert a.anomalous == b.anomalous and a.points_scored == b.points_scored == len(pts)
+    ev_a, ev_b = _transitions(a), _transitions(b)
+    assert {k for k, *_ in ev_a} == {"anomaly_started", "anomaly_cleared"}
+    assert ev_a == ev_b
     for key in a.tracks:
         ta, sa = a.anomaly_scores(*key)
         tb, sb = b.anomaly_scores(*key)
         assert np.array_equal(ta, tb) and np.allclose(sa, sb, rtol=0, atol=1e-9)
         assert abs(a.tracks[key].last_score - b.tracks[key].last_score) <= 1e-9
+
+
+def _transitions(m: StatisticalWorldModel) -> list[tuple[object, ...]]:
+    """Published anomaly events, per series in event time (series interleave differently)."""
+    return sorted(
+        (e.kind, e.system, e.data["metric"], e.t, tuple(sorted(e.data.items())))
+        for e in m.state.events.history
+    )
+
+
+def test_executions_applied_with_a_batch_message_are_learned() -> None:
+    model = StatisticalWorldModel(TwinState(), {"background_fitting": False})
+    builder = ColumnsBuilder()
+    builder.add_points(_series(20, 1))
+    act = ActionRecord(
+        1_600_000_600.0, "a1", "ADD_SERVER", "sys", "ok", True, 1.0, "", params={"count": "1"}
+    )
+    model.update(EventBatch(builder.build(), [act], ()))
+    assert [p.system for p in model.plans.effects.pending] == ["sys"]

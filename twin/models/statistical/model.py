@@ -232,10 +232,12 @@ class StatisticalWorldModel(WorldModel):
 
     def update(self, batch: EventBatch) -> None:
         groups = getattr(batch.points, "groups", None)  # twin.core.columns.SeriesColumns
-        if groups is not None:
-            self._update_columns(groups())
+        if groups is None:
+            self._update_points(batch)
             return
-        self._update_points(batch)
+        self._update_columns(groups())
+        if batch.actions:  # executions applied with a batch message: learned as on the other path
+            self.plans.update(batch)
 
     def _update_columns(self, groups: Any) -> None:
         """Each series' points of the batch scored in one call (``score_batch``)."""
@@ -261,7 +263,7 @@ class StatisticalWorldModel(WorldModel):
             tr.push_many(t, sc)
             n += k
             if key in anomalous or max(sc) >= thr:
-                self._flag(key, tr, t, sc)  # sequential semantics, only where it matters
+                self._flag(key, tr, t, v, sc)  # sequential semantics, only where it matters
             else:
                 tr.last_score = sc[-1]
         self.points_scored += n
@@ -269,22 +271,46 @@ class StatisticalWorldModel(WorldModel):
         if new_series and self._wake is not None:
             self._wake.set()
 
-    def _flag(self, key: Key, tr: _Track, t: list[float], sc: list[float]) -> None:
+    def _flag(
+        self, key: Key, tr: _Track, t: list[float], v: list[float], sc: list[float]
+    ) -> None:
+        """Point-by-point flagging of one series' batch, with the same transitions (and
+        the same published events) as ``_update_points``."""
         anomalous, thr, hold = self.anomalous, self.threshold, self.hold
-        for ti, si in zip(t, sc):
+        events = self.state.events
+        for ti, vi, si in zip(t, v, sc):
             tr.last_score = si
             if si >= thr:
                 tr.below = 0
                 a = anomalous.get(key)
                 if a is None:
                     anomalous[key] = [ti, ti, si]
+                    events.publish(
+                        ANOMALY_STARTED,
+                        key[0],
+                        {"metric": key[1], "score": round(si, 6), "value": vi, "threshold": thr},
+                        ti,
+                    )
                 else:
                     a[1] = ti
                     a[2] = max(a[2], si)
             elif key in anomalous:
                 tr.below += 1
                 if tr.below >= hold:
-                    del anomalous[key]
+                    since, _, peak = anomalous.pop(key)
+                    events.publish(
+                        ANOMALY_CLEARED,
+                        key[0],
+                        {
+                            "metric": key[1],
+                            "score": round(si, 6),
+                            "value": vi,
+                            "peak_score": round(peak, 6),
+                            "since": iso(since),
+                            "duration_sec": ti - since,
+                        },
+                        ti,
+                    )
 
     def _update_points(self, batch: EventBatch) -> None:
         t0 = time.perf_counter()
