@@ -393,11 +393,12 @@ async def reconcile(body: Mapping[str, Any], memo: kopf.Memo, logger: Any, *, tr
                     raise SpecError(f"the API server rejected a child: {e.message}") from e
                 raise
             pods = await _pods(client, dt, logger)
+            now = _now()
             status = status_from_workload(
-                dt, workload, now=_now(), pods=pods, config_digest=config_hash(config)
+                dt, workload, now=now, pods=pods, config_digest=config_hash(config)
             )
             wanted = int((workload.get("spec") or {}).get("replicas", 1))
-            _report_pod_problems(dt, pod_problems(pods) if wanted else [], memo)
+            _report_pod_problems(dt, pod_problems(pods, now) if wanted else [], memo)
             await _write_status(client, dt, status)
         except SpecError as e:
             metrics.errors.labels(reason="invalid_spec").inc()

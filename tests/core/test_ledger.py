@@ -445,3 +445,37 @@ def test_export_and_load_round_trip_keeps_pending_and_learned_state() -> None:
     )
     with pytest.raises(ValueError):
         again.load({"version": 99})
+
+
+def test_ledger_bytes_tracks_the_memory_the_ledger_really_holds() -> None:
+    """``ledger_bytes`` (``nbytes``) within 30 % of tracemalloc's count for a ledger at its
+    bounds: scored summaries, skill and interval windows, and pending predictions."""
+    import gc
+    import tracemalloc
+
+    def filled(store: SeriesStore, last: float, pending: int) -> tuple[int, int]:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        led = PredictionLedger(max_pending=pending, max_recent=50, max_points=240)
+        past = last - STEP * 300
+        for k in range(60):  # 60 forecasts of 4 metrics scored (50 summaries kept)
+            tracks = [forecast_track(past, 1.0, 1.0, 300, f"m{m}") for m in range(4)]
+            led.record(store, f"old{k}", "sys", "statistical", "forecast", tracks, 0.9)
+            led.score_due(store)
+        for k in range(pending + 5):  # then the pending bound, 240 points each
+            tracks = [forecast_track(last, 1.0, 1.0, 600, f"m{m}") for m in range(4)]
+            led.record(store, f"p{k}", "sys", "statistical", "forecast", tracks, 0.9)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert led.pending_count() == pending
+        return used, led.nbytes
+
+    store = SeriesStore()
+    rng = np.random.default_rng(3)
+    for m in range(4):
+        last = feed(store, "sys", f"m{m}", rng.normal(1.0, 1.0, 1000), T0)
+    filled(store, last, 2)  # first-time imports and caches are not the ledger's
+    for pending in (10, 60):
+        used, estimate = filled(store, last, pending)
+        assert 0.7 * used <= estimate <= 1.3 * used, (pending, used, estimate)

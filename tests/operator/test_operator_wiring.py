@@ -577,6 +577,56 @@ def test_pod_level_causes_reach_ready_and_become_events(cluster, ns):
     assert metrics["polaris_operator_pod_problems[('reason', 'ImagePullBackOff')]"] >= 1
 
 
+def test_a_pod_stuck_on_a_missing_secret_volume_reaches_ready(cluster, ns):
+    make_twin(cluster, ns, auth={"adminTokenSecretRef": {"name": "no-such-secret"}})
+    wait_for("deployment", lambda: children(cluster, ns, "twin-mock")["Deployment"])
+    # What the kubelet leaves when a Secret volume cannot be mounted: no reason but
+    # ContainerCreating, long after the pod was scheduled.
+    cluster.create(
+        PODS.format(ns=ns),
+        _pod(
+            ns,
+            "twin-mock-6d4b9-k8s2v",
+            "twin-mock",
+            phase="Pending",
+            conditions=[
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastTransitionTime": "2020-01-01T00:00:00Z",
+                }
+            ],
+            containerStatuses=[
+                {
+                    "name": "twin",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": IMAGE,
+                    "imageID": "",
+                    "state": {"waiting": {"reason": "ContainerCreating"}},
+                }
+            ],
+        ),
+    )
+
+    def ready_message() -> str | None:
+        for c in twin_status(cluster, ns, "twin-mock").get("conditions") or []:
+            if c["type"] == "Ready" and c["reason"] == "ContainerCreating":
+                return c["message"]
+        return None
+
+    msg = wait_for("ContainerCreating in Ready", ready_message)
+    assert "pod twin-mock-6d4b9-k8s2v: ContainerCreating: containers not created" in msg
+    wait_for(
+        "Warning event",
+        lambda: [
+            e
+            for e in cluster.events(ns)
+            if e["reason"] == "ContainerCreating" and e["type"] == "Warning"
+        ],
+    )
+
+
 def test_one_twin_per_managed_system(cluster, ns):
     for name, systems in (("twin-web", ["web-*"]), ("twin-db", ["db", "cache"])):
         obj = admitted(copy.deepcopy(load_examples()["digitaltwin-mock.yaml"]) | {})

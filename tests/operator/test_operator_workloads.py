@@ -345,6 +345,39 @@ def test_pod_problems_name_the_cause_in_the_kubelets_words():
     assert b.pod_problems([deleting]) == []
 
 
+def creating(name: str, scheduled_at: str) -> dict:
+    """A pod whose container waits in ContainerCreating, as with a missing Secret volume."""
+    return pod(
+        name,
+        conditions=[
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled_at}
+        ],
+        containerStatuses=[waiting("ContainerCreating")],
+    )
+
+
+def test_a_pod_stuck_creating_its_containers_is_named_once_it_is_too_long():
+    # NOW is 2026-01-01T00:00:00Z; the threshold is 300 s after scheduling.
+    stuck = creating("t-5", "2025-12-31T23:54:00Z")  # 360 s
+    fresh = creating("t-6", "2025-12-31T23:58:00Z")  # 120 s: an image pull, perhaps
+    (problem,) = b.pod_problems([stuck, fresh, HEALTHY], NOW)
+    assert (problem.pod, problem.reason) == ("t-5", "ContainerCreating")
+    assert problem.message.startswith("containers not created 360s after scheduling")
+    assert "Secret" in problem.message and "FailedMount" in problem.message
+    assert b.pod_problems([stuck]) == []  # without the time nothing can be said
+    unscheduled = creating("t-7", "2025-12-31T23:00:00Z")
+    unscheduled["status"]["conditions"][0]["status"] = "False"
+    assert b.pod_problems([unscheduled], NOW) == []
+
+    dt = twin(auth={"adminTokenSecretRef": {"name": "no-such-secret"}})
+    dep = b.build_deployment(dt, default_image=IMAGE)
+    dep["status"] = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 0}
+    status = b.status_from_workload(dt, dep, now=NOW, pods=[stuck])
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ContainerCreating"
+    assert "pod t-5: ContainerCreating: containers not created 360s" in ready["message"]
+
+
 def statefulset(desired: int, **status: Any) -> dict:
     sts = b.build_statefulset(twin(durability=JETSTREAM_ONLY), default_image=IMAGE)
     sts["spec"]["replicas"] = desired

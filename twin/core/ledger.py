@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
@@ -56,6 +57,8 @@ CONDITIONAL_KINDS = ("what_if", "plan")
 TOLERANCE = 0.10  # "within tolerance": |error| <= 10 % of the actual
 CONFIDENCE_PRIOR_WEIGHT = 5.0  # Skill.confidence: measured share weighs n / (n + 5)
 SCALE_TAIL = 512  # points before the origin used for the MASE scale and the native step
+ARRAY_OVERHEAD = 112  # a numpy array object beyond its data
+TRACK_OVERHEAD = 200  # a _Track object and its metric name
 STATUSES = ("pending", "scored", "not_executed", "unscorable", "dropped")
 # aggregate field -> metric name (families labelled system, model, kind:
 # twin/observability/ledger_metrics.py)
@@ -156,11 +159,12 @@ class _Track:
 
     @property
     def nbytes(self) -> int:
-        return sum(
-            a.nbytes
+        arrays = [
+            a
             for a in (self.t, self.mean, self.lower, self.upper, self.s, self.baseline)
             if a is not None
-        )
+        ]
+        return TRACK_OVERHEAD + sum(a.nbytes + ARRAY_OVERHEAD for a in arrays)
 
 
 @dataclass(slots=True)
@@ -236,7 +240,27 @@ class _System:
     pending: OrderedDict[str, Prediction] = field(default_factory=OrderedDict)
     heap: list[tuple[float, int, str]] = field(default_factory=list)
     recent: deque[dict[str, Any]] = field(default_factory=deque)
+    recent_sizes: deque[int] = field(default_factory=deque)  # bytes of each summary
     drift: dict[str, _Drift] = field(default_factory=dict)  # metric -> state
+
+    def remember(self, summary: dict[str, Any]) -> None:
+        """Keeps a scored (or closed) prediction's summary, and its size for ``nbytes``."""
+        self.recent.append(summary)
+        self.recent_sizes.append(_sizeof(summary))
+
+
+def _sizeof(obj: Any) -> int:
+    """Bytes held by a summary (dicts, lists, strings and numbers), measured once.
+
+    Keys are the code's literal names (shared, not counted), and so are None and bools."""
+    if obj is None or isinstance(obj, bool):
+        return 0
+    n = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        n += sum(_sizeof(v) for v in obj.values())
+    elif isinstance(obj, (list, tuple)):
+        n += sum(_sizeof(v) for v in obj)
+    return n
 
 
 def _f(x: float, nd: int = 6) -> float | None:
@@ -287,7 +311,9 @@ class PredictionLedger:
     def _system(self, name: str) -> _System:
         s = self._systems.get(name)
         if s is None:
-            s = self._systems[name] = _System(recent=deque(maxlen=self.max_recent))
+            s = self._systems[name] = _System(
+                recent=deque(maxlen=self.max_recent), recent_sizes=deque(maxlen=self.max_recent)
+            )
             while len(self._systems) > self.max_systems:
                 old, gone = self._systems.popitem(last=False)
                 for p in gone.pending.values():
@@ -474,7 +500,7 @@ class PredictionLedger:
             a.unscorable += 1
         elif status == "not_executed":
             a.not_executed += 1
-        sysl.recent.append(self._summary(p, None))
+        sysl.remember(self._summary(p, None))
         return p
 
     # ------------------------------------------------------------------ scoring
@@ -655,7 +681,7 @@ class PredictionLedger:
             (p.system, kind),
             (out["mase"], out["rel_error"], out["coverage"], out["within_tolerance"], n),
         )
-        sysl.recent.append(self._summary(p, out))
+        sysl.remember(self._summary(p, out))
         self._emit(p, out)
 
     def _skill_add(self, key: tuple[str, ...], row: tuple[float, float, float, float, int]) -> None:
@@ -907,9 +933,14 @@ class PredictionLedger:
         """Approximate memory held (arrays exactly, bookkeeping estimated)."""
         n = 0
         for s in self._systems.values():
-            n += sum(p.nbytes for p in s.pending.values()) + 800 * len(s.recent) + 64 * len(s.heap)
-        n += 120 * len(self._aggs) + sum(48 * len(d) + 100 for d in self._skill.values())
-        n += sum(8 * e for _, e in (self.intervals.evidence(k) for k in list(self.intervals._keys)))
+            n += sum(p.nbytes for p in s.pending.values()) + sum(s.recent_sizes)
+            n += 64 * len(s.heap)
+        # A skill row is a tuple of five numbers (~200 B); an interval error a Python float
+        # in a deque (~32 B).
+        n += 120 * len(self._aggs) + sum(200 * len(d) + 700 for d in self._skill.values())
+        n += sum(
+            32 * e for _, e in (self.intervals.evidence(k) for k in list(self.intervals._keys))
+        )
         return n
 
     # ------------------------------------------------------------------ snapshots
@@ -1033,7 +1064,8 @@ class PredictionLedger:
                 )
                 sysl.pending[p.id] = p
                 heapq.heappush(sysl.heap, (p.horizon_end, p.seq, p.id))
-            sysl.recent.extend(s.get("recent", []))
+            for r in s.get("recent", []):
+                sysl.remember(r)
             self._seq = max([self._seq, *(int(r.get("_seq", 0)) for r in sysl.recent)])
             for m, d in (s.get("drift") or {}).items():
                 sysl.drift[m] = _Drift(

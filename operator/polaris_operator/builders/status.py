@@ -6,18 +6,26 @@ the rollout is stuck, fewer replicas than desired serve after it finished, or a 
 problem only a human can fix. Pod-level causes (an image that cannot be pulled, a crash
 loop with its last exit, a pod the scheduler cannot place, a missing Secret) are named in
 the conditions' messages and become the reason, so ``kubectl get dt -o wide`` shows them.
+
+A Secret *volume* that does not exist (``auth.adminTokenSecretRef``,
+``nats.credentialsSecretRef``) leaves no reason on the pod: its containers just stay in
+``ContainerCreating`` (the cause is in the kubelet's FailedMount events, which the
+operator does not read). Given the time, a pod still creating its containers
+:data:`CREATING_TOO_LONG_SEC` after it was scheduled is reported as such.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .names import endpoint, selector_labels
 
 __all__ = [
     "CONDITION_TYPES",
+    "CREATING_TOO_LONG_SEC",
     "PodProblem",
     "conditions_equal",
     "invalid_spec_status",
@@ -38,6 +46,9 @@ _WAITING_PROBLEMS = (
     "CreateContainerError",
     "RunContainerError",
 )
+# Long enough for a large image pull (also spent in ContainerCreating), short of the
+# Deployment's 10-minute progress deadline.
+CREATING_TOO_LONG_SEC = 300
 _MAX_LISTED = 3
 _MAX_TEXT = 300
 
@@ -74,8 +85,40 @@ def _last_exit(status: Mapping[str, Any]) -> str:
     return f"{text}; {int(status.get('restartCount', 0))} restarts"
 
 
-def pod_problems(pods: Iterable[Mapping[str, Any]]) -> list[PodProblem]:
-    """Problems of the pods that are not being deleted, ordered by pod name."""
+def _seconds_between(since: str, now: str) -> float | None:
+    try:
+        start = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def _creating_for(status: Mapping[str, Any], now: str | None) -> float | None:
+    """Seconds a scheduled pod has spent creating its containers, or None."""
+    if now is None:
+        return None
+    scheduled = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == "PodScheduled" and c.get("status") == "True"
+        ),
+        None,
+    )
+    if scheduled is None or not scheduled.get("lastTransitionTime"):
+        return None
+    return _seconds_between(scheduled["lastTransitionTime"], now)
+
+
+def pod_problems(
+    pods: Iterable[Mapping[str, Any]], now: str | None = None
+) -> list[PodProblem]:
+    """Problems of the pods that are not being deleted, ordered by pod name.
+
+    With ``now`` (RFC 3339), a pod that has been creating its containers for
+    :data:`CREATING_TOO_LONG_SEC` since it was scheduled is one too.
+    """
     found: list[PodProblem] = []
     for pod in sorted(pods, key=lambda p: p.get("metadata", {}).get("name", "")):
         meta = pod.get("metadata") or {}
@@ -97,6 +140,17 @@ def pod_problems(pods: Iterable[Mapping[str, Any]]) -> list[PodProblem]:
         for cs in containers:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason", "")
+            if reason in ("ContainerCreating", "PodInitializing"):
+                age = _creating_for(status, now)
+                if age is not None and age >= CREATING_TOO_LONG_SEC:
+                    message = (
+                        f"containers not created {int(age)}s after scheduling: usually a Secret "
+                        "or ConfigMap volume that does not exist or cannot be mounted (see the "
+                        "pod's FailedMount events), or a very slow image pull"
+                    )
+                    found.append(PodProblem(name, "ContainerCreating", message))
+                    break  # one finding per pod: its containers share the cause
+                continue
             if reason not in _WAITING_PROBLEMS:
                 continue
             if reason == "CrashLoopBackOff":
@@ -232,7 +286,7 @@ def status_from_workload(
     if containers:
         status["image"] = containers[0].get("image", "")
 
-    problems = pod_problems(pods) if desired else []
+    problems = pod_problems(pods, now) if desired else []
     cause = problems[0].reason if problems else ""
     details = f"; {_describe_all(problems)}" if problems else ""
     progressing = _workload_condition(workload, "Progressing")
