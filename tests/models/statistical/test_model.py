@@ -4,6 +4,7 @@ Simulate, background fitting off the request path, health, metrics and reset."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -265,3 +266,40 @@ def test_score_ring_keeps_the_most_recent_points_in_order(cap: int, n: int) -> N
     t, s = tr.arrays()
     expected = np.arange(max(0, n - cap), n, dtype=float)
     assert np.array_equal(t, expected) and np.allclose(s, expected / 1000, atol=1e-6)
+
+
+async def test_catch_up_yields_to_the_loop_and_survives_new_series_and_a_reset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fit cycle's catch-up of every series yields between slices; series that
+    appear meanwhile do not break it, and a reset meanwhile makes the cycle stop."""
+    monkeypatch.setattr(model_mod, "CATCH_UP_SLICE_SEC", 0.0)  # yield after every series
+    rt = await runtime()
+    try:
+        feed(rt, loadgen_points(600))
+        m = rt.model
+        assert await m.fit_all() > 0
+        feed(rt, loadgen_points(700)[600:])  # new points for every series to catch up
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                rt.ingest_points([Point("late", f"m{ticks}", T0 + ticks, 1.0, "", None)])
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await m.fit_cycle(max_fits=0)
+        assert ticks >= len(rt.state.store) // 2  # the loop ran between the slices
+        seen = {k: e.seen for k, e in m.engine.entries.items() if e.forecaster is not None}
+        assert seen and all(
+            n == rt.state.store.get(*k).appended for k, n in seen.items()
+        )  # every fitted series caught up to its last point
+        cycle = asyncio.create_task(m.fit_cycle())
+        await asyncio.sleep(0)
+        m.reset()
+        assert await cycle == 0 and m.engine.fitted_count == 0
+        task.cancel()
+    finally:
+        await rt.shutdown()

@@ -69,6 +69,7 @@ from twin.models.statistical.settings import StatisticalSettings
 from twin.models.statistical.simulation import SimulationContext, calibrated
 
 log = logging.getLogger(__name__)
+CATCH_UP_SLICE_SEC = 0.002  # longest stretch of forecaster catch-up between two yields
 
 Key = tuple[str, str]
 
@@ -423,7 +424,11 @@ class StatisticalWorldModel(WorldModel):
         self.plans.background()
         store, engine = self.state.store, self.engine
         due: list[tuple[int, Key, str]] = []
-        for s in store:
+        gen = self._generation
+        # Catching every series up runs on the loop (thousands of points per series and
+        # cycle at line rate): yield every CATCH_UP_SLICE_SEC so queries never wait for all.
+        sliced = time.perf_counter()
+        for s in list(store):  # a copy: series may appear while this yields
             if not len(s):
                 continue
             key = (s.source, s.name)
@@ -432,9 +437,13 @@ class StatisticalWorldModel(WorldModel):
             if reason:
                 rank = 0 if key in engine.wanted else (1 if reason == "never fitted" else 2)
                 due.append((rank, key, reason))
+            if time.perf_counter() - sliced >= CATCH_UP_SLICE_SEC:
+                await asyncio.sleep(0)
+                if gen != self._generation:
+                    return 0  # reset meanwhile: nothing here is current any more
+                sliced = time.perf_counter()
         due.sort(key=lambda d: (d[0], d[1]))
         done = 0
-        gen = self._generation
         for _, key, reason in due[: max_fits if max_fits is not None else self.fits_per_cycle]:
             series = store.get(*key)
             if series is None or not len(series):
