@@ -53,7 +53,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 50051
+# gRPC, HTTP (REST gateway and console); 9464 is the metrics port the operator sets.
+EXPOSE 50051 8080 9464
 # Docker only; Kubernetes uses the gRPC probes the operator puts on the Deployment.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
   CMD ["polaris-twin", "--health-check", "--target", "127.0.0.1:50051"]

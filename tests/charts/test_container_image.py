@@ -46,6 +46,15 @@ def test_image_is_multi_stage_slim_and_non_root():
     assert re.search(r'^CMD \["polaris-twin"', DOCKERFILE, re.MULTILINE)
 
 
+def test_exposed_ports_are_the_twins_and_the_operators_defaults():
+    from polaris_operator.builders.names import DEFAULT_METRICS_PORT
+    from twin.core.config import defaults
+
+    twin = defaults()["digital_twin"]
+    exposed = {int(p) for p in re.findall(r"^EXPOSE\s+(.+)$", DOCKERFILE, re.MULTILINE)[0].split()}
+    assert exposed == {twin["grpc"]["port"], twin["http"]["port"], DEFAULT_METRICS_PORT}
+
+
 def test_console_scripts_used_by_the_manifests_exist():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     scripts = project["scripts"]

@@ -4,7 +4,10 @@ Flow per message: size check → decode (msgspec, in the subscription callback) 
 bad events to the dead-letter subject → good ones into a bounded ``asyncio.Queue``.
 One applier task drains the queue in batches (``batch_size`` events or
 ``batch_timeout_sec`` after the first, whichever comes first), applies them to the
-``TwinState`` and hands the batch to the world model.
+``TwinState`` and hands the batch to the world model. Stream messages without an ack
+or a trace link join the stream item at the tail of the queue while it waits (up to
+``batch_size`` events per item): one queue operation per batch instead of per event,
+with the same batches, order and counts.
 
 Backpressure: when the queue is full, ``put`` blocks the subscription callback, so
 messages wait in nats-py's per-subscription pending buffer, which is bounded too
@@ -84,6 +87,9 @@ class Item:
     ack: Callable[[], Awaitable[None]] | None = None
     link: Any = None  # the producer's SpanContext (tracing on and headers present)
     subject: str = ""  # where it came from (dead letters raised at apply time, span names)
+    # A stream message without ack or trace link: later ones join it while it waits in
+    # the queue (up to batch_size points) instead of each being queued on its own.
+    open: bool = False
 
     @property
     def size(self) -> int:
@@ -384,6 +390,14 @@ class Ingestor:
     # ---------------------------------------------------------------- handlers
     async def _put(self, item: Item) -> None:
         q = self.queue
+        if item.open:
+            waiting = q._queue  # type: ignore[attr-defined]
+            if waiting:
+                last = waiting[-1]
+                if last.open and len(last.points) < self.cfg.batch_size:
+                    cast(list[Point], last.points).extend(item.points)
+                    await self._maybe_yield()
+                    return
         try:
             q.put_nowait(item)  # the common path: no coroutine frame, one fullness check
         except asyncio.QueueFull:
@@ -391,6 +405,9 @@ class Ingestor:
         size = q.qsize()
         if size > self.stats.queue_high_water:
             self.stats.queue_high_water = size
+        await self._maybe_yield()
+
+    async def _maybe_yield(self) -> None:
         # nats-py hands a subscription's pending messages to its callback without
         # yielding, so a backlog would be decoded in one go (until the queue is full:
         # ~100 ms) while RPCs wait; a yield every couple of milliseconds bounds that.
@@ -455,7 +472,13 @@ class Ingestor:
         try:
             if subject == c.telemetry_stream_subject:
                 item = Item(
-                    [self.decoder.stream(data, now)], None, None, ack, link, subject
+                    [self.decoder.stream(data, now)],
+                    None,
+                    None,
+                    ack,
+                    link,
+                    subject,
+                    ack is None and link is None,
                 )  # positional: hot path
             elif subject == c.execution_subject:
                 item = Item(
@@ -536,7 +559,12 @@ class Ingestor:
             item = await q.get()
             items = [item]
             n = item.size
+            # A class test, not isinstance: SeriesColumns is a Sequence ABC, and an ABC
+            # check of a list costs a Python-level __instancecheck__ per stream message.
+            columnar = item.points.__class__ is SeriesColumns
             deadline = loop.time() + timeout
+            parts = 0  # pieces of a grown stream item: not queue items themselves
+            waiting = q._queue  # type: ignore[attr-defined]
             while n < batch_size:
                 try:
                     item = q.get_nowait()
@@ -550,17 +578,27 @@ class Ingestor:
                         item = await asyncio.wait_for(q.get(), remaining)
                     except TimeoutError:
                         break
+                if item.open and n + len(item.points) > batch_size:
+                    # Exactly batch_size events: the rest of a grown stream item goes back
+                    # to the head of the queue (still one queue item, done when applied).
+                    k = batch_size - n
+                    pts = cast(list[Point], item.points)
+                    item.points = pts[k:]
+                    waiting.appendleft(item)
+                    item = Item(pts[:k], subject=item.subject)
+                    parts += 1
                 items.append(item)
                 n += item.size
+                if item.points.__class__ is SeriesColumns:
+                    columnar = True
             # Under a backlog, also take what is already queued (never waiting for it):
             # a bigger batch amortises the per-series work of the columnar path. Bounded
             # by nats.max_batch_events and by ~APPLY_BUDGET_SEC of work at the measured
             # cost per event, so RPCs still wait at most about one such batch.
             # Batch messages only: stream messages keep exactly the batch_size semantics.
-            if batch_size > 1 and any(isinstance(it.points, SeriesColumns) for it in items):
+            if batch_size > 1 and columnar:
                 cap = min(self.cfg.max_batch_events, int(APPLY_BUDGET_SEC / self._cost_per_event))
-                waiting = q._queue  # type: ignore[attr-defined] # peek: take only batch messages
-                while n < cap and waiting and isinstance(waiting[0].points, SeriesColumns):
+                while n < cap and waiting and waiting[0].points.__class__ is SeriesColumns:
                     item = q.get_nowait()
                     items.append(item)
                     n += item.size
@@ -568,7 +606,7 @@ class Ingestor:
             try:
                 await self.apply(items)
             finally:
-                for _ in items:
+                for _ in range(len(items) - parts):
                     q.task_done()
             per_event = (time.perf_counter() - t0) / max(1, n)
             self._cost_per_event += 0.2 * (max(per_event, 1e-7) - self._cost_per_event)
@@ -645,7 +683,7 @@ class Ingestor:
         actions = []
         calibrations = []
         with_points = [it for it in items if it.points]
-        columnar = any(isinstance(it.points, SeriesColumns) for it in with_points)
+        columnar = any(it.points.__class__ is SeriesColumns for it in with_points)
         cols: SeriesColumns | None
         if not columnar:  # stream messages only: a few points, the plain path is cheaper
             cols = None
