@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from twin.models.statistical.forecast import sampling_step, select_and_fit
+from twin.models.statistical.selection import SELECTION_FOLDS
 
 
 def nab_dir() -> Path:
@@ -54,7 +55,9 @@ def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return stamps.astype("datetime64[s]").astype(np.int64).astype(float), values
 
 
-def backtest_file(path: str, origins: int, horizon: int, max_fit: int, folds: int = 2) -> dict:
+def backtest_file(
+    path: str, origins: int, horizon: int, max_fit: int, folds: int = SELECTION_FOLDS
+) -> dict:
     t, y = load(Path(path))
     n = y.shape[0]
     step = sampling_step(t)
@@ -166,7 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--horizon", type=int, default=60)
     p.add_argument("--max-fit-points", type=int, default=4000)
     p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--folds", type=int, default=2, help="holdout windows used for model selection")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=SELECTION_FOLDS,
+        help="holdout windows used for model selection",
+    )
     p.add_argument(
         "--latency", action="store_true", help="also measure request-path forecast latency"
     )

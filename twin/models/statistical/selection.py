@@ -8,14 +8,18 @@ series and lets a holdout decide:
    step implies (hourly, daily, weekly, in points): a period counts when its ACF is
    high *and* a peak (clearly above the ACF at half the period; a merely smooth series
    has a high ACF at every short lag);
-3. candidates are fitted on the data minus one or two holdout windows and scored by the
-   mean absolute error of their multi-step forecast over the holdout: naive (last
-   value), drift, simple exponential smoothing, AR(p) on levels and on differences
-   (ARIMA(p,0,0) / ARIMA(p,1,0), least squares, p by AIC; the integrated ones only
-   when the levels' lag-1 ACF shows persistence) and, when a period was found,
-   seasonal naive, Holt-Winters (statsmodels, additive, optionally damped trend; only
-   for periods up to ``HW_MAX_PERIOD`` points) and a "seasonal profile + SES" model
-   (a mean seasonal shape with a smoothed level; cheap for any period length);
+3. candidates are fitted on the data before each of ``SELECTION_FOLDS`` (4) rolling
+   holdout windows and scored by the mean absolute error of their multi-step forecast
+   over the holdouts: naive (last value), drift, simple exponential smoothing, AR(p) on
+   levels and on differences (ARIMA(p,0,0) / ARIMA(p,1,0), least squares, p by AIC; the
+   integrated ones only when the levels' lag-1 ACF shows persistence), a robust level
+   (median of the last season, ``robust.py``) and, when a period was found, seasonal
+   naive, Holt-Winters (statsmodels, additive, optionally damped trend; only for periods
+   up to ``HW_MAX_PERIOD`` points), a "seasonal profile + SES" model (a mean seasonal
+   shape with a smoothed level; cheap for any period length) and its robust twin, a
+   seasonal median (per-phase median of the last cycles). The medians are there for
+   bursty series, where every mean-based model chases the bursts; the holdouts decide
+   per series, on data before the forecast origin only;
 4. the winner is refitted on all the data — or, when the equal-weight mean of the two
    best beats the best alone by ``COMBO_MARGIN`` on the holdout, both are (forecast
    combination is a cheap, well-known hedge against picking the wrong model).
@@ -60,6 +64,10 @@ MIN_PEAK = 0.1
 MIN_FIT_POINTS = 20
 PERSISTENCE_ACF = 0.5  # lag-1 ACF of the levels below which d=1 models are not offered
 COMBO_MARGIN = 0.97  # a combination must beat the best single model by 3 % on the holdout
+# Holdout windows a candidate is scored on (rolling origin, each one horizon long): with
+# two, one burst in the last horizons decided the choice on bursty series.
+SELECTION_FOLDS = 4
+ROBUST_WINDOW = 24  # points of the robust level's median when the series has no season
 
 
 def z_value(level: float) -> float:
@@ -122,10 +130,13 @@ class FitReport:
 def _candidates(
     m: int, n: int, persistent: bool = True
 ) -> list[tuple[str, Callable[[np.ndarray], Forecaster]]]:
+    from twin.models.statistical.robust import RobustLevel, SeasonalMedian
+
     c: list[tuple[str, Callable[[np.ndarray], Forecaster]]] = [
         ("naive", Naive.fit),
         ("ses", SES.fit),
         ("arima_d0", lambda y: AR.fit(y, 0)),
+        ("robust_level", lambda y: RobustLevel.fit(y, m if m > 1 else ROBUST_WINDOW)),
     ]
     if persistent:
         # Integrated models only for series that look integrated: on a series whose
@@ -135,6 +146,7 @@ def _candidates(
     if m > 1:
         c.append(("seasonal_naive", lambda y: SeasonalNaive.fit(y, m)))
         c.append(("seasonal_profile", lambda y: SeasonalProfile.fit(y, m)))
+        c.append(("seasonal_median", lambda y: SeasonalMedian.fit(y, m)))
         if m <= HW_MAX_PERIOD:
             c.append(("holt_winters", lambda y: HoltWinters.fit(y, m, False)))
             c.append(("holt_winters_damped", lambda y: HoltWinters.fit(y, m, True)))
@@ -142,13 +154,15 @@ def _candidates(
 
 
 def _needs(name: str, m: int) -> int:
+    if name == "seasonal_median":
+        return 4 * m
     if name.startswith(("holt_winters", "seasonal")):
         return 2 * m + 2
     return MIN_FIT_POINTS
 
 
 def select_and_fit(
-    t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int = 2
+    t: np.ndarray, y: np.ndarray, horizon: int = 60, folds: int = SELECTION_FOLDS
 ) -> tuple[Forecaster, FitReport]:
     """Detects seasonality, scores candidates on holdout windows, refits the winner."""
     import time
