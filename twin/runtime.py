@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from twin import __version__
-from twin.core import workers
+from twin.core import notify, workers
 from twin.core.config import TwinConfig
 from twin.core.events import Point
 from twin.core.ingest_stats import IngestStats
@@ -148,6 +148,7 @@ class TwinRuntime:
         )
         self.state.events.register(self.registry)
         LedgerCollector(self.registry, lambda: self.state.ledger)
+        self.state.ledger.listeners.append(self._push_ledger_event)
         self.registry.register(_BuildInfo(self))
         # The current model's own figures, read through ``runtime.model`` so a model
         # swapped by reload_model reports from then on.
@@ -158,6 +159,15 @@ class TwinRuntime:
             lambda: self.supervisor.metrics() if self.supervisor is not None else {},
             owner="Model supervisor",
         )
+
+    def _push_ledger_event(self, event: Mapping[str, Any]) -> None:
+        """Scored predictions and drift findings are pushed (Watch, SSE, NATS) like anomalies,
+        so a planner learns how the twin's predictions fared without polling the report."""
+        kind = _LEDGER_EVENT_KINDS.get(str(event.get("type", "")))
+        if kind is None:  # refits: visible in health and the drift figures
+            return
+        data = {k: v for k, v in event.items() if k != "type"}
+        self.state.events.publish(kind, str(event.get("system", "")), data)
 
     async def initialize(self) -> None:
         # Worker processes for heavy computation (fits): started on first use, in a thread,
@@ -335,6 +345,12 @@ class _Rate:
         if old is None or now - old[0] < 1e-3:
             return count / max(now - self.started, 1e-3)
         return (count - old[1]) / (now - old[0])
+
+
+_LEDGER_EVENT_KINDS = {
+    "prediction_outcome": notify.PREDICTION_OUTCOME,
+    "drift": notify.DRIFT,
+}
 
 
 def ledger_from_config(config: TwinConfig) -> PredictionLedger:

@@ -108,6 +108,20 @@ async def test_predictions_are_scored_and_reported_over_grpc(
         )
         assert m["predictions_scored_total.swim.statistical.what_if"] == "1"
 
+        # Each outcome was also pushed (Watch replays the events the twin retains).
+        pushed: dict[str, pb.TwinEvent] = {}
+        stream = stub.Watch(
+            pb.WatchRequest(kinds=["prediction_outcome"], from_start=True), timeout=10
+        )
+        async for ev in stream:
+            pushed[ev.data["id"]] = ev
+            if len(pushed) == 2:
+                break
+        stream.cancel()
+        assert set(pushed) == {"fc-1", "wi-1"}
+        assert pushed["wi-1"].system == "swim" and pushed["wi-1"].data["status"] == "scored"
+        assert pushed["fc-1"].data["kind"] == "forecast"
+
         rep = await stub.Manage(
             pb.ManagementRequest(
                 operation="prediction_report", parameters={"system": "swim", "limit": "10"}

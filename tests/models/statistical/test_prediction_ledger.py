@@ -107,6 +107,8 @@ async def test_drift_degrades_health_refits_the_system_and_recovers() -> None:
         assert health.status == "degraded"
         drift = [i for i in health.issues if i.startswith("prediction drift")]
         assert drift and "svc/latency" in drift[0] and "backtest error" in drift[0]
+        pushed = [e for e in rt.state.events.history if e.kind == "drift"]
+        assert [(e.system, e.data["metric"]) for e in pushed] == [("svc", "latency")]
         assert ("svc", "latency") in rt.model.engine.refit_requested or entry.refits > refits_before  # type: ignore[attr-defined]
         assert rt.metrics_snapshot()["prediction_refits_total"] == 1
         await rt.model.fit_all()  # type: ignore[attr-defined]
