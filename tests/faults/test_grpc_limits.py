@@ -94,6 +94,9 @@ async def test_rpcs_beyond_max_workers_are_refused_but_health_never_is(
     ch = channel_for(app)
     stub = pb_grpc.DigitalTwinStub(ch)
     health = health_pb2_grpc.HealthStub(ch)
+    limiter = app.server.in_flight
+    wrap, wrapped = limiter._limit, []
+    limiter._limit = lambda handler: wrapped.append(handler) or wrap(handler)
     slow_manage = [
         stub.Manage(pb.ManagementRequest(operation="health_check"), timeout=10) for _ in range(9)
     ]
@@ -108,3 +111,4 @@ async def test_rpcs_beyond_max_workers_are_refused_but_health_never_is(
     assert all(a.status == health_pb2.HealthCheckResponse.SERVING for a in answers)
     m = await metrics(ch)
     assert m["rpc_rejected_busy_total.grpc.max_workers"] == 4 and m["rpc_rejected_busy_total"] == 4
+    assert len(wrapped) == 1  # the limit wraps each method once, not each of the 10 RPCs

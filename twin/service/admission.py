@@ -35,6 +35,9 @@ class InFlightLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc s
         self.in_flight = 0
         self._on_reject = on_reject
         self._setting = setting
+        # method -> (the service's handler, its limited wrapper): built once per method, not
+        # per RPC. Bounded by the registered methods (unknown ones have no handler).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -45,6 +48,14 @@ class InFlightLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc s
         method = handler_call_details.method
         if handler is None or handler.unary_unary is None or method.startswith(EXEMPT_PREFIXES):
             return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._limit(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _limit(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         behaviour = handler.unary_unary
 
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
