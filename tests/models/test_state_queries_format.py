@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twin.core.events import iso
-from twin.models.state_queries import iso_many
+from twin.core.state import TwinState
+from twin.core.store import Retention
+from twin.models.state_queries import YIELD_EVERY_POINTS, historical, iso_many
 
 
 @settings(max_examples=200, deadline=None)
@@ -21,3 +23,19 @@ def test_iso_many_on_whole_seconds_and_microseconds() -> None:
     t = np.array([0.0, 1_700_000_000.0, 1_700_000_000.25, 1_700_000_000.000001])
     assert iso_many(t) == [iso(float(x)) for x in t]
     assert iso_many(t)[1] == "2023-11-14T22:13:20Z"
+
+
+async def test_a_long_series_answers_in_slices_with_the_same_points() -> None:
+    """``historical`` builds a long series' points slice by slice (yielding to the loop in
+    between); the answer equals formatting the whole window at once."""
+    state = TwinState(Retention(10_000, 0))
+    t0 = 1_700_000_000.0
+    times = t0 + np.arange(YIELD_EVERY_POINTS * 2 + 345) * 0.25
+    for i, x in enumerate(times):
+        state.store.append("sys", "load", float(x), float(i % 97), "u")
+    res = await historical(
+        state, {"system": "sys", "metric": "load", "start": iso(t0), "max_points": "50000"}, None
+    )
+    got = res.result["systems"]["sys"]["load"]
+    assert got["samples"] == len(times) and not got["downsampled"]
+    assert got["points"] == [(iso(float(x)), float(i % 97)) for i, x in enumerate(times)]
