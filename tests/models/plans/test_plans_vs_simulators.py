@@ -26,6 +26,19 @@ async def test_plan_choice_on_random_situations(system: str) -> None:
     detail = [(r.seed, r.twin_best, r.true_best, round(r.regret_share, 3)) for r in results]
     assert matches >= 7, detail  # bench/plans.py: 85-90 % over 3 x 100 situations
     assert regret <= 0.05, detail
+    assert all(r.replicate_best in r.true_utilities for r in results)
+
+
+def test_a_replicate_is_the_same_situation_with_other_random_draws() -> None:
+    sit = X.make_situation("swim", 7)
+    again = X.replicate(sit, 7)
+    assert again.candidates == sit.candidates and again.params == sit.params
+    a = sit.ex.fork().run(120.0, sit.truth_rate)
+    b = again.ex.run(120.0, sit.truth_rate)
+    c = X.replicate(sit, 7).ex.run(120.0, sit.truth_rate)
+    assert not np.array_equal(a.bins.arrivals, b.bins.arrivals)  # other draws
+    assert np.array_equal(b.bins.arrivals, c.bins.arrivals)  # reproducible
+    assert abs(a.bins.arrivals.sum() / b.bins.arrivals.sum() - 1) < 0.2  # same load
 
 
 @pytest.mark.parametrize("system", ["swim", "checkout"])

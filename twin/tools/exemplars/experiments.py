@@ -28,7 +28,7 @@ import math
 import random
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -548,6 +548,10 @@ class ChoiceResult:
     scenario: str
     twin_order: list[str] = field(default_factory=list)
     true_utilities: dict[str, float] = field(default_factory=dict)
+    # The best option in a second, independent run of the simulator (same situation and
+    # plans, other random arrivals and service times): how often the simulator agrees with
+    # itself bounds how often any prediction can match its single run.
+    replicate_best: str = ""
 
     @property
     def match(self) -> bool:
@@ -591,6 +595,9 @@ async def plan_choice(system: str, seed: int) -> ChoiceResult:
         utils[pid] = u
         stake = max(stake, parts["stake"])
     true_best = max(utils, key=lambda k: (utils[k], -len(options[k])))
+    again = replicate(sit, seed)
+    utils2 = {pid: truth_utility(again, acts, obj)[0] for pid, acts in options.items()}
+    replicate_best = max(utils2, key=lambda k: (utils2[k], -len(options[k])))
     pick = order[0]
     regret = utils[true_best] - utils[pick]
     return ChoiceResult(
@@ -605,7 +612,16 @@ async def plan_choice(system: str, seed: int) -> ChoiceResult:
         sit.params.get("scenario", "baseline"),
         order,
         utils,
+        replicate_best,
     )
+
+
+def replicate(sit: Situation, seed: int) -> Situation:
+    """The same situation with the simulator's randomness drawn afresh."""
+    ex = sit.ex.fork()
+    ex.sim.rng = np.random.default_rng([seed, 1])
+    ex.noise = np.random.default_rng([seed, 2])
+    return replace(sit, ex=ex)
 
 
 # ----------------------------------------------------------------------------- coverage
