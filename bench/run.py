@@ -493,18 +493,24 @@ async def bench_query(rep: Report, logdir: Path, url: str, quick: bool, model: s
         )
 
 
-async def bench_forecast(rep: Report, logdir: Path, url: str, quick: bool, model: str) -> None:
+async def _one_caller(
+    logdir: Path, url: str, quick: bool, model: str, history: int, kind: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A twin preloaded with ``history`` points per series, timed by one caller of ``kind``."""
     twin = await Proc.start(
-        logdir, "_twin_proc.py", "serve", "--url", url, "--model", model, "--history", "10000"
+        logdir, "_twin_proc.py", "serve", "--url", url, "--model", model, "--history", str(history)
     )
     try:
         ready = await twin.line(600)
-        r = await load(
-            logdir, ready["port"], 4.0 if quick else 10.0, kind="simulate", concurrency=1
-        )
+        r = await load(logdir, ready["port"], 4.0 if quick else 10.0, kind=kind, concurrency=1)
     finally:
         await twin.send()
         await twin.finish()
+    return ready, r
+
+
+async def bench_forecast(rep: Report, logdir: Path, url: str, quick: bool, model: str) -> None:
+    ready, r = await _one_caller(logdir, url, quick, model, 10_000, "simulate")
     rep.figures["forecast_p99_ms"] = round(r["p99_ms"], 2)
     note = (
         f"model={ready['model']}; {ready['samples']:,} samples preloaded; {r['calls']} calls; "
@@ -525,17 +531,7 @@ async def bench_forecast(rep: Report, logdir: Path, url: str, quick: bool, model
 
 async def bench_plans(rep: Report, logdir: Path, url: str, quick: bool, model: str) -> None:
     """Simulate compare: 10 plans (+ do nothing) over 60 minutes, one caller (issue 11)."""
-    twin = await Proc.start(
-        logdir, "_twin_proc.py", "serve", "--url", url, "--model", model, "--history", "1000"
-    )
-    try:
-        ready = await twin.line(600)
-        r = await load(
-            logdir, ready["port"], 4.0 if quick else 10.0, kind="compare", concurrency=1
-        )
-    finally:
-        await twin.send()
-        await twin.finish()
+    ready, r = await _one_caller(logdir, url, quick, model, 1_000, "compare")
     rep.figures["plans_p99_ms"] = round(r["p99_ms"], 2)
     rep.add(
         "Simulate compare p99 (10 plans, 60 min, traffic spike)",
